@@ -1,0 +1,3 @@
+from fmriface.cli import main
+
+raise SystemExit(main())

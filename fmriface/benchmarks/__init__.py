@@ -1,0 +1,1 @@
+"""Benchmarks behind ``fmriface bench NAME``: one module each, ``run(args) -> dict``."""

@@ -1,0 +1,1 @@
+"""Torch network definitions of the VAE-GAN face space, checkpoints and ONNX export."""
