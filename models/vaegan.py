@@ -1,0 +1,46 @@
+"""The VAE-GAN: encoder, decoder and discriminator built from one :class:`~models.config.VAEGANConfig`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.config import VAEGANConfig
+from models.decoder import Decoder
+from models.discriminator import Discriminator
+from models.encoder import Encoder
+
+__all__ = ["VAEGAN"]
+
+
+class VAEGAN(nn.Module):
+    """The three networks of Larsen et al.'s VAE-GAN; the training losses live in :mod:`offline.vaegan_train`."""
+
+    def __init__(self, cfg: VAEGANConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg.encoder)
+        self.decoder = Decoder(cfg.decoder)
+        self.discriminator = Discriminator(cfg.discriminator)
+
+    def sample_latent(self, z_mu: torch.Tensor, log_sigma: torch.Tensor, generator=None) -> torch.Tensor:
+        """``z = z_mu + eps * exp(log_sigma)`` with ``eps ~ N(0, 1)`` (the reparameterisation trick)."""
+        eps = torch.randn(z_mu.shape, generator=generator, device=z_mu.device, dtype=z_mu.dtype)
+        return z_mu + eps * torch.exp(log_sigma)  # [N, L]
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``z_mu`` of images ``[N, 3, S, S]`` in [0, 1] (networks in eval mode)."""
+        return self.encoder(x)[0]
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, S, S]`` in [0, 1] of latents ``[N, L]`` (clipped when the decoder is in eval mode)."""
+        return self.decoder(z)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Number of parameters of each network."""
+        return {
+            name: sum(p.numel() for p in getattr(self, name).parameters())
+            for name in ("encoder", "decoder", "discriminator")
+        }
