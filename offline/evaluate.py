@@ -1,0 +1,186 @@
+"""Scoring decoded faces as the paper does: pairwise identification, gender, imagery, a permutation control.
+
+Pairwise decoding (PAPER.md): the Pearson correlation between every predicted and every true feature vector;
+for each prediction, the fraction of the other items whose correlation with it is lower than that of its own
+true item (ties count one half); averaged; chance 50 %. The binomial p-value treats the ``N (N - 1)``
+comparisons as independent trials of a fair coin (one-sided); they are not fully independent, so it is a
+descriptive figure, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binomtest
+
+__all__ = [
+    "PairwiseResult",
+    "pairwise_accuracy",
+    "correlation_matrix",
+    "binomial_p",
+    "gender_by_projection",
+    "gender_by_classifier",
+    "permutation_control",
+    "score_spaces",
+]
+
+
+def correlation_matrix(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """``C[i, j]`` = Pearson correlation of ``pred[i]`` with ``true[j]`` (rows flattened to vectors)."""
+    a = np.asarray(pred, dtype=np.float64).reshape(len(pred), -1)
+    b = np.asarray(true, dtype=np.float64).reshape(len(true), -1)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"predicted vectors have {a.shape[1]} features, true ones {b.shape[1]}")
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    na = np.linalg.norm(a, axis=1, keepdims=True)
+    nb = np.linalg.norm(b, axis=1, keepdims=True)
+    na[na == 0] = 1.0
+    nb[nb == 0] = 1.0
+    return (a / na) @ (b / nb).T
+
+
+def binomial_p(successes: float, trials: int, chance: float = 0.5) -> float:
+    """One-sided binomial p-value of at least ``successes`` out of ``trials`` at ``chance``."""
+    if trials <= 0:
+        return float("nan")
+    k = int(round(successes))
+    return float(binomtest(k, trials, chance, alternative="greater").pvalue)
+
+
+@dataclass(frozen=True)
+class PairwiseResult:
+    """Pairwise identification: overall accuracy, per-item accuracy, comparisons and the binomial p-value."""
+
+    accuracy: float
+    per_item: np.ndarray
+    n_items: int
+    n_comparisons: int
+    p_value: float
+
+    def as_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "per_item": [round(float(v), 4) for v in self.per_item],
+            "n_items": self.n_items,
+            "n_comparisons": self.n_comparisons,
+            "p_value": self.p_value,
+        }
+
+
+def pairwise_accuracy(pred: np.ndarray, true: np.ndarray) -> PairwiseResult:
+    """Pairwise identification accuracy of ``pred [N, ...]`` against ``true [N, ...]`` (N >= 2)."""
+    n = len(pred)
+    if n < 2 or len(true) != n:
+        raise ValueError(f"pairwise decoding needs at least 2 matched items, got {n} predicted and {len(true)} true")
+    c = correlation_matrix(pred, true)
+    own = np.diag(c)[:, None]
+    wins = (c < own).astype(np.float64) + 0.5 * (c == own)
+    np.fill_diagonal(wins, 0.0)
+    per_item = wins.sum(axis=1) / (n - 1)
+    total = n * (n - 1)
+    return PairwiseResult(
+        accuracy=float(per_item.mean()),
+        per_item=per_item,
+        n_items=n,
+        n_comparisons=total,
+        p_value=binomial_p(per_item.mean() * total, total),
+    )
+
+
+def _accuracy_dict(pred_labels: np.ndarray, labels: np.ndarray) -> dict:
+    correct = int((np.sign(pred_labels) == np.sign(labels)).sum())
+    n = len(labels)
+    return {"accuracy": correct / n if n else float("nan"), "n": n, "p_value": binomial_p(correct, n)}
+
+
+def gender_by_projection(decoded: np.ndarray, labels: np.ndarray, direction: np.ndarray, midpoint: np.ndarray) -> dict:
+    """Classify by the sign of ``(z - midpoint) . direction`` (direction: male minus female mean latent).
+
+    ``labels`` are 1 (male) / -1; returns accuracy, n and the binomial p-value.
+    """
+    scores = (np.asarray(decoded) - midpoint) @ np.asarray(direction)
+    return {**_accuracy_dict(np.where(scores > 0, 1, -1), np.asarray(labels)), "scores": scores.tolist()}
+
+
+def gender_by_classifier(
+    train_latents: np.ndarray, train_labels: np.ndarray, decoded: np.ndarray, labels: np.ndarray, C: float = 1.0
+) -> dict:
+    """A logistic-regression classifier trained on true face-space latents, applied to decoded latents."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    clf.fit(np.asarray(train_latents), np.asarray(train_labels))
+    pred = clf.predict(np.asarray(decoded))
+    return _accuracy_dict(pred, np.asarray(labels))
+
+
+def score_spaces(
+    pred_latents: np.ndarray,
+    true_latents: np.ndarray,
+    true_images: np.ndarray,
+    decode: Callable[[np.ndarray], np.ndarray],
+    perceptual: Callable[[np.ndarray], np.ndarray] | None,
+    true_perceptual: np.ndarray | None = None,
+) -> tuple[dict[str, PairwiseResult], np.ndarray]:
+    """Pairwise decoding in latent, pixel and perceptual space for one face space.
+
+    Parameters
+    ----------
+    pred_latents, true_latents : [N, L]
+        Decoded and true latents of the same N faces.
+    true_images : [N, H, W, 3]
+        The faces shown, float in [0, 1] at the face space's image size.
+    decode : callable
+        Latents -> images [N, H, W, 3] in [0, 1] (the face space's decoder).
+    perceptual : callable or None
+        Images -> feature vectors (a hidden discriminator layer); None skips the perceptual space.
+    true_perceptual : array, optional
+        Features of ``true_images`` if already computed.
+
+    Returns
+    -------
+    (results by space, reconstructed images [N, H, W, 3])
+    """
+    recon = decode(np.asarray(pred_latents, dtype=np.float32))
+    out = {
+        "latent": pairwise_accuracy(pred_latents, true_latents),
+        "pixel": pairwise_accuracy(recon, true_images),
+    }
+    if perceptual is not None:
+        feats_true = perceptual(true_images) if true_perceptual is None else true_perceptual
+        out["perceptual"] = pairwise_accuracy(perceptual(recon), feats_true)
+    return out, recon
+
+
+def permutation_control(
+    make_mapping: Callable[[], object],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    n_permutations: int,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
+) -> dict:
+    """Refit the mapping with the training pairs shuffled and score pairwise latent decoding; near 50 %.
+
+    ``make_mapping()`` returns a fresh, unfitted mapping (with fixed hyperparameters, so each refit is cheap).
+    """
+    accs = []
+    for _ in range(n_permutations):
+        perm = rng.permutation(len(y_train))
+        mapping = make_mapping()
+        mapping.fit(x_train, y_train[perm], groups=groups)
+        accs.append(pairwise_accuracy(mapping.predict(x_test), y_test).accuracy)
+    arr = np.asarray(accs)
+    return {
+        "n_permutations": int(n_permutations),
+        "mean": float(arr.mean()) if arr.size else float("nan"),
+        "std": float(arr.std()) if arr.size else float("nan"),
+        "accuracies": [round(float(a), 4) for a in arr],
+    }
