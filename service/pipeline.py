@@ -1,0 +1,298 @@
+"""The per-volume pipeline: motion correction -> mask -> online preprocessing -> decode -> publish -> record.
+
+:class:`Pipeline` holds every piece of state that lives across volumes as a named attribute (the fitted
+registration, the last motion estimate, the detrending state, the buffer of preprocessed volumes, the trial
+windows, the neurofeedback target). :meth:`Pipeline.process` takes one volume; :meth:`Pipeline.handle` one inbound
+message. A volume that fails is logged, recorded in ``volumes.jsonl`` with its error and skipped; the run goes
+on (``FMRIFACE_RAISE=1`` re-raises instead, as the tests set).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service._service_config import ServeConfig
+from service._service_feedback import Feedback
+from service._service_trials import TrialBook
+from service.bundle import Bundle
+from service.decoder import LatentDecoder
+from service.motion import RigidRegistration, framewise_displacement
+from service.online import OnlinePreprocessor
+from service.publisher import Publisher
+from service.runlog import ResumeState, RunLog
+
+__all__ = ["Pipeline", "VolumeError"]
+
+log = logging.getLogger("service.pipeline")
+#: Stage timestamps of a frame header's ``t``, in order after ``file_ready``.
+_STAGES = ("read", "dequeued", "motion", "decoded", "sent")
+
+
+class VolumeError(ValueError):
+    """A volume the pipeline cannot use (wrong grid, non-finite values)."""
+
+    user_error = True
+
+
+def _raise_policy() -> bool:
+    return os.environ.get("FMRIFACE_RAISE") == "1"
+
+
+class Pipeline:
+    """Everything between a read volume and its published, recorded frame.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    cfg : ServeConfig
+    publisher : Publisher
+    runlog : RunLog
+    decoder : LatentDecoder
+        Already built (session warmed up).
+    tr : float
+        Repetition time used for trial windows and ``stim_time``.
+    """
+
+    def __init__(
+        self, bundle: Bundle, cfg: ServeConfig, publisher: Publisher, runlog: RunLog, decoder: LatentDecoder, tr: float
+    ) -> None:
+        self.bundle, self.cfg, self.pub, self.runlog, self.decoder, self.tr = (
+            bundle,
+            cfg,
+            publisher,
+            runlog,
+            decoder,
+            tr,
+        )
+        # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
+        self.reg_ = RigidRegistration().fit(bundle.reference, bundle.affine)
+        self.online_ = OnlinePreprocessor(
+            bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes
+        )
+        self.history_ = np.zeros((256, bundle.n_voxels), np.float32)  # preprocessed volumes by index
+        self.valid_ = np.zeros(256, bool)
+        self.last_params_ = np.zeros(6)
+        self.last_fd_ = 0.0
+        self.last_index_ = -1
+        self.n_ok_ = self.n_errors_ = self.n_duplicates_ = 0
+        self.done_files_: set[tuple[str, str]] = set()
+        self.latency_: list[float] = []
+        self.stage_ms_: dict[str, list[float]] = {k: [] for k in _STAGES}
+        self.sent_frames_: OrderedDict[tuple[str, int], tuple[int, float, float]] = OrderedDict()
+        self.flips_: list[float] = []
+        self.trials_ = TrialBook(tr, cfg, decoder, self)
+        center = bundle.stimulus_latents.mean(0) if len(bundle.stimulus_latents) else np.zeros(bundle.latent_size)
+        self.feedback_ = Feedback(bundle.attribute_names, bundle.attribute_directions, center, cfg.feedback_smooth)
+        self._frame_x = np.zeros(bundle.n_voxels, np.float32)
+        self._latent = np.zeros(bundle.latent_size, np.float32)
+
+    # --- per volume -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _file_key(vol: Any) -> tuple[str, str]:
+        # the file name only: folders of a scanner export are often named after the patient
+        return Path(vol.path).name, str(vol.sha256)
+
+    def process(self, vol: Any) -> dict[str, Any] | None:
+        """Process one volume; returns its record (None for a file already processed before a restart)."""
+        w0, p0 = time.time(), time.perf_counter()
+        key = self._file_key(vol)
+        if key in self.done_files_:
+            self.n_duplicates_ += 1
+            return None
+        # file_ready: the watcher saw the (complete) file; read: the volume was read; dequeued: the worker took it
+        t = {"file_ready": float(getattr(vol, "t_seen", vol.t_ready)), "read": float(vol.t_ready), "dequeued": w0}
+        rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
+        rec.update(sha256=key[1], t=t)
+        try:
+            x, params = self._correct(vol, t, w0, p0)
+            rec.update(motion=[round(float(p), 5) for p in params], fd=round(self.last_fd_, 5))
+            z = self.online_.update(x, int(vol.index), params)
+            self._store(int(vol.index), z)
+            latent = self.decoder.latent(self._frame_input(int(vol.index)), out=self._latent)
+            image = self.decoder.decode(latent)
+            t["decoded"] = w0 + time.perf_counter() - p0
+            header = self._frame_header(vol, t, params, latent)
+            seq = self.pub.send("frame", header, image)
+            rec.update(status="ok", frame_seq=seq)
+            if "value" in header["feedback"]:
+                rec["feedback"] = header["feedback"]["value"]
+            self.runlog.volume(rec, x, latent)
+        except Exception as exc:  # noqa: BLE001 - the error policy: record, log, go on
+            if _raise_policy():
+                raise
+            self._record_error(rec, exc)
+            return rec
+        self._account(rec, t)
+        self.done_files_.add(key)
+        self.trials_.advance(int(vol.index))
+        return rec
+
+    def _correct(self, vol: Any, t: dict[str, float], w0: float, p0: float) -> tuple[np.ndarray, np.ndarray]:
+        if vol.data.shape != self.bundle.reference.shape:
+            raise VolumeError(
+                f"volume has shape {vol.data.shape}, the bundle's reference {self.bundle.reference.shape}"
+            )
+        params = self.reg_.estimate(vol)  # warm start from the previous volume; checks the affine too
+        x = self.reg_.resample(vol.data, params, mask=self.bundle.mask)
+        if not np.all(np.isfinite(x)):
+            raise VolumeError("volume has non-finite values inside the mask")
+        t["motion"] = w0 + time.perf_counter() - p0
+        self.last_fd_ = float(framewise_displacement(np.stack([self.last_params_, params]))[-1]) if self.n_ok_ else 0.0
+        self.last_params_ = np.asarray(params, np.float64)
+        return np.asarray(x, np.float32), self.last_params_
+
+    def _store(self, index: int, z: np.ndarray) -> None:
+        if index >= self.history_.shape[0]:
+            grow = max(index + 1, 2 * self.history_.shape[0])
+            self.history_ = np.concatenate([self.history_, np.zeros_like(self.history_)])[:grow]
+            self.valid_ = np.concatenate([self.valid_, np.zeros_like(self.valid_)])[:grow]
+        self.history_[index] = z
+        self.valid_[index] = True
+        self.last_index_ = max(self.last_index_, index)
+
+    def _frame_input(self, index: int) -> np.ndarray:
+        n = self.cfg.frame_average
+        if n == 1:
+            return self.history_[index]
+        idx = [i for i in range(max(0, index - n + 1), index + 1) if self.valid_[i]]
+        np.mean(self.history_[idx], axis=0, out=self._frame_x)
+        return self._frame_x
+
+    def _frame_header(self, vol: Any, t: dict[str, float], params: np.ndarray, latent: np.ndarray) -> dict[str, Any]:
+        h, w, c = self.bundle.image_shape
+        header: dict[str, Any] = {
+            "run_id": self.runlog.run_id,
+            "volume": int(vol.index),
+            "acquisition": int(vol.acquisition),
+            "t": t,
+            "motion": [round(float(p), 5) for p in params],
+            "fd": round(self.last_fd_, 5),
+            "tr": self.tr,
+            "stim_time": round(int(vol.index) * self.tr - self.cfg.hrf_lag, 4),
+            "ready": self.online_.ready,
+            "feedback": self.feedback_.frame(latent),
+            "shape": [h, w, c],
+            "dtype": "uint8",
+        }
+        if self.bundle.latent_size <= self.cfg.latent_in_header:
+            header["latent"] = [round(float(v), 5) for v in latent]
+        return header
+
+    def _account(self, rec: dict[str, Any], t: dict[str, float]) -> None:
+        self.n_ok_ += 1
+        self.latency_.append(t["sent"] - t["file_ready"])
+        prev = t["file_ready"]
+        for stage in _STAGES:
+            self.stage_ms_[stage].append(1000.0 * (t[stage] - prev))
+            prev = t[stage]
+        self.sent_frames_[("frame", rec["frame_seq"])] = (rec["volume"], t["file_ready"], t["sent"])
+        while len(self.sent_frames_) > 4096:
+            self.sent_frames_.popitem(last=False)
+
+    def _record_error(self, rec: dict[str, Any], exc: BaseException) -> None:
+        self.n_errors_ += 1
+        rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        log.error("volume %s (%s) skipped: %s", rec.get("volume"), rec.get("file"), rec["error"])
+        self.runlog.volume(rec, None, None)
+
+    def intake_problem(self, kind: str, reason: str, path: Any = None, index: int | None = None) -> None:
+        """Record a problem the watcher reported (incomplete, corrupt, gap, duplicate) as a skipped volume."""
+        rec: dict[str, Any] = {"volume": index, "status": "skipped", "error": f"{kind}: {reason}"}
+        if path is not None:
+            rec["file"] = Path(path).name
+        rec["t"] = {"read": time.time()}
+        self.n_errors_ += 1
+        log.warning("intake: %s", rec["error"])
+        self.runlog.volume(rec, None, None)
+
+    # --- inbound messages -------------------------------------------------------------------------------
+
+    def handle(self, msg: Any) -> None:
+        """An ``event`` or ``flip`` from the experiment or a display; a bad one is logged and counted."""
+        try:
+            if msg.topic == "flip":
+                self._flip(msg.header)
+            else:
+                self.trials_.event(msg.header, msg.payload, record=True)
+        except Exception as exc:  # noqa: BLE001 - never let an inbound message stop the run
+            if _raise_policy():
+                raise
+            self.pub.malformed += 1
+            log.warning("ignored an inbound %s message: %s", msg.topic, exc)
+
+    def _flip(self, h: dict[str, Any]) -> None:
+        topic, seq, flip_time = str(h.get("shown_topic", "frame")), int(h["shown_seq"]), float(h["flip_time"])
+        rec: dict[str, Any] = {"shown_topic": topic, "shown_seq": seq, "flip_time": flip_time, "received": time.time()}
+        sent = self.sent_frames_.get((topic, seq))
+        if sent is not None:
+            vol, ready, t_sent = sent
+            rec.update(volume=vol, file_ready=ready, sent=t_sent, e2e_s=round(flip_time - ready, 6))
+            self.flips_.append(flip_time - ready)
+        self.runlog.flip(rec)
+
+    # --- state, resume and summary -----------------------------------------------------------------------------
+
+    @staticmethod
+    def raise_errors() -> bool:
+        """True when errors must propagate (``FMRIFACE_RAISE=1``) instead of being recorded."""
+        return _raise_policy()
+
+    def state(self) -> dict[str, Any]:
+        """Sequence counters and neurofeedback target: what a restart needs beyond the records."""
+        fb = self.feedback_
+        target = None if fb.target_ is None else {"source": fb.target_source_, "latent": fb.target_.tolist()}
+        return {"seq": self.pub.seq.state(), "target": target, "saved": time.time()}
+
+    def save_state(self) -> None:
+        self.runlog.save_state(self.state())
+
+    def restore(self, rs: ResumeState) -> None:
+        """Rebuild the state of a resumed run from its records (no message is published)."""
+        voxels = rs.voxels if rs.voxels is not None else np.zeros((0, self.bundle.n_voxels), np.float32)
+        for rec in rs.volumes:
+            if rec.get("status") != "ok":
+                self.n_errors_ += 1
+                continue
+            params = np.asarray(rec["motion"], np.float64)
+            z = self.online_.update(voxels[rec["voxel_row"]].astype(np.float32), int(rec["volume"]), params)
+            self._store(int(rec["volume"]), z)
+            self.last_params_ = params
+            self.reg_.previous_ = params
+            self.n_ok_ += 1
+            self.done_files_.add((rec["file"], rec["sha256"]))
+        self.trials_.restore(rs)
+        log.info(
+            "resumed run %s: %d volumes, %d trials already recorded", self.runlog.run_id, self.n_ok_, len(rs.trials)
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and latency percentiles of the run so far."""
+
+        def pct(values: list[float], scale: float = 1000.0) -> dict[str, float] | None:
+            if not values:
+                return None
+            arr = np.asarray(values) * scale
+            return {f"p{q}": round(float(np.percentile(arr, q)), 3) for q in (50, 95, 99)}
+
+        return {
+            "volumes_ok": self.n_ok_,
+            "volumes_failed": self.n_errors_,
+            "duplicates_ignored": self.n_duplicates_,
+            "trials": self.trials_.n_published,
+            "sent": dict(self.pub.sent),
+            "malformed_inbound": self.pub.malformed,
+            "latency_ms": pct(self.latency_),
+            "stage_ms": {k: pct(v, 1.0) for k, v in self.stage_ms_.items()},
+            "flips": len(self.flips_),
+            "e2e_ms": pct(self.flips_),
+            "last_motion": [round(float(p), 4) for p in self.last_params_],
+            "last_fd": round(self.last_fd_, 4),
+        }

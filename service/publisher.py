@@ -1,0 +1,119 @@
+"""The service's sockets: a PUB for frames/trials/status/end and a PULL for events and flip acks.
+
+Publishing never blocks: the PUB socket has a bounded send high-water mark, so a subscriber that reads slowly
+or not at all only misses frames (ZeroMQ drops them for that subscriber alone). Inbound messages are drained
+without blocking; a malformed one is counted and logged, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from service import protocol as P
+
+__all__ = ["Publisher", "PortInUseError", "check_bindable"]
+
+log = logging.getLogger("service.publisher")
+
+
+class PortInUseError(OSError):
+    """A ZeroMQ address the service must bind is taken."""
+
+    user_error = True
+
+
+def check_bindable(ctx: Any, address: str, what: str) -> None:
+    """Raise PortInUseError (saying what to do) if ``address`` cannot be bound."""
+    import zmq
+
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.bind(address)
+        sock.unbind(address)
+    except zmq.ZMQError as exc:
+        raise PortInUseError(
+            f"cannot bind the {what} address {address}: {exc.strerror}; another fmriface serve may be running "
+            f"(stop it) or pass another address (--{what} tcp://127.0.0.1:PORT)"
+        ) from None
+    finally:
+        sock.close(linger=0)
+
+
+class Publisher:
+    """Bound PUB and PULL sockets with per-topic sequence numbers.
+
+    Parameters
+    ----------
+    pub, pull : str
+        Addresses to bind (``pull`` may be empty: no inbound messages).
+    hwm : int
+        Send high-water mark per subscriber.
+    seq : dict, optional
+        Sequence counters to continue (a resumed run).
+
+    Attributes
+    ----------
+    sent, dropped : dict
+        Messages sent per topic; messages ZeroMQ refused (only when no peer can take them).
+    malformed : int
+        Inbound messages that could not be decoded.
+    """
+
+    def __init__(self, pub: str, pull: str = "", hwm: int = P.DEFAULT_HWM, seq: dict[str, int] | None = None):
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.pub_address, self.pull_address = pub, pull
+        try:
+            self.pub = P.publisher(self.ctx, pub, hwm=hwm)
+            self.pull = P.puller(self.ctx, pull) if pull else None
+        except zmq.ZMQError as exc:
+            self.ctx.destroy(linger=0)
+            raise PortInUseError(f"cannot bind {pub} / {pull}: {exc.strerror}; pass other addresses") from None
+        self.seq = P.SeqCounter(seq)
+        self.sent: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+        self.malformed = 0
+        self.last_malformed = ""
+
+    def send(self, topic: str, header: dict[str, Any], payload: bytes | np.ndarray = b"") -> int:
+        """Send one message; its ``seq`` (returned) is assigned here and ``t.sent`` stamped just before."""
+        seq = self.seq.next(topic)
+        header["seq"] = seq
+        t = header.get("t")
+        if isinstance(t, dict):
+            t["sent"] = time.time()
+        if P.send(self.pub, topic, header, payload):
+            self.sent[topic] = self.sent.get(topic, 0) + 1
+        else:
+            self.dropped[topic] = self.dropped.get(topic, 0) + 1
+        return seq
+
+    def receive(self, limit: int = 100) -> list[P.Message]:
+        """Inbound ``event``/``flip`` messages waiting now (never blocks); malformed ones are counted."""
+        out: list[P.Message] = []
+        if self.pull is None:
+            return out
+        for _ in range(limit):
+            try:
+                msg = P.recv(self.pull, 0, P.INBOUND_TOPICS)
+            except P.ProtocolError as exc:
+                self.malformed += 1
+                self.last_malformed = str(exc)
+                log.warning("ignored a malformed inbound message: %s", exc)
+                continue
+            if msg is None:
+                break
+            out.append(msg)
+        return out
+
+    def close(self) -> None:
+        self.pub.close(linger=0)
+        if self.pull is not None:
+            self.pull.close(linger=0)
+        self.ctx.term()
