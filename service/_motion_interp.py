@@ -1,0 +1,112 @@
+"""Trilinear sampling of one voxel grid at many points, with numpy gathers (helpers of :mod:`service.motion`).
+
+Values outside the grid are zero, and a point up to one voxel outside is interpolated towards zero
+(``scipy.ndimage.map_coordinates(order=1, mode="grid-constant", cval=0)`` semantics), so the masked fast path
+and the whole-volume resample give the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["TrilinearSampler", "downsample2", "level_affine"]
+
+
+class TrilinearSampler:
+    """Sample volumes of one grid at points given in voxel coordinates (float32 throughout).
+
+    The volume is copied once into a zero-padded buffer (:meth:`load`); :meth:`sample` then needs four
+    gathers of adjacent pairs along the last axis and seven linear interpolations.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The grid ``(X, Y, Z)``.
+    """
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        px, py, pz = (s + 2 for s in self.shape)
+        self._pad = np.zeros((px, py, pz), dtype=np.float32)
+        self._flat = self._pad.reshape(-1)
+        self._sx, self._sy = py * pz, pz
+        # Coordinates are shifted by +1 into the padded grid and clipped to [0, n + 1]; the base corner to [0, n].
+        self._hi_coord = np.array(self.shape, dtype=np.float32).reshape(3, 1) + 1.0
+        self._hi_index = np.array(self.shape, dtype=np.int32).reshape(3, 1)
+
+    def load(self, volume: np.ndarray) -> None:
+        """Copy ``volume`` (shape :attr:`shape`) into the padded buffer."""
+        self._pad[1:-1, 1:-1, 1:-1] = volume
+
+    def inside(self, coords: np.ndarray) -> np.ndarray:
+        """Which of ``coords`` (``[3, N]``) lie inside the grid, ``0 <= c <= n - 1`` on every axis -> bool ``[N]``."""
+        ok = (coords >= 0.0).all(axis=0)
+        ok &= (coords <= self._hi_coord - 2.0).all(axis=0)
+        return ok
+
+    def sample(self, coords: np.ndarray) -> np.ndarray:
+        """Values of the loaded volume at ``coords`` (float32 ``[3, N]`` voxel indices) -> float32 ``[N]``.
+
+        ``coords`` is used as scratch space (it is overwritten).
+        """
+        c = coords
+        c += 1.0
+        np.clip(c, 0.0, self._hi_coord, out=c)
+        i = c.astype(np.int32)  # floor, as c >= 0
+        np.minimum(i, self._hi_index, out=i)
+        c -= i  # fractional parts
+        fx, fy, fz = c
+        idx = i[0] * self._sx
+        idx += i[1] * self._sy
+        idx += i[2]
+        flat = self._flat
+        c00 = _lerp_pair(flat, idx, fz)
+        idx += self._sy
+        c01 = _lerp_pair(flat, idx, fz)
+        idx += self._sx
+        c11 = _lerp_pair(flat, idx, fz)
+        idx -= self._sy
+        c10 = _lerp_pair(flat, idx, fz)
+        c01 -= c00
+        c01 *= fy
+        c00 += c01
+        c11 -= c10
+        c11 *= fy
+        c10 += c11
+        c10 -= c00
+        c10 *= fx
+        c00 += c10
+        return c00
+
+    def sample_volume(self, volume: np.ndarray, coords: np.ndarray) -> np.ndarray:
+        """:meth:`load` then :meth:`sample`."""
+        self.load(volume)
+        return self.sample(coords)
+
+
+def _lerp_pair(flat: np.ndarray, idx: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """``flat[idx] + f * (flat[idx + 1] - flat[idx])``."""
+    a = flat.take(idx)
+    b = flat.take(idx + 1)
+    b -= a
+    b *= f
+    b += a
+    return b
+
+
+def downsample2(volume: np.ndarray) -> np.ndarray:
+    """Mean over 2x2x2 blocks (an odd last row, column or slice is dropped), float32."""
+    x, y, z = (s // 2 * 2 for s in volume.shape)
+    v = volume[:x, :y, :z]
+    v = v[0::2] + v[1::2]
+    v = v[:, 0::2] + v[:, 1::2]
+    v = v[:, :, 0::2] + v[:, :, 1::2]
+    v *= np.float32(0.125)
+    return v.astype(np.float32, copy=False)
+
+
+def level_affine(affine: np.ndarray, factor: int) -> np.ndarray:
+    """The voxel-to-world affine of a grid downsampled by block means of ``factor`` voxels per axis."""
+    scale = np.diag([factor, factor, factor, 1.0])
+    scale[:3, 3] = (factor - 1) / 2.0
+    return affine @ scale
