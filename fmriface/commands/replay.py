@@ -1,0 +1,134 @@
+"""Scanner emulator: write a recorded or simulated run into a folder as DICOM or NIfTI, at TR pace.
+
+Replays a run volume by volume into the folder ``fmriface serve`` watches, named and formatted as a scanner's
+real-time export (Siemens mosaic, enhanced multi-frame, slice-per-file DICOM, or NIfTI), on an absolute
+schedule t0 + k*TR/speed (or as fast as possible). With ``--events-to`` the run's events.tsv is replayed as
+``event`` messages to the service at the right times, after a ``trigger`` event at the first volume, so
+trial-wise decoding works in simulation. ``--faults`` injects truncated, corrupt, dropped, reordered,
+duplicated or delayed volumes to test the service's intake; the faults injected are listed in
+``<to>_faults.tsv``.
+
+examples:
+  fmriface replay --bids twin/ --subject 01 --session 01 --run 12 --to /tmp/scanner --format mosaic --speed 4
+  fmriface replay --run sub-01_task-faces_run-01_bold.nii.gz --to /tmp/scanner --asap --faults drop,truncate
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from fmriface.commands._common import UsageError, parser, progress
+
+
+def find_bids_run(bids: Path, subject: str, session: str | None, run: str) -> Path:
+    """The bold file of a run in a BIDS folder (any task), with a clear error when absent or ambiguous."""
+    sub = f"sub-{subject.removeprefix('sub-')}"
+    base = bids / sub
+    if session:
+        base = base / f"ses-{session.removeprefix('ses-')}"
+    run_label = f"run-{int(run):02d}" if str(run).isdigit() else f"run-{run}"
+    hits = sorted(base.glob(f"**/func/*_{run_label}_bold.nii*"))
+    if not hits:
+        raise UsageError(f"no bold file for {sub} session {session or '-'} {run_label} under {bids}")
+    if len(hits) > 1:
+        raise UsageError(f"several bold files match {run_label}: {', '.join(h.name for h in hits)}; give --session")
+    return hits[0]
+
+
+def read_events(bold: Path) -> list[dict]:
+    """Rows of the run's ``_events.tsv`` beside its bold file ([] if there is none)."""
+    import csv
+
+    name = bold.name.split("_bold.nii")[0] + "_events.tsv"
+    path = bold.with_name(name)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [dict(r) for r in csv.DictReader(f, delimiter="\t")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("replay", __doc__)
+    p.add_argument(
+        "--run",
+        required=True,
+        help="a 4-D NIfTI run (its _events.tsv beside it is used if present); with --bids, the run number",
+    )
+    p.add_argument("--bids", type=Path, help="a BIDS folder; the run is chosen by --subject, --session, --run")
+    p.add_argument("--subject", default="01")
+    p.add_argument("--session", default=None)
+    p.add_argument("--to", type=Path, required=True, help="the folder to write into (the service watches it)")
+    p.add_argument("--format", default="mosaic", choices=["mosaic", "enhanced", "slices", "nifti"])
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--tr", type=float, help="seconds between volumes (default: the run's TR)")
+    pace.add_argument("--speed", type=float, help="pace factor: 2 writes twice as fast as the scanner")
+    pace.add_argument("--asap", action="store_true", help="as fast as possible")
+    p.add_argument("--faults", default="", help="comma list of truncate,corrupt,drop,reorder,duplicate,delay")
+    p.add_argument("--fault-rate", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunked", action="store_true", help="write files in chunks (partial files are visible)")
+    p.add_argument("--events-to", default=None, help="service PULL address for events, e.g. tcp://127.0.0.1:5557")
+    p.add_argument("--max-volumes", type=int, default=None, help="replay only the first N volumes")
+    args = p.parse_args(argv)
+
+    import nibabel as nib
+    import numpy as np
+
+    from service.replay import ScannerEmulator
+
+    bold = find_bids_run(args.bids, args.subject, args.session, args.run) if args.bids else Path(args.run)
+    if not bold.is_file():
+        raise UsageError(f"--run {bold} does not exist")
+    try:
+        img = nib.load(str(bold))
+    except Exception as exc:  # noqa: BLE001 - any nibabel failure is a bad input file
+        raise UsageError(f"{bold} is not a readable NIfTI file: {exc}") from None
+    if len(img.shape) != 4:
+        raise UsageError(f"{bold} is not a 4-D run (shape {img.shape})")
+    data = np.asarray(img.dataobj)
+    if args.max_volumes:
+        data = data[..., : args.max_volumes]
+    tr_run = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 2.0
+    tr = tr_run if tr_run > 0 else 2.0
+    speed = 1.0
+    if args.tr:
+        speed = tr / args.tr
+    elif args.speed:
+        speed = args.speed
+    faults = tuple(f for f in args.faults.split(",") if f)
+    events = read_events(bold) if args.events_to else None
+    emu = ScannerEmulator(
+        data=data,
+        affine=img.affine,
+        tr=tr,
+        out_dir=args.to,
+        fmt=args.format,
+        speed=speed,
+        asap=args.asap,
+        faults=faults,
+        fault_rate=args.fault_rate if faults else 0.0,
+        chunked=args.chunked,
+        events=events,
+        event_address=args.events_to,
+        seed=args.seed,
+    )
+    n = emu.n_volumes
+    pace = "as fast as possible" if args.asap else f"every {tr / speed:.3f} s (TR {tr:g} s, x{speed:g})"
+    print(f"replaying {bold.name}: {n} volumes as {args.format} into {args.to}, {pace}", file=sys.stderr)
+    bar = progress(total=n, desc="replay", unit="vol")
+    with emu:
+        print(f"trigger (first volume) at {emu.trigger_time or time.time():.3f}", file=sys.stderr)
+        done = 0
+        while not emu.wait(0.1):
+            bar.update(len(emu.written) - done)
+            done = len(emu.written)
+        bar.update(len(emu.written) - done)
+    bar.close()
+    if emu.injected:
+        kinds: dict[str, int] = {}
+        for f in emu.injected:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        print(f"faults injected: {kinds} (listed in {args.to}_faults.tsv)", file=sys.stderr)
+    return 0
