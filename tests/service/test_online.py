@@ -1,0 +1,85 @@
+"""Online preprocessing: incremental detrending equals the whole-run fit at each step; drift and motion removed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.online import OnlinePreprocessor, design_row, detrend_offline
+
+
+def _design(t: int, motion: np.ndarray | None, order: int = 2, horizon: float = 200.0) -> np.ndarray:
+    k = 1 + order + (6 if motion is not None else 0)
+    out = np.zeros((t, k))
+    for i in range(t):
+        design_row(i, None if motion is None else motion[i], order, horizon, out[i])
+    return out
+
+
+def test_legendre_rows():
+    row = design_row(50, None, 3, 100.0, np.zeros(4))  # s = 0
+    np.testing.assert_allclose(row, [1.0, 0.0, -0.5, 0.0])
+    row = design_row(100, np.arange(6.0), 2, 100.0, np.zeros(9))  # s = 1: every P_k(1) = 1
+    np.testing.assert_allclose(row, [1, 1, 1, 0, 1, 2, 3, 4, 5])
+
+
+def test_each_residual_is_that_of_the_fit_on_the_volumes_so_far(rng):
+    t, v = 37, 11
+    motion = rng.normal(scale=0.3, size=(t, 6))
+    x = rng.normal(size=(t, v)) + np.linspace(0, 5, t)[:, None]
+    pre = OnlinePreprocessor(v, poly_order=2, motion_regressors=True, ridge=1e-12, standardize=False)
+    design = _design(t, motion)
+    for i in range(t):
+        out = pre.update(x[i].astype(np.float32), i, motion[i])
+        if i >= design.shape[1] + 1:  # enough volumes for a determined fit
+            beta, *_ = np.linalg.lstsq(design[: i + 1], x[: i + 1], rcond=None)
+            np.testing.assert_allclose(out, x[i] - design[i] @ beta, rtol=1e-4, atol=1e-4)
+    assert pre.n_ == t and pre.ready
+
+
+def test_drift_is_removed_and_residuals_standardised(rng):
+    t, v = 120, 50
+    times = np.arange(t)
+    drift = 40.0 * (times / t) ** 2 + 10.0 * times / t
+    x = 1000.0 + drift[:, None] * rng.uniform(0.5, 1.5, size=v) + rng.normal(scale=2.0, size=(t, v))
+    pre = OnlinePreprocessor(v, poly_order=2, motion_regressors=False)
+    out = np.stack([pre.update(x[i].astype(np.float32), i).copy() for i in range(t)])
+    late = out[30:]
+    # residuals are centred, unit-scale noise: the drift (tens of units against noise 2) is gone
+    assert abs(late.mean()) < 0.15
+    assert 0.7 < late.std() < 1.3
+    # the drift shared by all voxels would be ~25 noise SDs; what is left across voxels is noise-sized
+    assert late.mean(1).std() < 0.3
+
+
+def test_motion_regressors_remove_motion_locked_signal(rng):
+    t, v = 100, 20
+    motion = np.cumsum(rng.normal(scale=0.1, size=(t, 6)), axis=0)
+    x = 500.0 + motion @ rng.normal(scale=20.0, size=(6, v)) + rng.normal(size=(t, v))
+    with_m = OnlinePreprocessor(v, motion_regressors=True, standardize=False)
+    without = OnlinePreprocessor(v, motion_regressors=False, standardize=False)
+    a = np.stack([with_m.update(x[i].astype(np.float32), i, motion[i]).copy() for i in range(t)])[20:]
+    b = np.stack([without.update(x[i].astype(np.float32), i).copy() for i in range(t)])[20:]
+    assert a.std() < 1.5 < 0.5 * b.std()
+
+
+def test_offline_detrend_is_the_same_model(rng):
+    t, v = 60, 9
+    motion = rng.normal(scale=0.2, size=(t, 6))
+    x = rng.normal(size=(t, v)) + np.linspace(0, 3, t)[:, None] ** 2
+    off = detrend_offline(x, motion, standardize=False)
+    pre = OnlinePreprocessor(v, ridge=1e-12, standardize=False)
+    for i in range(t):
+        last = pre.update(x[i].astype(np.float32), i, motion[i])
+    np.testing.assert_allclose(last, off[-1], rtol=1e-4, atol=1e-4)  # the last step has seen the whole run
+    z = detrend_offline(x, motion)
+    np.testing.assert_allclose(z.std(0, ddof=1), 1.0, rtol=1e-5)
+
+
+def test_wrong_size_is_refused_and_reset_forgets():
+    pre = OnlinePreprocessor(4)
+    with pytest.raises(ValueError, match="expected 4 voxels"):
+        pre.update(np.zeros(5, np.float32), 0)
+    pre.update(np.ones(4, np.float32), 0)
+    pre.reset()
+    assert pre.n_ == 0 and not pre.rtx_.any()
