@@ -1,0 +1,180 @@
+"""The whole loop on the embedded digital twin, from nothing to a report (`--preset tiny|demo`).
+
+Steps, each reused on a rerun when its inputs and config are unchanged (keyed by a config hash):
+
+  1. simulate      the digital-twin subject: a BIDS data set with stimuli and ground truth
+  2. train-vaegan  the VAE-GAN face space, on procedural faces
+  3. fit           GLM/window estimates -> voxel selection -> mapping -> evaluation report -> bundle
+                   (one test run is held out of the fit for the live replay)
+  4. live          `fmriface serve` on a watched folder while the scanner emulator replays the held-out run
+                   (with its events, so trial-wise decoding runs) and `fmriface display --headless` saves the
+                   frames it shows (under Xvfb where available)
+  5. report        HTML with PNGs: test faces beside their live reconstructions, latency per stage, motion,
+                   online/offline agreement; a short summary is printed at the end
+
+examples:
+  fmriface demo                       # the demo preset into ./demo-out
+  fmriface demo --preset tiny --out /tmp/tiny
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmriface.commands._common import UsageError, parser
+from fmriface.config import config_hash, load_config, preset_path
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs: the preset of every step and how the live part is paced."""
+
+    simulate: str = "simulate-demo"
+    vaegan: str = "vaegan-demo"
+    fit: str = "fit-demo"
+    serve: str = "serve-demo"
+    replay_format: str = "mosaic"
+    replay_speed: float = 10.0
+    holdout_run: str = "last-test"
+    display: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.replay_format not in ("mosaic", "enhanced", "slices", "nifti"):
+            raise ValueError(f"replay_format must be mosaic, enhanced, slices or nifti, not {self.replay_format!r}")
+        if self.replay_speed <= 0:
+            raise ValueError(f"replay_speed must be positive, got {self.replay_speed}")
+
+
+def _say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _run_cli(args: list[str]) -> None:
+    from fmriface.cli import main as cli
+
+    _say("fmriface " + " ".join(str(a) for a in args))
+    rc = cli([str(a) for a in args])
+    if rc:
+        raise UsageError(f"step `fmriface {args[0]}` failed with exit status {rc}")
+
+
+class Step:
+    """A step's folder, reused when its stamp matches the step's key (config hash of its inputs)."""
+
+    def __init__(self, out: Path, name: str, key: str) -> None:
+        self.dir = out / name
+        self.name = name
+        self.key = key
+        self._stamp = out / f".{name}.done.json"
+
+    def done(self) -> bool:
+        if not self._stamp.is_file() or not self.dir.exists():
+            return False
+        try:
+            return json.loads(self._stamp.read_text()).get("key") == self.key
+        except json.JSONDecodeError:
+            return False
+
+    def begin(self) -> None:
+        self._stamp.unlink(missing_ok=True)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+
+    def finish(self, seconds: float) -> None:
+        self._stamp.write_text(json.dumps({"key": self.key, "seconds": round(seconds, 1)}))
+
+
+def _step(out: Path, name: str, key_parts: list[Any], fn) -> tuple[Path, float | None]:
+    step = Step(out, name, config_hash(key_parts))
+    if step.done():
+        _say(f"{name}: reusing {step.dir} (inputs unchanged)")
+        return step.dir, None
+    step.begin()
+    t = time.time()
+    fn(step.dir)
+    dt = time.time() - t
+    step.finish(dt)
+    _say(f"{name}: done in {dt:.1f} s -> {step.dir}")
+    return step.dir, dt
+
+
+def _preset_text(name: str) -> str:
+    return preset_path(name).read_text()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("demo", __doc__)
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo"], help="demo (<= 10 min) or tiny (<= 3 min)")
+    p.add_argument("--config", default=None, help="a demo TOML (default: configs/demo-<preset>.toml)")
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (reused on a rerun)")
+    p.add_argument("--no-display", action="store_true", help="skip the PsychoPy display (no Xvfb needed)")
+    args = p.parse_args(argv)
+
+    cfg = load_config(DemoConfig, args.config or preset_path(f"demo-{args.preset}"))
+    if args.no_display:
+        cfg = DemoConfig(**{**cfg.__dict__, "display": False})
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    times: dict[str, float | None] = {}
+
+    twin, times["simulate"] = _step(
+        out,
+        "twin",
+        ["simulate", _preset_text(cfg.simulate), cfg.seed],
+        lambda d: _run_cli(["simulate", "--config", preset_path(cfg.simulate), "--out", d, "--seed", cfg.seed]),
+    )
+    vaegan, times["train-vaegan"] = _step(
+        out,
+        "vaegan",
+        ["vaegan", _preset_text(cfg.vaegan), cfg.seed],
+        lambda d: _run_cli(
+            [
+                "train-vaegan",
+                "--config",
+                preset_path(cfg.vaegan),
+                "--data",
+                "procedural",
+                "--out",
+                d,
+                "--seed",
+                cfg.seed,
+            ]
+        ),
+    )
+
+    from fmriface.commands import _demo_live as live
+
+    holdout = live.choose_holdout(twin, cfg.holdout_run)
+    _say(f"held-out run for the live replay: {holdout.name}")
+
+    def fit(d: Path) -> None:
+        view = live.bids_view_without(twin, holdout, out / ".fit-bids")
+        _run_cli(["fit", "--config", preset_path(cfg.fit), "--bids", view, "--vaegan", vaegan, "--out", d])
+
+    fitted, times["fit"] = _step(
+        out, "fit", ["fit", _preset_text(cfg.fit), str(holdout), (out / ".vaegan.done.json").read_text()], fit
+    )
+    bundle = live.find_bundle(fitted)
+
+    t = time.time()
+    result = live.run_live(cfg, bundle, holdout, out / "live", say=_say)
+    times["live"] = time.time() - t
+
+    from offline.demo_report import write_demo_report
+
+    t = time.time()
+    report = write_demo_report(out, bundle=bundle, fit_dir=fitted, live=result, holdout=holdout, times=times)
+    times["report"] = time.time() - t
+    total = time.time() - t_start
+    _say(f"finished in {total:.0f} s")
+    print(report["summary_text"])
+    print(f"\nreport: {report['html']}")
+    return 0
