@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     known = benchmarks()
     listing = "\n".join(f"  {k:<10} {v}" for k, v in known.items())
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: fmriface bench NAME [--json] [options]\n\nbenchmarks:\n{listing}")
+        print(f"usage: fmriface bench NAME [--json] [options]\n\n{__doc__}\nbenchmarks:\n{listing}")
         return 0
     name = argv[0]
     if name not in known:
