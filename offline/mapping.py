@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["RidgeMapping", "EncodingMapping", "make_mapping", "centred_correlation", "DEFAULT_ALPHAS"]
+__all__ = ["RidgeMapping", "EncodingMapping", "make_mapping", "centred_correlation", "cv_splits", "DEFAULT_ALPHAS"]
 
 #: Penalties tried by default (input standardised per voxel, so they scale with the number of voxels).
 DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-1.0, 6.01, 0.5))
@@ -45,7 +45,7 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
-def _splits(n: int, groups: np.ndarray | None, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def cv_splits(n: int, groups: np.ndarray | None, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Grouped folds when groups are given (at least two), else contiguous K-fold."""
     if n < 2:
         raise ValueError(f"a mapping needs more than 1 sample to fit, got {n}")
@@ -131,7 +131,7 @@ class RidgeMapping(_LinearMapping):
 
     def _cross_validate(self, X, y, alphas, groups) -> dict[float, float]:
         scores = np.zeros((len(alphas),))
-        folds = _splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
+        folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
         for train, test in folds:
             mean, scale = _standardise(X[train])
             y_mean = y[train].mean(axis=0)
@@ -186,7 +186,7 @@ class EncodingMapping(_LinearMapping):
         if alphas.size > 1:
             self.cv_scores_ = {}
             scores = np.zeros(len(alphas))
-            folds = _splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
+            folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
             for train, test in folds:
                 mean, scale = _standardise(X[train])
                 y_mean = y[train].mean(axis=0)
