@@ -1,0 +1,244 @@
+"""Read one scanner volume, whatever the format, into a :class:`~service.volume.Volume`.
+
+Formats: Siemens classic mosaic (CSA header), Siemens XA / Philips enhanced multi-frame, one file per slice
+(GE, Philips or Siemens classic, assembled by position along the slice normal), NIfTI-1 and NIfTI-2 3-D
+(``.nii``, ``.nii.gz``). The same volume gives the same float32 array and RAS+ affine in every format (see
+:mod:`service.volume` for the array convention). Every file is read in one go and judged by its content:
+shorter than its header says -> :class:`IncompleteFileError`; unusable -> :class:`CorruptFileError`; not an
+image volume -> :class:`UnsupportedFileError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from service._dicom_geometry import affine_from_dicom, check_even_spacing
+from service._dicom_read import DicomImage, parse_dicom
+from service.volume import (
+    CorruptFileError,
+    IncompleteFileError,
+    IntakeError,
+    ShapeMismatchError,
+    UnsupportedFileError,
+    Volume,
+)
+
+__all__ = [
+    "read_volume",
+    "read_slices",
+    "read_image",
+    "assemble",
+    "sniff",
+    "IntakeError",
+    "IncompleteFileError",
+    "CorruptFileError",
+    "ShapeMismatchError",
+    "UnsupportedFileError",
+]
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def sniff(path: str | Path, head: bytes) -> str | None:
+    """``"dicom"``, ``"nifti"`` or None (not a scanner file) from the name and the first bytes."""
+    name = Path(path).name.lower()
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if name.endswith(_NIFTI_SUFFIXES) or head[:2] == b"\x1f\x8b":
+        return "nifti" if name.endswith(_NIFTI_SUFFIXES) else None
+    if name.endswith((".dcm", ".ima")) or (len(head) < 132 and not name.endswith((".txt", ".json", ".log"))):
+        return "dicom" if name.endswith((".dcm", ".ima")) else None
+    return None
+
+
+def read_image(path: str | Path, raw: bytes | None = None, *, pixels: bool = True) -> DicomImage | Volume:
+    """Parse one file: a :class:`DicomImage` for DICOM (a slice may need its siblings), a Volume for NIfTI.
+
+    ``raw`` is the file's content when already read; ``pixels=False`` parses a DICOM header only.
+    """
+    path = Path(path)
+    t_seen = time.time()
+    raw = path.read_bytes() if raw is None else raw
+    kind = sniff(path, raw[:132])
+    if kind == "nifti":
+        return _nifti_volume(raw, path, t_seen)
+    if kind != "dicom":
+        raise UnsupportedFileError(path, "neither DICOM nor NIfTI")
+    img = parse_dicom(raw, path, pixels=pixels)
+    img.sha256 = hashlib.sha256(raw).hexdigest()
+    return img
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read the volume in ``path`` (any supported format).
+
+    For one file of a slice-per-file series the sibling files in the same folder with the same series and
+    acquisition are gathered (:func:`read_slices`). ``index`` is ``acquisition - 1`` here (the watcher sets
+    the real position in the series).
+    """
+    path = Path(path)
+    t_seen = time.time()
+    got = read_image(path)
+    if isinstance(got, Volume):
+        return got
+    if got.fmt != "slice":
+        return assemble([got], t_seen)
+    siblings = [got]
+    for other in sorted(path.parent.iterdir()):
+        if other == path or other.name.startswith(".") or not other.is_file():
+            continue
+        try:
+            img = read_image(other)
+        except IntakeError:
+            continue
+        if (
+            isinstance(img, DicomImage)
+            and img.fmt == "slice"
+            and img.series_uid == got.series_uid
+            and img.acquisition == got.acquisition
+        ):
+            siblings.append(img)
+    return assemble(siblings, t_seen)
+
+
+def read_slices(paths: Sequence[str | Path]) -> Volume:
+    """Assemble one volume from its slice files (any order)."""
+    t_seen = time.time()
+    images = [read_image(p) for p in paths]
+    if not all(isinstance(i, DicomImage) for i in images):
+        raise UnsupportedFileError(Path(paths[0]), "read_slices takes DICOM slice files only")
+    return assemble(images, t_seen)  # type: ignore[arg-type]
+
+
+def _order(images: list[DicomImage], normal: np.ndarray) -> list[DicomImage]:
+    """Slice order: instance numbers when positions run monotonically along them, else position."""
+    by_instance = sorted(images, key=lambda i: (i.instance is None, i.instance or 0))
+    along = np.array([float(i.positions[0] @ normal) for i in by_instance])
+    steps = np.diff(along)
+    if len(steps) and (np.all(steps > 0) or np.all(steps < 0)):
+        return by_instance
+    return sorted(images, key=lambda i: float(i.positions[0] @ normal))
+
+
+def assemble(images: list[DicomImage], t_seen: float | None = None) -> Volume:
+    """Build the Volume of one mosaic / enhanced file or of one complete set of slice files."""
+    first = images[0]
+    normal = np.cross(first.iop[:3], first.iop[3:])
+    normal /= np.linalg.norm(normal)
+    if first.fmt == "slice":
+        if first.slices_expected is not None and len(images) < first.slices_expected:
+            raise IncompleteFileError(
+                first.path, f"acquisition {first.acquisition}: {len(images)} of {first.slices_expected} slices"
+            )
+        for img in images[1:]:
+            if img.frames.shape[1:] != first.frames.shape[1:]:
+                raise ShapeMismatchError(img.path, img.matrix, first.matrix)
+            if not (np.allclose(img.iop, first.iop, atol=1e-4) and np.allclose(img.pixel_spacing, first.pixel_spacing)):
+                raise CorruptFileError(img.path, "slice orientation or pixel spacing differs from its volume's")
+        images = _order(images, normal)
+        first = images[0]
+        frames = np.concatenate([i.frames for i in images])
+        positions = np.concatenate([i.positions for i in images])
+        sha = hashlib.sha256("".join(i.sha256 for i in images).encode()).hexdigest()
+    else:
+        frames, positions, sha = first.frames, first.positions, first.sha256
+        if first.fmt == "enhanced":
+            along = positions @ normal
+            if len(along) > 1 and not (np.all(np.diff(along) > 0) or np.all(np.diff(along) < 0)):
+                order = np.argsort(along, kind="stable")
+                frames, positions = frames[order], positions[order]
+    if len(positions) > 1:
+        problem = check_even_spacing(positions, normal)
+        if problem:
+            raise CorruptFileError(first.path, problem)
+    affine = affine_from_dicom(first.iop, first.pixel_spacing, positions, first.spacing, first.normal_hint)
+    fmt = first.fmt if first.fmt != "slice" else "slices"
+    if "PHILIPS" in first.vendor.upper():
+        fmt = f"philips-{fmt}"
+    return Volume(
+        index=max(first.acquisition - 1, 0),
+        acquisition=first.acquisition,
+        data=np.ascontiguousarray(frames.transpose(2, 1, 0), dtype=np.float32),
+        affine=affine,
+        tr=first.tr,
+        path=first.path,
+        sha256=sha,
+        series=first.series_uid,
+        t_seen=t_seen if t_seen is not None else time.time(),
+        t_ready=time.time(),
+        fmt=fmt,
+        series_number=first.series_number,
+    )
+
+
+def _nifti_volume(raw: bytes, path: Path, t_seen: float) -> Volume:
+    sha = hashlib.sha256(raw).hexdigest()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise IncompleteFileError(path, "gzip stream ends before its end-of-stream marker") from None
+        except (OSError, zlib.error) as exc:
+            raise CorruptFileError(path, f"gzip stream unreadable: {exc}") from None
+    if len(raw) < 4:
+        raise IncompleteFileError(path, f"only {len(raw)} bytes of NIfTI header")
+    sizes = {int.from_bytes(raw[:4], "little"): "<", int.from_bytes(raw[:4], "big"): ">"}
+    klass = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
+    size = next((s for s in sizes if s in klass), None)
+    if size is None:
+        raise CorruptFileError(path, f"not a NIfTI header (sizeof_hdr {int.from_bytes(raw[:4], 'little')})")
+    if len(raw) < size:
+        raise IncompleteFileError(path, f"{len(raw)} bytes, the NIfTI header alone needs {size}")
+    try:
+        hdr = klass[size].from_fileobj(io.BytesIO(raw[: size + 4]), check=True)
+    except Exception as exc:  # nibabel raises several types for a bad header
+        raise CorruptFileError(path, f"NIfTI header unreadable: {exc}") from None
+    shape = tuple(int(n) for n in hdr.get_data_shape())
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise UnsupportedFileError(path, f"NIfTI image of shape {shape}; intake takes one 3-D volume per file")
+    dtype = hdr.get_data_dtype()
+    offset = int(hdr.get_data_offset())
+    needed = offset + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) < needed:
+        raise IncompleteFileError(path, f"{len(raw)} bytes, the NIfTI header implies {needed}")
+    data = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape, order="F")
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    slope, inter = hdr.get_slope_inter()
+    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
+        data *= np.float32(slope)
+    if inter is not None and np.isfinite(inter) and inter != 0.0:
+        data += np.float32(inter)
+    descrip = bytes(hdr["descrip"]).split(b"\x00", 1)[0].decode("latin-1", "replace")
+    acq = re.search(r"acq=(\d+)", descrip)
+    numbers = re.findall(r"\d+", path.name.split(".")[0])
+    acquisition = int(acq.group(1)) if acq else (int(numbers[-1]) if numbers else 0)
+    series = re.search(r"series=(\d+)", descrip)
+    tr = float(hdr["pixdim"][4])
+    unit = hdr.get_xyzt_units()[1]
+    tr = tr / 1000.0 if unit == "msec" else tr / 1e6 if unit == "usec" else tr
+    return Volume(
+        index=max(acquisition - 1, 0),
+        acquisition=acquisition,
+        data=data,
+        affine=np.asarray(hdr.get_best_affine(), dtype=np.float64),
+        tr=tr if tr > 0 else None,
+        path=path,
+        sha256=sha,
+        series=series.group(1) if series else "",
+        t_seen=t_seen,
+        t_ready=time.time(),
+        fmt="nifti",
+        series_number=int(series.group(1)) if series else None,
+    )
