@@ -17,7 +17,6 @@ from service._motion_interp import downsample2, level_affine
 __all__ = ["Level", "auto_mask", "build_levels"]
 
 
-
 @dataclass(frozen=True)
 class Level:
     """One pyramid level of a fitted registration.
@@ -124,9 +123,14 @@ def _make_level(ref: np.ndarray, affine: np.ndarray, mask: np.ndarray, factor: i
 
 
 def _choose(candidates: np.ndarray, magnitude: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``n`` candidates drawn without replacement with probability proportional to gradient magnitude."""
-    if candidates.size <= n:
-        return candidates
+    """``n`` candidates drawn with probability proportional to gradient magnitude (plus a floor).
+
+    Without replacement when there are enough candidates; on small grids with replacement, so a voxel may carry
+    several sample points (each gets its own sub-voxel jitter).
+    """
     p = magnitude + 1e-3 * float(magnitude.max() + 1e-12)
     p = p / p.sum()
+    if candidates.size <= n:
+        extra = rng.choice(candidates, size=n - candidates.size, replace=True, p=p)
+        return np.sort(np.concatenate([candidates, extra]))
     return np.sort(rng.choice(candidates, size=n, replace=False, p=p))

@@ -196,8 +196,9 @@ class RigidRegistration:
         sampler.load(vol)
         tol2 = self.tol_mm**2
         r2 = self.radius**2
-        it = 0
-        for it in range(1, cap + 1):
+        n = 0
+        while n < cap:
+            n += 1
             mv = level.inv_affine @ m @ level.affine
             coords = mv[:3, :3].astype(np.float32) @ level.points
             coords += mv[:3, 3:].astype(np.float32)
@@ -216,7 +217,7 @@ class RigidRegistration:
             gain *= 1.0 + d[6]
             if d[:3] @ d[:3] + r2 * (d[3:6] @ d[3:6]) < tol2:
                 break
-        return m, gain, offset, it
+        return m, gain, offset, n
 
     # ------------------------------------------------------------------------------------------ resample
     def resample(
@@ -342,4 +343,5 @@ def _data_of(volume: Any) -> np.ndarray:
 def _fmt(affine: Any) -> str:
     if affine is None:
         return "not given"
-    return np.array2string(np.asarray(affine, dtype=np.float64), precision=3, suppress_small=True, separator=",")
+    rows = np.round(np.asarray(affine, dtype=np.float64)[:3], 3) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return "[" + ", ".join("[" + ", ".join(f"{v:g}" for v in row) + "]" for row in rows) + "]"
