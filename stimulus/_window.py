@@ -104,6 +104,9 @@ def to_texture(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.flipud(image.astype(np.float32) / 127.5 - 1.0))
 
 
+_GLYPHS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 +-.:/>()[]"
+
+
 class Painter:
     """The stimuli drawn on a window: fixation cross, faces, text, a feedback thermometer."""
 
@@ -118,6 +121,7 @@ class Painter:
             win, width=face_size, height=face_size, lineColor=(0.4, 0.4, 0.4), fillColor=None, lineWidth=2
         )
         self.text = visual.TextStim(win, text="", height=20, color=(1, 1, 1), wrapWidth=win.size[0] * 0.9)
+        self._lines: list[Any] = []
         self._texts: dict[tuple[str, float], Any] = {}
         self._images: dict[Any, tuple[np.ndarray, Any]] = {}
         self._image_key: Any = None
@@ -137,6 +141,10 @@ class Painter:
 
     def warm_up(self) -> None:
         """Draw every loaded texture once into the back buffer and clear it, so no first draw stalls a frame."""
+        self.face.image = to_texture(np.zeros((64, 64, 3), np.uint8))
+        self.face.draw()
+        self.text.text = _GLYPHS
+        self.text.draw()
         for _, stim in self._images.values():
             stim.draw()
         for stim in self._texts.values():
@@ -187,6 +195,30 @@ class Painter:
                 stim.text, stim.height = text, height
         stim.pos = pos
         stim.draw()
+
+    def draw_lines(self, lines: list[str], top: float, height: float = 16) -> None:
+        """Left-aligned lines of changing text from ``top`` down, one stimulus per line (only a changed line is
+        laid out again: that costs milliseconds)."""
+        while len(self._lines) < len(lines):
+            self._lines.append(
+                self.visual.TextStim(
+                    self.win,
+                    text=_GLYPHS,
+                    height=height,
+                    color=(1, 1, 1),
+                    wrapWidth=self.win.size[0] * 2,
+                    alignText="left",
+                    anchorHoriz="left",
+                    anchorVert="top",
+                    autoLog=False,
+                )
+            )  # fmt: skip (laying out all glyphs once renders them into the font atlas)
+        for i, line in enumerate(lines):
+            stim = self._lines[i]
+            if stim.text != line:
+                stim.text = line
+            stim.pos = (-self.win.size[0] / 2 + 10, top - (height + 6) * i)
+            stim.draw()
 
     def draw_thermometer(self, value: float | None, lo: float, hi: float, pos: tuple[float, float] = (0, 0)) -> None:
         """A vertical bar filled to ``(value - lo) / (hi - lo)``; an empty box while no value is known."""

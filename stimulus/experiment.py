@@ -48,7 +48,7 @@ class ExperimentConfig:
     feedback_topic: str = "frame"
     feedback_range: tuple[float, float] = (-1.0, 1.0)
     feedback_show_face: bool = True
-    send_target_image: bool = True
+    send_target_image: bool = False
     max_duration: float = 0.0
     force: bool = False
     plan: PlanConfig = field(default_factory=PlanConfig)

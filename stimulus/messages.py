@@ -130,7 +130,7 @@ def operator_lines(state: DisplayState) -> list[str]:
     if isinstance(motion, list) and len(motion) == 6:
         mm = " ".join(_fmt(v, "+.2f") for v in motion[:3])
         deg = " ".join(_fmt(v, "+.2f") for v in motion[3:])
-        lines.append(f"FD {_fmt(fd, '.2f')} mm   shift {mm} mm   rot {deg} deg")
+        lines += [f"FD {_fmt(fd, '.2f')} mm", f"shift {mm} mm", f"rot {deg} deg"]
     else:
         lines.append(f"FD {_fmt(fd, '.2f')} mm")
     t = h.get("t") if isinstance(h.get("t"), dict) else {}
