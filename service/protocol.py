@@ -55,6 +55,8 @@ __all__ = [
     "puller",
     "send",
     "recv",
+    "CurveKeys",
+    "apply_curve",
 ]
 
 SCHEMA = 1
@@ -222,26 +224,90 @@ def flip_header(seq: int, shown_topic: str, shown_seq: int, flip_time: float, **
 # --- sockets ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CurveKeys:
+    """CurveZMQ keys of one socket (Z85 text, 40 bytes each); see :mod:`service.security` to make and load them.
+
+    ``server_key`` None: the socket is a CURVE *server* (the service's PUB and PULL), which needs a ZAP
+    authenticator in its context to refuse unknown clients. ``server_key`` set (the server's public key): the
+    socket is a CURVE *client* (a display's SUB, an experiment's PUSH) that proves ``public``/``secret``.
+    """
+
+    public: bytes
+    secret: bytes
+    server_key: bytes | None = None
+    domain: str = "fmriface"
+
+    def __post_init__(self) -> None:
+        for name in ("public", "secret") + (("server_key",) if self.server_key is not None else ()):
+            key = getattr(self, name)
+            if not isinstance(key, bytes) or len(key) != 40:
+                raise ProtocolError(f"CURVE {name} must be a 40-character Z85 key, got {_describe_key(key)}")
+
+    @property
+    def is_server(self) -> bool:
+        return self.server_key is None
+
+    def __repr__(self) -> str:  # never print a secret key in a log or a traceback
+        role = "server" if self.is_server else "client"
+        return f"CurveKeys({role}, public={self.public.decode('ascii', 'replace')})"
+
+
+def _describe_key(key: Any) -> str:
+    return f"{type(key).__name__} of length {len(key)}" if hasattr(key, "__len__") else type(key).__name__
+
+
+def apply_curve(sock: Any, curve: CurveKeys | None) -> Any:
+    """Make ``sock`` a CURVE server or client (before it binds or connects); None leaves it plain TCP."""
+    if curve is None:
+        return sock
+    zmq = _zmq()
+    if not zmq.has("curve"):  # pragma: no cover - every pyzmq wheel has libsodium/tweetnacl
+        raise ProtocolError("this libzmq has no CURVE support; install pyzmq from its wheels")
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+    if curve.is_server:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.ZAP_DOMAIN, curve.domain.encode("ascii"))
+    else:
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_key)
+    return sock
+
+
 def _zmq():
     import zmq
 
     return zmq
 
 
-def publisher(ctx: Any, address: str = DEFAULT_PUB, hwm: int = DEFAULT_HWM, bind: bool = True) -> Any:
-    """A PUB socket with a bounded send high-water mark and ``linger=0``: sending never blocks."""
+def publisher(
+    ctx: Any, address: str = DEFAULT_PUB, hwm: int = DEFAULT_HWM, bind: bool = True, *, curve: CurveKeys | None = None
+) -> Any:
+    """A PUB socket with a bounded send high-water mark and ``linger=0``: sending never blocks.
+
+    ``curve``: CurveZMQ keys (None = plain TCP, as on one host).
+    """
     zmq = _zmq()
     sock = ctx.socket(zmq.PUB)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.LINGER, 0)
+    apply_curve(sock, curve)
     (sock.bind if bind else sock.connect)(address)
     return sock
 
 
-def subscriber(ctx: Any, address: str = DEFAULT_PUB, topics: tuple[str, ...] = SERVICE_TOPICS, hwm: int = 64) -> Any:
+def subscriber(
+    ctx: Any,
+    address: str = DEFAULT_PUB,
+    topics: tuple[str, ...] = SERVICE_TOPICS,
+    hwm: int = 64,
+    *,
+    curve: CurveKeys | None = None,
+) -> Any:
     """A SUB socket connected to ``address`` and subscribed to ``topics`` (reconnects by itself)."""
     zmq = _zmq()
     sock = ctx.socket(zmq.SUB)
+    apply_curve(sock, curve)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -252,20 +318,22 @@ def subscriber(ctx: Any, address: str = DEFAULT_PUB, topics: tuple[str, ...] = S
     return sock
 
 
-def pusher(ctx: Any, address: str = DEFAULT_PULL, hwm: int = 1000) -> Any:
+def pusher(ctx: Any, address: str = DEFAULT_PULL, hwm: int = 1000, *, curve: CurveKeys | None = None) -> Any:
     """A PUSH socket connected to the service's PULL; ``linger=0`` so a dead service never blocks exit."""
     zmq = _zmq()
     sock = ctx.socket(zmq.PUSH)
+    apply_curve(sock, curve)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
     return sock
 
 
-def puller(ctx: Any, address: str = DEFAULT_PULL, bind: bool = True) -> Any:
+def puller(ctx: Any, address: str = DEFAULT_PULL, bind: bool = True, *, curve: CurveKeys | None = None) -> Any:
     """The service's PULL socket for ``event`` and ``flip`` messages."""
     zmq = _zmq()
     sock = ctx.socket(zmq.PULL)
+    apply_curve(sock, curve)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, 1000)
     (sock.bind if bind else sock.connect)(address)

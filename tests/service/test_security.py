@@ -1,0 +1,274 @@
+"""Security: loopback-only defaults, CurveZMQ keys and authentication, no symlink followed out of the watch folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from dataclasses import fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import zmq
+import zmq.auth
+
+from fmriface.commands import keys as keys_cmd
+from service import protocol as P
+from service.security import (
+    Authenticator,
+    KeyFileError,
+    client_keys,
+    create_keypair,
+    load_allowed_keys,
+    load_secret_keypair,
+    server_keys,
+)
+from tests.conftest import free_port
+
+
+def _host(address: str) -> str:
+    return urlparse(address).hostname or ""
+
+
+# --- defaults bind to loopback ---------------------------------------------------------------------------
+
+
+def test_every_default_address_is_loopback():
+    from service._service_config import ServeConfig
+
+    assert _host(P.DEFAULT_PUB) == "127.0.0.1" and _host(P.DEFAULT_PULL) == "127.0.0.1"
+    cfg = ServeConfig()
+    addresses = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in ("pub", "pull")}
+    assert addresses and all(_host(a) == "127.0.0.1" for a in addresses.values()), addresses
+    # the display's and the experiment's defaults (E's dataclasses), where present
+    for mod_name, cls_name in (("stimulus.display", "DisplayConfig"), ("stimulus.experiment", "ExperimentConfig")):
+        try:
+            mod = __import__(mod_name, fromlist=[cls_name])
+        except ImportError:
+            continue
+        cls = getattr(mod, cls_name, None)
+        if cls is None:
+            continue
+        for f in fields(cls):
+            v = f.default
+            if isinstance(v, str) and v.startswith("tcp://"):
+                assert _host(v) == "127.0.0.1", f"{cls_name}.{f.name} defaults to {v}"
+
+
+def test_preset_configs_bind_to_loopback():
+    from fmriface.config import CONFIG_DIR
+
+    configs = sorted(CONFIG_DIR.glob("*.toml"))
+    assert configs
+    for path in configs:
+        for line in path.read_text().splitlines():
+            if "tcp://" in line and not line.lstrip().startswith("#"):
+                address = line.split("=", 1)[1].strip().strip("\"'")
+                assert _host(address) == "127.0.0.1", f"{path.name}: {line.strip()}"
+
+
+def test_protocol_sockets_with_default_options_listen_on_loopback_only():
+    psutil = pytest.importorskip("psutil")
+    port_pub, port_pull = free_port(), free_port()
+    ctx = zmq.Context()
+    pub = P.publisher(ctx, f"tcp://127.0.0.1:{port_pub}")
+    pull = P.puller(ctx, f"tcp://127.0.0.1:{port_pull}")
+    try:
+        listening = [
+            c for c in psutil.Process().net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr
+        ]
+        ours = {c.laddr.port: c.laddr.ip for c in listening if c.laddr.port in (port_pub, port_pull)}
+        assert ours == {port_pub: "127.0.0.1", port_pull: "127.0.0.1"}
+    finally:
+        pub.close(linger=0)
+        pull.close(linger=0)
+        ctx.term()
+
+
+# --- key files ---------------------------------------------------------------------------------------------
+
+
+def test_keys_command_writes_pairs_with_private_secrets(tmp_path, capsys):
+    out = tmp_path / "keys"
+    assert keys_cmd.main(["--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["keys"]) == {"server", "display", "experiment"}
+    for name, info in result["keys"].items():
+        secret_mode = stat.S_IMODE(os.stat(info["secret_file"]).st_mode)
+        assert secret_mode == 0o600, (name, oct(secret_mode))
+        public, secret = zmq.auth.load_certificate(info["secret_file"])  # ZeroMQ's own reader takes them
+        assert public.decode() == info["public_key"] and len(secret) == 40
+        assert zmq.auth.load_certificate(info["public_file"]) == (public, None)
+        assert secret not in Path(info["public_file"]).read_bytes()
+    assert sorted(p.name for p in (out / "allowed").iterdir()) == ["display.key", "experiment.key"]
+    assert len({i["public_key"] for i in result["keys"].values()}) == 3  # fresh pairs, all different
+    with pytest.raises(Exception, match="not empty"):
+        keys_cmd.main(["--out", str(out)])
+
+
+def test_secret_key_files_that_others_can_read_are_refused(tmp_path):
+    _, secret = create_keypair(tmp_path, "server")
+    assert len(load_secret_keypair(secret)[1]) == 40
+    os.chmod(secret, 0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_secret_keypair(secret)
+    with pytest.raises(KeyFileError, match="exists"):
+        create_keypair(tmp_path, "server")
+    with pytest.raises(KeyFileError, match="no secret key"):
+        load_secret_keypair(tmp_path / "server.key")
+    (tmp_path / "allowed").mkdir()
+    with pytest.raises(KeyFileError, match="holds no"):
+        load_allowed_keys(tmp_path / "allowed")
+    (tmp_path / "junk.key").write_text("nothing here\n")
+    with pytest.raises(KeyFileError, match="not a ZeroMQ certificate"):
+        load_allowed_keys(tmp_path)
+    with pytest.raises(KeyFileError, match="letters, digits"):
+        create_keypair(tmp_path, "../escape")
+
+
+def test_curve_keys_never_show_the_secret(tmp_path):
+    _, secret_file = create_keypair(tmp_path, "server")
+    keys = server_keys(secret_file)
+    assert keys.secret.decode() not in repr(keys) and keys.public.decode() in repr(keys)
+    with pytest.raises(P.ProtocolError, match="40-character"):
+        P.CurveKeys(b"short", keys.secret)
+
+
+# --- CurveZMQ: only listed peers get through ---------------------------------------------------------------
+
+
+@pytest.fixture
+def keyring(tmp_path):
+    assert keys_cmd.main(["--out", str(tmp_path / "keys"), "--names", "server,display,experiment"]) == 0
+    create_keypair(tmp_path / "stranger", "intruder")  # a valid pair the service does not list
+    return tmp_path
+
+
+def _drain(sock, wait_ms: int = 300) -> list[P.Message]:
+    out = []
+    while (m := P.recv(sock, wait_ms)) is not None:
+        out.append(m)
+    return out
+
+
+def test_curve_admits_listed_subscribers_and_pushers_only(keyring, capsys):
+    k = keyring / "keys"
+    pub_addr, pull_addr = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    server_ctx, peer_ctx = zmq.Context(), zmq.Context()
+    auth = Authenticator(server_ctx, k / "allowed").start()
+    srv = server_keys(k / "server.key_secret")
+    pub = P.publisher(server_ctx, pub_addr, curve=srv)
+    pull = P.puller(server_ctx, pull_addr, curve=srv)
+    display = client_keys(k / "display.key_secret", k / "server.key")
+    experiment = client_keys(k / "experiment.key_secret", k / "server.key")
+    intruder = client_keys(keyring / "stranger" / "intruder.key_secret", k / "server.key")
+    subs = {
+        "display": P.subscriber(peer_ctx, pub_addr, curve=display),
+        "intruder": P.subscriber(peer_ctx, pub_addr, curve=intruder),
+        "plain": P.subscriber(peer_ctx, pub_addr),
+    }
+    pushes = {
+        "experiment": P.pusher(peer_ctx, pull_addr, curve=experiment),
+        "intruder": P.pusher(peer_ctx, pull_addr, curve=intruder),
+        "plain": P.pusher(peer_ctx, pull_addr),
+    }
+    try:
+        time.sleep(0.5)  # handshakes (and refusals) happen now
+        for i in range(10):
+            P.send(pub, "frame", {"seq": i, "volume": i})
+            time.sleep(0.005)
+        got = {name: [m.header["volume"] for m in _drain(s)] for name, s in subs.items()}
+        assert got == {"display": list(range(10)), "intruder": [], "plain": []}
+        for name, s in pushes.items():
+            P.send(s, "event", P.event_header("trigger", 0, sender=name))
+        received = [m.header["sender"] for m in _drain(pull, 500)]
+        assert received == ["experiment"]
+        assert auth.accepted >= 2 and auth.refused >= 2
+        assert set(auth.refused_keys) == {intruder.public.decode()}
+    finally:
+        auth.stop()
+        for s in [pub, pull, *subs.values(), *pushes.values()]:
+            s.close(linger=0)
+        server_ctx.term()
+        peer_ctx.term()
+
+
+class _Tap:
+    """A TCP relay on 127.0.0.1 that records every byte going from the server to the client."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.seen = bytearray()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import selectors
+        import socket
+
+        self.listener.settimeout(5)
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        server = socket.create_connection(("127.0.0.1", self.target))
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ, server)
+        sel.register(server, selectors.EVENT_READ, client)
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.05):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    if key.fileobj is server:
+                        self.seen += data
+                    key.data.sendall(data)
+        finally:
+            sel.close()
+            client.close()
+            server.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_curve_traffic_is_encrypted_on_the_wire(keyring, encrypted):
+    """What crosses the network with CURVE on carries no header text; without it (the control) it does."""
+    k = keyring / "keys"
+    port = free_port()
+    server_ctx, peer_ctx = zmq.Context(), zmq.Context()
+    auth = Authenticator(server_ctx, k / "allowed").start() if encrypted else None
+    srv = server_keys(k / "server.key_secret") if encrypted else None
+    cli = client_keys(k / "display.key_secret", k / "server.key") if encrypted else None
+    pub = P.publisher(server_ctx, f"tcp://127.0.0.1:{port}", curve=srv)
+    tap = _Tap(port)
+    sub = P.subscriber(peer_ctx, f"tcp://127.0.0.1:{tap.port}", curve=cli)
+    try:
+        time.sleep(0.4)
+        for i in range(5):
+            P.send(pub, "frame", {"seq": i, "volume": i, "note": "VISIBLE-MARKER"}, b"PIXELS-MARKER")
+            time.sleep(0.005)
+        got = _drain(sub)
+        assert [m.header["volume"] for m in got] == list(range(5))  # the relay passes everything
+        assert (b"VISIBLE-MARKER" in tap.seen) is not encrypted
+        assert (b"PIXELS-MARKER" in tap.seen) is not encrypted
+    finally:
+        if auth is not None:
+            auth.stop()
+        sub.close(linger=0)
+        pub.close(linger=0)
+        tap.close()
+        server_ctx.term()
+        peer_ctx.term()
