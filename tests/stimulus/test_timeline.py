@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from stimulus.records import EventsWriter, RunLog
+from stimulus.schedule import Timing, faces_run, imagery_run
+from stimulus.timeline import RunRecorder, Timeline
+
+FRAME = 1 / 60
+
+
+def read_events(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def test_trial_at_is_frame_locked():
+    trials = imagery_run(["a.png"], Timing(lead_in=1.0))
+    tl = Timeline(trials, FRAME)
+    assert tl.trial_at(0.5) is None
+    assert tl.trial_at(1.0 - 0.4 * FRAME) == 0  # within half a frame of the onset: that frame shows it
+    assert tl.trial_at(1.0 - 0.6 * FRAME) is None
+    assert tl.trial_at(3.0) == 1 and tl.trial_at(3.0 - 0.6 * FRAME) == 0
+    assert tl.trial_at(100.0) is None and tl.upcoming(0.0) == 0 and tl.upcoming(30.0) is None
+
+
+def test_recorder_measures_onsets_durations_and_responses(tmp_path, rng):
+    timing = Timing(soa=0.5, face_duration=0.25, lead_in=0.5)
+    trials = faces_run([f"f{i}.png" for i in range(10)], "test", timing, rng)
+    onsets_seen = []
+    path = tmp_path / "events.tsv"
+    writer = EventsWriter(path)
+    rec = RunRecorder(trials, writer, on_onset=lambda t, onset: onsets_seen.append((t.index, onset)))
+    tl = Timeline(trials, FRAME)
+    end = trials[-1].end + 0.2
+    for k in range(int(end / FRAME)):
+        t = k * FRAME
+        rec.flipped(tl.trial_at(t), t)
+        if k == 40:  # while trial 0 is on screen... a response
+            assert rec.respond("1", t).trial.index == 0
+        if k == 41:
+            assert rec.respond("2", t) is None  # only the first response counts
+        if k == 61:  # trial 1 started a frame ago: trial 0 may still get a response (grace)
+            assert writer.rows == 0
+        if k == 80:  # 0.33 s into trial 1: trial 0's row is final and on disk
+            assert writer.rows == 1 and len(read_events(path)) == 1
+    rows = rec.close(end)
+    assert writer.rows == len(trials) == len(rows)
+    writer.close()
+    got = read_events(path)
+    for row, trial in zip(got, trials):
+        assert abs(float(row["onset"]) - trial.onset) <= FRAME / 2 + 1e-9
+        assert abs(float(row["duration"]) - trial.duration) <= FRAME + 1e-9
+        assert row["stim_file"] == trial.stim_file and int(row["oneback"]) == trial.oneback
+    assert got[0]["response"] == "1" and float(got[0]["response_time"]) == pytest.approx(40 * FRAME - 0.5, abs=FRAME)
+    assert all(r["response"] == "n/a" and r["response_time"] == "n/a" for r in got[1:])
+    assert [i for i, _ in onsets_seen] == list(range(len(trials)))
+    assert (tmp_path / "events.json").is_file()
+
+
+def test_abort_keeps_what_was_shown(tmp_path):
+    trials = imagery_run(["a.png", "b.png"], Timing(lead_in=0.0))
+    path = tmp_path / "events.tsv"
+    with EventsWriter(path) as writer:
+        rec = RunRecorder(trials, writer)
+        tl = Timeline(trials, FRAME)
+        ts = np.arange(0, 5.0, FRAME)  # abort 5 s in: during the first Img
+        for t in ts:
+            rec.flipped(tl.trial_at(t), t)
+        assert len(read_events(path)) == 1  # the Cue is on disk already
+        rec.close(ts[-1])
+    got = read_events(path)
+    assert [r["trial_type"] for r in got] == ["Cue", "Img"]
+    assert float(got[1]["duration"]) == pytest.approx(ts[-1] - 2.0, abs=FRAME)
+
+
+def test_run_log(tmp_path):
+    log = RunLog(tmp_path / "log.tsv")
+    log("before")
+    log.t0 = 100.0
+    log("trigger 2", 102.5)
+    log.close()
+    lines = (tmp_path / "log.tsv").read_text().splitlines()
+    assert lines[0].split("\t")[1:] == ["n/a", "before"] and lines[1].split("\t")[1:] == ["2.5000", "trigger 2"]
