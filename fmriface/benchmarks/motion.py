@@ -1,0 +1,192 @@
+"""Motion correction: time per volume and displacement error on the twin's anatomy, beside peer tools.
+
+The digital twin's EPI-like anatomy (``offline.twin.make_anatomy``, 64x64x36 at 3x3x3.5 mm) is the reference.
+Each volume is that head moved by known random parameters (uniform within +-3 mm and +-3 degrees per axis,
+drawn independently per volume, so the warm start from the previous volume does not help; ``--motion
+trajectory`` uses a smooth random walk instead), imaged by evaluating the reference's cubic B-spline at the
+moved positions (zero outside the field of view), with a slow global intensity drift and Gaussian noise.
+
+Reported: ``median_ms`` / ``p95_ms`` for estimate + resample of the brain-mask voxels (the service's fast path;
+several passes over the volumes), ``estimate_median_ms``, ``masked_resample_median_ms``,
+``full_resample_median_ms``, and ``mean_error_mm`` / ``max_error_mm``: the distance between where the true and
+the estimated motion put each brain voxel, averaged / maximal over voxels and volumes. ``peers`` run the same
+volumes (their first ``--peer-volumes``) where installed: python-rtspm (OpenNFT), ANTsPy, SimpleITK. A table
+with ratios goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--volumes", type=int, default=100, help="moved volumes (default 100)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the volumes (default 3)")
+    p.add_argument("--max-mm", type=float, default=3.0, help="largest translation per axis, mm")
+    p.add_argument("--max-deg", type=float, default=3.0, help="largest rotation per axis, degrees")
+    p.add_argument("--noise", type=float, default=0.01, help="noise SD as a fraction of the mean brain intensity")
+    p.add_argument("--drift", type=float, default=0.03, help="global intensity gain change over the run")
+    p.add_argument("--motion", choices=["independent", "trajectory"], default="independent")
+    p.add_argument("--peer-volumes", type=int, default=12, help="volumes each peer registers (they are slow)")
+    p.add_argument("--no-peers", action="store_true", help="skip the peer tools")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def make_motions(n: int, max_mm: float, max_deg: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Known motion parameters ``[n, 6]`` within +-max_mm / +-max_deg."""
+    limits = np.array([max_mm] * 3 + [max_deg] * 3)
+    if kind == "independent":
+        return rng.uniform(-1.0, 1.0, (n, 6)) * limits
+    walk = np.cumsum(rng.normal(0.0, 1.0, (n, 6)), axis=0)
+    walk -= walk.mean(axis=0)
+    return walk / np.abs(walk).max(axis=0) * limits
+
+
+def make_volumes(reference, affine, brain, motions, noise, drift, rng) -> list[np.ndarray]:
+    """The reference head moved by each row of ``motions``, with drift and noise, on the reference grid."""
+    from scipy import ndimage
+
+    from service.motion import rigid_matrix
+
+    coef = ndimage.spline_filter(reference.astype(np.float64), order=3, mode="constant")
+    ijk = np.indices(reference.shape).reshape(3, -1).astype(np.float64)
+    world = affine @ np.vstack([ijk, np.ones((1, ijk.shape[1]))])
+    sd = noise * float(reference[brain].mean())
+    out = []
+    n = len(motions)
+    for t, p in enumerate(motions):
+        src = np.linalg.inv(affine) @ np.linalg.inv(rigid_matrix(p)) @ world  # value at y is head(T^-1 y)
+        vol = ndimage.map_coordinates(coef, src[:3], order=3, mode="constant", prefilter=False)
+        gain = 1.0 + drift * t / max(n - 1, 1)
+        out.append((gain * vol.reshape(reference.shape) + rng.normal(0.0, sd, reference.shape)).astype(np.float32))
+    return out
+
+
+def displacement_errors(estimated: np.ndarray, true: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per volume and brain voxel, mm between the estimated and true positions ``[T, V]``."""
+    from service.motion import rigid_matrix
+
+    return np.stack(
+        [np.linalg.norm(((rigid_matrix(e) - rigid_matrix(t)) @ points)[:3], axis=0) for e, t in zip(estimated, true)]
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    from fmriface.commands._common import progress
+    from offline.twin import make_anatomy
+    from service.motion import RigidRegistration
+
+    rng = np.random.default_rng(args.seed)
+    reference, affine, brain = make_anatomy((64, 64, 36), (3.0, 3.0, 3.5))
+    reference = np.asarray(reference, dtype=np.float32)
+    motions = make_motions(args.volumes, args.max_mm, args.max_deg, args.motion, rng)
+    volumes = make_volumes(reference, affine, brain, motions, args.noise, args.drift, rng)
+    ijk = np.argwhere(brain).T.astype(np.float64)
+    points = affine @ np.vstack([ijk, np.ones((1, ijk.shape[1]))])
+
+    reg = RigidRegistration().fit(reference, affine, brain)
+    est_ms, res_ms, both_ms, full_ms = [], [], [], []
+    estimated = np.zeros_like(motions)
+    iterations = []
+    with progress(total=args.repeats * len(volumes), desc="fmriface", unit="vol") as bar:
+        for rep in range(args.repeats):
+            for t, vol in enumerate(volumes):
+                t0 = time.perf_counter()
+                p = reg.estimate(vol)
+                t1 = time.perf_counter()
+                reg.resample(vol, p, brain)
+                t2 = time.perf_counter()
+                est_ms.append(1e3 * (t1 - t0))
+                res_ms.append(1e3 * (t2 - t1))
+                both_ms.append(1e3 * (t2 - t0))
+                if rep == 0:
+                    estimated[t] = p
+                    iterations.append(reg.n_iter_)
+                    t3 = time.perf_counter()
+                    reg.resample(vol, p)
+                    full_ms.append(1e3 * (time.perf_counter() - t3))
+                bar.update(1)
+    err = displacement_errors(estimated, motions, points)
+    result = {
+        "median_ms": float(np.median(both_ms)),
+        "p95_ms": float(np.percentile(both_ms, 95)),
+        "estimate_median_ms": float(np.median(est_ms)),
+        "masked_resample_median_ms": float(np.median(res_ms)),
+        "full_resample_median_ms": float(np.median(full_ms)),
+        "mean_error_mm": float(err.mean()),
+        "max_error_mm": float(err.max()),
+        "p95_error_mm": float(np.percentile(err.mean(axis=1), 95)),
+        "mean_iterations": float(np.mean(iterations)),
+        "volumes": len(volumes),
+        "repeats": args.repeats,
+        "mask_voxels": int(brain.sum()),
+        "grid": [64, 64, 36],
+        "voxel_mm": [3.0, 3.0, 3.5],
+        "motion": args.motion,
+        "max_mm": args.max_mm,
+        "max_deg": args.max_deg,
+        "noise": args.noise,
+        "drift": args.drift,
+        "cpu_count": os.cpu_count(),
+        "peers": {},
+    }
+    if not args.no_peers:
+        result["peers"] = _run_peers(reference, affine, volumes, motions, points, args.peer_volumes, err)
+    _print_table(result)
+    return result
+
+
+def _run_peers(reference, affine, volumes, motions, points, n, own_err) -> dict:
+    from fmriface.benchmarks._motion_peers import PEERS
+
+    n = min(n, len(volumes))
+    out: dict[str, dict] = {}
+    for name, peer in PEERS.items():
+        print(f"bench motion: running {name} on {n} volumes ...", file=sys.stderr)
+        try:
+            with np.errstate(all="ignore"):  # rtspm divides by zero in its own convergence check
+                params, times = peer(reference, affine, volumes[:n])
+        except ImportError as exc:
+            out[name] = {"installed": False, "error": f"not installed ({exc})"}
+            continue
+        except Exception as exc:  # noqa: BLE001 - a failing peer is reported, not fatal
+            out[name] = {"installed": True, "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        err = displacement_errors(params, motions[:n], points)
+        out[name] = {
+            "median_ms": float(1e3 * np.median(times)),
+            "p95_ms": float(1e3 * np.percentile(times, 95)),
+            "mean_error_mm": float(err.mean()),
+            "max_error_mm": float(err.max()),
+            "volumes": n,
+            "fmriface_mean_error_mm_same_volumes": float(own_err[:n].mean()),
+        }
+    return out
+
+
+def _print_table(r: dict) -> None:
+    rows = [("fmriface (estimate + masked resample)", r["median_ms"], r["mean_error_mm"], r["max_error_mm"])]
+    for name, peer in r["peers"].items():
+        if "median_ms" in peer:
+            rows.append(
+                (f"{name} (estimate + reslice)", peer["median_ms"], peer["mean_error_mm"], peer["max_error_mm"])
+            )
+        else:
+            print(f"  {name}: {peer['error']}", file=sys.stderr)
+    lines = [
+        f"{'tool':<42} {'median ms':>10} {'x fmriface':>10} {'mean err mm':>12} {'max err mm':>11}",
+    ]
+    for name, ms, mean_e, max_e in rows:
+        lines.append(f"{name:<42} {ms:>10.2f} {ms / r['median_ms']:>10.1f} {mean_e:>12.4f} {max_e:>11.3f}")
+    lines.append(
+        f"(fmriface: p95 {r['p95_ms']:.2f} ms, estimate {r['estimate_median_ms']:.2f} ms, masked resample "
+        f"{r['masked_resample_median_ms']:.2f} ms of {r['mask_voxels']} voxels, full resample "
+        f"{r['full_resample_median_ms']:.2f} ms; {r['volumes']} volumes x {r['repeats']} passes, motion "
+        f"{r['motion']} within {r['max_mm']} mm / {r['max_deg']} deg)"
+    )
+    print("\n".join(lines), file=sys.stderr)
