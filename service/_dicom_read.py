@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,9 +87,9 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
     force = raw[128:132] != b"DICM"
     try:
         return pydicom.dcmread(io.BytesIO(raw), force=force)
-    except (EOFError, OSError) as exc:
-        if "No tag to read" in str(exc) or isinstance(exc, EOFError):
-            raise IncompleteFileError(path, f"DICOM ends early: {exc}") from None
+    except (EOFError, OSError, struct.error) as exc:
+        if "No tag to read" in str(exc) or isinstance(exc, (EOFError, struct.error)):
+            raise _cut_or_corrupt(raw, path, f"DICOM ends early: {exc}") from None
         raise CorruptFileError(path, f"DICOM header unreadable: {exc}") from None
     except (InvalidDicomError, ValueError, KeyError, TypeError, IndexError, OverflowError, NotImplementedError) as exc:
         raise CorruptFileError(path, f"DICOM header unreadable: {type(exc).__name__}: {exc}") from None
@@ -193,7 +194,7 @@ def parse_dicom(raw: bytes, path: str | Path, pixels: bool = True) -> DicomImage
         warnings.simplefilter("always")
         try:
             return _parse(raw, path, pixels)
-        except EOFError as exc:  # pydicom reads sequences lazily: a cut inside one surfaces here
+        except (EOFError, struct.error) as exc:  # pydicom reads sequences lazily: a cut inside one surfaces here
             raise _cut_or_corrupt(raw, path, f"DICOM ends early: {exc}") from None
         except IncompleteFileError as exc:
             if "pixel data is" in exc.reason:
