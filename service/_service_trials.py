@@ -1,9 +1,10 @@
 """Per-trial decoding and the experiment's events: trial onsets, neurofeedback targets.
 
 Trials come from ``event`` messages (kind ``onset``) or from an events.tsv read at start. When a trial's window
-has been acquired (:class:`service.window.TrialWindows`), its estimate is the very function the offline fit uses
-(:func:`service.window.estimate_from_indices`) applied to the buffer of preprocessed volumes, and a ``trial``
-message is published and recorded.
+has been acquired (:class:`service.window.TrialWindows`), its window and baseline volumes are detrended and
+scaled under the current online fit (what ``detrend_offline`` would give on the run so far), the very function
+the offline fit uses (:func:`service.window.estimate_from_indices`) makes the estimate, and a ``trial`` message is
+published and recorded.
 """
 
 from __future__ import annotations
@@ -150,7 +151,10 @@ class TrialBook:
         if win.size == 0 or base.size == 0:
             log.warning("trial %s skipped: its window or baseline volumes all failed", r.key)
             return
-        est = estimate_from_indices(p.history_, win, base)
+        # the window and baseline volumes under the current drift fit and scale (as offline on the run so far)
+        idx = np.concatenate([win, base])
+        z = p.online_.residuals(p.raw_[idx], idx, p.motion_[idx] if p.online_.motion_regressors else None)
+        est = estimate_from_indices(z, np.arange(win.size), np.arange(win.size, idx.size))
         latent = self.decoder.latent(est, out=self._latent)
         image = self.decoder.decode(latent)
         info = self.trials_[r.key]
@@ -162,6 +166,7 @@ class TrialBook:
             "window": [int(win[0]), int(win[-1])],
             "baseline": [int(base[0]), int(base[-1])],
             "t": {"read": w0, "decoded": w0 + time.perf_counter() - p0},
+            "ready": p.online_.ready,
             "feedback": p.feedback_.trial(latent),
             "shape": [h, w, c],
             "dtype": "uint8",

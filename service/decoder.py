@@ -6,38 +6,12 @@ decoding a volume allocates only what onnxruntime itself returns.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from service.bundle import Bundle, BundleError
+from service.onnx_session import make_session, warm_up
 
-__all__ = ["LatentDecoder", "make_session"]
-
-
-def make_session(path: str | Path, device: str = "cpu", threads: int = 1) -> tuple[Any, str]:
-    """An onnxruntime session for ``path`` and the provider it really runs on."""
-    try:
-        from service.onnx_session import make_session as _make
-    except ImportError:  # B's module not present in this checkout
-        _make = None
-    if _make is not None:
-        try:
-            return _make(path, device=device, threads=threads)
-        except TypeError:  # a make_session without a threads option
-            return _make(path, device=device)
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for a bad model file
-        raise BundleError(f"{path}: onnxruntime cannot load this model: {exc}") from None
-    return sess, sess.get_providers()[0]
+__all__ = ["LatentDecoder"]
 
 
 class LatentDecoder:
@@ -55,7 +29,7 @@ class LatentDecoder:
     Attributes
     ----------
     provider_ : str
-        The execution provider the decoder session runs on.
+        Where the decoder session really runs: ``cpu`` or ``cuda`` (``service.onnx_session.make_session``).
     """
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int = 1) -> None:
@@ -77,6 +51,7 @@ class LatentDecoder:
         self._lat = np.zeros((1, b.latent_size), np.float32)
         self._img_f = np.zeros((h, w, c), np.float32)
         self._img_u8 = np.zeros((h, w, c), np.uint8)
+        warm_up(self.session_, n=3, batch=1)
         out = self.session_.run(None, {self._in_name: np.zeros((2, b.latent_size), np.float32)})[0]
         if out.shape != (2, c, h, w):
             raise BundleError(

@@ -5,7 +5,8 @@ intercept, Legendre polynomials of the volume index (slow scanner drift) and, op
 parameters of that volume. ``beta`` is the least-squares fit on every volume seen so far, kept as the running
 sums ``R^T R`` [K, K] and ``R^T X`` [K, V], so one update costs ``O(K V)`` whatever the run length. The
 residual ``e_t`` of the newest volume is then divided by the running standard deviation of the residuals
-(Welford), which is the per-run standardisation the offline fit applied to its features.
+(computed exactly from running sums), which is the per-run standardisation the offline fit applies to its
+features.
 
 :func:`detrend_offline` applies the same model to a whole run at once (the reference the online estimate is
 compared against).
@@ -16,6 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["OnlinePreprocessor", "design_row", "detrend_offline"]
+
+#: Ridge on the drift coefficients: only keeps the first volumes' system well posed.
+_DRIFT_PRIOR = 1e-3
 
 
 def design_row(index: int, motion: np.ndarray | None, poly_order: int, horizon: float, out: np.ndarray) -> np.ndarray:
@@ -34,8 +38,21 @@ def design_row(index: int, motion: np.ndarray | None, poly_order: int, horizon: 
     return out
 
 
+def _penalty(k: int, poly_order: int, prior: float) -> np.ndarray:
+    """Ridge matrix: none on the intercept, a token one on the drift terms, ``prior`` on the motion terms."""
+    diag = np.full(k, prior)
+    diag[0] = 0.0
+    diag[1 : poly_order + 1] = _DRIFT_PRIOR
+    return np.diag(diag)
+
+
 class OnlinePreprocessor:
     """Incremental detrending (polynomial drift + motion regressors) and running standardisation.
+
+    After each volume, the model is the least-squares fit on every volume so far (with a small ridge prior on
+    the drift and motion coefficients, which only matters while few volumes are in), and the scale of each
+    voxel is the standard deviation of its residuals under that fit, computed exactly from running sums. At the
+    last volume of a run this is :func:`detrend_offline` on the whole run.
 
     Parameters
     ----------
@@ -48,21 +65,27 @@ class OnlinePreprocessor:
     horizon : float
         Volume count that maps the time axis onto [-1, 1] for the polynomials (beyond it they keep growing,
         which is harmless; it only sets the conditioning).
-    ridge : float
-        Small ridge on ``R^T R`` so the first volumes (fewer than regressors) have a defined fit.
+    prior : float
+        Ridge penalty on the motion coefficients (units of ``sum m^2``, mm^2 and deg^2): motion regressors that
+        are only estimation noise (hundredths of a mm) are shrunk instead of absorbing signal from the few
+        volumes seen so far; real motion (tenths of a mm and more) is unaffected after a few dozen volumes. The
+        drift terms get a token ridge only. Offline (:func:`detrend_offline`) uses the same default, so online
+        and offline estimates agree.
     standardize : bool
-        Divide residuals by their running standard deviation.
+        Divide residuals by their standard deviation.
     min_volumes : int
-        Volumes before :attr:`ready` turns true (running statistics still settling).
+        Volumes before :attr:`ready` turns true (fit and scale still settling).
 
     Attributes
     ----------
     n_ : int
         Volumes seen.
-    rtr_, rtx_ : ndarray
-        Running ``R^T R`` [K, K] and ``R^T X`` [K, V] (float64).
-    res_mean_, res_m2_ : ndarray
-        Welford running mean and sum of squared deviations of the residuals [V].
+    rtr_, rtx_, sxx_ : ndarray
+        Running ``R^T R`` [K, K], ``R^T X`` [K, V] and ``sum x^2`` [V] (float64).
+    beta_ : ndarray [K, V]
+        The current fit.
+    scale_ : ndarray [V]
+        The current residual standard deviation (1 where undefined or when not standardising).
     """
 
     def __init__(
@@ -71,7 +94,7 @@ class OnlinePreprocessor:
         poly_order: int = 2,
         motion_regressors: bool = True,
         horizon: float = 200.0,
-        ridge: float = 1e-6,
+        prior: float = 0.1,
         standardize: bool = True,
         min_volumes: int = 10,
     ) -> None:
@@ -79,7 +102,7 @@ class OnlinePreprocessor:
         self.poly_order = poly_order
         self.motion_regressors = motion_regressors
         self.horizon = horizon
-        self.ridge = ridge
+        self.prior = prior
         self.standardize = standardize
         self.min_volumes = min_volumes
         self.reset()
@@ -90,7 +113,7 @@ class OnlinePreprocessor:
 
     @property
     def ready(self) -> bool:
-        """True once enough volumes were seen for the drift fit and the running scale to be meaningful."""
+        """True once enough volumes were seen for the drift fit and the scale to be meaningful."""
         return self.n_ >= max(self.min_volumes, self.n_regressors + 2)
 
     def reset(self) -> None:
@@ -99,14 +122,21 @@ class OnlinePreprocessor:
         self.n_ = 0
         self.rtr_ = np.zeros((k, k))
         self.rtx_ = np.zeros((k, v))
-        self.res_mean_ = np.zeros(v)
-        self.res_m2_ = np.zeros(v)
+        self.sxx_ = np.zeros(v)
+        self.beta_ = np.zeros((k, v))
+        self.scale_ = np.ones(v)
+        self._penalty = _penalty(k, self.poly_order, self.prior)
+        self._eye = np.eye(k)
         self._row = np.zeros(k)
-        self._resid = np.zeros(v)
-        self._delta = np.zeros(v)
-        self._tmp = np.zeros(v)
+        self._kv = np.zeros((k, v))
+        self._v = np.zeros(v)
         self._out = np.zeros(v, dtype=np.float32)
-        self._ridge_eye = self.ridge * np.eye(k)
+
+    def _regressors(self, index: int, motion: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        m = None
+        if self.motion_regressors:
+            m = np.zeros(6) if motion is None else np.asarray(motion, dtype=np.float64)
+        return design_row(index, m, self.poly_order, self.horizon, out)
 
     def update(self, x: np.ndarray, index: int, motion: np.ndarray | None = None) -> np.ndarray:
         """Add volume ``index`` (voxels ``x`` [V]) and return its standardised residual [V] float32.
@@ -115,33 +145,41 @@ class OnlinePreprocessor:
         """
         if x.shape != (self.n_voxels,):
             raise ValueError(f"expected {self.n_voxels} voxels, got shape {x.shape}")
-        m = None
-        if self.motion_regressors:
-            m = np.zeros(6) if motion is None else np.asarray(motion, dtype=np.float64)
-        r = design_row(index, m, self.poly_order, self.horizon, self._row)
+        r = self._regressors(index, motion, self._row)
         self.rtr_ += np.outer(r, r)
         self.rtx_ += r[:, None] * x[None, :]
-        # fitted value of the newest volume: r^T (R^T R + ridge)^-1 R^T X, via one K-vector solve
-        w = np.linalg.solve(self.rtr_ + self._ridge_eye * max(1.0, np.trace(self.rtr_)), r)
-        np.dot(w, self.rtx_, out=self._tmp)
-        np.subtract(x, self._tmp, out=self._resid)
+        np.multiply(x, x, out=self._v)
+        self.sxx_ += self._v
         self.n_ += 1
-        # Welford on the residuals
-        np.subtract(self._resid, self.res_mean_, out=self._delta)
-        self.res_mean_ += self._delta / self.n_
-        np.subtract(self._resid, self.res_mean_, out=self._tmp)
-        self._tmp *= self._delta
-        self.res_m2_ += self._tmp
-        if self.standardize:
-            if self.n_ >= 2:
-                np.divide(self.res_m2_, self.n_ - 1, out=self._tmp)
-                np.sqrt(self._tmp, out=self._tmp)
-                self._tmp[self._tmp < 1e-12] = 1.0
-                np.divide(self._resid, self._tmp, out=self._resid)
-            else:
-                self._resid[:] = 0.0
-        self._out[:] = self._resid
+        jitter = 1e-12 * max(1.0, float(np.trace(self.rtr_)))  # keeps the first volumes' system solvable
+        self.beta_ = np.linalg.solve(self.rtr_ + self._penalty + jitter * self._eye, self.rtx_)
+        if self.standardize and self.n_ >= 2:
+            # RSS = sum x^2 - 2 beta.(R^T x) + beta.(R^T R beta), per voxel, exactly
+            np.dot(self.rtr_, self.beta_, out=self._kv)
+            self._kv -= 2.0 * self.rtx_
+            self._kv *= self.beta_
+            rss = self.sxx_ + self._kv.sum(axis=0)
+            np.maximum(rss, 0.0, out=rss)
+            np.sqrt(rss / (self.n_ - 1), out=self.scale_)
+            self.scale_[self.scale_ < 1e-9] = 1.0
+        np.dot(r, self.beta_, out=self._v)
+        np.subtract(x, self._v, out=self._v)
+        if self.n_ < 2 and self.standardize:
+            self._v[:] = 0.0
+        np.divide(self._v, self.scale_, out=self._v)
+        self._out[:] = self._v
         return self._out
+
+    def residuals(self, x: np.ndarray, indices: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
+        """Standardised residuals [n, V] of earlier volumes ``x`` [n, V] under the current fit and scale.
+
+        This is what :func:`detrend_offline` on the volumes so far would give for them: the service computes a
+        trial's window estimate on these, so it agrees with the offline estimate as closely as the data allow.
+        """
+        design = np.zeros((len(indices), self.n_regressors))
+        for j, i in enumerate(indices):
+            self._regressors(int(i), None if motion is None else motion[j], design[j])
+        return ((np.asarray(x, np.float64) - design @ self.beta_) / self.scale_).astype(np.float32)
 
 
 def detrend_offline(
@@ -150,15 +188,22 @@ def detrend_offline(
     poly_order: int = 2,
     horizon: float = 200.0,
     standardize: bool = True,
+    prior: float = 0.1,
 ) -> np.ndarray:
-    """The same drift + motion model fitted on a whole run at once: residuals [T, V] (z-scored per voxel)."""
+    """The same drift + motion model fitted on a whole run at once: residuals [T, V] (z-scored per voxel).
+
+    ``prior`` is the online preprocessor's ridge on the motion coefficients (the same default, so offline
+    features are what the service computes).
+    """
     x = np.asarray(x, dtype=np.float64)
     t = x.shape[0]
     k = 1 + poly_order + (6 if motion is not None else 0)
     design = np.zeros((t, k))
     for i in range(t):
         design_row(i, None if motion is None else np.asarray(motion[i], float), poly_order, horizon, design[i])
-    beta, *_ = np.linalg.lstsq(design, x, rcond=None)
+    dtd = design.T @ design
+    jitter = 1e-12 * max(1.0, float(np.trace(dtd)))
+    beta = np.linalg.solve(dtd + _penalty(k, poly_order, prior) + jitter * np.eye(k), design.T @ x)
     resid = x - design @ beta
     if standardize:
         sd = resid.std(axis=0, ddof=1)

