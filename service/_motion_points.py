@@ -39,6 +39,8 @@ class Level:
         Transposed Jacobian: 3 translations, 3 rotations (rad), gain, offset.
     hessian_inv : ndarray float64 (8, 8)
         Inverse of ``J^T J``.
+    ref_mean, ref_rms : float
+        Mean and root mean square of ``ref_values``.
     """
 
     factor: int
@@ -50,6 +52,8 @@ class Level:
     ref_values: np.ndarray
     jacobian_t: np.ndarray
     hessian_inv: np.ndarray
+    ref_mean: float
+    ref_rms: float
 
 
 def auto_mask(reference: np.ndarray) -> np.ndarray:
@@ -119,6 +123,8 @@ def _make_level(ref: np.ndarray, affine: np.ndarray, mask: np.ndarray, factor: i
         ref_values=values.astype(np.float32),
         jacobian_t=jac.astype(np.float32),
         hessian_inv=np.linalg.inv(hess),
+        ref_mean=float(values.mean()),
+        ref_rms=float(np.sqrt((values**2).mean())),
     )
 
 

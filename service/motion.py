@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+_MAX_STEP_MM = 4.0  # largest displacement (within ``radius``) of one Gauss-Newton step
 
 
 class GridMismatchError(ValueError):
@@ -153,8 +154,10 @@ class RigidRegistration:
         self._samplers.setdefault(ref.shape, TrilinearSampler(ref.shape))
         self._grid_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.previous_ = np.zeros(6)
-        self._gain_offset = (1.0, 0.0)
+        self._photometric: tuple[float, float] | None = None
         self.n_iter_ = 0
+        self.converged_ = False
+        self.cost_ = float("nan")
         return self
 
     # ------------------------------------------------------------------------------------------ estimate
@@ -163,47 +166,62 @@ class RigidRegistration:
 
         ``init`` (6 parameters) overrides the warm start. ``volume`` is a 3-D array on the reference grid, or an
         object with ``.data`` and ``.affine`` (then its affine is checked too, as is ``affine`` when given).
+        Afterwards ``converged_`` says whether the finest level met the tolerance within its cap, ``cost_`` is
+        the RMS residual relative to the RMS reference at the sample points, and ``n_iter_`` counts iterations.
+        A result outside any plausible head motion (over 40 mm or 40 degrees, or not finite) does not seed the
+        next volume's warm start.
         """
         vol = self._check(volume, affine)
+        photometric = None
         if init is not None:
             m = rigid_matrix(init)
-            gain, offset = 1.0, 0.0
         elif self.warm_start:
-            m = rigid_matrix(self.previous_)
-            gain, offset = self._gain_offset
+            m, photometric = rigid_matrix(self.previous_), self._photometric
         else:
-            m, gain, offset = np.eye(4), 1.0, 0.0
+            m = np.eye(4)
         pyramid = {1: vol}
-        total = 0
+        total, converged = 0, False
         for level, cap in zip(self.levels_, self.max_iter):
             if level.factor not in pyramid:
                 src, f = vol, 1
                 while f < level.factor:
                     src, f = downsample2(src), f * 2
                 pyramid[level.factor] = src
-            m, gain, offset, n = self._solve(level, pyramid[level.factor], m, gain, offset, cap)
+            m, photometric, n, converged = self._solve(level, pyramid[level.factor], m, photometric, cap)
             total += n
         params = params_from_matrix(m)
-        self.previous_ = params
-        self._gain_offset = (gain, offset)
+        plausible = (
+            bool(np.all(np.isfinite(params))) and np.abs(params[:3]).max() < 40 and np.abs(params[3:]).max() < 40
+        )
+        self.previous_ = params if plausible else np.zeros(6)
+        self._photometric = photometric if plausible else None
+        self.converged_ = converged and plausible
         self.n_iter_ = total
         return params
 
     def _solve(
-        self, level: Level, vol: np.ndarray, m: np.ndarray, gain: float, offset: float, cap: int
-    ) -> tuple[np.ndarray, float, float, int]:
+        self, level: Level, vol: np.ndarray, m: np.ndarray, photometric: tuple[float, float] | None, cap: int
+    ) -> tuple[np.ndarray, tuple[float, float], int, bool]:
+        """Gauss-Newton iterations on one level; returns (matrix, (gain, offset), iterations, converged)."""
         sampler = self._samplers[level.shape]
         sampler.load(vol)
-        tol2 = self.tol_mm**2
-        r2 = self.radius**2
-        n = 0
-        while n < cap:
+        tol2, r2, step2 = self.tol_mm**2, self.radius**2, _MAX_STEP_MM**2
+        gain, offset = photometric if photometric is not None else (0.0, 0.0)
+        low = high = 0.0
+        n, converged = 0, False
+        resid = level.ref_values
+        while n < cap and not converged:
             n += 1
             mv = level.inv_affine @ m @ level.affine
             coords = mv[:3, :3].astype(np.float32) @ level.points
             coords += mv[:3, 3:].astype(np.float32)
             outside = ~sampler.inside(coords)
             resid = sampler.sample(coords)
+            if n == 1:
+                if photometric is None:  # cold start: the global scale from the data, no offset
+                    mean = float(resid[~outside].mean()) if not outside.all() else 0.0
+                    gain, offset = (mean / level.ref_mean if mean > 0 and level.ref_mean > 0 else 1.0), 0.0
+                low, high = gain / 4.0, gain * 4.0
             resid -= np.float32(offset)
             resid *= np.float32(1.0 / gain)
             resid -= level.ref_values
@@ -211,13 +229,16 @@ class RigidRegistration:
             d = level.hessian_inv @ (level.jacobian_t @ resid).astype(np.float64)
             if not np.all(np.isfinite(d)):
                 break
-            # Inverse-compositional update: W(p) <- W(p) o W(dp)^-1.
+            step = d[:3] @ d[:3] + r2 * (d[3:6] @ d[3:6])
+            if step > step2:  # trust region: at most _MAX_STEP_MM of displacement within radius per step
+                d[:6] *= np.sqrt(step2 / step)
+            # Inverse-compositional update: W(p) <- W(p) o W(dp)^-1; gain and offset additively.
             m = m @ _rigid_inverse(rigid_matrix(d[:6], degrees=False))
             offset += gain * d[7]
-            gain *= 1.0 + d[6]
-            if d[:3] @ d[:3] + r2 * (d[3:6] @ d[3:6]) < tol2:
-                break
-        return m, gain, offset, n
+            gain = min(max(gain * (1.0 + d[6]), low), high)
+            converged = step < tol2
+        self.cost_ = float(np.sqrt(resid @ resid / resid.size)) / level.ref_rms
+        return m, (gain, offset), n, converged
 
     # ------------------------------------------------------------------------------------------ resample
     def resample(

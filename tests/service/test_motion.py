@@ -217,6 +217,20 @@ def test_warm_start_carries_the_previous_estimate(phantom):
     np.testing.assert_allclose(reg.previous_, p)
 
 
+def test_a_garbage_volume_does_not_poison_the_warm_start(phantom, rng):
+    aff = grid_affine()
+    reg = RigidRegistration().fit(phantom.volume(aff), aff, phantom.mask(aff))
+    true = [1.0, -0.5, 0.5, 1.0, 0.0, -1.0]
+    reg.estimate(phantom.volume(aff, true))
+    assert reg.converged_ and reg.cost_ < 0.05
+    noise = rng.normal(50.0, 30.0, SHAPE).astype(np.float32)  # e.g. a corrupt reconstruction
+    p = reg.estimate(noise)
+    assert np.all(np.isfinite(p)) and not reg.converged_ and reg.cost_ > 0.3
+    assert_close_params(reg.estimate(phantom.volume(aff, true)), true)
+    # Intensities on another scale (a different scanner scaling) are absorbed by the gain.
+    assert_close_params(reg.estimate(37.0 * phantom.volume(aff, true), init=np.zeros(6)), true)
+
+
 # ------------------------------------------------------------------------------------------- resampling
 def test_masked_resample_equals_full_resample_at_the_mask(fitted, phantom):
     reg, aff = fitted
