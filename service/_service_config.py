@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service import protocol as P
+from service.watcher import WatcherConfig
 
 __all__ = ["ServeConfig"]
 
@@ -68,6 +69,8 @@ class ServeConfig:
         fsync every volume record (survives a power cut; slower).
     json_log : bool
         Log lines as JSON objects on stderr.
+    watcher : WatcherConfig
+        Intake settings (TOML table ``[watcher]``: pattern, polling, series, ...); its ``folder`` is ``watch``.
     """
 
     bundle: Path | None = None
@@ -102,6 +105,7 @@ class ServeConfig:
     verify_bundle: bool = True
     fsync: bool = False
     json_log: bool = False
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
 
     def __post_init__(self) -> None:
         for name in ("hwm", "frame_average", "feedback_smooth", "threads"):

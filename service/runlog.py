@@ -2,7 +2,8 @@
 
 Layout of ``<root>/<run_id>/``:
 
-``manifest.json``    run id, config, bundle path and hash, software versions, state (running/ended), summary
+``manifest.json``    run id, config, bundle path and hash, software versions, state (running, stopped or
+                     ended), summary
 ``volumes.jsonl``    one line per volume taken: file (relative to the watched folder), SHA-256, acquisition,
                      stage timestamps, motion, FD, status (``ok``/``error``/``skipped``) and the error
 ``voxels.npy``       masked motion-corrected voxels of each ``ok`` volume [n, V] (resume replays them)
@@ -214,7 +215,8 @@ class RunLog:
         _atomic_json(self.dir / "state.json", state)
 
     def close(self, summary: dict[str, Any] | None = None, ended: bool = True) -> None:
-        """Close the files; with ``ended`` the manifest is marked ended (a later start makes a new run)."""
+        """Close the files; the manifest is marked ``ended`` (a later start makes a new run) or ``stopped``
+        (interrupted: a later start with the same run id resumes it)."""
         for f in self._files.values():
             f.close()
         self._files.clear()
@@ -222,9 +224,8 @@ class RunLog:
             arr.close()
         if summary is not None:
             self.manifest["summary"] = summary
-        if ended:
-            self.manifest["state"] = "ended"
-            self.manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.manifest["state"] = "ended" if ended else "stopped"
+        self.manifest["ended" if ended else "stopped"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _atomic_json(self.dir / "manifest.json", self.manifest)
 
 

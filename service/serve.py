@@ -301,9 +301,11 @@ class Service:
 
 
 def _make_watcher(cfg: ServeConfig) -> Any:
+    from dataclasses import replace
+
     from service.watcher import VolumeWatcher
 
-    return VolumeWatcher(cfg.watch)
+    return VolumeWatcher(replace(cfg.watcher, folder=str(cfg.watch)))
 
 
 def _sha(path: Path) -> str:
@@ -316,6 +318,8 @@ def _cfg_dict(cfg: ServeConfig) -> dict[str, Any]:
     out = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
+        if f.name == "watcher":
+            v = {g.name: getattr(v, g.name) for g in fields(v) if g.name != "folder"}
         out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
     # the watched folder's path may name the patient (export folders often do): keep only a hash of it
     out["watch"] = None if cfg.watch is None else default_run_id(Path(cfg.watch)).replace("run-", "sha256:")

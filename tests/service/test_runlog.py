@@ -94,7 +94,7 @@ def test_a_stopped_run_is_resumable_and_trials_tsv_is_readable(tmp_path):
     log.open({})
     log.trial({"trial": "7", "stim_id": "x\ty.png", "onset": 1.5, "feedback": None}, np.zeros(2, np.float32))
     log.close(ended=False)
-    assert json.loads((tmp_path / "r2" / "manifest.json").read_text())["state"] == "running"
+    assert json.loads((tmp_path / "r2" / "manifest.json").read_text())["state"] == "stopped"
     lines = (tmp_path / "r2" / "trials.tsv").read_text().splitlines()
     header, row = lines[0].split("\t"), lines[1].split("\t")
     assert len(header) == len(row) and dict(zip(header, row))["stim_id"] == "x y.png"

@@ -1,0 +1,71 @@
+"""Run the real-time service: watch a scanner export folder, decode each volume, publish faces over ZeroMQ.
+
+Every volume the scanner writes into --watch is motion-corrected to the bundle's reference, its mask voxels
+detrended online and decoded (mapping -> decoder.onnx); a `frame` message goes out on --pub for each volume and a
+`trial` message for each trial whose window is complete (trials from --events or from the experiment's `event`
+messages on --pull). The run is recorded under --runs/<run id>/; restarting on the same folder resumes it.
+Stops on Ctrl-C / SIGTERM, after --max-volumes, or after --idle-timeout seconds without a volume.
+
+Example:
+  fmriface serve --bundle out/bundle --watch /data/export --events run-01_events.tsv --max-volumes 195
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fmriface.commands._common import parser
+from fmriface.config import load_config, preset_path
+
+_OPTIONS = {
+    # option: (config key, type, help)
+    "--bundle": ("bundle", str, "bundle folder written by `fmriface fit`"),
+    "--watch": ("watch", str, "the scanner's export folder to watch"),
+    "--runs": ("runs", str, "folder of the run records (default runs/)"),
+    "--run-id": ("run_id", str, "run name (default: derived from --watch, so a restart resumes)"),
+    "--pub": ("pub", str, "ZeroMQ address to publish frames on (default tcp://127.0.0.1:5556)"),
+    "--pull": ("pull", str, "ZeroMQ address for events and flip acks (default tcp://127.0.0.1:5557)"),
+    "--events": ("events", str, "BIDS events.tsv with the run's trials"),
+    "--tr": ("tr", float, "repetition time in s (default: from the files, else the bundle)"),
+    "--hrf-lag": ("hrf_lag", float, "seconds from stimulus to the BOLD response a frame shows (default 5)"),
+    "--target-stim": ("target_stim", str, "neurofeedback target: a stimulus file name of the bundle"),
+    "--target-image": ("target_image", str, "neurofeedback target: an image file (encoded by encoder.onnx)"),
+    "--max-volumes": ("max_volumes", int, "stop after N volumes"),
+    "--idle-timeout": ("idle_timeout", float, "stop after S seconds without a new volume"),
+    "--startup-timeout": ("startup_timeout", float, "stop if no volume arrives within S seconds"),
+    "--device": ("device", str, "onnxruntime device: cpu, cuda or auto"),
+    "--threads": ("threads", int, "onnxruntime threads"),
+    "--heartbeat": ("heartbeat", float, "seconds between status messages (default 1)"),
+}
+
+
+def _config_path(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.suffix == ".toml" or path.exists() else preset_path(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("serve", __doc__)
+    p.add_argument("--config", help="TOML file or preset name (serve-demo, serve-tiny); options override it")
+    for opt, (_, typ, help_) in _OPTIONS.items():
+        p.add_argument(opt, type=typ, default=None, help=help_)
+    p.add_argument("--json-log", action="store_true", default=None, help="log one JSON object per line on stderr")
+    p.add_argument("--no-verify", action="store_true", help="skip the bundle's SHA-256 check at start")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+
+    from service.serve import ServeConfig, Service, setup_logging
+
+    overrides = {key: getattr(args, opt[2:].replace("-", "_")) for opt, (key, _, _) in _OPTIONS.items()}
+    overrides["json_log"] = args.json_log
+    if args.no_verify:
+        overrides["verify_bundle"] = False
+    cfg = load_config(ServeConfig, _config_path(args.config), overrides)
+    setup_logging(cfg.json_log)
+    service = Service(cfg).start()
+    summary = service.run()
+    print(json.dumps({"run_id": service.runlog_.run_id, "run_dir": str(service.run_dir_), **summary}))
+    return 0
