@@ -184,3 +184,108 @@ def permutation_control(
         "std": float(arr.std()) if arr.size else float("nan"),
         "accuracies": [round(float(a), 4) for a in arr],
     }
+
+
+def evaluate_decoders(
+    *,
+    train: dict[str, tuple[np.ndarray, np.ndarray]],
+    test: dict[str, np.ndarray],
+    imagery: dict[str, np.ndarray] | None,
+    latents: dict[str, dict[str, np.ndarray]],
+    images: dict[str, np.ndarray],
+    spaces: dict[str, object],
+    perceptual: Callable[[np.ndarray], np.ndarray] | None,
+    make: Callable[[str], object],
+    main: tuple[str, str],
+    male: dict[str, np.ndarray] | None,
+    n_permutations: int,
+    rng: np.random.Generator,
+    log: Callable[[str], None] = print,
+) -> tuple[dict, dict]:
+    """Fit and score every (estimate, mapping, face space) combination on the test faces.
+
+    Parameters
+    ----------
+    train : estimate -> (X [S, V] selected voxels, run groups [S]); test / imagery : estimate -> X
+    latents : space -> {"train", "test", "imagery"} -> [N, L]; images : split -> float [N, H, W, 3]
+    spaces : space name -> FaceSpace (``decode``); make : mapping name -> unfitted mapping
+    main : (estimate, mapping) of the bundle, whose numbers fill the top-level ``pairwise``
+    male : {"train", "test"} -> labels 1 / -1, or None (no attributes: gender skipped)
+
+    Returns
+    -------
+    (evaluation dict for evaluation.json, {(estimate, mapping, space): fitted mapping, "recon": images})
+    """
+    true_feats = perceptual(images["test"]) if perceptual is not None else None
+    img_feats = perceptual(images["imagery"]) if perceptual is not None and imagery else None
+    details: dict = {}
+    fitted: dict = {}
+    recon: dict = {}
+    gender: dict = {}
+    imag: dict = {}
+    for est, (x_train, groups) in train.items():
+        for mname in ("ridge", "encoding"):
+            for sname, space in spaces.items():
+                z = latents[sname]
+                mapping = make(mname).fit(x_train, z["train"], groups=groups)
+                fitted[(est, mname, sname)] = mapping
+                pred = mapping.predict(test[est])
+                scores, rec = score_spaces(pred, z["test"], images["test"], space.decode, perceptual, true_feats)
+                entry = {k: v.as_dict() for k, v in scores.items()}
+                entry["alpha"] = float(mapping.alpha_)
+                entry["cv_score"] = float(mapping.cv_scores_.get(mapping.alpha_, float("nan")))
+                details.setdefault(est, {}).setdefault(mname, {})[sname] = entry
+                log(f"{est:>6} {mname:>8} {sname:>6}: " + ", ".join(f"{k} {v.accuracy:.3f}" for k, v in scores.items()))
+                if (est, mname) != main:
+                    continue
+                recon[sname] = rec
+                if male is not None:
+                    direction = z["train"][male["train"] > 0].mean(0) - z["train"][male["train"] < 0].mean(0)
+                    midpoint = (z["train"][male["train"] > 0].mean(0) + z["train"][male["train"] < 0].mean(0)) / 2
+                    gender.setdefault(sname, {})[mname] = {
+                        "projection": gender_by_projection(pred, male["test"], direction, midpoint),
+                        "classifier": gender_by_classifier(z["train"], male["train"], pred, male["test"]),
+                    }
+                    gender[sname]["true_latents"] = {
+                        "projection": gender_by_projection(z["test"], male["test"], direction, midpoint),
+                        "classifier": gender_by_classifier(z["train"], male["train"], z["test"], male["test"]),
+                    }
+                if imagery and est in imagery and len(z["imagery"]) >= 2:
+                    ipred = mapping.predict(imagery[est])
+                    iscores, _ = score_spaces(
+                        ipred, z["imagery"], images["imagery"], space.decode, perceptual, img_feats
+                    )
+                    imag.setdefault(sname, {})[mname] = {k: v.as_dict() for k, v in iscores.items()}
+    est_main, map_main = main
+    permutation: dict = {}
+    if n_permutations:
+        x_train, groups = train[est_main]
+        for mname in ("ridge", "encoding"):
+            alpha = fitted[(est_main, mname, "vaegan")].alpha_
+            log(f"permutation control: {mname}, {n_permutations} shuffles")
+            permutation[mname] = permutation_control(
+                lambda m=mname, a=alpha: make(m, alphas=(a,)),
+                x_train,
+                latents["vaegan"]["train"],
+                test[est_main],
+                latents["vaegan"]["test"],
+                n_permutations,
+                rng,
+            )
+        permutation["mean"] = permutation[map_main]["mean"]
+    main_scores = details[est_main][map_main]
+    evaluation = {
+        "pairwise": {
+            s: {k: main_scores[s][k]["accuracy"] for k in ("latent", "pixel", "perceptual") if k in main_scores[s]}
+            for s in spaces
+        },
+        "estimate": est_main,
+        "mapping": map_main,
+        "chance": 0.5,
+        "details": details,
+        "permutation": permutation,
+        "gender": gender if male is not None else {"skipped": "the data set carries no Male attribute"},
+        "imagery": imag if imag else {"skipped": "fewer than two imagined faces"},
+    }
+    fitted["recon"] = recon
+    return evaluation, fitted

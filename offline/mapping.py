@@ -21,7 +21,15 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["RidgeMapping", "EncodingMapping", "make_mapping", "centred_correlation", "cv_splits", "DEFAULT_ALPHAS"]
+__all__ = [
+    "RidgeMapping",
+    "EncodingMapping",
+    "make_mapping",
+    "centred_correlation",
+    "cv_splits",
+    "ridge_path",
+    "DEFAULT_ALPHAS",
+]
 
 #: Penalties tried by default (input standardised per voxel, so they scale with the number of voxels).
 DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-1.0, 6.01, 0.5))
@@ -125,7 +133,7 @@ class RidgeMapping(_LinearMapping):
             self.alpha_ = float(alphas[0])
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
-        weights = _ridge_fit((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, np.array([self.alpha_]))[0]
+        weights = ridge_path((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, np.array([self.alpha_]))[0]
         self._finish(weights, self.y_mean_)
         return self
 
@@ -135,14 +143,14 @@ class RidgeMapping(_LinearMapping):
         for train, test in folds:
             mean, scale = _standardise(X[train])
             y_mean = y[train].mean(axis=0)
-            weights = _ridge_fit((X[train] - mean) / scale, y[train] - y_mean, alphas)
+            weights = ridge_path((X[train] - mean) / scale, y[train] - y_mean, alphas)
             xs_test = (X[test] - mean) / scale
             for i, w in enumerate(weights):
                 scores[i] += centred_correlation(xs_test @ w + y_mean, y[test], y_mean) / len(folds)
         return {float(a): float(s) for a, s in zip(alphas, scores)}
 
 
-def _ridge_fit(xs: np.ndarray, yc: np.ndarray, alphas: np.ndarray) -> list[np.ndarray]:
+def ridge_path(xs: np.ndarray, yc: np.ndarray, alphas: np.ndarray) -> list[np.ndarray]:
     """Ridge weights ``[V, L]`` for each penalty, from one thin SVD of ``xs`` (centred data)."""
     u, s, vt = np.linalg.svd(xs, full_matrices=False)
     uty = u.T @ yc

@@ -1,0 +1,80 @@
+"""Fit the brain-to-face decoder: GLM/window estimates -> voxel selection -> mapping -> evaluation -> bundle.
+
+Reads a BIDS data set laid out like ds001761 (the digital twin from ``fmriface simulate``, ds001761 itself or a
+lab's own data) and a trained VAE-GAN (``fmriface train-vaegan``); realigns every run to the mean of the first
+run's volumes, estimates each trial (window estimates and GLM betas), selects voxels, fits the ridge and the
+paper's encoding-model mappings for the VAE-GAN and a PCA face space, scores them on the test faces, and writes
+
+- ``OUT/bundle/``: what ``fmriface serve`` reads (manifest, reference, mask, mapping, ONNX decoder/encoder,
+  attributes);
+- ``OUT/report/``: ``report.html`` with figures and ``evaluation.json`` with every number.
+
+Example: ``fmriface fit --config fit-demo --bids twin --vaegan vaegan --out fit``
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir
+from fmriface.config import config_to_dict, load_config, preset_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("fit", __doc__)
+    p.add_argument("--config", help="TOML file or preset name (fit-tiny, fit-demo, fit-paper)")
+    p.add_argument("--bids", required=True, type=Path, help="BIDS data set (e.g. the output of fmriface simulate)")
+    p.add_argument("--vaegan", required=True, type=Path, help="trained VAE-GAN folder (fmriface train-vaegan)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (bundle/ and report/ go there)")
+    p.add_argument("--subject", help="subject label, e.g. 01 (default: the first)")
+    p.add_argument("--estimate", choices=["window", "glm"], help="trial estimate the bundle's mapping uses")
+    p.add_argument("--mapping", choices=["ridge", "encoding"], help="mapping stored in the bundle")
+    p.add_argument("--selection", choices=["auto", "mask", "contrast", "encoding"], help="voxel selection method")
+    p.add_argument("--n-voxels", type=int, help="voxels to keep (0: chosen by cross-validation)")
+    p.add_argument("--permutations", type=int, help="shuffles of the permutation control")
+    p.add_argument("--threads", type=int, help="CPU threads for numpy/torch")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    args = p.parse_args(argv)
+
+    from offline.fit import FitConfig
+
+    cfg_path = None
+    if args.config:
+        cfg_path = Path(args.config) if Path(args.config).is_file() else preset_path(args.config)
+    cfg = load_config(
+        FitConfig,
+        cfg_path,
+        {
+            "subject": args.subject,
+            "estimate": args.estimate,
+            "mapping": args.mapping,
+            "selection.method": args.selection,
+            "selection.k": args.n_voxels,
+            "n_permutations": args.permutations,
+            "threads": args.threads,
+        },
+    )
+    for opt, path in (("--bids", args.bids), ("--vaegan", args.vaegan)):
+        if not path.is_dir():
+            raise UsageError(f"{opt} {path} is not a folder")
+    out = prepare_out_dir(args.out, args.force)
+
+    import os
+
+    quiet = os.environ.get("FMRIFACE_QUIET") == "1"
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(f"[fit {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    from offline.fit import run_fit
+
+    log(f"config: {config_to_dict(cfg)}")
+    summary = run_fit(cfg, args.bids, args.vaegan, out, log=log)
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    emit(summary, args.json)
+    return 0

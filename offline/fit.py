@@ -1,0 +1,364 @@
+"""``fmriface fit``: BIDS runs + a VAE-GAN -> trial estimates -> voxels -> mappings -> evaluation -> bundle.
+
+Steps (each reported on stderr):
+
+1. index the BIDS subject; realign every run to the mean of the first run's volumes (:mod:`offline.estimates`);
+2. trial estimates of the training, test and imagery trials: window estimates (what the service computes
+   online) and per-image GLM betas; repeats averaged;
+3. latents of the stimuli in the VAE-GAN face space and in a PCA face space fitted on the training faces;
+4. voxel selection (:mod:`offline.selection`) on the bundle's estimate type;
+5. every mapping (ridge, encoding) x face space (vaegan, pca) x estimate type, scored on the test faces in
+   latent, pixel and perceptual space; gender, imagery and the permutation control
+   (:func:`offline.evaluate.evaluate_decoders`);
+6. the bundle (the configured mapping on the configured estimate, VAE-GAN space) and the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from offline.mapping import DEFAULT_ALPHAS
+from service.window import WindowSpec
+
+__all__ = ["SelectionConfig", "FitConfig", "FitData", "prepare", "run_fit"]
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Voxel selection: ``method`` mask | contrast | encoding | auto, ``k`` voxels (0 = chosen by CV)."""
+
+    method: Literal["auto", "mask", "contrast", "encoding"] = "auto"
+    k: int = 0
+    candidates: tuple[int, ...] = (500, 1000, 2000, 4000)
+    mask: str = ""
+    n_components: int = 64
+
+    def __post_init__(self) -> None:
+        if self.k < 0 or any(c <= 0 for c in self.candidates):
+            raise ValueError("selection.k must be >= 0 and selection.candidates positive")
+        if self.method == "mask" and not self.mask:
+            raise ValueError("selection.method = 'mask' needs selection.mask (a NIfTI file on the data's grid)")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Options of ``fmriface fit`` (presets ``configs/fit-*.toml``)."""
+
+    subject: str = ""
+    estimate: Literal["window", "glm"] = "window"
+    compare_estimates: bool = True
+    mapping: Literal["ridge", "encoding"] = "ridge"
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    decode_alpha: float = 0.0
+    n_splits: int = 5
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    window_start: float = 4.0
+    window_stop: float = 8.0
+    baseline_start: float = -2.0
+    baseline_stop: float = 0.0
+    imagery_window_stop: float = 14.0
+    poly_order: int = 2
+    hrf_model: str = "glover"
+    high_pass: float = 0.01
+    pca_components: int = 0
+    n_permutations: int = 20
+    perceptual: bool = True
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.n_splits < 2:
+            raise ValueError(f"n_splits must be at least 2, got {self.n_splits}")
+        if not self.alphas or any(a <= 0 for a in self.alphas):
+            raise ValueError("alphas must be a non-empty list of positive penalties")
+        if self.n_permutations < 0 or self.pca_components < 0 or self.threads < 1:
+            raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
+        self.window  # validates the window
+
+    @property
+    def window(self) -> WindowSpec:
+        return WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)
+
+    @property
+    def imagery_window(self) -> WindowSpec:
+        return WindowSpec(self.window_start, self.imagery_window_stop, self.baseline_start, self.baseline_stop)
+
+
+@dataclass
+class FitData:
+    """Everything the mappings are fitted and scored on (patterns over brain voxels)."""
+
+    reference: np.ndarray
+    affine: np.ndarray
+    brain: np.ndarray
+    tr: float
+    motion: dict[str, np.ndarray]
+    train: dict[str, tuple[np.ndarray, list[str], np.ndarray]]  # estimate -> (X [S, V], stim ids, run groups)
+    test: dict[str, tuple[np.ndarray, list[str]]]
+    imagery: dict[str, tuple[np.ndarray, list[str]]]
+    contrast: np.ndarray | None
+    summary: dict[str, Any]
+
+
+def _align(x: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
+    pos = {s: i for i, s in enumerate(ids)}
+    return x[[pos[s] for s in order]]
+
+
+def prepare(cfg: FitConfig, bids: Path, log) -> FitData:
+    """Realign, then compute both kinds of trial estimates for training, test and imagery trials."""
+    from fmriface.commands._common import progress
+    from offline.bids import load_bids
+    from offline.estimates import (
+        average_by_stimulus,
+        face_contrast,
+        glm_patterns,
+        realign_subject,
+        window_patterns,
+    )
+
+    subject = load_bids(bids, cfg.subject or None)
+    runs = [r for r in subject.runs if r.kind in ("train", "test", "imagery")]
+    kinds = {k: sum(r.kind == k for r in runs) for k in ("train", "test", "imagery")}
+    if not kinds["train"] or not kinds["test"]:
+        raise ValueError(f"{bids}: fitting needs training and test runs of faces; found {kinds}")
+    log(f"subject {subject.subject}: {kinds['train']} training, {kinds['test']} test, {kinds['imagery']} imagery runs")
+    total = 0
+    for r in runs:
+        import nibabel as nib
+
+        total += nib.load(str(r.bold)).shape[3]
+    with progress(total=total, desc="realign", unit="vol") as bar:
+        reference, affine, brain, rrs = realign_subject(subject, runs, on_volume=lambda: bar.update(1))
+    trs = {r.run.tr for r in rrs}
+    if len(trs) > 1:
+        raise ValueError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
+    estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
+    train, test, imagery = {}, {}, {}
+    for est in estimates:
+        log(f"trial estimates: {est}")
+        parts: dict[str, list] = {"train": [], "test": [], "imagery": []}
+        for gi, rr in enumerate(rrs):
+            types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[rr.run.kind]
+            if est == "window":
+                spec = cfg.imagery_window if rr.run.kind == "imagery" else cfg.window
+                pats, trials = window_patterns(rr, types, spec, cfg.poly_order)
+                ids = trials["stim_file"].astype(str).tolist()
+            else:
+                pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
+            parts[rr.run.kind].append((pats, ids, [gi] * len(ids)))
+        for kind, store in (("train", train), ("test", test), ("imagery", imagery)):
+            if not parts[kind]:
+                continue
+            x = np.concatenate([p[0] for p in parts[kind]])
+            ids = sum((p[1] for p in parts[kind]), [])
+            groups = sum((p[2] for p in parts[kind]), [])
+            avg, uids, g, _ = average_by_stimulus(x, ids, groups)
+            store[est] = (avg, uids, g) if kind == "train" else (avg, uids)
+    # the same stimuli, in the same order, for every estimate type
+    first = estimates[0]
+    for est in estimates[1:]:
+        for store in (train, test, imagery):
+            if first in store and est in store:
+                order = store[first][1]
+                if set(store[est][1]) != set(order):
+                    raise ValueError(f"{est} and {first} estimates cover different stimuli")
+                rest = store[est]
+                store[est] = (_align(rest[0], rest[1], order), order, *([store[first][2]] if len(rest) == 3 else []))
+    log("face-vs-fixation contrast")
+    contrast = face_contrast([rr for rr in rrs if rr.run.kind in ("train", "test")], cfg.hrf_model, cfg.high_pass)
+    summary = {
+        "bids": str(bids),
+        "subject": subject.subject,
+        "runs": kinds,
+        "volumes": total,
+        "brain_voxels": int(brain.sum()),
+        "train_stimuli": len(train[first][1]),
+        "test_stimuli": len(test[first][1]),
+        "imagery_stimuli": len(imagery[first][1]) if imagery else 0,
+        "reference": f"mean of the volumes of {rrs[0].run.name}",
+    }
+    motion = {rr.run.name: rr.motion for rr in rrs}
+    return FitData(reference, affine, brain, rrs[0].run.tr, motion, train, test, imagery, contrast, summary)
+
+
+def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
+    """Load the VAE-GAN, fit PCA on the training faces, encode every stimulus in both spaces."""
+    from offline.bids import load_stimuli, stimulus_table
+    from offline.facespace import load_facespace, perceptual_features
+    from offline.pca import fit_pca
+
+    est = next(iter(data.train))
+    vae = load_facespace(vaegan)
+    size = vae.image_size
+    ids = {"train": data.train[est][1], "test": data.test[est][1]}
+    if data.imagery:
+        ids["imagery"] = data.imagery[est][1]
+    log(f"loading {sum(len(v) for v in ids.values())} stimuli at {size}x{size}")
+    images = {k: load_stimuli(bids, v, size) for k, v in ids.items()}
+    n_pca = cfg.pca_components or vae.latent_size
+    log(f"PCA face space: {n_pca} components on {len(images['train'])} training faces")
+    pca = fit_pca(images["train"], n_pca, image_size=size)
+    spaces = {"vaegan": vae, "pca": pca}
+    latents = {name: {k: sp.encode(im) for k, im in images.items()} for name, sp in spaces.items()}
+    floats = {k: im.astype(np.float32) / 255.0 for k, im in images.items()}
+    perceptual = (lambda im: perceptual_features(vae, im)) if cfg.perceptual else None
+    table = stimulus_table(bids)
+    attrs = None
+    if table is not None and "stim_file" in table.columns:
+        table = table.set_index(table["stim_file"].astype(str))
+        names = [c for c in table.columns if c not in ("stim_file", "split") and set(table[c].unique()) <= {-1, 1}]
+        if names and all(s in table.index for s in ids["train"] + ids["test"]):
+            attrs = {k: table.loc[ids[k], names].to_numpy(np.int8) for k in ("train", "test")}
+            attrs["names"] = names
+    return spaces, ids, floats, latents, perceptual, attrs
+
+
+def run_fit(cfg: FitConfig, bids: str | Path, vaegan: str | Path, out: str | Path, log=print) -> dict[str, Any]:
+    """The whole fit; writes ``out/bundle/`` and ``out/report/``; returns the summary the command prints."""
+    import torch
+
+    from offline.bundle_writer import LinearMap, write_bundle
+    from offline.evaluate import evaluate_decoders
+    from offline.mapping import make_mapping
+    from offline.report import write_report
+    from offline.selection import mask_selection, select_voxels
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    bids, out = Path(bids), Path(out)
+    data = prepare(cfg, bids, log)
+    t_est = time.perf_counter() - t0
+    spaces, ids, images, latents, perceptual, attrs = _face_spaces(cfg, data, bids, Path(vaegan), log)
+
+    x_sel, groups = data.train[cfg.estimate][0], data.train[cfg.estimate][2]
+    given = None
+    if cfg.selection.method == "mask":
+        import nibabel as nib
+
+        given = mask_selection(np.asarray(nib.load(cfg.selection.mask).dataobj), data.brain)
+    log(f"voxel selection: {cfg.selection.method}" + (f", k={cfg.selection.k}" if cfg.selection.k else ""))
+    sel = select_voxels(
+        cfg.selection.method,
+        cfg.selection.k,
+        x=x_sel,
+        z=latents["vaegan"]["train"],
+        groups=groups,
+        contrast=data.contrast,
+        given=given,
+        candidates=cfg.selection.candidates,
+        alphas=cfg.alphas,
+        n_components=cfg.selection.n_components,
+    )
+    log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
+
+    def make(name: str, **kw):
+        base = {"alphas": cfg.alphas, "n_splits": cfg.n_splits}
+        if name == "encoding":
+            base["decode_alpha"] = cfg.decode_alpha
+        return make_mapping(name, **{**base, **kw})
+
+    male = None
+    if attrs is not None and "Male" in attrs["names"]:
+        j = attrs["names"].index("Male")
+        male = {k: attrs[k][:, j] for k in ("train", "test")}
+    evaluation, fitted = evaluate_decoders(
+        train={e: (v[0][:, sel.index], v[2]) for e, v in data.train.items()},
+        test={e: v[0][:, sel.index] for e, v in data.test.items()},
+        imagery={e: v[0][:, sel.index] for e, v in data.imagery.items()} or None,
+        latents=latents,
+        images=images,
+        spaces=spaces,
+        perceptual=perceptual,
+        make=make,
+        main=(cfg.estimate, cfg.mapping),
+        male=male,
+        n_permutations=cfg.n_permutations,
+        rng=np.random.default_rng(cfg.seed),
+        log=log,
+    )
+    evaluation["selection"] = sel.summary()
+    evaluation["perceptual_space"] = (
+        "a hidden layer of the trained VAE-GAN's discriminator (no pretrained network can be downloaded here)"
+        if cfg.perceptual
+        else "not computed (perceptual = false)"
+    )
+    t_eval = time.perf_counter() - t0
+
+    log("writing the bundle")
+    mask = np.zeros(data.brain.shape, dtype=bool)
+    mask[data.brain] = sel.index
+    vae = spaces["vaegan"]
+    if attrs is not None:
+        z = latents["vaegan"]["train"]
+        names, dirs = [], []
+        for j, name in enumerate(attrs["names"]):
+            pos, neg = attrs["train"][:, j] > 0, attrs["train"][:, j] < 0
+            if pos.any() and neg.any():
+                names.append(name)
+                dirs.append(z[pos].mean(0) - z[neg].mean(0))
+        directions = np.stack(dirs) if dirs else np.zeros((0, vae.latent_size))
+    elif vae.attribute_directions_ is not None:
+        names, directions = list(vae.attribute_names), vae.attribute_directions_
+    else:
+        names, directions = [], np.zeros((0, vae.latent_size))
+    training = {**data.summary, "estimate": cfg.estimate, "selection": sel.summary(), "vaegan": str(vaegan)}
+    main_fit = fitted[(cfg.estimate, cfg.mapping, "vaegan")]
+    bundle = write_bundle(
+        out / "bundle",
+        reference=data.reference,
+        affine=data.affine,
+        mask=mask,
+        linear_map=LinearMap.from_mapping(main_fit, cfg.mapping),
+        export_onnx=vae.export_onnx,
+        attribute_names=names,
+        attribute_directions=directions,
+        train_ids=ids["train"],
+        train_latents=latents["vaegan"]["train"],
+        test_ids=ids["test"],
+        test_latents=latents["vaegan"]["test"],
+        manifest_fields={
+            "image_shape": [vae.image_size, vae.image_size, 3],
+            "tr": data.tr,
+            "window": cfg.window.as_dict(),
+            "estimate": cfg.estimate,
+            "preprocessing": {
+                "detrend": "Legendre polynomials + 6 motion parameters per run (service.online.detrend_offline)",
+                "poly_order": cfg.poly_order,
+                "standardise": "residuals z-scored per voxel within the run, then (x - x_mean) / x_scale",
+            },
+            "alpha": float(main_fit.alpha_),
+            "training": training,
+            "evaluation": {k: evaluation[k] for k in ("pairwise", "permutation", "chance")},
+        },
+    )
+    t_bundle = time.perf_counter() - t0
+    timing = {
+        "estimates_s": round(t_est, 1),
+        "evaluation_s": round(t_eval - t_est, 1),
+        "bundle_s": round(t_bundle - t_eval, 1),
+    }
+    log("writing the report")
+    report = write_report(
+        out / "report",
+        evaluation=evaluation,
+        test_images=images["test"],
+        recon=fitted["recon"],
+        motion=data.motion,
+        training=training,
+        timing=timing,
+    )
+    timing["total_s"] = round(time.perf_counter() - t0, 1)
+    return {
+        "bundle": str(bundle.path),
+        "report": str(report),
+        "pairwise": evaluation["pairwise"],
+        "permutation_mean": evaluation["permutation"].get("mean"),
+        "n_voxels": bundle.n_voxels,
+        "timing_s": timing,
+    }
