@@ -99,9 +99,12 @@ def _has_vsync(win: Any, period: float, clock: Any) -> bool:
     return float(np.median(np.diff(times))) > 0.5 * period
 
 
-def to_texture(image: np.ndarray) -> np.ndarray:
-    """A ``uint8 H x W x 3`` image as PsychoPy wants it: float in [-1, 1], bottom row first."""
-    return np.ascontiguousarray(np.flipud(image.astype(np.float32) / 127.5 - 1.0))
+def to_texture(image: np.ndarray) -> Any:
+    """A ``uint8 H x W x 3`` image as a PIL image: PsychoPy shows those exactly, the right way up (its float
+    arrays are ambiguous: 2026.2 reads them as [0, 1] though its messages say [-1, 1])."""
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
 
 
 _GLYPHS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 +-.:/>()[]"
