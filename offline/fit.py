@@ -78,7 +78,7 @@ class FitConfig:
             raise ValueError("alphas must be a non-empty list of positive penalties")
         if self.n_permutations < 0 or self.pca_components < 0 or self.threads < 1:
             raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
-        self.window  # validates the window
+        WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)  # validates
 
     @property
     def window(self) -> WindowSpec:
@@ -110,9 +110,26 @@ def _align(x: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
     return x[[pos[s] for s in order]]
 
 
-def prepare(cfg: FitConfig, bids: Path, log) -> FitData:
-    """Realign, then compute both kinds of trial estimates for training, test and imagery trials."""
-    from fmriface.commands._common import progress
+class _NoBar:
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
+    """Realign, then compute both kinds of trial estimates for training, test and imagery trials.
+
+    ``progress(total=, desc=, unit=)`` makes a progress bar (a context manager with ``update``), e.g. tqdm.
+    """
+    progress = progress or _NoBar
     from offline.bids import load_bids
     from offline.estimates import (
         average_by_stimulus,
@@ -219,8 +236,13 @@ def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
     return spaces, ids, floats, latents, perceptual, attrs
 
 
-def run_fit(cfg: FitConfig, bids: str | Path, vaegan: str | Path, out: str | Path, log=print) -> dict[str, Any]:
-    """The whole fit; writes ``out/bundle/`` and ``out/report/``; returns the summary the command prints."""
+def run_fit(
+    cfg: FitConfig, bids: str | Path, vaegan: str | Path, out: str | Path, log=print, progress=None
+) -> dict[str, Any]:
+    """The whole fit; writes ``out/bundle/`` and ``out/report/``; returns the summary the command prints.
+
+    ``log(message)`` reports each step; ``progress`` makes progress bars (see :func:`prepare`).
+    """
     import torch
 
     from offline.bundle_writer import LinearMap, write_bundle
@@ -232,7 +254,7 @@ def run_fit(cfg: FitConfig, bids: str | Path, vaegan: str | Path, out: str | Pat
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     bids, out = Path(bids), Path(out)
-    data = prepare(cfg, bids, log)
+    data = prepare(cfg, bids, log, progress)
     t_est = time.perf_counter() - t0
     spaces, ids, images, latents, perceptual, attrs = _face_spaces(cfg, data, bids, Path(vaegan), log)
 

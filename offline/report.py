@@ -81,7 +81,7 @@ def _motion_figure(path: Path, motion: dict[str, np.ndarray]) -> None:
 
     fig, (ax_t, ax_r) = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True)
     offset = 0
-    for i, (name, params) in enumerate(motion.items()):
+    for i, params in enumerate(motion.values()):
         t = np.arange(len(params)) + offset
         for j, lab in enumerate(("x", "y", "z")):
             ax_t.plot(t, params[:, j], color=f"C{j}", lw=0.8, label=lab if i == 0 else None)

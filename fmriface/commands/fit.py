@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir
+from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir, progress
 from fmriface.config import config_to_dict, load_config, preset_path
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from offline.fit import run_fit
 
     log(f"config: {config_to_dict(cfg)}")
-    summary = run_fit(cfg, args.bids, args.vaegan, out, log=log)
+    summary = run_fit(cfg, args.bids, args.vaegan, out, log=log, progress=progress)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     emit(summary, args.json)
     return 0
