@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from service._dicom_csa import CSA_CREATOR, CSAError, csa_int, csa_vector, read_csa
-from service.volume import CorruptFileError, IncompleteFileError, UnsupportedFileError
+from service.volume import CorruptFileError, IncompleteFileError, IntakeError, UnsupportedFileError
 
 __all__ = ["DicomImage", "parse_dicom", "IMAGE_SOP_CLASSES", "exclusion_reason"]
 
@@ -91,7 +90,7 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
         if "No tag to read" in str(exc) or isinstance(exc, (EOFError, struct.error)):
             raise _cut_or_corrupt(raw, path, f"DICOM ends early: {exc}") from None
         raise CorruptFileError(path, f"DICOM header unreadable: {exc}") from None
-    except (InvalidDicomError, ValueError, KeyError, TypeError, IndexError, OverflowError, NotImplementedError) as exc:
+    except Exception as exc:  # noqa: BLE001 - InvalidDicomError, BytesLengthException, ValueError, ...
         raise CorruptFileError(path, f"DICOM header unreadable: {type(exc).__name__}: {exc}") from None
 
 
@@ -151,6 +150,24 @@ def _pixels(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
     return np.frombuffer(pixel_data, dtype=dtype, count=rows * cols * n_frames).reshape(n_frames, rows, cols)
 
 
+def _checked_geometry(iop, spacing_px, positions: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """IOP as two orthogonal unit vectors, positive finite pixel spacing, finite positions; else corrupt."""
+    iop = np.array([float(v) for v in iop])
+    spacing_px = np.array([float(v) for v in spacing_px])
+    if len(iop) != 6 or len(spacing_px) != 2 or positions.ndim != 2 or positions.shape[1] != 3:
+        raise CorruptFileError(
+            path, "ImageOrientationPatient, ImagePositionPatient or PixelSpacing has the wrong length"
+        )
+    if not (np.all(np.isfinite(iop)) and np.all(np.isfinite(positions)) and np.all(np.isfinite(spacing_px))):
+        raise CorruptFileError(path, "non-finite orientation, position or pixel spacing")
+    norms = np.linalg.norm(iop.reshape(2, 3), axis=1)
+    if np.any(np.abs(norms - 1) > 1e-3) or abs(float(iop[:3] @ iop[3:])) > 1e-3:
+        raise CorruptFileError(path, f"ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors")
+    if np.any(spacing_px <= 0) or np.any(spacing_px > 1e4):
+        raise CorruptFileError(path, f"PixelSpacing {spacing_px.tolist()} is not a positive size in mm")
+    return iop, spacing_px
+
+
 def _blank(ds: Dataset, n_frames: int, tiles: int) -> np.ndarray:
     """Zeros [F, rows, cols] without memory (header-only parsing)."""
     rows, cols = int(ds.get("Rows") or 0) // tiles, int(ds.get("Columns") or 0) // tiles
@@ -200,7 +217,9 @@ def parse_dicom(raw: bytes, path: str | Path, pixels: bool = True) -> DicomImage
             if "pixel data is" in exc.reason:
                 raise
             raise _cut_or_corrupt(raw, path, exc.reason, caught) from None
-        except (ValueError, NotImplementedError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        except IntakeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - untrusted bytes: pydicom raises many types on malformed input
             raise CorruptFileError(path, f"DICOM header unusable: {type(exc).__name__}: {exc}") from None
 
 
@@ -303,7 +322,10 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         acq = _int(ds.get("TemporalPositionIdentifier")) or _int(ds.get("AcquisitionNumber"))
     if iop is None or spacing_px is None or len(iop) != 6 or len(spacing_px) != 2:
         raise CorruptFileError(path, "missing or malformed ImageOrientationPatient / PixelSpacing")
-    spacing = next((float(v) for v in (between, thickness) if v not in (None, "") and float(v) > 0), None)
+    spacing = next((float(v) for v in (between, thickness) if v not in (None, "") and 0 < float(v) < 1e4), None)
+    iop, spacing_px = _checked_geometry(iop, spacing_px, positions, path)
+    if acq is not None and acq < 0:
+        raise CorruptFileError(path, f"acquisition number {acq} is negative")
     return DicomImage(
         path=path,
         fmt=fmt,
@@ -316,8 +338,8 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         instance=_int(ds.get("InstanceNumber")),
         slices_expected=expected,
         tr=float(tr_ms) / 1000.0 if tr_ms not in (None, "") and float(tr_ms) > 0 else None,
-        iop=np.array([float(v) for v in iop]),
-        pixel_spacing=np.array([float(v) for v in spacing_px]),
+        iop=iop,
+        pixel_spacing=spacing_px,
         positions=positions,
         spacing=spacing,
         normal_hint=None if hint is None else np.array(hint),

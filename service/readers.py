@@ -162,6 +162,7 @@ def assemble(images: list[DicomImage], t_seen: float | None = None) -> Volume:
         if problem:
             raise CorruptFileError(first.path, problem)
     affine = affine_from_dicom(first.iop, first.pixel_spacing, positions, first.spacing, first.normal_hint)
+    _check_affine(affine, first.path)
     fmt = first.fmt if first.fmt != "slice" else "slices"
     if "PHILIPS" in first.vendor.upper():
         fmt = f"philips-{fmt}"
@@ -179,6 +180,37 @@ def assemble(images: list[DicomImage], t_seen: float | None = None) -> Volume:
         fmt=fmt,
         series_number=first.series_number,
     )
+
+
+def _nifti_layout(hdr, size: int, path: Path) -> tuple[tuple[int, ...], np.dtype, int, np.ndarray]:
+    """Shape, dtype, data offset and affine of a single-file NIfTI header, or a named error."""
+    magic = bytes(hdr["magic"]).rstrip(b"\x00")
+    if magic[:3] not in (b"n+1", b"n+2"):
+        raise CorruptFileError(path, f"NIfTI magic {magic!r}: not a single-file NIfTI")
+    dim = [int(v) for v in hdr["dim"]]
+    if not 1 <= dim[0] <= 7 or min(dim[1 : dim[0] + 1]) < 1:
+        raise CorruptFileError(path, f"NIfTI dim {dim[: max(1, min(dim[0], 7)) + 1]} is not a valid image size")
+    shape = tuple(dim[1 : dim[0] + 1])
+    shape = shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+    if len(shape) != 3:
+        raise UnsupportedFileError(path, f"NIfTI image of shape {shape}; intake takes one 3-D volume per file")
+    try:
+        dtype = hdr.get_data_dtype()
+    except Exception:  # noqa: BLE001 - an unknown datatype code
+        raise CorruptFileError(path, f"NIfTI datatype code {int(hdr['datatype'])} is not supported") from None
+    if dtype.kind not in "iuf":
+        raise UnsupportedFileError(path, f"NIfTI data type {dtype} is not a real scalar")
+    offset = float(hdr["vox_offset"])
+    if not np.isfinite(offset) or offset < size + 4:
+        raise CorruptFileError(path, f"NIfTI vox_offset {offset} lies inside the header")
+    affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
+    _check_affine(affine, path)
+    return shape, dtype, int(offset), affine
+
+
+def _check_affine(affine: np.ndarray, path: Path) -> None:
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise CorruptFileError(path, f"voxel-to-world affine is not usable: {np.round(affine, 4).tolist()}")
 
 
 def _nifti_volume(raw: bytes, path: Path, t_seen: float) -> Volume:
@@ -200,23 +232,19 @@ def _nifti_volume(raw: bytes, path: Path, t_seen: float) -> Volume:
     if len(raw) < size:
         raise IncompleteFileError(path, f"{len(raw)} bytes, the NIfTI header alone needs {size}")
     try:
-        hdr = klass[size].from_fileobj(io.BytesIO(raw[: size + 4]), check=True)
+        hdr = klass[size].from_fileobj(io.BytesIO(raw[: size + 4]), check=False)
+        shape, dtype, offset, affine = _nifti_layout(hdr, size, path)
+    except IntakeError:
+        raise
     except Exception as exc:  # nibabel raises several types for a bad header
-        raise CorruptFileError(path, f"NIfTI header unreadable: {exc}") from None
-    shape = tuple(int(n) for n in hdr.get_data_shape())
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise UnsupportedFileError(path, f"NIfTI image of shape {shape}; intake takes one 3-D volume per file")
-    dtype = hdr.get_data_dtype()
-    offset = int(hdr.get_data_offset())
+        raise CorruptFileError(path, f"NIfTI header unreadable: {type(exc).__name__}: {exc}") from None
     needed = offset + int(np.prod(shape)) * dtype.itemsize
     if len(raw) < needed:
         raise IncompleteFileError(path, f"{len(raw)} bytes, the NIfTI header implies {needed}")
     data = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape, order="F")
     data = np.ascontiguousarray(data, dtype=np.float32)
     slope, inter = hdr.get_slope_inter()
-    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
+    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):  # NIfTI: slope 0 means unscaled
         data *= np.float32(slope)
     if inter is not None and np.isfinite(inter) and inter != 0.0:
         data += np.float32(inter)
@@ -226,14 +254,17 @@ def _nifti_volume(raw: bytes, path: Path, t_seen: float) -> Volume:
     acquisition = int(acq.group(1)) if acq else (int(numbers[-1]) if numbers else 0)
     series = re.search(r"series=(\d+)", descrip)
     tr = float(hdr["pixdim"][4])
-    unit = hdr.get_xyzt_units()[1]
+    try:
+        unit = hdr.get_xyzt_units()[1]
+    except KeyError:  # an unknown units code: take seconds, the usual case
+        unit = "sec"
     tr = tr / 1000.0 if unit == "msec" else tr / 1e6 if unit == "usec" else tr
     return Volume(
         index=max(acquisition - 1, 0),
         acquisition=acquisition,
         data=data,
-        affine=np.asarray(hdr.get_best_affine(), dtype=np.float64),
-        tr=tr if tr > 0 else None,
+        affine=affine,
+        tr=tr if np.isfinite(tr) and tr > 0 else None,
         path=path,
         sha256=sha,
         series=series.group(1) if series else "",
