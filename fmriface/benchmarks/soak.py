@@ -1,0 +1,196 @@
+"""Soak: a long run replayed fast through the real service with 5% faults of every kind; nothing lost, no leak.
+
+`fmriface serve` runs in a subprocess on a watched folder with a small synthetic bundle; the scanner emulator
+(service.replay) writes ``--volumes`` volumes at ``--rate`` volumes/s with ``--fault-rate`` faults drawn from
+truncate, corrupt, drop, reorder, duplicate and delay; a ZeroMQ subscriber keeps every frame. Afterwards every
+acquisition must be accounted for in the run's ``volumes.jsonl`` as its fault predicts (ok, gap, incomplete,
+corrupt, duplicate, late), frames must have left in order with ``seq`` without gaps, and the service's
+resident memory may grow by less than 50 MB between the end of warm-up and the end of the run.
+
+Keys: ``volumes``, ``faults`` (injected, by kind), ``accounted`` (bool), ``memory_growth_mb``, ``per_status``,
+``frames`` (received), ``frames_in_order``, ``seq_gaps``, ``volumes_per_s``, ``rss_mb`` (start/end/peak),
+``service_alive_until_end``, ``summary`` (the service's end-of-run summary), ``problems`` (what failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from fmriface.commands._common import progress
+
+MEMORY_LIMIT_MB = 50.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--volumes", type=int, default=2000, help="volumes in the run (default 2000)")
+    p.add_argument("--fault-rate", type=float, default=0.05, help="probability of a fault per volume (0.05)")
+    p.add_argument("--rate", type=float, default=100.0, help="volumes written per second (default 100)")
+    p.add_argument("--format", default="mosaic", choices=["mosaic", "enhanced", "slices", "nifti"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", type=Path, default=None, help="keep the watched folder and run records here")
+
+
+def soak(
+    workdir: Path,
+    n_volumes: int,
+    fault_rate: float = 0.05,
+    rate: float = 100.0,
+    fmt: str = "mosaic",
+    seed: int = 0,
+    say=None,
+) -> dict[str, Any]:
+    """Run the soak in ``workdir`` (created); returns the result dict (see the module docstring)."""
+    from fmriface.benchmarks._service_synth import make_bundle
+    from fmriface.benchmarks._soak_harness import (
+        Collector,
+        ServeProcess,
+        account,
+        free_address,
+        read_jsonl,
+        synthetic_run,
+        wait_until,
+    )
+    from service.replay import FAULT_KINDS, ScannerEmulator
+
+    say = say or (lambda msg: None)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tr = 2.0
+    sb = make_bundle(workdir / "bundle", shape=(20, 22, 16), n_voxels=80, latent_size=8, image_size=8, tr=tr, seed=seed)
+    watch, runs = workdir / "scanner", workdir / "runs"
+    watch.mkdir()
+    data = synthetic_run(sb.reference, n_volumes, seed=seed + 1)
+    pub, pull = free_address(), free_address()
+    values = dict(
+        bundle=sb.path,
+        watch=watch,
+        runs=runs,
+        run_id="soak",
+        pub=pub,
+        pull=pull,
+        hwm=1000,
+        heartbeat=0.5,
+        idle_timeout=6.0,  # > the watcher's 3 s completeness timeout: truncated files are reported first
+        startup_timeout=120.0,
+        min_volumes=5,
+    )
+    collector = Collector(pub)
+    collector.start()
+    serve = ServeProcess(values, workdir, name="serve").start()
+    problems: list[str] = []
+    rss: list[tuple[float, float]] = []
+    try:
+        if not wait_until(lambda: collector.ready.is_set() or not serve.alive(), 120):
+            raise RuntimeError(f"the service sent no heartbeat within 120 s; log:\n{serve.log()[-2000:]}")
+        if not serve.alive():
+            raise RuntimeError(f"the service exited at start-up; log:\n{serve.log()[-2000:]}")
+        emu = ScannerEmulator(
+            data=data,
+            affine=sb.affine,
+            tr=tr,
+            out_dir=watch,
+            fmt=fmt,
+            speed=tr * rate,
+            faults=FAULT_KINDS,
+            fault_rate=fault_rate,
+            seed=seed,
+        )
+        t0 = time.monotonic()
+        bar = progress(total=n_volumes, desc="soak", unit="vol")
+        with emu:
+            done = 0
+            while not emu.wait(0.25):
+                rss.append((time.monotonic() - t0, serve.rss_mb() or float("nan")))
+                frames = len(collector.messages["frame"])
+                bar.update(frames - done)
+                done = frames
+        t_written = time.monotonic() - t0
+        alive_at_end = serve.alive()
+        while serve.alive() and time.monotonic() - t0 < t_written + 180:
+            m = serve.rss_mb()
+            if m is not None:
+                rss.append((time.monotonic() - t0, m))
+            time.sleep(0.25)
+        rc = serve.wait(30)
+        bar.close()
+        wall = time.monotonic() - t0
+        wait_until(collector.ended.is_set, 5)
+    finally:
+        collector.close()
+        if serve.alive():
+            serve.terminate()
+    if rc != 0:
+        problems.append(f"serve exited with status {rc}")
+
+    faults = {f.acquisition: f.kind for f in emu.injected}
+    records = read_jsonl(runs / "soak" / "volumes.jsonl")
+    acc = account(records, n_volumes, faults)
+    frames = collector.frames()
+    vols = [f["volume"] for f in frames]
+    seqs = [f["seq"] for f in frames]
+    in_order = all(b > a for a, b in zip(vols, vols[1:]))
+    seq_gaps = sum(1 for a, b in zip(seqs, seqs[1:]) if b != a + 1) + (1 if seqs and seqs[0] != 0 else 0)
+    n_ok = acc.per_status.get("ok", 0)
+    ok_volumes = sorted(r["volume"] for r in records if r.get("status") == "ok")
+    # memory: from the end of warm-up (10% of the writing time) to the end of the run
+    warm = [m for t, m in rss if t >= 0.1 * t_written and m == m]
+    start_mb = warm[0] if warm else float("nan")
+    end_mb = warm[-1] if warm else float("nan")
+    growth = round(max(warm) - start_mb, 2) if warm else None
+    end_summary = collector.messages["end"][-1].get("summary", {}) if collector.messages["end"] else {}
+    if not acc.accounted:
+        problems.append("not every volume is accounted for as its fault predicts")
+    if not in_order or seq_gaps:
+        problems.append(f"frames out of order ({not in_order}) or seq gaps ({seq_gaps})")
+    if vols != ok_volumes:
+        problems.append(f"{len(vols)} frames received, {len(ok_volumes)} volumes recorded ok")
+    if growth is None or growth >= MEMORY_LIMIT_MB:
+        problems.append(f"resident memory grew by {growth} MB (limit {MEMORY_LIMIT_MB})")
+    if not alive_at_end:
+        problems.append("the service was not running when the emulator finished")
+    result = {
+        "volumes": n_volumes,
+        "faults": dict(sorted(Counter(faults.values()).items())),
+        "faults_total": len(faults),
+        "fault_rate": fault_rate,
+        "format": fmt,
+        "accounted": acc.accounted,
+        "memory_growth_mb": growth,
+        **acc.summary(),
+        "frames": len(frames),
+        "volumes_ok": n_ok,
+        "frames_in_order": in_order,
+        "seq_gaps": seq_gaps,
+        "volumes_per_s": round(n_ok / t_written, 1) if t_written > 0 else None,
+        "write_rate": rate,
+        "wall_s": round(wall, 1),
+        "rss_mb": {
+            "start": round(start_mb, 1),
+            "end": round(end_mb, 1),
+            "peak": round(max(warm), 1) if warm else None,
+            "samples": len(rss),
+        },
+        "service_alive_until_end": alive_at_end,
+        "exit_status": rc,
+        "summary": {k: end_summary.get(k) for k in ("reason", "volumes_ok", "volumes_failed", "duplicates_ignored")},
+        "latency_ms": end_summary.get("latency_ms"),
+        "problems": problems,
+    }
+    say(f"soak: {result['volumes_ok']} ok of {n_volumes}, {len(faults)} faults, growth {growth} MB")
+    return result
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.volumes < 20:
+        raise ValueError("--volumes must be at least 20")
+    if args.keep is not None:
+        if args.keep.exists():
+            shutil.rmtree(args.keep)
+        return soak(args.keep, args.volumes, args.fault_rate, args.rate, args.format, args.seed)
+    with tempfile.TemporaryDirectory(prefix="fmriface-soak-") as tmp:
+        return soak(Path(tmp), args.volumes, args.fault_rate, args.rate, args.format, args.seed)
