@@ -29,9 +29,9 @@ HEADER = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "fd")
 class RealignConfig:
     """Options of ``fmriface realign`` (also from a TOML file with ``--config``)."""
 
-    levels: tuple[int, ...] = (2, 1)
-    n_points: tuple[int, ...] = (1500, 3000)
-    max_iter: tuple[int, ...] = (12, 6)
+    levels: tuple[int, ...] = (1,)
+    n_points: tuple[int, ...] = (3000,)
+    max_iter: tuple[int, ...] = (20,)
     tol_mm: float = 2e-3
     warm_start: bool = True
     seed: int = 0

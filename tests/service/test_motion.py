@@ -204,6 +204,15 @@ def test_anisotropic_and_oblique_grids(phantom, voxel, tilt, shift):
         assert_close_params(reg.estimate(phantom.volume(aff, true)), true)
 
 
+def test_coarse_to_fine_recovers_the_same_motions(phantom):
+    aff = grid_affine(voxel=(2.5, 3.2, 3.8), tilt_deg=(12.0, -8.0, 25.0))
+    reg = RigidRegistration(levels=(2, 1), n_points=(1500, 3000), max_iter=(12, 8), warm_start=False)
+    reg.fit(phantom.volume(aff), aff, phantom.mask(aff))
+    assert [lv.factor for lv in reg.levels_] == [2, 1] and reg.levels_[0].shape == (14, 16, 12)
+    for true in ([-3.0, 3.0, -3.0, 3.0, -3.0, 3.0], about_point((0.0, 40.0, 0.0), (3.0, 0.0, 0.0))):
+        assert_close_params(reg.estimate(phantom.volume(aff, true)), true)
+
+
 def test_warm_start_carries_the_previous_estimate(phantom):
     aff = grid_affine()
     reg = RigidRegistration().fit(phantom.volume(aff), aff, phantom.mask(aff))

@@ -94,7 +94,7 @@ def test_realign_errors(recorded, tmp_path):
 def test_realign_config_file(recorded, tmp_path):
     folder, true, _ = recorded
     cfg = tmp_path / "realign.toml"
-    cfg.write_text("levels = [1]\nn_points = [4000]\nmax_iter = [30]\n")
+    cfg.write_text("levels = [2, 1]\nn_points = [1500, 4000]\nmax_iter = [12, 8]\n")
     bold = str(folder / "sub-01_task-faces_run-01_bold.nii.gz")
     ref = str(folder / "reference.nii.gz")
     assert realign.main([bold, "--reference", ref, "--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
