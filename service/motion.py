@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from service._motion_geometry import framewise_displacement, params_from_matrix, rigid_inverse, rigid_matrix
 from service._motion_interp import TrilinearSampler, downsample2
 from service._motion_points import Level, auto_mask, build_levels
 
@@ -55,44 +56,6 @@ class GridMismatchError(ValueError):
     user_error = True
 
 
-def rigid_matrix(params: Any, degrees: bool = True) -> np.ndarray:
-    """The 4x4 world-space matrix ``[[R, t], [0, 1]]`` of ``params`` (mm, and degrees unless ``degrees=False``)."""
-    p = np.asarray(params, dtype=np.float64).reshape(6)
-    rx, ry, rz = np.deg2rad(p[3:]) if degrees else p[3:]
-    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    m = np.eye(4)
-    # Rz @ Ry @ Rx written out.
-    m[:3, :3] = [
-        [cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx],
-        [sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx],
-        [-sy, cy * sx, cy * cx],
-    ]
-    m[:3, 3] = p[:3]
-    return m
-
-
-def params_from_matrix(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rigid_matrix`: the 6 parameters (mm, degrees) of a 4x4 rigid matrix."""
-    r = np.asarray(matrix, dtype=np.float64)[:3, :3]
-    ry = np.arctan2(-r[2, 0], np.hypot(r[0, 0], r[1, 0]))
-    rx = np.arctan2(r[2, 1], r[2, 2])
-    rz = np.arctan2(r[1, 0], r[0, 0])
-    return np.concatenate([np.asarray(matrix, dtype=np.float64)[:3, 3], np.rad2deg([rx, ry, rz])])
-
-
-def framewise_displacement(params: Any, radius: float = 50.0) -> np.ndarray:
-    """Power et al. (2012) framewise displacement in mm, ``[T]`` (0 for the first volume).
-
-    ``FD_t = sum |d trans| + radius * sum |d rot (radians)|`` between consecutive rows of ``params [T, 6]``.
-    """
-    p = np.asarray(params, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 6:
-        raise ValueError(f"params must be [T, 6], got shape {p.shape}")
-    d = np.abs(np.diff(p, axis=0))
-    fd = d[:, :3].sum(axis=1) + radius * np.deg2rad(d[:, 3:]).sum(axis=1)
-    return np.concatenate([[0.0], fd])
-
-
 class RigidRegistration:
     """Rigid registration of volumes to one reference, with the scikit-learn contract.
 
@@ -112,6 +75,24 @@ class RigidRegistration:
         Start each :meth:`estimate` from the previous volume's parameters when ``init`` is not given.
     seed : int
         Seed of the sample-point draw (the fit is deterministic).
+
+    Attributes
+    ----------
+    reference_, affine_, mask_ : ndarray
+        The fitted reference (float32), its voxel-to-world affine and the brain mask (given, or estimated from
+        the reference when ``fit`` gets none); ``mask_`` is also the mask :meth:`transform` resamples at.
+    levels_ : list of Level
+        The precomputed sample points, Jacobians and inverse Hessians, coarsest level first.
+    previous_ : ndarray (6,)
+        The last plausible estimate (the next warm start).
+    n_iter_, converged_, cost_ : int, bool, float
+        Iterations, convergence and relative RMS residual of the last :meth:`estimate`.
+
+    Examples
+    --------
+    >>> reg = RigidRegistration().fit(reference, affine, brain_mask)  # doctest: +SKIP
+    >>> params = reg.estimate(volume)  # doctest: +SKIP
+    >>> values = reg.resample(volume, params, decoding_mask)  # doctest: +SKIP
     """
 
     def __init__(
@@ -236,7 +217,7 @@ class RigidRegistration:
             if step > step2:  # trust region: at most _MAX_STEP_MM of displacement within radius per step
                 d[:6] *= np.sqrt(step2 / step)
             # Inverse-compositional update: W(p) <- W(p) o W(dp)^-1; gain and offset additively.
-            m = m @ _rigid_inverse(rigid_matrix(d[:6], degrees=False))
+            m = m @ rigid_inverse(rigid_matrix(d[:6], degrees=False))
             offset += gain * d[7]
             gain = min(max(gain * (1.0 + d[6]), low), high)
             converged = step < tol2
@@ -348,13 +329,6 @@ def realign_run(
         if callback is not None:
             callback(t)
     return params, realigned
-
-
-def _rigid_inverse(m: np.ndarray) -> np.ndarray:
-    inv = np.eye(4)
-    inv[:3, :3] = m[:3, :3].T
-    inv[:3, 3] = -m[:3, :3].T @ m[:3, 3]
-    return inv
 
 
 def _data_of(volume: Any) -> np.ndarray:
