@@ -174,14 +174,27 @@ def _blank(ds: Dataset, n_frames: int, tiles: int) -> np.ndarray:
     return np.broadcast_to(np.float32(0), (n_frames, rows, cols))
 
 
-def _scale(values: np.ndarray, holder: Dataset, ds: Dataset, frame: Dataset | None) -> np.ndarray:
+def _factors(holder: Dataset, ds: Dataset, frame: Dataset | None, philips: bool) -> tuple[float, float, float]:
+    """(rescale slope, rescale intercept, Philips scale slope or 0) for one frame."""
     slope = _group(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
     inter = _group(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
     rs = float(slope) if slope not in (None, "") else 1.0
     ri = float(inter) if inter not in (None, "") else 0.0
-    ss = _philips_ss(holder) if "PHILIPS" in str(ds.get("Manufacturer", "")).upper() else None
+    ss = (_philips_ss(holder) or 0.0) if philips else 0.0
+    if not all(np.isfinite((rs, ri, ss))) or (ss and rs == 0):
+        raise ValueError(f"unusable scale factors: slope {rs}, intercept {ri}, Philips scale slope {ss}")
+    return rs, ri, ss
+
+
+def _scale(values: np.ndarray, factors: list[tuple[float, float, float]]) -> np.ndarray:
+    """Real values of [F, rows, cols] stored values; Philips: (SV * RS + RI) / (RS * SS), else SV * RS + RI."""
     out = values.astype(np.float32)
-    if ss:  # Philips floating-point value: (SV * RS + RI) / (RS * SS)
+    if len(set(factors)) > 1:
+        f = np.array(factors, dtype=np.float32)[:, :, None, None]
+        rs, ri, ss = f[:, 0], f[:, 1], f[:, 2]
+        return (out * rs + ri) / np.where(ss != 0, rs * ss, 1).astype(np.float32)
+    rs, ri, ss = factors[0]
+    if ss:
         return (out * np.float32(rs) + np.float32(ri)) / np.float32(rs * ss)
     if rs != 1.0:
         out *= np.float32(rs)
@@ -247,6 +260,7 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
     if pixels and "PixelData" not in ds:  # pixel data comes last: a file without it was cut short
         raise IncompleteFileError(path, "no pixel data yet (the file ends inside its header)")
     manufacturer = str(ds.get("Manufacturer", ""))
+    philips = "PHILIPS" in manufacturer.upper()
     image_type = tuple(str(v) for v in (ds.get("ImageType") or ()))
     description = str(ds.get("SeriesDescription", ""))
     tr_ms = ds.get("RepetitionTime")
@@ -268,7 +282,7 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
             raise CorruptFileError(path, f"{len(frames_seq)} per-frame groups for {n_frames} frames")
         if pixels:
             raw_px = _pixels(ds, path, n_frames)
-            frames = np.stack([_scale(raw_px[f], frames_seq[f], ds, frames_seq[f]) for f in range(n_frames)])
+            frames = _scale(raw_px, [_factors(fr, ds, fr, philips) for fr in frames_seq])
         else:
             frames = _blank(ds, n_frames, 1)
         temporal = {_int(_group(ds, fr, "FrameContentSequence", "TemporalPositionIndex")) for fr in frames_seq}
@@ -294,7 +308,7 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
                 raise CorruptFileError(path, f"mosaic {raw_px.shape} does not split into {m}x{m} tiles")
             r, c = raw_px.shape[0] // m, raw_px.shape[1] // m
             tiles = raw_px.reshape(m, r, m, c).transpose(0, 2, 1, 3).reshape(m * m, r, c)[:n_mosaic]
-            frames = _scale(tiles, ds, ds, None)
+            frames = _scale(tiles, [_factors(ds, ds, None, philips)])
         else:
             frames = _blank(ds, n_mosaic, m)
         iop, spacing_px = ds.get("ImageOrientationPatient"), ds.get("PixelSpacing")
@@ -309,7 +323,7 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         fmt, expected, hint = "mosaic", n_mosaic, csa_vector(csa, "SliceNormalVector", 3)
         acq = _int(ds.get("AcquisitionNumber")) or _int(ds.get("InstanceNumber"))
     else:
-        frames = _scale(_pixels(ds, path, 1), ds, ds, None) if pixels else _blank(ds, 1, 1)
+        frames = _scale(_pixels(ds, path, 1), [_factors(ds, ds, None, philips)]) if pixels else _blank(ds, 1, 1)
         iop, spacing_px = ds.get("ImageOrientationPatient"), ds.get("PixelSpacing")
         if ds.get("ImagePositionPatient") is None:
             raise CorruptFileError(path, "slice lacks ImagePositionPatient")

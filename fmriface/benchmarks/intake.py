@@ -1,0 +1,131 @@
+"""Volume intake: read time per volume by format (64x64x36) and file-ready -> hand-off delay (events, polling).
+
+``read_ms``: median milliseconds for :func:`service.readers.read_volume` (``slices``: reading and assembling the
+36 slice files of one volume) on files written by :mod:`service.writers`, seeded integer data. The design
+target for a mosaic is 5 ms. ``handoff_ms``: median delay from the moment a volume's file is in place (the
+writer's rename returned) to the :class:`~service.watcher.VolumeWatcher` handing the volume on (``t_ready``),
+on the file-event path and the polling path (``--poll-interval``). p95 values are reported beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmriface.commands._common import progress
+
+SHAPE = (64, 64, 36)
+#: name -> (write_volume fmt, vendor, file name pattern)
+FORMATS = {
+    "mosaic": ("mosaic", "siemens", "vol{acq:04d}.dcm"),
+    "enhanced": ("enhanced", "siemens", "vol{acq:04d}.dcm"),
+    "philips-enhanced": ("enhanced", "philips", "vol{acq:04d}.dcm"),
+    "slices": ("slices", "ge", "vol{acq:04d}"),
+    "nifti": ("nifti", "siemens", "vol{acq:04d}.nii"),
+    "nifti-gz": ("nifti", "siemens", "vol{acq:04d}.nii.gz"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=30, help="volumes per format (default 30)")
+    p.add_argument("--handoff-n", type=int, default=20, help="volumes per hand-off path (default 20)")
+    p.add_argument("--poll-interval", type=float, default=0.05, help="polling period in seconds (default 0.05)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _affine() -> np.ndarray:
+    aff = np.diag([-3.0, 3.0, 3.5, 1.0])
+    aff[:3, 3] = (94.5, -94.5, -61.25)
+    return aff
+
+
+def _volumes(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(200, 3000, size=SHAPE).astype(np.float32)
+    return [base + rng.integers(0, 40, size=SHAPE).astype(np.float32) for _ in range(n)]
+
+
+def _read_times(folder: Path, n: int, seed: int) -> dict[str, list[float]]:
+    from service.readers import read_slices, read_volume
+    from service.writers import write_volume
+
+    times: dict[str, list[float]] = {}
+    data = _volumes(n, seed)
+    bar = progress(total=len(FORMATS) * n, desc="read")
+    for name, (fmt, vendor, pattern) in FORMATS.items():
+        sub = folder / name
+        files = [
+            write_volume(vol, _affine(), sub / pattern.format(acq=k + 1), fmt, acquisition=k + 1, tr=2.0, vendor=vendor)
+            for k, vol in enumerate(data)
+        ]
+        read_slices(files[0]) if fmt == "slices" else read_volume(files[0][0])  # warm caches and imports
+        out = []
+        for k, paths in enumerate(files):
+            t0 = time.perf_counter()
+            vol = read_slices(paths) if fmt == "slices" else read_volume(paths[0])
+            out.append((time.perf_counter() - t0) * 1000.0)
+            if not np.array_equal(vol.data, data[k]):
+                raise RuntimeError(f"{name}: volume {k + 1} did not read back exactly")
+            bar.update(1)
+        times[name] = out
+    bar.close()
+    return times
+
+
+def _handoff(folder: Path, n: int, polling: str, poll_interval: float, seed: int) -> tuple[list[float], str]:
+    from service.volume import Volume
+    from service.watcher import VolumeWatcher, WatcherConfig
+    from service.writers import write_volume
+
+    folder.mkdir(parents=True)
+    data = _volumes(n, seed)
+    cfg = WatcherConfig(folder=str(folder), polling=polling, poll_interval_s=poll_interval)
+    delays = []
+    with VolumeWatcher(cfg) as watcher:
+        for k, vol in enumerate(data):
+            write_volume(vol, _affine(), folder / f"vol{k + 1:04d}.dcm", "mosaic", acquisition=k + 1, tr=2.0)
+            t_in_place = time.time()
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                item = watcher.get(timeout=1.0)
+                if isinstance(item, Volume):
+                    delays.append((item.t_ready - t_in_place) * 1000.0)
+                    break
+            else:
+                raise RuntimeError(f"volume {k + 1} was not handed on within 10 s ({polling} path)")
+            time.sleep(0.03 + 0.07 * ((k * 7919) % 10) / 10)  # spread the writes across the poll phase
+        mode = watcher.mode
+    return delays, mode
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return round(float(np.median(values)), 3), round(float(np.percentile(values, 95)), 3)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fmriface-bench-intake-") as tmp:
+        tmp_path = Path(tmp)
+        reads = _read_times(tmp_path / "read", args.n, args.seed)
+        events, events_mode = _handoff(tmp_path / "events", args.handoff_n, "off", args.poll_interval, args.seed)
+        polled, polled_mode = _handoff(tmp_path / "polling", args.handoff_n, "on", args.poll_interval, args.seed)
+    read_ms = {k: _stats(v)[0] for k, v in reads.items()}
+    return {
+        "shape": list(SHAPE),
+        "read_ms": read_ms,
+        "read_ms_p95": {k: _stats(v)[1] for k, v in reads.items()},
+        "handoff_ms": {"events": _stats(events)[0], "polling": _stats(polled)[0]},
+        "handoff_ms_p95": {"events": _stats(events)[1], "polling": _stats(polled)[1]},
+        "handoff_paths": {"events": events_mode, "polling": polled_mode},
+        "poll_interval_s": args.poll_interval,
+        "target_mosaic_read_ms": 5.0,
+        "mosaic_within_target": read_ms["mosaic"] <= 5.0,
+        "volumes_per_format": args.n,
+        "volumes_per_handoff_path": args.handoff_n,
+        "cpu_count": os.cpu_count(),
+    }
