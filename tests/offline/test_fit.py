@@ -1,0 +1,118 @@
+"""``fmriface fit`` end to end on the tiny twin, and decoding accuracy against the twin's noise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmriface.config import load_config, preset_path
+from offline.evaluate import pairwise_accuracy
+from offline.fit import FitConfig, prepare
+from offline.mapping import RidgeMapping
+from offline.selection import top_k
+from service.bundle import BUNDLE_FILES, load_bundle
+
+
+def _simulate(out: Path, **overrides) -> Path:
+    from offline.twin.config import SimulateConfig
+    from offline.twin.simulate import simulate
+
+    cfg = load_config(SimulateConfig, preset_path("simulate-tiny"), overrides)
+    simulate(cfg, out)
+    return out
+
+
+def _codes(bids: Path) -> dict[str, np.ndarray]:
+    with np.load(bids / "derivatives" / "twin" / "codes.npz", allow_pickle=False) as z:
+        return dict(zip((str(s) for s in z["stim_files"]), z["codes"]))
+
+
+@pytest.mark.slow
+def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
+    import torch
+
+    from fmriface.commands.fit import main as fit_main
+    from fmriface.commands.train_vaegan import main as train_main
+
+    torch.set_num_threads(1)
+    bids = _simulate(tmp_path / "twin")
+    assert train_main(["--config", "vaegan-tiny", "--out", str(tmp_path / "vaegan")]) == 0
+    out = tmp_path / "fit"
+    assert (
+        fit_main(
+            [
+                "--config",
+                "fit-tiny",
+                "--bids",
+                str(bids),
+                "--vaegan",
+                str(tmp_path / "vaegan"),
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
+
+    # the bundle: exactly DESIGN.md's files, accepted by the service's loader
+    bundle_dir = out / "bundle"
+    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted([*BUNDLE_FILES, "manifest.json"])
+    bundle = load_bundle(bundle_dir)
+    manifest = bundle.manifest
+    assert manifest["tr"] == 2.0 and manifest["window"]["start"] == 4.0 and manifest["estimate"] == "window"
+    assert manifest["mapping_method"] == "ridge" and "pairwise" in manifest["evaluation"]
+    assert manifest["training"]["train_stimuli"] > 0
+    assert bundle.n_voxels == int(bundle.mask.sum()) > 0
+    assert all(sid.startswith(("train/", "test/")) for sid in bundle.stimulus_ids)
+    assert "Male" in bundle.attribute_names
+
+    # every number in evaluation.json
+    ev = json.loads((out / "report" / "evaluation.json").read_text())
+    for space in ("vaegan", "pca"):
+        for kind in ("latent", "pixel", "perceptual"):
+            assert 0.0 <= ev["pairwise"][space][kind] <= 1.0
+    for est in ("window", "glm"):
+        for mapping in ("ridge", "encoding"):
+            assert set(ev["details"][est][mapping]) == {"vaegan", "pca"}
+    assert 0.0 <= ev["permutation"]["mean"] <= 1.0 and ev["permutation"]["ridge"]["n_permutations"] == 5
+    assert set(ev["gender"]["vaegan"]["ridge"]) == {"projection", "classifier"}
+    assert 0 <= ev["gender"]["vaegan"]["true_latents"]["projection"]["p_value"] <= 1
+    assert ev["imagery"]["vaegan"]["ridge"]["latent"]["n_items"] == 2
+    assert "discriminator" in ev["perceptual_space"]
+    html = (out / "report" / "report.html").read_text()
+    assert "hidden layer of the trained VAE-GAN's discriminator" in html
+    for fig in ("faces.png", "accuracy.png", "motion.png"):
+        assert (out / "report" / "figures" / fig).stat().st_size > 1000
+
+
+def test_accuracy_rises_as_the_twins_noise_falls(tmp_path):
+    """The same tiny twin at two temporal SNRs: decoding its hidden face code is better with less noise."""
+    paradigm = {
+        "paradigm.volumes_per_run": 80,
+        "paradigm.n_test_faces": 8,
+        "paradigm.test_repeats_per_run": 4,
+        "paradigm.train_runs_per_session": 3,
+        "paradigm.imagery_runs_per_session": 0,
+    }
+    cfg = load_config(FitConfig, preset_path("fit-tiny"), {"compare_estimates": False})
+    accuracy = {}
+    for tsnr in (400.0, 15.0):
+        bids = _simulate(tmp_path / f"tsnr{tsnr:g}", **paradigm, **{"noise.tsnr": tsnr})
+        data = prepare(cfg, bids, log=lambda _: None)
+        codes = _codes(bids)
+        x, ids, groups = data.train["window"]
+        xt, tids = data.test["window"]
+        keep = top_k(data.contrast, 100)
+        z = np.stack([codes[s] for s in ids])
+        zt = np.stack([codes[s] for s in tids])
+        mapping = RidgeMapping(alphas=cfg.alphas, n_splits=3).fit(x[:, keep], z, groups=groups)
+        accuracy[tsnr] = pairwise_accuracy(mapping.predict(xt[:, keep]), zt).accuracy
+    print("pairwise accuracy by tSNR:", accuracy)
+    assert accuracy[400.0] > accuracy[15.0]
+    assert accuracy[400.0] >= 0.75
