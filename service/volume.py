@@ -57,8 +57,7 @@ class Volume:
     t_seen, t_ready : float
         ``time.time()`` when the file was first seen and when the volume was ready to hand on.
     fmt : str
-        Detected format: ``mosaic``, ``enhanced``, ``slices``, ``philips-slices``, ``philips-enhanced``,
-        ``dicom`` (one single-frame file holding a whole volume is impossible; kept for completeness) or
+        Detected format: ``mosaic``, ``enhanced``, ``slices``, ``philips-enhanced``, ``philips-slices`` or
         ``nifti``.
     series_number : int or None
         DICOM SeriesNumber (or the NIfTI ``series=N`` note), when known.

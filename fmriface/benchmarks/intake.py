@@ -4,7 +4,9 @@
 36 slice files of one volume) on files written by :mod:`service.writers`, seeded integer data. The design
 target for a mosaic is 5 ms. ``handoff_ms``: median delay from the moment a volume's file is in place (the
 writer's rename returned) to the :class:`~service.watcher.VolumeWatcher` handing the volume on (``t_ready``),
-on the file-event path and the polling path (``--poll-interval``). p95 values are reported beside them.
+on the file-event path and the polling path (``--poll-interval``). p95 values are reported beside them, and
+``read_cpu_ms`` (process CPU time per read) with the load average, since wall times on a shared machine
+include waiting for a core.
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ def _volumes(n: int, seed: int) -> list[np.ndarray]:
     return [base + rng.integers(0, 40, size=SHAPE).astype(np.float32) for _ in range(n)]
 
 
-def _read_times(folder: Path, n: int, seed: int) -> dict[str, list[float]]:
+def _read_times(folder: Path, n: int, seed: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and CPU (process time) milliseconds per volume read, by format."""
     from service.readers import read_slices, read_volume
     from service.writers import write_volume
 
     times: dict[str, list[float]] = {}
+    cpu_times: dict[str, list[float]] = {}
     data = _volumes(n, seed)
     bar = progress(total=len(FORMATS) * n, desc="read")
     for name, (fmt, vendor, pattern) in FORMATS.items():
@@ -65,17 +69,18 @@ def _read_times(folder: Path, n: int, seed: int) -> dict[str, list[float]]:
             for k, vol in enumerate(data)
         ]
         read_slices(files[0]) if fmt == "slices" else read_volume(files[0][0])  # warm caches and imports
-        out = []
+        out, cpu = [], []
         for k, paths in enumerate(files):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             vol = read_slices(paths) if fmt == "slices" else read_volume(paths[0])
             out.append((time.perf_counter() - t0) * 1000.0)
+            cpu.append((time.process_time() - c0) * 1000.0)
             if not np.array_equal(vol.data, data[k]):
                 raise RuntimeError(f"{name}: volume {k + 1} did not read back exactly")
             bar.update(1)
-        times[name] = out
+        times[name], cpu_times[name] = out, cpu
     bar.close()
-    return times
+    return times, cpu_times
 
 
 def _handoff(folder: Path, n: int, polling: str, poll_interval: float, seed: int) -> tuple[list[float], str]:
@@ -111,7 +116,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fmriface-bench-intake-") as tmp:
         tmp_path = Path(tmp)
-        reads = _read_times(tmp_path / "read", args.n, args.seed)
+        reads, cpu = _read_times(tmp_path / "read", args.n, args.seed)
         events, events_mode = _handoff(tmp_path / "events", args.handoff_n, "off", args.poll_interval, args.seed)
         polled, polled_mode = _handoff(tmp_path / "polling", args.handoff_n, "on", args.poll_interval, args.seed)
     read_ms = {k: _stats(v)[0] for k, v in reads.items()}
@@ -119,6 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "shape": list(SHAPE),
         "read_ms": read_ms,
         "read_ms_p95": {k: _stats(v)[1] for k, v in reads.items()},
+        "read_cpu_ms": {k: _stats(v)[0] for k, v in cpu.items()},
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "handoff_ms": {"events": _stats(events)[0], "polling": _stats(polled)[0]},
         "handoff_ms_p95": {"events": _stats(events)[1], "polling": _stats(polled)[1]},
         "handoff_paths": {"events": events_mode, "polling": polled_mode},
