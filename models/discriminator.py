@@ -11,7 +11,11 @@ __all__ = ["Discriminator"]
 
 
 class Discriminator(nn.Module):
-    """Larsen et al.'s discriminator: conv blocks (ReLU; batch norm except on the first), FC + BN + ReLU, FC + sigmoid.
+    """Larsen et al.'s discriminator: conv blocks (batch norm except on the first), FC + BN, FC + sigmoid.
+
+    Activations are leaky ReLUs (slope 0.2, as in DCGAN) rather than Larsen's ReLUs: with plain ReLUs the
+    first block (no batch norm) can die early in a short CPU run, and the hidden layer that carries the
+    feature-wise reconstruction loss then goes silent.
 
     ``forward`` returns the logit of "real" and the output of conv block ``feature_layer``, the hidden layer on
     which the VAE-GAN measures reconstruction error.
@@ -27,14 +31,14 @@ class Discriminator(nn.Module):
             layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, cfg.kernel_size, stride=stride, padding=pad, bias=i == 0)]
             if i > 0:
                 layers.append(nn.BatchNorm2d(c_out, eps=cfg.bn_eps, momentum=cfg.bn_momentum))
-            layers.append(nn.ReLU())
+            layers.append(nn.LeakyReLU(0.2))
             self.blocks.append(nn.Sequential(*layers))
             c_in = c_out
         flat = c_in * cfg.final_size * cfg.final_size
         self.fc = nn.Sequential(
             nn.Linear(flat, cfg.fc_size, bias=False),
             nn.BatchNorm1d(cfg.fc_size, eps=cfg.bn_eps, momentum=cfg.bn_momentum),
-            nn.ReLU(),
+            nn.LeakyReLU(0.2),
         )
         self.out = nn.Linear(cfg.fc_size, 1)
 

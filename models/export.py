@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from models.encoder import EncoderMu
 from models.vaegan import VAEGAN
 
-__all__ = ["ExportError", "export_onnx", "PARITY_TOLERANCE", "OPSET"]
+__all__ = ["ExportError", "export_onnx", "export_decoder", "PARITY_TOLERANCE", "OPSET"]
 
 #: Largest allowed max-abs difference between onnxruntime and torch outputs.
 PARITY_TOLERANCE = 1e-4
@@ -33,19 +34,30 @@ class ExportError(RuntimeError):
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name: str, out_name: str) -> None:
     buf = io.BytesIO()
-    # The TorchScript-based exporter writes one self-contained protobuf (no external data, no onnxscript needed).
-    torch.onnx.export(
-        module,
-        (example,),
-        buf,
-        input_names=[in_name],
-        output_names=[out_name],
-        dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}},
-        opset_version=OPSET,
-        do_constant_folding=True,
-        dynamo=False,
-    )
+    # The TorchScript-based exporter writes one self-contained protobuf (no external data, no onnxscript needed);
+    # its deprecation notice is expected and silenced here, where the choice is made.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            buf,
+            input_names=[in_name],
+            output_names=[out_name],
+            dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     path.write_bytes(buf.getvalue())
+
+
+def export_decoder(model: VAEGAN, path: str | Path) -> Path:
+    """Write the decoder alone (eval mode, CPU) to ``path`` without a parity check (benchmarks)."""
+    path = Path(path)
+    m = copy.deepcopy(model).cpu().eval()
+    _export(m.decoder, torch.zeros(1, m.cfg.latent_size), path, "latent", "image")
+    return path
 
 
 def _max_abs(session: Any, name: str, module: torch.nn.Module, x: torch.Tensor) -> float:

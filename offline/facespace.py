@@ -28,6 +28,7 @@ __all__ = [
     "perceptual_features",
     "attribute_directions",
     "as_float_images",
+    "encode_folder",
 ]
 
 FACESPACE_FILE = "facespace.json"
@@ -261,3 +262,32 @@ def attribute_directions(
             dirs.append(latents[pos].mean(0) - latents[neg].mean(0))
     directions = np.stack(dirs).astype(np.float32) if dirs else np.zeros((0, space.latent_size), np.float32)
     return tuple(kept), directions
+
+
+def encode_folder(
+    space: FaceSpace | str | Path, images_dir: str | Path, names: list[str] | None = None, crop: bool = False
+) -> tuple[list[str], np.ndarray]:
+    """Latents of the images in ``images_dir``: those listed in ``names`` (in that order) or all, sorted.
+
+    Returns the names (relative to ``images_dir``) and ``float32 [N, L]``. A listed file that is missing or
+    unreadable raises :class:`FaceSpaceError` naming it (every stimulus must have its latent).
+    """
+    from offline._train_images import list_images, load_images
+
+    if not isinstance(space, FaceSpace):
+        space = load_facespace(space)
+    root = Path(images_dir)
+    if names is None:
+        files = list_images(root, recursive=True)
+        names = [f.relative_to(root).as_posix() for f in files]
+    else:
+        files = [root / n for n in names]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FaceSpaceError(f"{len(missing)} listed image(s) missing, first: {missing[0]}")
+    loaded = load_images(files, space.image_size, crop=crop)
+    bad = [(f, err) for f, (img, err) in zip(files, loaded) if img is None]
+    if bad:
+        raise FaceSpaceError(f"{len(bad)} image(s) cannot be read, first: {bad[0][0]} ({bad[0][1]})")
+    images = np.stack([img for img, _ in loaded])
+    return list(names), space.encode(images)

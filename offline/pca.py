@@ -161,13 +161,14 @@ def fit_pca(images: np.ndarray, n_components: int, image_size: int | None = None
     xc = x - mean
     k = int(min(n_components, len(x) - 1, x.shape[1]))
     # SVD of the smaller Gram matrix: X X^T = U S^2 U^T, components = S^-1 U^T X.
-    gram = (xc @ xc.T).astype(np.float64)
+    xc64 = xc.astype(np.float64)
+    gram = xc64 @ xc64.T
     evals, evecs = np.linalg.eigh(gram)
     order = np.argsort(evals)[::-1][:k]
     evals, evecs = np.clip(evals[order], 0, None), evecs[:, order]
     keep = evals > evals[0] * 1e-10 if k else np.zeros(0, bool)
     evals, evecs = evals[keep], evecs[:, keep]
-    comps = (evecs.T @ xc.astype(np.float64)) / np.sqrt(evals)[:, None]  # [k, D], orthonormal rows
+    comps = (evecs.T @ xc64) / np.sqrt(evals)[:, None]  # [k, D], orthonormal rows
     components = np.zeros((n_components, x.shape[1]), np.float32)
     components[: len(evals)] = comps
     variance = np.zeros(n_components, np.float32)

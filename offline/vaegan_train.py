@@ -172,6 +172,7 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
     written for the same network; training goes on up to ``cfg.steps``.
     """
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     device, rank, world, distributed = setup_device(cfg.device)
     if cfg.threads > 0:

@@ -1,0 +1,123 @@
+"""VAE-GAN training: the loss goes down, resume equals an uninterrupted run, records and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmriface.config import load_config, preset_path
+from models.checkpoint import CheckpointError, save_checkpoint
+from models.config import preset
+from models.vaegan import VAEGAN
+from offline._train_io import read_metrics
+from offline.vaegan_train import TrainConfig, train_vaegan
+
+torch.set_num_threads(1)
+LOSSES = ("kl", "feature", "pixel", "gan_dec", "dis", "d_real", "d_fake", "train_dec", "train_dis")
+
+
+def _cfg(**over) -> TrainConfig:
+    base = {"threads": 1, "device": "cpu", "n_attribute_faces": 24}
+    return load_config(TrainConfig, preset_path("vaegan-tiny"), {**base, **over})
+
+
+def test_tiny_run_lowers_reconstruction_loss_and_writes_its_records(tmp_path: Path) -> None:
+    summary = train_vaegan(_cfg(steps=14), tmp_path)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [r["step"] for r in rows] == list(range(1, 15))
+    pix = np.array([r["pixel"] for r in rows])
+    assert pix[-3:].mean() < 0.85 * pix[:3].mean(), pix
+    for name in (
+        "checkpoint.pt",
+        "facespace.json",
+        "train_config.json",
+        "samples.png",
+        "attributes.npz",
+        "summary.json",
+    ):
+        assert (tmp_path / name).is_file(), name
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_000006.png", "step_000012.png"]
+    assert summary["device"] == "cpu" and summary["steps"] == 14 and -1 <= summary["heldout_pixel_corr"] <= 1
+    with np.load(tmp_path / "attributes.npz") as z:
+        assert "Male" in list(z["names"]) and z["directions"].shape[1] == 64
+    assert json.loads((tmp_path / "facespace.json").read_text())["kind"] == "vaegan"
+
+
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = _cfg(steps=6, checkpoint_every=3, sample_every=100, n_attribute_faces=0)
+    train_vaegan(cfg, tmp_path / "whole")
+    train_vaegan(_cfg(steps=3, checkpoint_every=3, sample_every=100, n_attribute_faces=0), tmp_path / "split")
+    # A crash after the checkpoint: a metrics row past it is dropped on resume.
+    with open(tmp_path / "split" / "metrics.csv", "a") as f:
+        f.write("4,0,0,9,9,9,9,9,9,9,1,1\n")
+    train_vaegan(cfg, tmp_path / "split", resume=True)
+    whole = read_metrics(tmp_path / "whole" / "metrics.csv")
+    split = read_metrics(tmp_path / "split" / "metrics.csv")
+    assert [r["step"] for r in split] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(whole, split):
+        for key in LOSSES:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), (a["step"], key)
+
+
+def test_resume_refuses_a_checkpoint_of_another_network(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "checkpoint.pt", VAEGAN(preset("small-64", latent_size=16)))
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt.*latent_size: 16 != 64"):
+        train_vaegan(_cfg(), tmp_path, resume=True)
+
+
+def test_command_line_and_bad_inputs(tmp_path: Path) -> None:
+    from fmriface.commands.train_vaegan import main
+    from offline.datasets import DataError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        main(["--config", "vaegan-tiny", "--data", f"folder:{tmp_path / 'empty'}", "--out", str(tmp_path / "o")])
+    with pytest.raises(Exception, match="does not exist"):
+        main(["--config", "vaegan-tiny", "--out", str(tmp_path / "o2"), "--resume"])
+    with pytest.raises(Exception, match="batch_size must be at least 1"):
+        main(["--config", "vaegan-tiny", "--out", str(tmp_path / "o3"), "--batch-size", "0"])
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this python")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FMRIFACE_QUIET": "1"}
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "fmriface",
+        "train-vaegan",
+        "--config",
+        "vaegan-tiny",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4 and len(state["extra"]["generators"]) == 2
+    assert len(read_metrics(out / "metrics.csv")) == 4
+    shutil.rmtree(out)
