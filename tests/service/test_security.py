@@ -272,3 +272,125 @@ def test_curve_traffic_is_encrypted_on_the_wire(keyring, encrypted):
         tap.close()
         server_ctx.term()
         peer_ctx.term()
+
+
+# --- the watch folder: nothing outside it is followed ------------------------------------------------------
+
+
+def _volume(value: float):
+    import numpy as np
+
+    data = np.full((6, 7, 5), value, np.float32)
+    data[0, 0, 0] = value + 1
+    affine = np.diag([3.0, 3.0, 3.5, 1.0])
+    return data, affine
+
+
+def _write(folder: Path, acq: int, fmt: str = "nifti") -> Path:
+    from service.writers import write_volume
+
+    data, affine = _volume(100.0 * acq)
+    name = f"001_000001_{acq:06d}" + (".nii" if fmt == "nifti" else ".dcm")
+    return write_volume(data, affine, folder / name, fmt, acquisition=acq, tr=2.0)[0]
+
+
+def _drain_watcher(watcher, seconds: float) -> list:
+    out, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        item = watcher.get(timeout=0.1)
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def _release_fifo(path: Path) -> None:
+    """Unblock a reader stuck on a FIFO (so a failing test does not hang), if one is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    os.close(fd)
+
+
+def _start_within(watcher, seconds: float) -> bool:
+    import threading
+
+    t = threading.Thread(target=watcher.start, daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive()
+
+
+def test_symlinks_to_files_outside_the_watch_folder_are_not_followed(tmp_path):
+    from service.volume import IntakeEvent, Volume
+    from service.watcher import VolumeWatcher
+
+    watch, outside = tmp_path / "watch", tmp_path / "elsewhere"
+    watch.mkdir()
+    outside.mkdir()
+    _write(watch, 1)
+    os.symlink(_write(outside, 2), watch / "001_000001_000002.nii")  # present at start, absolute link
+    os.symlink(Path("..") / "elsewhere" / "secret", watch / "001_000001_000009.nii")  # relative, dangling
+    watcher = VolumeWatcher(watch, polling="on", gap_timeout_s=0.3)
+    watcher.start()
+    try:
+        os.symlink(_write(outside, 3, "mosaic"), watch / "001_000001_000003.dcm")  # arrives while watching
+        (outside / "secret").write_bytes((outside / "001_000001_000002.nii").read_bytes())
+        _write(watch, 4)
+        items = _drain_watcher(watcher, 1.5)
+    finally:
+        watcher.stop()
+    volumes = [i for i in items if isinstance(i, Volume)]
+    assert [v.acquisition for v in volumes] == [1, 4]
+    assert all(v.path.parent == watch and not v.path.is_symlink() for v in volumes)
+    ignored = [i for i in items if isinstance(i, IntakeEvent) and i.kind == "ignored"]
+    named = {Path(i.path).name for i in ignored if i.path is not None}
+    assert {"001_000001_000002.nii", "001_000001_000003.dcm"} <= named, ignored
+    assert all("outside the watch folder" in i.reason for i in ignored if Path(i.path).name in named)
+
+
+def test_a_symlink_to_a_fifo_outside_is_never_opened(tmp_path):
+    """Opening a FIFO blocks until someone writes: a watcher that follows the link hangs at start-up."""
+    from service.volume import Volume
+    from service.watcher import VolumeWatcher
+
+    watch, outside = tmp_path / "watch", tmp_path / "elsewhere"
+    watch.mkdir()
+    outside.mkdir()
+    _write(watch, 1)
+    os.mkfifo(outside / "pipe")
+    os.symlink(outside / "pipe", watch / "001_000001_000002.dcm")
+    watcher = VolumeWatcher(watch, polling="on", gap_timeout_s=0.3)
+    try:
+        started = _start_within(watcher, 5.0)
+        if not started:
+            _release_fifo(outside / "pipe")
+        assert started, "VolumeWatcher.start() opened a FIFO outside the watch folder through a symlink"
+        _write(watch, 3)
+        items = _drain_watcher(watcher, 1.0)
+        assert [i.acquisition for i in items if isinstance(i, Volume)] == [1, 3]
+    finally:
+        _release_fifo(outside / "pipe")
+        watcher.stop()
+
+
+def test_a_fifo_in_the_watch_folder_does_not_block_intake(tmp_path):
+    """A special file named like a scanner file (FIFO) is ignored, and the volumes after it still arrive."""
+    from service.volume import Volume
+    from service.watcher import VolumeWatcher
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    watcher = VolumeWatcher(watch, polling="on", gap_timeout_s=0.3)
+    watcher.start()
+    try:
+        os.mkfifo(watch / "001_000001_000001.dcm")
+        time.sleep(0.2)
+        _write(watch, 2)
+        _write(watch, 3)
+        items = _drain_watcher(watcher, 1.5)
+        _release_fifo(watch / "001_000001_000001.dcm")
+        assert [i.acquisition for i in items if isinstance(i, Volume)] == [2, 3], items
+    finally:
+        _release_fifo(watch / "001_000001_000001.dcm")
+        watcher.stop()
