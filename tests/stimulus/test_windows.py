@@ -40,6 +40,9 @@ lead_in = 0.4
 lead_out = 0.2
 oneback_fraction = 0.2
 fix_fraction = 0.1
+cue_duration = 0.3
+feedback_duration = 0.6
+feedback_rest = 0.3
 
 [trigger]
 source = "emulated"
@@ -237,3 +240,45 @@ def test_display_stops_after_timeout_without_messages(tmp_path, window_env):
     assert summary["stopped"] == "timeout" and summary["shown"] == 0
     wait = np.asarray(Image.open(tmp_path / "f" / "wait.png").convert("RGB")).astype(int)
     assert (np.abs(wait - 128) > 60).any()  # the fixation cross and the operator text are drawn
+
+
+def test_feedback_run_sends_the_target_and_reads_the_live_value(stimuli_dir, tmp_path, window_env, tcp_address, rng):
+    import threading
+
+    from tests.conftest import free_port
+
+    cfg = tmp_path / "experiment.toml"
+    cfg.write_text(TEST_CONFIG.replace('layout = ["test", "train"]', 'layout = ["feedback"]\nfeedback_blocks = 2'))
+    pub_address = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    pull = P.puller(ctx, tcp_address)
+    pub = P.publisher(ctx, pub_address)
+    stop = threading.Event()
+
+    def service() -> None:  # a decoded face with a feedback value every 50 ms
+        fields, payload = P.encode_image(smooth_image(rng, 24, 32))
+        seq = 0
+        while not stop.wait(0.05):
+            P.send(pub, "frame", {"run_id": "r1", "seq": seq, "feedback": {"value": 0.5}, **fields}, payload)
+            seq += 1
+
+    thread = threading.Thread(target=service, daemon=True)
+    thread.start()
+    try:
+        args = ["experiment", "--config", str(cfg), "--stimuli", str(stimuli_dir), "--out", str(tmp_path / "b")]
+        args += ["--service", tcp_address, "--feedback-sub", pub_address, "--json"]
+        result = json.loads(run_fmriface(args, window_env).stdout)
+        kinds = []
+        while (m := P.recv(pull, 1000, ("event",))) is not None:
+            kinds.append((m.header["kind"], m.header.get("stim_id"), m.header.get("trial_type")))
+    finally:
+        stop.set()
+        thread.join(5)
+        ctx.destroy(linger=0)
+    events = read_tsv(Path(result["events"]))
+    target = events[0]["stim_file"]
+    assert [e["trial_type"] for e in events] == ["Cue", "Feedback", "Fix"] * 2
+    assert kinds[0][0] == "trigger" and kinds[1] == ("target", target, None) and kinds[-1][0] == "clear_target"
+    assert [k[2] for k in kinds if k[0] == "onset"] == ["Cue", "Feedback", "Fix"] * 2
+    fb = result["feedback_messages"]
+    assert fb["frames"] > 5 and fb["malformed"] == 0
