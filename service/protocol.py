@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -247,6 +248,31 @@ class CurveKeys:
     @property
     def is_server(self) -> bool:
         return self.server_key is None
+
+    @classmethod
+    def load(cls, secret_file: str | Path, server_public_file: str | Path | None = None) -> CurveKeys:
+        """Keys from ZeroMQ certificate files (``fmriface keys`` writes them): this side's ``NAME.key_secret``
+        and, for a client, the server's public ``server.key``. A secret file others may read is refused."""
+        import stat
+
+        import zmq.auth
+
+        def read(path: Path, want_secret: bool) -> tuple[bytes, bytes | None]:
+            try:
+                public, secret = zmq.auth.load_certificate(path)
+            except (OSError, ValueError) as exc:
+                raise ProtocolError(f"CURVE key file {path}: {exc}") from None
+            if want_secret:
+                if secret is None:
+                    raise ProtocolError(f"CURVE key file {path} holds no secret key; pass the .key_secret file")
+                mode = stat.S_IMODE(path.stat().st_mode)
+                if mode & 0o077:
+                    raise ProtocolError(f"CURVE secret key file {path} has mode {mode:04o}: chmod 600 {path}")
+            return public, secret
+
+        public, secret = read(Path(secret_file), True)
+        server = None if server_public_file is None else read(Path(server_public_file), False)[0]
+        return cls(public, secret, server_key=server)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:  # never print a secret key in a log or a traceback
         role = "server" if self.is_server else "client"

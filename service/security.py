@@ -155,12 +155,15 @@ def load_allowed_keys(allowed: str | Path | Iterable[str | Path | bytes]) -> set
 
 def server_keys(secret_file: str | Path) -> CurveKeys:
     """Keys of the service's bound sockets (CURVE server)."""
-    public, secret = load_secret_keypair(secret_file)
-    return CurveKeys(public, secret)
+    load_secret_keypair(secret_file)  # the checks, with this module's error
+    return CurveKeys.load(secret_file)
 
 
 def client_keys(secret_file: str | Path, server_public: str | Path | bytes) -> CurveKeys:
-    """Keys of a peer's socket (CURVE client) that talks to the server with public key ``server_public``."""
+    """Keys of a peer's socket (CURVE client) that talks to the server with public key ``server_public``.
+
+    (A stimulus program, which may import only :mod:`service.protocol`, calls ``CurveKeys.load`` directly.)
+    """
     public, secret = load_secret_keypair(secret_file)
     server = server_public if isinstance(server_public, bytes) else load_public_key(server_public)
     return CurveKeys(public, secret, server_key=server)

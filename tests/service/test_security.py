@@ -394,3 +394,17 @@ def test_a_fifo_in_the_watch_folder_does_not_block_intake(tmp_path):
     finally:
         _release_fifo(watch / "001_000001_000001.dcm")
         watcher.stop()
+
+
+def test_a_stimulus_program_loads_its_keys_through_the_protocol_module_alone(keyring):
+    """The display may import only service.protocol: CurveKeys.load gives it the same keys as service.security."""
+    k = keyring / "keys"
+    via_protocol = P.CurveKeys.load(k / "display.key_secret", k / "server.key")
+    assert via_protocol == client_keys(k / "display.key_secret", k / "server.key")
+    assert P.CurveKeys.load(k / "server.key_secret") == server_keys(k / "server.key_secret")
+    assert via_protocol.server_key == server_keys(k / "server.key_secret").public
+    os.chmod(k / "display.key_secret", 0o640)
+    with pytest.raises(P.ProtocolError, match="chmod 600"):
+        P.CurveKeys.load(k / "display.key_secret", k / "server.key")
+    with pytest.raises(P.ProtocolError, match="no secret key"):
+        P.CurveKeys.load(k / "server.key")
