@@ -32,7 +32,8 @@ class TrilinearSampler:
         self._sx, self._sy = py * pz, pz
         # Coordinates are shifted by +1 into the padded grid and clipped to [0, n + 1]; the base corner to [0, n].
         self._hi_coord = np.array(self.shape, dtype=np.float32).reshape(3, 1) + 1.0
-        self._hi_index = np.array(self.shape, dtype=np.int32).reshape(3, 1)
+        self._last = np.array(self.shape, dtype=np.float32).reshape(3, 1) - 1.0
+        self._hi_base = np.array(self.shape, dtype=np.float32).reshape(3, 1)
 
     def load(self, volume: np.ndarray) -> None:
         """Copy ``volume`` (shape :attr:`shape`) into the padded buffer."""
@@ -41,7 +42,7 @@ class TrilinearSampler:
     def inside(self, coords: np.ndarray) -> np.ndarray:
         """Which of ``coords`` (``[3, N]``) lie inside the grid, ``0 <= c <= n - 1`` on every axis -> bool ``[N]``."""
         ok = (coords >= 0.0).all(axis=0)
-        ok &= (coords <= self._hi_coord - 2.0).all(axis=0)
+        ok &= (coords <= self._last).all(axis=0)
         return ok
 
     def sample(self, coords: np.ndarray) -> np.ndarray:
@@ -51,14 +52,16 @@ class TrilinearSampler:
         """
         c = coords
         c += 1.0
-        np.clip(c, 0.0, self._hi_coord, out=c)
-        i = c.astype(np.int32)  # floor, as c >= 0
-        np.minimum(i, self._hi_index, out=i)
-        c -= i  # fractional parts
-        fx, fy, fz = c
+        np.maximum(c, 0.0, out=c)
+        np.minimum(c, self._hi_coord, out=c)
+        base = np.floor(c)
+        np.minimum(base, self._hi_base, out=base)
+        c -= base  # fractional parts
+        i = base.astype(np.intp)
         idx = i[0] * self._sx
         idx += i[1] * self._sy
         idx += i[2]
+        fx, fy, fz = c
         flat = self._flat
         c00 = _lerp_pair(flat, idx, fz)
         idx += self._sy
@@ -85,9 +88,9 @@ class TrilinearSampler:
 
 
 def _lerp_pair(flat: np.ndarray, idx: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """``flat[idx] + f * (flat[idx + 1] - flat[idx])``."""
+    """``flat[idx] + f * (flat[idx + 1] - flat[idx])`` (``idx`` of dtype intp: take converts anything else)."""
     a = flat.take(idx)
-    b = flat.take(idx + 1)
+    b = flat[1:].take(idx)
     b -= a
     b *= f
     b += a

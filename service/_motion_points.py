@@ -29,8 +29,8 @@ class Level:
         Grid of this level.
     affine, inv_affine : ndarray (4, 4)
         Voxel-to-world affine of this level and its inverse.
-    points : ndarray float32 (3, N)
-        Sample points in this level's voxel coordinates.
+    points : ndarray float32 (4, N)
+        Sample points in this level's voxel coordinates (homogeneous: a last row of ones).
     points_world : ndarray float64 (4, N)
         The same points in world mm (homogeneous).
     ref_values : ndarray float32 (N,)
@@ -39,6 +39,13 @@ class Level:
         Transposed Jacobian: 3 translations, 3 rotations (rad), gain, offset.
     hessian_inv : ndarray float64 (8, 8)
         Inverse of ``J^T J``.
+    margins : ndarray float32 (N,)
+        Each point's distance in voxels to the nearest face of the grid, ascending (points are in this order).
+    radius_mm : float
+        Largest distance of a point from the world origin.
+    mm_per_voxel_min : float
+        Smallest singular value of the affine's linear part: a motion of D mm moves voxel coordinates by at most
+        ``D / mm_per_voxel_min``.
     ref_mean, ref_rms : float
         Mean and root mean square of ``ref_values``.
     """
@@ -52,6 +59,9 @@ class Level:
     ref_values: np.ndarray
     jacobian_t: np.ndarray
     hessian_inv: np.ndarray
+    margins: np.ndarray
+    radius_mm: float
+    mm_per_voxel_min: float
     ref_mean: float
     ref_rms: float
 
@@ -106,23 +116,31 @@ def _make_level(ref: np.ndarray, affine: np.ndarray, mask: np.ndarray, factor: i
     # Off-grid points: both the reference and the moved volume are then interpolated at random sub-voxel
     # positions, so trilinear interpolation's smoothing no longer depends on the motion (no pull to the grid).
     ijk += rng.uniform(-0.5, 0.5, size=ijk.shape)
+    # Order the points by their distance (voxels) to the grid's faces: a step that moves no point further than
+    # that can only push out a prefix of the points, and only that prefix needs the field-of-view test.
+    margin = np.minimum(ijk, np.asarray(ref.shape, dtype=np.float64)[:, None] - 1.0 - ijk).min(axis=0)
+    order = np.argsort(margin, kind="stable")
+    ijk, margin = ijk[:, order], margin[order]
     world = affine @ np.vstack([ijk, np.ones((1, ijk.shape[1]))])
     values = ndimage.map_coordinates(ref.astype(np.float64), ijk, order=1, mode="nearest")
     g = np.stack([ndimage.map_coordinates(gw.reshape(ref.shape), ijk, order=1, mode="nearest") for gw in g_world])
     x = world[:3]
     # d/d(rotation w about axis a) of the warp at identity is a x X; its image is g . (a x X) = a . (X x g).
-    jac = np.vstack([g, np.cross(x.T, g.T).T, values[None], np.ones((1, chosen.size))])
+    jac = np.vstack([g, np.cross(x.T, g.T).T, values[None], np.ones((1, ijk.shape[1]))])
     hess = jac @ jac.T
     return Level(
         factor=factor,
         shape=tuple(int(s) for s in ref.shape),
         affine=affine,
         inv_affine=np.linalg.inv(affine),
-        points=ijk.astype(np.float32),
+        points=np.vstack([ijk, np.ones((1, ijk.shape[1]))]).astype(np.float32),
         points_world=world,
         ref_values=values.astype(np.float32),
         jacobian_t=jac.astype(np.float32),
         hessian_inv=np.linalg.inv(hess),
+        margins=margin.astype(np.float32),
+        radius_mm=float(np.sqrt((x**2).sum(axis=0)).max()),
+        mm_per_voxel_min=float(np.linalg.svd(affine[:3, :3], compute_uv=False).min()),
         ref_mean=float(values.mean()),
         ref_rms=float(np.sqrt((values**2).mean())),
     )

@@ -28,6 +28,7 @@ default); ``levels=(2, 1)`` adds a coarse level (2x2x2 block means) for rougher 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+_EYE3 = np.eye(3)
 _MAX_STEP_MM = 4.0  # largest displacement (within ``radius``) of one Gauss-Newton step
 
 
@@ -196,20 +198,22 @@ class RigidRegistration:
         resid = level.ref_values
         while n < cap and not converged:
             n += 1
-            mv = level.inv_affine @ m @ level.affine
-            coords = mv[:3, :3].astype(np.float32) @ level.points
-            coords += mv[:3, 3:].astype(np.float32)
-            outside = ~sampler.inside(coords)
+            coords = (level.inv_affine @ m @ level.affine)[:3].astype(np.float32) @ level.points
+            # Only points nearer to a face than the largest voxel displacement can have left the grid.
+            rot = m[:3, :3] - _EYE3
+            reach = math.sqrt(m[:3, 3] @ m[:3, 3]) + math.sqrt(np.vdot(rot, rot)) * level.radius_mm
+            k = int(np.searchsorted(level.margins, reach / level.mm_per_voxel_min))
+            outside = ~sampler.inside(coords[:, :k])
             resid = sampler.sample(coords)
             if n == 1:
                 if photometric is None:  # cold start: the global scale from the data, no offset
-                    mean = float(resid[~outside].mean()) if not outside.all() else 0.0
+                    mean = float(resid[k:].sum() + resid[:k][~outside].sum()) / max(resid.size - outside.sum(), 1)
                     gain, offset = (mean / level.ref_mean if mean > 0 and level.ref_mean > 0 else 1.0), 0.0
                 low, high = gain / 4.0, gain * 4.0
             resid -= np.float32(offset)
             resid *= np.float32(1.0 / gain)
             resid -= level.ref_values
-            resid[outside] = 0.0  # points moved out of the field of view carry no information
+            resid[:k][outside] = 0.0  # points moved out of the field of view carry no information
             d = level.hessian_inv @ (level.jacobian_t @ resid).astype(np.float64)
             if not np.all(np.isfinite(d)):
                 break
@@ -235,9 +239,7 @@ class RigidRegistration:
         """
         vol = self._check(volume, affine)
         points = self._grid_points(mask)
-        mv = self.inv_affine_ @ rigid_matrix(params) @ self.affine_
-        coords = mv[:3, :3].astype(np.float32) @ points
-        coords += mv[:3, 3:].astype(np.float32)
+        coords = (self.inv_affine_ @ rigid_matrix(params) @ self.affine_)[:3].astype(np.float32) @ points
         values = self._samplers[self.reference_.shape].sample_volume(vol, coords)
         return values if mask is not None else values.reshape(self.reference_.shape)
 
@@ -265,7 +267,8 @@ class RigidRegistration:
         if key == "all" and key in self._grid_cache:
             return self._grid_cache[key][1]
         flat = np.arange(self.reference_.size) if mask is None else np.flatnonzero(mask)
-        points = np.stack(np.unravel_index(flat, self.reference_.shape)).astype(np.float32)
+        points = np.vstack([np.unravel_index(flat, self.reference_.shape), np.ones((1, flat.size), np.intp)])
+        points = points.astype(np.float32)  # homogeneous voxel coordinates [4, V]
         self._grid_cache[key] = (mask, points)
         return points
 
