@@ -38,7 +38,7 @@ def _values(bundle, watch, runs, pub, pull) -> dict:
         pull=pull,
         hwm=1000,
         heartbeat=0.2,
-        idle_timeout=3.0,
+        idle_timeout=2.0,
         startup_timeout=60.0,
         min_volumes=3,
     )
