@@ -199,7 +199,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}img{{max-width:100%
 VAE-GAN face space. Pairwise identification as in VanRullen &amp; Reddy (2019): for each test face, the fraction
 of the other faces whose correlation with the prediction is lower than that of its own; chance 50 %; binomial
 p-values over the N(N-1) comparisons (descriptive: comparisons are not independent).
-Perceptual features are {html.escape(evaluation.get("perceptual_space", ""))}.</p>
+Perceptual features are {html.escape(evaluation.get("perceptual_space", ""), quote=False)}.</p>
 <h2>Test faces and reconstructions ({evaluation["mapping"]}, {evaluation["estimate"]})</h2>
 <img src="figures/faces.png" alt="test faces and reconstructions">
 <h2>Pairwise decoding accuracy</h2>
