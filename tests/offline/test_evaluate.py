@@ -106,3 +106,15 @@ def test_permutation_control_lands_near_chance(rng):
     )
     assert res["n_permutations"] == 8 and len(res["accuracies"]) == 8
     assert abs(res["mean"] - 0.5) < 0.1
+
+
+def test_permutation_fast_ridge_path_equals_refits(rng):
+    from offline.evaluate import _ridge_hat
+
+    x = rng.normal(size=(50, 12)) * rng.uniform(0.5, 2, 12) + 3
+    y = rng.normal(size=(50, 4))
+    xt = rng.normal(size=(7, 12))
+    hat = _ridge_hat(x, xt, 5.0)
+    perm = rng.permutation(50)
+    refit = RidgeMapping(alphas=(5.0,)).fit(x, y[perm]).predict(xt)
+    np.testing.assert_allclose(hat @ (y[perm] - y[perm].mean(0)) + y[perm].mean(0), refit, rtol=1e-8, atol=1e-10)
