@@ -91,7 +91,7 @@ def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
             inner = args[0] if args else Any
             items = [_check_value(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin is dict:
+    if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: key {key!r} has value {value!r}, expected a table")
         return dict(value)

@@ -72,45 +72,37 @@ def _decode(bundle: Bundle, latents: np.ndarray) -> np.ndarray:
 
 
 def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, str]], online_cfg: dict) -> np.ndarray:
-    """Latents of ``trials`` computed offline from the whole held-out run, as the fit computes trial estimates.
+    """Latents of ``trials`` computed offline from the whole held-out run, as ``fmriface fit`` computes them.
 
-    The run is realigned to the bundle's reference with the service's own motion correction, masked, detrended
-    over the whole run (Legendre drift + motion regressors, the online model fitted once on all volumes), each
-    trial's window estimate taken with :func:`service.window.window_estimate`, and mapped with the bundle's
-    linear map. Differences from the live latents come from causal (online) versus whole-run detrending.
+    The run is realigned to the bundle's reference with the service's own motion correction (warm-started
+    volume to volume), its mask voxels detrended over the whole run with :func:`service.online.detrend_offline`
+    (the model the fit uses), each trial's window estimate taken with :func:`service.window.window_estimate`,
+    and mapped with the bundle's linear map. The live service fits the same model causally, volume by volume.
     """
     import nibabel as nib
 
     from service.motion import RigidRegistration
+    from service.online import detrend_offline
     from service.window import WindowSpec, window_estimate
 
     img = nib.load(str(holdout))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    reg = RigidRegistration().fit(bundle.reference, bundle.affine, mask=None)
+    reg = RigidRegistration().fit(bundle.reference, bundle.affine)
     n = data.shape[3]
     x = np.empty((n, bundle.n_voxels), np.float32)
-    params = np.empty((n, 6))
-    init = None
+    motion = np.zeros((n, 6))
     for k in range(n):
-        params[k] = reg.estimate(data[..., k], init=init)
-        init = params[k]
-        x[k] = reg.resample(data[..., k], params[k], mask=bundle.mask)
-    order = int(online_cfg.get("poly_order", 2))
-    tgrid = np.linspace(-1, 1, n)
-    design = [np.polynomial.legendre.legval(tgrid, np.eye(order + 1)[i]) for i in range(order + 1)]
-    if online_cfg.get("motion_regressors", True):
-        design += list((params - params.mean(0)).T)
-    dm = np.stack(design, axis=1)
-    beta, *_ = np.linalg.lstsq(dm, x, rcond=None)
-    resid = x - dm[:, 1:] @ beta[1:]  # keep the mean (baseline) term; the window estimate subtracts a baseline
-    tr = bundle.tr
+        vol = np.ascontiguousarray(data[..., k])
+        motion[k] = reg.estimate(vol, init=np.zeros(6) if k == 0 else None)
+        x[k] = reg.resample(vol, motion[k], bundle.mask)
+    resid = detrend_offline(x, motion, poly_order=int(online_cfg.get("poly_order", 2)))
     spec = WindowSpec(
         start=float(online_cfg.get("window_start", 4.0)),
         stop=float(online_cfg.get("window_stop", 8.0)),
         baseline_start=float(online_cfg.get("baseline_start", -2.0)),
         baseline_stop=float(online_cfg.get("baseline_stop", 0.0)),
     )
-    est = np.stack([window_estimate(resid, float(t["onset"]), tr, spec) for t in trials])
+    est = window_estimate(resid, np.array([float(t["onset"]) for t in trials]), bundle.tr, spec)
     return ((est - bundle.x_mean) / bundle.x_scale) @ bundle.weights + bundle.bias
 
 
@@ -138,7 +130,7 @@ def _latency_figure(path: Path, vols: list[dict[str, Any]], flips: list[dict[str
     for a, b in zip(_STAGES[:-1], _STAGES[1:]):
         stages[f"{a}->{b}"] = np.array([1000 * (v["t"][b] - v["t"][a]) for v in ok])
     e2e = np.array([1000 * (v["t"]["sent"] - v["t"]["file_ready"]) for v in ok])
-    screen = np.array([1000 * float(f["latency"]) for f in flips if f.get("latency") is not None])
+    screen = np.array([1000 * float(f["e2e_s"]) for f in flips if f.get("e2e_s") is not None])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, vals in stages.items():
         if len(vals):

@@ -85,10 +85,35 @@ def _toml_value(v: Any) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _toml_lines(values: dict[str, Any], prefix: str = "") -> list[str]:
+    flat = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            flat += ["", f"[{prefix}{k}]", *_toml_lines(v, f"{prefix}{k}.")]
+    return flat
+
+
 def write_toml(path: Path, values: dict[str, Any]) -> Path:
-    """A flat TOML file (the serve config has no tables)."""
-    path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items() if v is not None))
+    """Write ``values`` (scalars, lists and nested tables) as a TOML file."""
+    path.write_text("\n".join(_toml_lines(values)) + "\n")
     return path
+
+
+def merged_toml(preset: Path, overrides: dict[str, Any], path: Path) -> Path:
+    """A copy of a preset with ``overrides`` merged in (nested tables merge key by key)."""
+
+    def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    with open(preset, "rb") as f:
+        values = tomllib.load(f)
+    if not overrides:
+        path.write_bytes(preset.read_bytes())
+        return path
+    return write_toml(path, merge(values, overrides))
 
 
 @dataclass
@@ -255,7 +280,15 @@ def _start_display(cfg, out: Path, pub: str, pull: str, n: int, env: dict, say) 
     say("starting the headless display: " + " ".join(cmd[-16:]))
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
     proc.log = log  # type: ignore[attr-defined]
-    time.sleep(1.0)  # let it subscribe before the first volume
+    # the window is up and subscribed once it has saved its placeholder; wait for that before the first volume
+    t0 = time.time()
+    while not (frames / "wait.png").is_file():
+        if proc.poll() is not None:
+            return None, None, f"display exited with status {proc.returncode} at start-up (see display.log)"
+        if time.time() - t0 > 60:
+            return proc, frames, "display showed no placeholder within 60 s; replay started anyway"
+        time.sleep(0.1)
+    time.sleep(0.5)  # ZeroMQ subscription propagation
     return proc, frames, ""
 
 

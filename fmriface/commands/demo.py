@@ -23,7 +23,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class DemoConfig:
     holdout_run: str = "last-test"
     display: bool = True
     seed: int = 0
+    #: Changes to the simulate preset for the demo (the live replay needs a test run held out of the fit).
+    simulate_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.replay_format not in ("mosaic", "enhanced", "slices", "nifti"):
@@ -125,11 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     times: dict[str, float | None] = {}
 
+    from fmriface.commands import _demo_live as live
+
+    sim_cfg = live.merged_toml(preset_path(cfg.simulate), cfg.simulate_overrides, out / ".simulate.toml")
     twin, times["simulate"] = _step(
         out,
         "twin",
-        ["simulate", _preset_text(cfg.simulate), cfg.seed],
-        lambda d: _run_cli(["simulate", "--config", preset_path(cfg.simulate), "--out", d, "--seed", cfg.seed]),
+        ["simulate", sim_cfg.read_text(), cfg.seed],
+        lambda d: _run_cli(["simulate", "--config", sim_cfg, "--out", d, "--seed", cfg.seed]),
     )
     vaegan, times["train-vaegan"] = _step(
         out,
@@ -149,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             ]
         ),
     )
-
-    from fmriface.commands import _demo_live as live
 
     holdout = live.choose_holdout(twin, cfg.holdout_run)
     _say(f"held-out run for the live replay: {holdout.name}")
