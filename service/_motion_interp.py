@@ -81,10 +81,19 @@ class TrilinearSampler:
         c00 += c10
         return c00
 
-    def sample_volume(self, volume: np.ndarray, coords: np.ndarray) -> np.ndarray:
-        """:meth:`load` then :meth:`sample`."""
-        self.load(volume)
-        return self.sample(coords)
+    def sample_affine(self, matrix: np.ndarray, points: np.ndarray, chunk: int = 32768) -> np.ndarray:
+        """Values of the loaded volume at ``matrix[:3] @ points`` (homogeneous ``[4, N]``) -> float32 ``[N]``.
+
+        Large point sets go in chunks whose temporaries stay in cache (several times faster for a whole volume).
+        """
+        m = np.asarray(matrix, dtype=np.float64)[:3].astype(np.float32)
+        n = points.shape[1]
+        if n <= 2 * chunk:
+            return self.sample(m @ points)
+        out = np.empty(n, dtype=np.float32)
+        for start in range(0, n, chunk):
+            out[start : start + chunk] = self.sample(m @ points[:, start : start + chunk])
+        return out
 
 
 def _lerp_pair(flat: np.ndarray, idx: np.ndarray, f: np.ndarray) -> np.ndarray:

@@ -239,8 +239,9 @@ class RigidRegistration:
         """
         vol = self._check(volume, affine)
         points = self._grid_points(mask)
-        coords = (self.inv_affine_ @ rigid_matrix(params) @ self.affine_)[:3].astype(np.float32) @ points
-        values = self._samplers[self.reference_.shape].sample_volume(vol, coords)
+        sampler = self._samplers[self.reference_.shape]
+        sampler.load(vol)
+        values = sampler.sample_affine(self.inv_affine_ @ rigid_matrix(params) @ self.affine_, points)
         return values if mask is not None else values.reshape(self.reference_.shape)
 
     def transform(self, volume: Any) -> np.ndarray:

@@ -254,6 +254,22 @@ def test_masked_resample_equals_full_resample_at_the_mask(fitted, phantom):
     np.testing.assert_allclose(full, expected, rtol=1e-5, atol=1e-3)
 
 
+def test_chunked_sampling_equals_one_pass(rng):
+    from service._motion_interp import TrilinearSampler
+
+    vol = rng.normal(size=(9, 8, 7)).astype(np.float32)
+    sampler = TrilinearSampler(vol.shape)
+    sampler.load(vol)
+    points = np.vstack([rng.uniform(-2.0, 10.0, (3, 1000)), np.ones((1, 1000))]).astype(np.float32)
+    matrix = rigid_matrix([0.3, -0.2, 0.1, 4.0, -3.0, 2.0])
+    np.testing.assert_array_equal(
+        sampler.sample_affine(matrix, points, chunk=64), sampler.sample_affine(matrix, points)
+    )
+    coords = (matrix[:3] @ points).astype(np.float64)
+    expected = ndimage.map_coordinates(vol, coords, order=1, mode="grid-constant", prefilter=False)
+    np.testing.assert_allclose(sampler.sample_affine(matrix, points), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_resampling_at_the_estimate_undoes_the_motion(phantom):
     aff = grid_affine(voxel=(2.5, 3.0, 4.0), tilt_deg=(15.0, 0.0, 5.0))
     ref, mask = phantom.volume(aff), phantom.mask(aff)
