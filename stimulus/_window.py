@@ -58,21 +58,31 @@ def open_window(cfg: WindowConfig, title: str = "fmriface") -> Any:
 
 
 class FramePacer:
-    """Keeps flips on the frame grid. With vsync the flip itself waits; otherwise (Xvfb) :meth:`wait` sleeps
-    until the next multiple of ``1 / refresh_hz`` after the first flip (an absolute schedule, no drift)."""
+    """Predicts the next flip and keeps flips on the frame grid.
+
+    With vsync (measured at start unless ``pacing`` says) the flip itself waits for the refresh: the next flip
+    is predicted one measured refresh period after the last. Without (Xvfb, some drivers) :meth:`wait` sleeps
+    until the next multiple of ``1 / refresh_hz`` after the first flip (an absolute schedule, no drift).
+    """
 
     def __init__(self, win: Any, cfg: WindowConfig, clock: Any = time.perf_counter) -> None:
         self.period = 1.0 / cfg.refresh_hz
         self.clock = clock
-        self.sleep = cfg.pacing == "sleep" or (cfg.pacing == "auto" and not _has_vsync(win, self.period, clock))
+        measured = _flip_interval(win, clock) if cfg.pacing != "sleep" else 0.0
+        self.sleep = cfg.pacing == "sleep" or (cfg.pacing == "auto" and measured < 0.5 * self.period)
+        if not self.sleep and measured > 0.5 * self.period:
+            self.period = measured  # the screen's real refresh period
         self._t0: float | None = None
+        self._last: float | None = None
         self._k = 0
 
     def next_flip(self) -> float:
         """Predicted time of the next flip."""
         now = self.clock()
-        if self._t0 is None:
+        if self._t0 is None or self._last is None:
             return now
+        if not self.sleep:
+            return self._last + max(1, int(np.ceil((now - self._last) / self.period))) * self.period
         k = max(self._k + 1, int(np.floor((now - self._t0) / self.period)) + 1)
         return self._t0 + k * self.period
 
@@ -88,15 +98,17 @@ class FramePacer:
         """Record a flip's time (from ``win.callOnFlip``)."""
         if self._t0 is None:
             self._t0 = t
+        self._last = t
         self._k = max(self._k + 1, int(round((t - self._t0) / self.period)))
 
 
-def _has_vsync(win: Any, period: float, clock: Any) -> bool:
+def _flip_interval(win: Any, clock: Any, n: int = 12) -> float:
+    """Median interval of ``n`` back-to-back flips (a refresh period with vsync, ~0 without)."""
     times = []
-    for _ in range(8):
+    for _ in range(n):
         win.flip()
         times.append(clock())
-    return float(np.median(np.diff(times))) > 0.5 * period
+    return float(np.median(np.diff(times)))
 
 
 def to_texture(image: np.ndarray) -> Any:
@@ -144,10 +156,14 @@ class Painter:
 
     def warm_up(self) -> None:
         """Draw every loaded texture once into the back buffer and clear it, so no first draw stalls a frame."""
-        self.face.image = to_texture(np.zeros((64, 64, 3), np.uint8))
+        # An odd size: the first non-power-of-two texture costs ~0.3 s.
+        self.face.image = to_texture(np.zeros((37, 29, 3), np.uint8))
         self.face.draw()
         self.text.text = _GLYPHS
         self.text.draw()
+        self.draw_thermometer(0.5, 0.0, 1.0)
+        self.draw_frame()
+        self.draw_cross()
         for _, stim in self._images.values():
             stim.draw()
         for stim in self._texts.values():

@@ -26,20 +26,20 @@ class Timeline:
     def __init__(self, trials: Sequence[Trial], frame_period: float) -> None:
         self.trials = list(trials)
         self.half = frame_period / 2.0
-        self._onsets = np.array([t.onset for t in self.trials])
+        self._onsets = [t.onset for t in self.trials]
         if np.any(np.diff(self._onsets) < 0):
             raise ValueError("trials must be sorted by onset")
 
     def trial_at(self, t: float) -> int | None:
         """Index of the trial on screen for a flip at ``t`` (s from trigger), or None (fixation between)."""
-        i = bisect.bisect_right(self._onsets.tolist(), t + self.half) - 1
+        i = bisect.bisect_right(self._onsets, t + self.half) - 1
         if i < 0:
             return None
         return i if t + self.half < self.trials[i].end else None
 
     def upcoming(self, t: float) -> int | None:
         """Index of the next trial whose onset is after ``t``, or None."""
-        i = bisect.bisect_right(self._onsets.tolist(), t + self.half)
+        i = bisect.bisect_right(self._onsets, t + self.half)
         return i if i < len(self.trials) else None
 
 

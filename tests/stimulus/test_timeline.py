@@ -85,3 +85,52 @@ def test_run_log(tmp_path):
     log.close()
     lines = (tmp_path / "log.tsv").read_text().splitlines()
     assert lines[0].split("\t")[1:] == ["n/a", "before"] and lines[1].split("\t")[1:] == ["2.5000", "trigger 2"]
+
+
+class _FakeWindow:
+    """Flips advance a fake clock by ``interval`` (a screen with vsync) or not at all (Xvfb)."""
+
+    def __init__(self, clock, interval: float) -> None:
+        self.clock, self.interval = clock, interval
+
+    def flip(self) -> None:
+        self.clock.t += self.interval
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 5.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_frame_pacer_measures_vsync_and_predicts_flips():
+    from stimulus._window import FramePacer, WindowConfig
+
+    clock = _Clock()
+    pacer = FramePacer(_FakeWindow(clock, 1 / 59.9), WindowConfig(refresh_hz=60.0), clock)
+    assert not pacer.sleep and pacer.period == pytest.approx(1 / 59.9)
+    pacer.flipped(clock())
+    clock.t += 0.004  # drawing took 4 ms: the next flip is one refresh after the last
+    assert pacer.wait() == pytest.approx(clock.t - 0.004 + 1 / 59.9)
+    clock.t += 0.05  # a stall: the prediction moves to the next refresh after now
+    assert pacer.next_flip() == pytest.approx(5.0 + 12 / 59.9 + 4 / 59.9)
+
+
+def test_frame_pacer_sleeps_on_an_absolute_grid_without_vsync():
+    import time
+
+    from stimulus._window import FramePacer, WindowConfig
+
+    pacer = FramePacer(_FakeWindow(_Clock(), 0.0), WindowConfig(refresh_hz=100.0), time.perf_counter)
+    assert pacer.sleep and pacer.period == pytest.approx(0.01)
+    targets = []
+    for _ in range(5):
+        target = pacer.wait()
+        assert time.perf_counter() >= target  # never flips early
+        pacer.flipped(time.perf_counter())
+        targets.append(target)
+    steps = np.diff(targets[1:]) / 0.01  # after the first flip: whole frames on the grid of the first
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
+    assert (steps > 1 - 1e-6).all()

@@ -228,6 +228,7 @@ def test_display_shows_sent_frames_acks_them_and_survives_a_restart(tmp_path, wi
         assert np.sqrt(np.mean((small - 128.0) ** 2)) > 20  # not the grey background
 
 
+@pytest.mark.slow
 def test_display_stops_after_timeout_without_messages(tmp_path, window_env):
     from tests.conftest import free_port
 
