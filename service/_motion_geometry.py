@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,18 +24,20 @@ def rigid_matrix(params: Any, degrees: bool = True) -> np.ndarray:
         ``[[R, t], [0, 1]]`` with ``R = Rz @ Ry @ Rx`` (right-handed, about the world axes through the origin):
         a reference point ``x`` is at ``R @ x + t`` in the moved volume.
     """
-    p = np.asarray(params, dtype=np.float64).reshape(6)
-    rx, ry, rz = np.deg2rad(p[3:]) if degrees else p[3:]
-    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    m = np.eye(4)
+    tx, ty, tz, rx, ry, rz = (float(v) for v in np.asarray(params, dtype=np.float64).reshape(6))
+    if degrees:
+        rx, ry, rz = math.radians(rx), math.radians(ry), math.radians(rz)
+    cx, sx, cy, sy = math.cos(rx), math.sin(rx), math.cos(ry), math.sin(ry)
+    cz, sz = math.cos(rz), math.sin(rz)
     # Rz @ Ry @ Rx written out.
-    m[:3, :3] = [
-        [cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx],
-        [sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx],
-        [-sy, cy * sx, cy * cx],
-    ]
-    m[:3, 3] = p[:3]
-    return m
+    return np.array(
+        [
+            [cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx, tx],
+            [sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx, ty],
+            [-sy, cy * sx, cy * cx, tz],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
 
 
 def params_from_matrix(matrix: np.ndarray) -> np.ndarray:
