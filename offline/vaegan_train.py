@@ -52,6 +52,10 @@ class TrainConfig:
     plain pixel mean squared error, an addition of this project for short CPU budgets (the feature loss alone
     converges slowly); set ``pixel_weight = 0`` for the method as published. ``D`` is the number of image
     elements, so the KL is on the per-element scale of the reconstruction losses.
+
+    ``max_minutes`` (0 = none) is a wall-clock budget for the training loop: when it is spent, training stops
+    early at the current step (checkpointed, recorded as ``stopped_early`` in the summary), so a demo keeps to
+    its time on a loaded machine; a later ``--resume`` continues towards ``steps``.
     """
 
     network: Literal["paper-128", "small-64"] = "small-64"
@@ -60,6 +64,7 @@ class TrainConfig:
     folder_crop: bool = False
     batch_size: int = 32
     steps: int = 1000
+    max_minutes: float = 0.0
     lr_encoder: float = 3e-4
     lr_decoder: float = 3e-4
     lr_discriminator: float = 3e-4
@@ -165,6 +170,23 @@ def _attribute_directions(model: VAEGAN, source: FaceSource, cfg: TrainConfig, d
     return {"attributes": list(names), "n_attribute_faces": int(sum(len(i) for i in imgs))}
 
 
+def _budget_spent(t_start: float, minutes: float, distributed: bool, device: torch.device) -> bool:
+    """Whether the wall-clock budget is spent (rank 0 decides for all ranks, so they stop together)."""
+    spent = torch.tensor([float(time.perf_counter() - t_start > 60.0 * minutes)], device=device)
+    if distributed:
+        torch.distributed.broadcast(spent, 0)
+    return bool(spent.item())
+
+
+def _ranks_in_sync(model: VAEGAN, world: int) -> bool:
+    """Whether every rank holds the same weights (DDP's gradient averaging kept them together)."""
+    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+    dev = next(model.parameters()).device
+    bufs = [torch.empty_like(local).to(dev) for _ in range(world)]
+    torch.distributed.all_gather(bufs, local.to(dev))
+    return all(torch.allclose(b.cpu(), local, rtol=1e-6, atol=1e-9) for b in bufs)
+
+
 def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train (or, with ``resume``, continue training) a VAE-GAN into ``out_dir``; returns the run summary.
 
@@ -230,6 +252,7 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
         total=cfg.steps, initial=start, disable=rank != 0 or os.environ.get("FMRIFACE_QUIET") == "1", file=sys.stderr
     )
     t_last, n_last, step = time.perf_counter(), 0, start
+    stopped_early = False
     for step in range(start + 1, cfg.steps + 1):
         images, _ = source.batch(step - 1, cfg.batch_size, rank, world)
         losses = train_step(
@@ -261,8 +284,12 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             bar.write(f"step {step}: held-out pixel correlation {corr:.3f}")
         if step % cfg.checkpoint_every == 0 and step != cfg.steps:
             checkpoint(step)
+        if cfg.max_minutes > 0 and _budget_spent(t_start, cfg.max_minutes, distributed, device):
+            stopped_early = step < cfg.steps
+            break
     bar.close()
     checkpoint(step)
+    in_sync = _ranks_in_sync(model, world) if distributed else None
     summary: dict[str, Any] = {}
     if rank == 0:
         corr = _samples(model, held, z_prior, device, out / "samples.png")
@@ -271,10 +298,12 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             "network": net_cfg.name,
             "latent_size": net_cfg.latent_size,
             "image_size": net_cfg.image_size,
-            "steps": cfg.steps,
+            "steps": step,
+            "stopped_early": stopped_early,
             "resumed_from": start if resume else None,
             "device": str(device),
             "world_size": world,
+            "ranks_in_sync": in_sync,
             "wall_s": round(time.perf_counter() - t_start, 2),
             "heldout_pixel_corr": corr,
             "n_held_out": int(len(held)),

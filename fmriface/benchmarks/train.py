@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-paper", type=int, default=0, help="batch of paper-128 (default 64 on CUDA, 8 on CPU)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0 = torch's default)")
+    p.add_argument("--presets", default="small-64,paper-128", help="comma-separated network presets")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> dict:
     device, *_ = setup_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    batches = {"small-64": args.batch_small, "paper-128": args.batch_paper or (64 if device.type == "cuda" else 8)}
+    default = {"small-64": args.batch_small, "paper-128": args.batch_paper or (64 if device.type == "cuda" else 8)}
+    batches = {name: default.get(name, args.batch_small) for name in args.presets.split(",")}
     # Both the decoder and the discriminator are updated on every step (a margin the losses never leave), so
     # every timed step costs what a full step costs.
     weights = LossWeights(pixel=1.0, margin=1e9)

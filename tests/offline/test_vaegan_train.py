@@ -67,6 +67,12 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path) -> None
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), (a["step"], key)
 
 
+def test_time_budget_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
+    summary = train_vaegan(_cfg(steps=50, max_minutes=1e-6, n_attribute_faces=0), tmp_path)
+    assert summary["stopped_early"] and summary["steps"] == 1
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
 def test_resume_refuses_a_checkpoint_of_another_network(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "checkpoint.pt", VAEGAN(preset("small-64", latent_size=16)))
     with pytest.raises(CheckpointError, match=r"checkpoint.pt.*latent_size: 16 != 64"):
@@ -84,6 +90,14 @@ def test_command_line_and_bad_inputs(tmp_path: Path) -> None:
         main(["--config", "vaegan-tiny", "--out", str(tmp_path / "o2"), "--resume"])
     with pytest.raises(Exception, match="batch_size must be at least 1"):
         main(["--config", "vaegan-tiny", "--out", str(tmp_path / "o3"), "--batch-size", "0"])
+
+
+@pytest.mark.parametrize("name", ["vaegan-tiny", "vaegan-demo", "vaegan-paper"])
+def test_presets_load(name: str) -> None:
+    cfg = load_config(TrainConfig, preset_path(name))
+    assert preset(cfg.network, cfg.latent_size).image_size in (64, 128)
+    if name == "vaegan-paper":
+        assert (cfg.network, cfg.batch_size, cfg.steps, cfg.pixel_weight) == ("paper-128", 64, 50000, 0.0)
 
 
 @pytest.mark.slow
@@ -117,6 +131,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert summary["ranks_in_sync"] is True  # gradients were averaged: both ranks hold the same weights
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["step"] == 4 and len(state["extra"]["generators"]) == 2
     assert len(read_metrics(out / "metrics.csv")) == 4
