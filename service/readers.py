@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 
 from service._dicom_geometry import affine_from_dicom, check_even_spacing
 from service._dicom_read import DicomImage, parse_dicom
@@ -47,17 +48,16 @@ __all__ = [
 ]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_SIBLING_TAGS = ["SeriesInstanceUID", "AcquisitionNumber", "TemporalPositionIdentifier"]
 
 
 def sniff(path: str | Path, head: bytes) -> str | None:
-    """``"dicom"``, ``"nifti"`` or None (not a scanner file) from the name and the first bytes."""
+    """``"dicom"``, ``"nifti"`` or None (not a scanner file) from the name and the first 132 bytes."""
     name = Path(path).name.lower()
-    if len(head) >= 132 and head[128:132] == b"DICM":
+    if name.endswith(_NIFTI_SUFFIXES):
+        return "nifti"
+    if (len(head) >= 132 and head[128:132] == b"DICM") or name.endswith((".dcm", ".ima")):
         return "dicom"
-    if name.endswith(_NIFTI_SUFFIXES) or head[:2] == b"\x1f\x8b":
-        return "nifti" if name.endswith(_NIFTI_SUFFIXES) else None
-    if name.endswith((".dcm", ".ima")) or (len(head) < 132 and not name.endswith((".txt", ".json", ".log"))):
-        return "dicom" if name.endswith((".dcm", ".ima")) else None
     return None
 
 
@@ -97,6 +97,8 @@ def read_volume(path: str | Path) -> Volume:
     for other in sorted(path.parent.iterdir()):
         if other == path or other.name.startswith(".") or not other.is_file():
             continue
+        if not _same_volume(other, got):
+            continue
         try:
             img = read_image(other)
         except IntakeError:
@@ -109,6 +111,16 @@ def read_volume(path: str | Path) -> Volume:
         ):
             siblings.append(img)
     return assemble(siblings, t_seen)
+
+
+def _same_volume(path: Path, img: DicomImage) -> bool:
+    """A cheap header look (no pixel data read): same series and volume number as ``img``?"""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SIBLING_TAGS)
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not a sibling
+        return False
+    acq = ds.get("TemporalPositionIdentifier") or ds.get("AcquisitionNumber")
+    return str(ds.get("SeriesInstanceUID", "")) == img.series_uid and acq is not None and int(acq) == img.acquisition
 
 
 def read_slices(paths: Sequence[str | Path]) -> Volume:
@@ -243,11 +255,14 @@ def _nifti_volume(raw: bytes, path: Path, t_seen: float) -> Volume:
         raise IncompleteFileError(path, f"{len(raw)} bytes, the NIfTI header implies {needed}")
     data = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape, order="F")
     data = np.ascontiguousarray(data, dtype=np.float32)
-    slope, inter = hdr.get_slope_inter()
-    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):  # NIfTI: slope 0 means unscaled
-        data *= np.float32(slope)
-    if inter is not None and np.isfinite(inter) and inter != 0.0:
-        data += np.float32(inter)
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if slope != 0.0 and not np.isnan(slope):  # NIfTI: a slope of 0 or NaN means unscaled
+        if not (np.isfinite(slope) and np.isfinite(inter)):
+            raise CorruptFileError(path, f"NIfTI scaling slope {slope}, intercept {inter} is not usable")
+        if slope != 1.0:
+            data *= np.float32(slope)
+        if inter != 0.0:
+            data += np.float32(inter)
     descrip = bytes(hdr["descrip"]).split(b"\x00", 1)[0].decode("latin-1", "replace")
     acq = re.search(r"acq=(\d+)", descrip)
     numbers = re.findall(r"\d+", path.name.split(".")[0])
