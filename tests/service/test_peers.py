@@ -34,10 +34,14 @@ import sys
 from service import protocol as P
 import zmq
 ctx = zmq.Context()
-sub = P.subscriber(ctx, sys.argv[1], topics=("frame",))
+sub = P.subscriber(ctx, sys.argv[1], topics=("frame", "status"))
+connected = False
 while True:
     m = P.recv(sub, 1000, P.SERVICE_TOPICS)
-    if m is not None:
+    if m is not None and m.topic == "status" and not connected:
+        connected = True
+        print("connected", flush=True)
+    elif m is not None and m.topic == "frame":
         print(m.header["volume"], m.header["seq"], flush=True)
 """
 
@@ -79,6 +83,13 @@ def _garbage() -> tuple[list[list[bytes]], list[list[bytes]]]:
     return bad, odd
 
 
+def _listening(pid: int) -> list[tuple[str, int]]:
+    import psutil
+
+    conns = psutil.Process(pid).net_connections(kind="inet")
+    return sorted((c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN)
+
+
 @pytest.fixture(scope="module")
 def peer_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("peers")
@@ -103,6 +114,7 @@ def peer_run(tmp_path_factory):
         with open(outputs[k], "w") as f:
             proc = subprocess.Popen([sys.executable, "-c", _DISPLAY, pub], stdout=f, stderr=subprocess.STDOUT)
         displays.append(proc)
+        assert wait_until(lambda: "connected" in outputs[k].read_text(), 30), outputs[k].read_text()
         return proc
 
     emu = ScannerEmulator(
@@ -111,17 +123,18 @@ def peer_run(tmp_path_factory):
         tr=TR,
         out_dir=watch,
         fmt="nifti",
-        speed=TR * 14,
+        speed=TR * 10,
     )
     try:
         assert wait_until(lambda: collector.ready.is_set() or not serve.alive(), 60), serve.log()
+        listening = _listening(serve.pid)
         first = display(0)
         P.recv(stalled, 2000)
         P.recv(stalled, 2000)
         for frames in bad[: len(bad) // 2] + odd:
             push.send_multipart(frames)
         emu.start()
-        assert wait_until(lambda: len(outputs[0].read_text().splitlines()) >= 8, 30), outputs[0].read_text()
+        assert wait_until(lambda: len(outputs[0].read_text().splitlines()) >= 9, 30), outputs[0].read_text()
         first.kill()  # SIGKILL: the display dies without closing its socket
         first.wait(5)
         for frames in bad[len(bad) // 2 :]:
@@ -146,9 +159,13 @@ def peer_run(tmp_path_factory):
         "records": read_jsonl(runs / "peers" / "volumes.jsonl"),
         "events": read_jsonl(runs / "peers" / "events.jsonl"),
         "collector": collector,
-        "displays": [[tuple(map(int, line.split())) for line in o.read_text().splitlines()] for o in outputs],
+        "displays": [
+            [tuple(map(int, ln.split())) for ln in o.read_text().splitlines() if ln[:1].isdigit()] for o in outputs
+        ],
         "log": serve.log(),
         "n_bad": len(bad),
+        "listening": listening,
+        "addresses": (pub, pull),
     }
 
 
@@ -161,6 +178,11 @@ def test_service_is_unaffected_by_its_peers(peer_run):
     assert [f["seq"] for f in frames] == list(range(N_VOL))
     end = peer_run["collector"].messages["end"][-1]
     assert end["summary"]["volumes_ok"] == N_VOL and end["reason"] == "idle_timeout"
+
+
+def test_the_service_listens_on_its_two_loopback_addresses_only(peer_run):
+    expected = sorted(("127.0.0.1", int(a.rsplit(":", 1)[1])) for a in peer_run["addresses"])
+    assert peer_run["listening"] == expected
 
 
 def test_a_display_killed_and_restarted_gets_frames_again(peer_run):
