@@ -49,7 +49,8 @@ __all__ = [
 
 PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 _EYE3 = np.eye(3)
-_MAX_STEP_MM = 4.0  # largest displacement (within ``radius``) of one Gauss-Newton step
+_MAX_STEP_MM = 4.0
+_MASK_CACHE = 4  # resampling masks whose voxel coordinates are kept  # largest displacement (within ``radius``) of one Gauss-Newton step
 
 
 class GridMismatchError(ValueError):
@@ -138,7 +139,8 @@ class RigidRegistration:
         self.levels_: list[Level] = build_levels(ref, aff, mask, self.levels, self.n_points, self.seed)
         self._samplers = {lv.shape: TrilinearSampler(lv.shape) for lv in self.levels_}
         self._samplers.setdefault(ref.shape, TrilinearSampler(ref.shape))
-        self._grid_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._mask_cache: list[tuple[np.ndarray, np.ndarray]] = []
+        self._all_points: np.ndarray | None = None
         self.previous_ = np.zeros(6)
         self._photometric: tuple[float, float] | None = None
         self.n_iter_ = 0
@@ -253,24 +255,23 @@ class RigidRegistration:
 
     # ---------------------------------------------------------------------------------------------- util
     def _grid_points(self, mask: np.ndarray | None) -> np.ndarray:
+        """Homogeneous voxel coordinates ``[4, V]`` of the mask's voxels (all voxels for None), cached."""
         if mask is None:
-            key = "all"
-        else:
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape != self.reference_.shape:
-                raise GridMismatchError(
-                    f"the resampling mask's shape {mask.shape} differs from the reference's {self.reference_.shape}"
-                )
-            key = "mask"
-            cached = self._grid_cache.get(key)
-            if cached is not None and (cached[0] is mask or np.array_equal(cached[0], mask)):
-                return cached[1]
-        if key == "all" and key in self._grid_cache:
-            return self._grid_cache[key][1]
-        flat = np.arange(self.reference_.size) if mask is None else np.flatnonzero(mask)
-        points = np.vstack([np.unravel_index(flat, self.reference_.shape), np.ones((1, flat.size), np.intp)])
-        points = points.astype(np.float32)  # homogeneous voxel coordinates [4, V]
-        self._grid_cache[key] = (mask, points)
+            if self._all_points is None:
+                self._all_points = _voxel_points(np.arange(self.reference_.size), self.reference_.shape)
+            return self._all_points
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.reference_.shape:
+            raise GridMismatchError(
+                f"the resampling mask's shape {mask.shape} differs from the reference's {self.reference_.shape}"
+            )
+        for i, (stored, points) in enumerate(self._mask_cache):
+            if np.array_equal(stored, mask):  # by content: a mask changed in place is not mistaken for the old one
+                self._mask_cache.insert(0, self._mask_cache.pop(i))
+                return points
+        points = _voxel_points(np.flatnonzero(mask), self.reference_.shape)
+        self._mask_cache.insert(0, (mask.copy(), points))
+        del self._mask_cache[_MASK_CACHE:]
         return points
 
     def _check(self, volume: Any, affine: np.ndarray | None) -> np.ndarray:
@@ -333,6 +334,12 @@ def realign_run(
         if callback is not None:
             callback(t)
     return params, realigned
+
+
+def _voxel_points(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Homogeneous float32 voxel coordinates ``[4, V]`` of flat (C-order) voxel indices."""
+    ijk = np.unravel_index(flat, shape)
+    return np.vstack([*ijk, np.ones(flat.size, dtype=np.intp)]).astype(np.float32)
 
 
 def _data_of(volume: Any) -> np.ndarray:

@@ -248,6 +248,13 @@ def test_masked_resample_equals_full_resample_at_the_mask(fitted, phantom):
     full = reg.resample(vol, params)
     mask = phantom.mask(aff)
     np.testing.assert_allclose(reg.resample(vol, params, mask), full[mask], rtol=1e-6, atol=1e-5)
+    # Several masks in turn, and a mask changed in place, each get their own voxels.
+    other = np.zeros_like(mask)
+    other[5:9, 6:10, 4:8] = True
+    for m in (other, mask, other):
+        np.testing.assert_allclose(reg.resample(vol, params, m), full[m], rtol=1e-6, atol=1e-5)
+    other[10:12, 10:12, 10:12] = True
+    np.testing.assert_allclose(reg.resample(vol, params, other), full[other], rtol=1e-6, atol=1e-5)
     # Trilinear with zeros outside, the same as scipy's grid-constant order-1 resampling.
     mv = np.linalg.inv(aff) @ rigid_matrix(params) @ aff
     expected = ndimage.affine_transform(vol, mv[:3, :3], mv[:3, 3], order=1, mode="grid-constant", prefilter=False)
