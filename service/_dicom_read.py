@@ -19,6 +19,15 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from service._dicom_csa import CSA_CREATOR, CSAError, csa_int, csa_vector, read_csa
+from service._dicom_values import (
+    apply_scale,
+    blank_frames,
+    checked_geometry,
+    group_value,
+    pixel_values,
+    scale_factors,
+    to_int,
+)
 from service.volume import CorruptFileError, IncompleteFileError, IntakeError, UnsupportedFileError
 
 __all__ = ["DicomImage", "parse_dicom", "IMAGE_SOP_CLASSES", "exclusion_reason"]
@@ -30,7 +39,6 @@ IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image",
 }
 _ENHANCED = {"1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4"}
-_PHILIPS = ("Philips MR Imaging DD 001", "Philips MR Imaging DD 005")
 _EXCLUDED_TYPES = {"DERIVED", "SECONDARY", "MOCO", "P", "PHASE", "LOCALIZER", "PROJECTION IMAGE", "MIP", "R", "I"}
 _EXCLUDED_DESCRIPTIONS = re.compile(r"localizer|localiser|scout|survey|aahead|moco|phase|_ph\b|mip", re.IGNORECASE)
 
@@ -92,122 +100,6 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
         raise CorruptFileError(path, f"DICOM header unreadable: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - InvalidDicomError, BytesLengthException, ValueError, ...
         raise CorruptFileError(path, f"DICOM header unreadable: {type(exc).__name__}: {exc}") from None
-
-
-def _group(ds: Dataset, frame: Dataset | None, seq: str, keyword: str):
-    """A functional-group value: per-frame first, then shared, then the top level."""
-    for holder in (frame, _first(ds, "SharedFunctionalGroupsSequence")):
-        if holder is not None and seq in holder and len(holder[seq].value) and keyword in holder[seq].value[0]:
-            return holder[seq].value[0].get(keyword)
-    return ds.get(keyword)
-
-
-def _first(ds: Dataset, keyword: str) -> Dataset | None:
-    seq = ds.get(keyword)
-    return seq[0] if seq else None
-
-
-def _philips_ss(holder: Dataset) -> float | None:
-    for creator in _PHILIPS:
-        try:
-            block = holder.private_block(0x2005, creator)
-        except KeyError:
-            continue
-        if creator.endswith("001") and 0x0E in block:
-            return float(block[0x0E].value)
-        if creator.endswith("005") and 0x0F in block and block[0x0F].value:
-            value = _philips_ss(block[0x0F].value[0])
-            if value is not None:
-                return value
-    return None
-
-
-def _pixels(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    bits = int(ds.get("BitsAllocated") or 0)
-    if rows <= 0 or cols <= 0:
-        raise CorruptFileError(path, f"image matrix {rows}x{cols}")
-    if bits not in (8, 16, 32) or int(ds.get("SamplesPerPixel") or 1) != 1:
-        raise CorruptFileError(
-            path, f"unsupported pixel format: BitsAllocated {bits}, SamplesPerPixel {ds.get('SamplesPerPixel')}"
-        )
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is not None and syntax.is_compressed:
-        raise UnsupportedFileError(path, f"compressed transfer syntax {syntax.name}; export uncompressed DICOM")
-    pixel_data = ds.get("PixelData")
-    expected = rows * cols * n_frames * bits // 8
-    if pixel_data is None:
-        raise IncompleteFileError(path, f"no pixel data yet (expected {expected} bytes)")
-    if len(pixel_data) < expected:
-        raise IncompleteFileError(
-            path, f"pixel data is {len(pixel_data)} bytes, rows*cols*frames*bits implies {expected}"
-        )
-    if len(pixel_data) > expected + 1:
-        raise CorruptFileError(path, f"pixel data is {len(pixel_data)} bytes, rows*cols*frames*bits implies {expected}")
-    signed = int(ds.get("PixelRepresentation") or 0) == 1
-    endian = ">" if syntax is not None and not syntax.is_little_endian else "<"
-    dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{bits // 8}")
-    return np.frombuffer(pixel_data, dtype=dtype, count=rows * cols * n_frames).reshape(n_frames, rows, cols)
-
-
-def _checked_geometry(iop, spacing_px, positions: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """IOP as two orthogonal unit vectors, positive finite pixel spacing, finite positions; else corrupt."""
-    iop = np.array([float(v) for v in iop])
-    spacing_px = np.array([float(v) for v in spacing_px])
-    if len(iop) != 6 or len(spacing_px) != 2 or positions.ndim != 2 or positions.shape[1] != 3:
-        raise CorruptFileError(
-            path, "ImageOrientationPatient, ImagePositionPatient or PixelSpacing has the wrong length"
-        )
-    if not (np.all(np.isfinite(iop)) and np.all(np.isfinite(positions)) and np.all(np.isfinite(spacing_px))):
-        raise CorruptFileError(path, "non-finite orientation, position or pixel spacing")
-    norms = np.linalg.norm(iop.reshape(2, 3), axis=1)
-    if np.any(np.abs(norms - 1) > 1e-3) or abs(float(iop[:3] @ iop[3:])) > 1e-3:
-        raise CorruptFileError(path, f"ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors")
-    if np.any(spacing_px <= 0) or np.any(spacing_px > 1e4):
-        raise CorruptFileError(path, f"PixelSpacing {spacing_px.tolist()} is not a positive size in mm")
-    return iop, spacing_px
-
-
-def _blank(ds: Dataset, n_frames: int, tiles: int) -> np.ndarray:
-    """Zeros [F, rows, cols] without memory (header-only parsing)."""
-    rows, cols = int(ds.get("Rows") or 0) // tiles, int(ds.get("Columns") or 0) // tiles
-    return np.broadcast_to(np.float32(0), (n_frames, rows, cols))
-
-
-def _factors(holder: Dataset, ds: Dataset, frame: Dataset | None, philips: bool) -> tuple[float, float, float]:
-    """(rescale slope, rescale intercept, Philips scale slope or 0) for one frame."""
-    slope = _group(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
-    inter = _group(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
-    rs = float(slope) if slope not in (None, "") else 1.0
-    ri = float(inter) if inter not in (None, "") else 0.0
-    ss = (_philips_ss(holder) or 0.0) if philips else 0.0
-    if not all(np.isfinite((rs, ri, ss))) or (ss and rs == 0):
-        raise ValueError(f"unusable scale factors: slope {rs}, intercept {ri}, Philips scale slope {ss}")
-    return rs, ri, ss
-
-
-def _scale(values: np.ndarray, factors: list[tuple[float, float, float]]) -> np.ndarray:
-    """Real values of [F, rows, cols] stored values; Philips: (SV * RS + RI) / (RS * SS), else SV * RS + RI."""
-    out = values.astype(np.float32)
-    if len(set(factors)) > 1:
-        f = np.array(factors, dtype=np.float32)[:, :, None, None]
-        rs, ri, ss = f[:, 0], f[:, 1], f[:, 2]
-        return (out * rs + ri) / np.where(ss != 0, rs * ss, 1).astype(np.float32)
-    rs, ri, ss = factors[0]
-    if ss:
-        return (out * np.float32(rs) + np.float32(ri)) / np.float32(rs * ss)
-    if rs != 1.0:
-        out *= np.float32(rs)
-    if ri != 0.0:
-        out += np.float32(ri)
-    return out
-
-
-def _int(value) -> int | None:
-    try:
-        return None if value in (None, "") else int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def parse_dicom(raw: bytes, path: str | Path, pixels: bool = True) -> DicomImage:
@@ -276,41 +168,44 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
             raise CorruptFileError(path, f"Siemens CSA header: {exc}") from None
     n_mosaic = csa_int(csa, "NumberOfImagesInMosaic")
     if enhanced:
-        n_frames = _int(ds.get("NumberOfFrames")) or 1
+        n_frames = to_int(ds.get("NumberOfFrames")) or 1
         frames_seq = ds.get("PerFrameFunctionalGroupsSequence") or []
         if len(frames_seq) != n_frames:
             raise CorruptFileError(path, f"{len(frames_seq)} per-frame groups for {n_frames} frames")
         if pixels:
-            raw_px = _pixels(ds, path, n_frames)
-            frames = _scale(raw_px, [_factors(fr, ds, fr, philips) for fr in frames_seq])
+            raw_px = pixel_values(ds, path, n_frames)
+            frames = apply_scale(raw_px, [scale_factors(fr, ds, fr, philips) for fr in frames_seq])
         else:
-            frames = _blank(ds, n_frames, 1)
-        temporal = {_int(_group(ds, fr, "FrameContentSequence", "TemporalPositionIndex")) for fr in frames_seq}
+            frames = blank_frames(ds, n_frames, 1)
+        temporal = {to_int(group_value(ds, fr, "FrameContentSequence", "TemporalPositionIndex")) for fr in frames_seq}
         if len(temporal - {None}) > 1:
             raise UnsupportedFileError(path, f"enhanced file holds {len(temporal)} volumes; export one volume per file")
         positions = np.array(
-            [[float(v) for v in _group(ds, fr, "PlanePositionSequence", "ImagePositionPatient")] for fr in frames_seq]
+            [
+                [float(v) for v in group_value(ds, fr, "PlanePositionSequence", "ImagePositionPatient")]
+                for fr in frames_seq
+            ]
         )
-        iop = _group(ds, frames_seq[0], "PlaneOrientationSequence", "ImageOrientationPatient")
-        spacing_px = _group(ds, frames_seq[0], "PixelMeasuresSequence", "PixelSpacing")
-        between = _group(ds, frames_seq[0], "PixelMeasuresSequence", "SpacingBetweenSlices")
-        thickness = _group(ds, frames_seq[0], "PixelMeasuresSequence", "SliceThickness")
-        tr_ms = _group(ds, frames_seq[0], "MRTimingAndRelatedParametersSequence", "RepetitionTime") or tr_ms
+        iop = group_value(ds, frames_seq[0], "PlaneOrientationSequence", "ImageOrientationPatient")
+        spacing_px = group_value(ds, frames_seq[0], "PixelMeasuresSequence", "PixelSpacing")
+        between = group_value(ds, frames_seq[0], "PixelMeasuresSequence", "SpacingBetweenSlices")
+        thickness = group_value(ds, frames_seq[0], "PixelMeasuresSequence", "SliceThickness")
+        tr_ms = group_value(ds, frames_seq[0], "MRTimingAndRelatedParametersSequence", "RepetitionTime") or tr_ms
         fmt, expected, hint = "enhanced", n_frames, None
-        acq = _int(ds.get("AcquisitionNumber")) or _int(ds.get("InstanceNumber"))
-        acq = acq or _int(_group(ds, frames_seq[0], "FrameContentSequence", "FrameAcquisitionNumber"))
+        acq = to_int(ds.get("AcquisitionNumber")) or to_int(ds.get("InstanceNumber"))
+        acq = acq or to_int(group_value(ds, frames_seq[0], "FrameContentSequence", "FrameAcquisitionNumber"))
     elif n_mosaic and any(t.upper() == "MOSAIC" for t in image_type):
         m = int(np.ceil(np.sqrt(n_mosaic)))
         mosaic_shape = (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))
         if pixels:
-            raw_px = _pixels(ds, path, 1)[0]
+            raw_px = pixel_values(ds, path, 1)[0]
             if raw_px.shape[0] % m or raw_px.shape[1] % m:
                 raise CorruptFileError(path, f"mosaic {raw_px.shape} does not split into {m}x{m} tiles")
             r, c = raw_px.shape[0] // m, raw_px.shape[1] // m
             tiles = raw_px.reshape(m, r, m, c).transpose(0, 2, 1, 3).reshape(m * m, r, c)[:n_mosaic]
-            frames = _scale(tiles, [_factors(ds, ds, None, philips)])
+            frames = apply_scale(tiles, [scale_factors(ds, ds, None, philips)])
         else:
-            frames = _blank(ds, n_mosaic, m)
+            frames = blank_frames(ds, n_mosaic, m)
         iop, spacing_px = ds.get("ImageOrientationPatient"), ds.get("PixelSpacing")
         if iop is None or spacing_px is None or ds.get("ImagePositionPatient") is None:
             raise CorruptFileError(path, "mosaic lacks ImageOrientationPatient, PixelSpacing or ImagePositionPatient")
@@ -321,23 +216,27 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         positions = (np.array([float(v) for v in ds.ImagePositionPatient]) + fix)[None, :]
         between, thickness = ds.get("SpacingBetweenSlices"), ds.get("SliceThickness")
         fmt, expected, hint = "mosaic", n_mosaic, csa_vector(csa, "SliceNormalVector", 3)
-        acq = _int(ds.get("AcquisitionNumber")) or _int(ds.get("InstanceNumber"))
+        acq = to_int(ds.get("AcquisitionNumber")) or to_int(ds.get("InstanceNumber"))
     else:
-        frames = _scale(_pixels(ds, path, 1), [_factors(ds, ds, None, philips)]) if pixels else _blank(ds, 1, 1)
+        frames = (
+            apply_scale(pixel_values(ds, path, 1), [scale_factors(ds, ds, None, philips)])
+            if pixels
+            else blank_frames(ds, 1, 1)
+        )
         iop, spacing_px = ds.get("ImageOrientationPatient"), ds.get("PixelSpacing")
         if ds.get("ImagePositionPatient") is None:
             raise CorruptFileError(path, "slice lacks ImagePositionPatient")
         positions = np.array([[float(v) for v in ds.ImagePositionPatient]])
         between, thickness = ds.get("SpacingBetweenSlices"), ds.get("SliceThickness")
         fmt, hint = "slice", None
-        expected = _int(ds.get("ImagesInAcquisition"))
+        expected = to_int(ds.get("ImagesInAcquisition"))
         if expected is None and "PHILIPS" in manufacturer.upper():
-            expected = _int(ds.get((0x2001, 0x1018)).value if ds.get((0x2001, 0x1018)) is not None else None)
-        acq = _int(ds.get("TemporalPositionIdentifier")) or _int(ds.get("AcquisitionNumber"))
+            expected = to_int(ds.get((0x2001, 0x1018)).value if ds.get((0x2001, 0x1018)) is not None else None)
+        acq = to_int(ds.get("TemporalPositionIdentifier")) or to_int(ds.get("AcquisitionNumber"))
     if iop is None or spacing_px is None or len(iop) != 6 or len(spacing_px) != 2:
         raise CorruptFileError(path, "missing or malformed ImageOrientationPatient / PixelSpacing")
     spacing = next((float(v) for v in (between, thickness) if v not in (None, "") and 0 < float(v) < 1e4), None)
-    iop, spacing_px = _checked_geometry(iop, spacing_px, positions, path)
+    iop, spacing_px = checked_geometry(iop, spacing_px, positions, path)
     if acq is not None and acq < 0:
         raise CorruptFileError(path, f"acquisition number {acq} is negative")
     return DicomImage(
@@ -345,11 +244,11 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         fmt=fmt,
         vendor=manufacturer,
         series_uid=str(ds.get("SeriesInstanceUID", "")),
-        series_number=_int(ds.get("SeriesNumber")),
+        series_number=to_int(ds.get("SeriesNumber")),
         series_description=description,
         image_type=image_type,
         acquisition=acq if acq is not None else 0,
-        instance=_int(ds.get("InstanceNumber")),
+        instance=to_int(ds.get("InstanceNumber")),
         slices_expected=expected,
         tr=float(tr_ms) / 1000.0 if tr_ms not in (None, "") and float(tr_ms) > 0 else None,
         iop=iop,
