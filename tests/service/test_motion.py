@@ -296,6 +296,9 @@ def test_transform_accepts_a_batch(fitted, phantom):
     out = reg.transform(run)
     assert out.shape == (3, int(reg.mask_.sum()))
     np.testing.assert_allclose(out[1], reg.transform(run[..., 1]))
+    small = np.zeros(SHAPE, bool)
+    small[10:14, 12:16, 8:12] = True
+    assert reg.transform(run, mask=small).shape == (3, 64)
 
 
 # ------------------------------------------------------------------------------------------------ grids
