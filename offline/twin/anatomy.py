@@ -11,11 +11,13 @@ would after the operator centres the slab, so rigid motion rotates the head abou
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["make_anatomy", "scanner_affine", "mni_to_scanner", "BRAIN_CENTRE_MNI"]
+__all__ = ["make_anatomy", "grey_matter", "scanner_affine", "mni_to_scanner", "BRAIN_CENTRE_MNI"]
 
 #: MNI position (mm) of the scanner's world origin: roughly the centre of the brain (between the thalami).
 BRAIN_CENTRE_MNI = np.array([0.0, -18.0, 16.0])
@@ -70,16 +72,42 @@ def mni_to_scanner(mni_mm: np.ndarray) -> np.ndarray:
     return np.asarray(mni_mm, dtype=float) - BRAIN_CENTRE_MNI
 
 
+_MNI_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+
+def _mni_folder() -> Path:
+    """nilearn's bundled template folder, found without importing nilearn (its import takes seconds)."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the twin's anatomy needs nilearn's MNI152 templates: pip install 'fmriface[offline]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+
+
 @functools.lru_cache(maxsize=1)
 def _templates() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNI152 T1-space tissue maps at 2 mm: (gm, wm, brain mask, affine). Loaded once, offline."""
-    from nilearn import datasets
+    """MNI152 (2009a) tissue maps averaged to 2 mm: (gm, wm, brain mask, affine). Loaded once, offline.
 
-    mask_img = datasets.load_mni152_brain_mask(resolution=2)
-    mask = np.asarray(mask_img.get_fdata(), dtype=np.float32) > 0
-    gm = np.asarray(datasets.load_mni152_gm_template(resolution=2).get_fdata(), dtype=np.float32)
-    wm = np.asarray(datasets.load_mni152_wm_template(resolution=2).get_fdata(), dtype=np.float32)
-    return gm, wm, mask, np.asarray(mask_img.affine, dtype=float)
+    These are the files behind ``nilearn.datasets.load_mni152_template`` / ``_gm_template`` / ``_wm_template``;
+    the brain mask is nilearn's rule (template scaled to a maximum of 1, above 0.2), at 2 mm by 2x2x2 averaging.
+    """
+    import nibabel as nib
+
+    folder = _mni_folder()
+    maps = {}
+    affine = None
+    for key, name in _MNI_FILES.items():
+        img = nib.load(str(folder / name))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        sx, sy, sz = (d // 2 * 2 for d in data.shape)
+        data = data[:sx, :sy, :sz].reshape(sx // 2, 2, sy // 2, 2, sz // 2, 2).mean(axis=(1, 3, 5))
+        maps[key] = data / max(float(data.max()), 1e-12)
+        affine = img.affine @ np.array([[2.0, 0, 0, 0.5], [0, 2.0, 0, 0.5], [0, 0, 2.0, 0.5], [0, 0, 0, 1]])
+    mask = maps["t1"] > 0.2
+    return maps["gm"], maps["wm"], mask, np.asarray(affine, dtype=float)
 
 
 def _epi_contrast(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -103,7 +131,7 @@ def _epi_contrast(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray, affine: np.n
 @functools.lru_cache(maxsize=4)
 def _anatomy(
     shape: tuple[int, int, int], voxel_size: tuple[float, float, float], oblique_deg: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     gm, wm, mask, t_aff = _templates()
     img = _epi_contrast(gm, wm, mask, t_aff)
     # EPI point-spread function plus the anti-aliasing needed to go from 2 mm to the coarser grid.
@@ -119,6 +147,8 @@ def _anatomy(
     tvox = t_inv[:3, :3] @ mni + t_inv[:3, 3:]
     data = ndimage.map_coordinates(img, tvox, order=1, mode="constant", cval=0.0).reshape(shape)
     brain = ndimage.map_coordinates(soft_mask, tvox, order=1, mode="constant", cval=0.0).reshape(shape) > 0.5
+    gm_grid = ndimage.map_coordinates(gm * mask, tvox, order=1, mode="constant", cval=0.0).reshape(shape)
+    gm_grid = np.clip(gm_grid, 0.0, 1.0).astype(np.float32) * brain
 
     # Receive-coil sensitivity: a smooth shading, brighter towards the back and sides of the head.
     w = world.reshape((3, *shape))
@@ -127,7 +157,8 @@ def _anatomy(
     data.setflags(write=False)
     brain.setflags(write=False)
     affine.setflags(write=False)
-    return data, affine, brain
+    gm_grid.setflags(write=False)
+    return data, affine, brain, gm_grid
 
 
 def make_anatomy(
@@ -160,11 +191,24 @@ def make_anatomy(
     --------
     >>> data, affine, mask = make_anatomy((20, 24, 16), (9.0, 9.0, 9.0))  # doctest: +SKIP
     """
+    data, affine, brain, _ = _anatomy(*_key(shape, voxel_size), float(oblique_deg))
+    return data.copy(), affine.copy(), brain.copy()
+
+
+def grey_matter(
+    shape: tuple[int, int, int] = (64, 64, 36),
+    voxel_size: tuple[float, float, float] = (3.0, 3.0, 3.5),
+    oblique_deg: float = 0.0,
+) -> np.ndarray:
+    """Grey-matter probability (float32 in [0, 1], 0 outside the brain mask) on the same grid as make_anatomy."""
+    return _anatomy(*_key(shape, voxel_size), float(oblique_deg))[3].copy()
+
+
+def _key(shape, voxel_size) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     key_shape = tuple(int(s) for s in shape)
     key_vox = tuple(float(v) for v in voxel_size)
     if len(key_shape) != 3 or min(key_shape) < 1:
         raise ValueError(f"shape must be 3 positive integers, got {shape!r}")
     if len(key_vox) != 3 or min(key_vox) <= 0:
         raise ValueError(f"voxel_size must be 3 positive numbers, got {voxel_size!r}")
-    data, affine, brain = _anatomy(key_shape, key_vox, float(oblique_deg))  # type: ignore[arg-type]
-    return data.copy(), affine.copy(), brain.copy()
+    return key_shape, key_vox  # type: ignore[return-value]

@@ -1,0 +1,132 @@
+"""BOLD time series of one run: trial amplitudes, HRF convolution, drift, AR(1) and thermal noise, motion.
+
+``BOLD = S0 * (1 + psc/100 * (HRF * response) + drift + physiological AR(1))``, built in the head's frame,
+moved rigidly into the scanner's frame (trilinear resampling), then thermal noise is added and the magnitude
+stored as int16. The signal is sampled at the middle of each volume's acquisition, ``n * TR + TR / 2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import gammaln
+
+from offline.twin.config import NoiseConfig, SignalConfig
+from offline.twin.motion import MovedGrid
+
+__all__ = ["hrf", "event_regressors", "Subject", "synthesize_run"]
+
+_DT = 0.05
+
+
+def hrf(t: np.ndarray) -> np.ndarray:
+    """SPM's canonical double-gamma haemodynamic response (peak near 5 s, undershoot near 15 s)."""
+    t = np.maximum(np.asarray(t, dtype=float), 0.0)
+    with np.errstate(divide="ignore"):
+        lt = np.where(t > 0, np.log(np.maximum(t, 1e-12)), -np.inf)
+    peak = np.exp(5.0 * lt - t - gammaln(6.0))
+    under = np.exp(15.0 * lt - t - gammaln(16.0)) / 6.0
+    return np.where(t > 0, peak - under, 0.0)
+
+
+_GRID = np.arange(0.0, 40.0, _DT)
+_CUM = np.concatenate([[0.0], np.cumsum(hrf(_GRID[:-1] + _DT / 2)) * _DT])
+_NORM = float(np.max(np.interp(_GRID, _GRID, _CUM) - np.interp(_GRID - 1.0, _GRID, _CUM, left=0.0)))
+
+
+def event_regressors(times: np.ndarray, onsets: np.ndarray, durations: np.ndarray) -> np.ndarray:
+    """HRF-convolved boxcars ``[T, K]`` at ``times``, scaled so a 1-s event peaks at 1."""
+    lag = times[:, None] - onsets[None, :]
+    on = np.interp(lag, _GRID, _CUM, left=0.0, right=_CUM[-1])
+    off = np.interp(lag - durations[None, :], _GRID, _CUM, left=0.0, right=_CUM[-1])
+    return (on - off) / _NORM
+
+
+@dataclass
+class Subject:
+    """The twin's fixed properties, shared by every run (head voxels in ``np.flatnonzero(head)`` order)."""
+
+    s0: np.ndarray  # [H] baseline intensity of the head voxels
+    head: np.ndarray  # bool [X, Y, Z]
+    brain_in_head: np.ndarray  # [B] positions (in head order) of brain voxels
+    resp_in_head: np.ndarray  # [V] positions (in head order) of responsive voxels
+    base: np.ndarray  # [V] face response, percent signal change
+    ident: np.ndarray  # [V] scale of the face-specific modulation, percent
+    weights: np.ndarray  # [V, C] readout of the code
+    s0_grey: float  # mean baseline in grey matter (defines tSNR)
+    grid: MovedGrid
+
+
+def trial_amplitudes(
+    subject: Subject, codes: np.ndarray, kinds: np.ndarray, sig: SignalConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Amplitudes ``[K, V]`` (percent) of K trials with hidden codes ``[K, C]``; kinds: 0 seen, 1 imagined, 2 cue."""
+    tuned = subject.base[None, :] + subject.ident[None, :] * (codes @ subject.weights.T)
+    gain = np.where(kinds == 0, 1.0, np.where(kinds == 1, sig.imagery_gain, sig.cue_gain))
+    state = 1.0 + 0.15 * rng.standard_normal(len(kinds))  # shared trial-to-trial fluctuation (attention)
+    noise = sig.trial_noise * rng.standard_normal(tuned.shape)
+    return (gain * state)[:, None] * tuned + np.where(gain > 0, 1.0, 0.0)[:, None] * noise
+
+
+def synthesize_run(
+    subject: Subject,
+    events: pd.DataFrame,
+    code_of: dict[str, np.ndarray],
+    n_volumes: int,
+    tr: float,
+    motion: np.ndarray,
+    sig: SignalConfig,
+    noise: NoiseConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One run's volumes as int16 ``[X, Y, Z, T]`` (scanner frame, magnitude)."""
+    times = np.arange(n_volumes) * tr + tr / 2.0
+    is_face = events["trial_type"].isin(["train_face", "test_face"]).to_numpy()
+    is_img = (events["trial_type"] == "Img").to_numpy()
+    rows = events[is_face | is_img]
+    kinds = np.where(rows["trial_type"] == "Img", 1, 0)
+    onsets = rows["onset"].to_numpy(float)
+    durations = rows["duration"].to_numpy(float)
+    if sig.cue_gain > 0 and is_img.any():  # a visual cue: the imagined face seen for the first second
+        cue = events[is_img]
+        rows = pd.concat([rows, cue])
+        kinds = np.concatenate([kinds, np.full(len(cue), 2)])
+        onsets = np.concatenate([onsets, cue["onset"].to_numpy(float)])
+        durations = np.concatenate([durations, np.ones(len(cue))])
+    codes = np.stack([code_of[s] for s in rows["stim_file"]]) if len(rows) else np.zeros((0, subject.weights.shape[1]))
+    amps = trial_amplitudes(subject, codes.astype(np.float64), kinds, sig, rng)
+    signal = event_regressors(times, onsets, durations) @ amps  # [T, V] percent
+
+    n_head = subject.s0.size
+    rel = np.zeros((n_volumes, n_head), np.float32)  # fractional change of S0
+    basis = np.cos(np.pi * np.outer(times / (n_volumes * tr), np.arange(1, 4)))  # [T, 3] slow cosines
+    coef = 0.7 * rng.standard_normal((3, 1)) + 0.5 * rng.standard_normal((3, n_head))
+    rel += (noise.drift_percent / 100.0 / np.sqrt(3.0)) * (basis @ coef).astype(np.float32)
+    phys_sd = np.sqrt(noise.physio_share) / noise.tsnr
+    if phys_sd > 0:
+        b = subject.brain_in_head
+        innov = rng.standard_normal((n_volumes, b.size), dtype=np.float32) * np.float32(
+            phys_sd * np.sqrt(1 - noise.ar1**2)
+        )
+        ar = np.empty_like(innov)
+        ar[0] = innov[0] / np.float32(np.sqrt(1 - noise.ar1**2))
+        for t in range(1, n_volumes):
+            ar[t] = np.float32(noise.ar1) * ar[t - 1] + innov[t]
+        rel[:, b] += ar
+    rel[:, subject.resp_in_head] += (signal / 100.0).astype(np.float32)
+    head_vals = subject.s0[None, :] * (1.0 + rel)
+
+    shape = subject.head.shape
+    thermal = subject.s0_grey / noise.tsnr * np.sqrt(1.0 - noise.physio_share)
+    out = np.zeros((n_volumes, *shape), np.float32)
+    frame = np.zeros(shape, np.float32)
+    flat_head = np.flatnonzero(subject.head)
+    for t in range(n_volumes):
+        frame.reshape(-1)[flat_head] = head_vals[t]
+        subject.grid.move(frame, motion[t], out=out[t])
+    out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(thermal)
+    np.abs(out, out=out)  # magnitude image (a folded Gaussian where there is no signal)
+    out += 0.5  # round half up on the cast; EPI intensities stay far below the int16 limit
+    return out.astype(np.int16).transpose(1, 2, 3, 0)

@@ -1,0 +1,106 @@
+"""Ground-truth head motion for the twin, in the project's convention, and its application to volumes.
+
+Parameters per volume are ``(trans_x, trans_y, trans_z [mm], rot_x, rot_y, rot_z [deg])``. A point at world
+position ``x`` (RAS+ mm, the NIfTI affine's space) in the reference position is at ``R @ x + t`` in the moved
+volume, with ``R = Rz(rot_z) @ Ry(rot_y) @ Rx(rot_x)`` (right-handed rotations about the world axes through the
+world origin). So the moved volume's value at world ``y`` is the reference value at ``R^T (y - t)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from offline.twin.config import MotionConfig
+
+__all__ = ["rigid_matrix", "motion_trace", "MovedGrid"]
+
+
+def rigid_matrix(params) -> np.ndarray:
+    """The 4x4 world transform of motion parameters ``[6]`` (mm, degrees): moved = M @ reference."""
+    tx, ty, tz, rx, ry, rz = (float(v) for v in params)
+    ax, ay, az = np.deg2rad([rx, ry, rz])
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    r_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    r_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    r_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    m = np.eye(4)
+    m[:3, :3] = r_z @ r_y @ r_x
+    m[:3, 3] = (tx, ty, tz)
+    return m
+
+
+def motion_trace(n_volumes: int, cfg: MotionConfig, offset: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Motion parameters ``[n_volumes, 6]`` of one run: an offset, a slow drift and occasional jerks.
+
+    Parameters
+    ----------
+    n_volumes : int
+        Volumes in the run.
+    cfg : MotionConfig
+        Sizes; every translation is clipped to ``max_mm`` and every rotation to ``max_deg``.
+    offset : ndarray [6]
+        The head's position at the start of the run (from where the previous run left it).
+    rng : numpy.random.Generator
+    """
+    if not cfg.enabled:
+        return np.zeros((n_volumes, 6))
+    deg_per_mm = 0.6  # one degree moves cortex about 1 mm at 60 mm from the centre
+    unit = np.array([1.0, 1.0, 1.0, deg_per_mm, deg_per_mm, deg_per_mm])
+    unit = unit * np.array([0.6, 1.0, 1.0, 1.0, 0.5, 0.5])  # nods (rot_x) and z/y translations dominate
+    walk = np.cumsum(rng.standard_normal((n_volumes, 6)), axis=0)
+    walk = ndimage.gaussian_filter1d(walk, sigma=8.0, axis=0, mode="nearest")
+    walk -= walk[0]
+    span = np.abs(walk).max(axis=0) + 1e-9
+    trace = walk / span * unit * cfg.drift_mm * rng.uniform(0.5, 1.0, 6)
+    n_jerks = rng.poisson(cfg.jerks_per_100_volumes * n_volumes / 100.0)
+    for _ in range(n_jerks):
+        at = int(rng.integers(1, max(n_volumes, 2)))
+        direction = rng.standard_normal(6) * unit
+        step = direction / np.linalg.norm(direction) * cfg.jerk_mm * rng.uniform(0.5, 1.5)
+        keep = rng.uniform(0.2, 0.7)  # part of the jerk persists, the rest returns over a few volumes
+        t = np.arange(n_volumes - at)
+        trace[at:] += step * (keep + (1 - keep) * np.exp(-t / 3.0))[:, None]
+    trace += offset
+    limit = np.array([cfg.max_mm] * 3 + [cfg.max_deg] * 3)
+    return np.clip(trace, -limit, limit)
+
+
+class MovedGrid:
+    """Resamples head-frame volumes into the scanner frame for given motion parameters.
+
+    Parameters
+    ----------
+    affine : ndarray [4, 4]
+        Voxel-to-world affine of the grid.
+    shape : tuple
+        Grid shape.
+    support : ndarray bool [X, Y, Z]
+        Voxels where the moved head can be non-zero (the head dilated by the largest motion); the rest is 0.
+    order : int
+        Interpolation order (1: trilinear).
+    """
+
+    def __init__(self, affine: np.ndarray, shape, support: np.ndarray, order: int = 1) -> None:
+        self.affine = np.asarray(affine, dtype=float)
+        self.inv_affine = np.linalg.inv(self.affine)
+        self.shape = tuple(shape)
+        self.order = order
+        self.flat = np.flatnonzero(support)
+        ijk = np.array(np.unravel_index(self.flat, self.shape), dtype=np.float64)
+        self.ijk1 = np.vstack([ijk, np.ones((1, ijk.shape[1]))])
+
+    def voxel_map(self, params) -> np.ndarray:
+        """Voxel-to-voxel matrix: moved voxel j samples the reference volume at ``M @ j``."""
+        return self.inv_affine @ np.linalg.inv(rigid_matrix(params)) @ self.affine
+
+    def move(self, volume: np.ndarray, params, out: np.ndarray | None = None) -> np.ndarray:
+        """The volume as the scanner sees it after the head moved by ``params`` (values outside support: 0)."""
+        coords = (self.voxel_map(params) @ self.ijk1)[:3]
+        if out is None:
+            out = np.zeros(self.shape, np.float32)
+        vals = ndimage.map_coordinates(
+            volume, coords, order=self.order, mode="constant", cval=0.0, prefilter=self.order > 1
+        )
+        out.reshape(-1)[self.flat] = vals
+        return out
