@@ -61,6 +61,10 @@ class ServeConfig:
         onnxruntime device: cpu, cuda or auto.
     threads : int
         onnxruntime intra-op threads.
+    blas_threads : int
+        Threads of numpy's BLAS in the service (1: multithreaded BLAS only adds jitter to one volume's work).
+    max_batch : int
+        Volumes taken at once when a backlog has built up (mapping and decoder run once for all of them).
     latent_in_header : int
         Put the latent in frame headers when its size is at most this.
     verify_bundle : bool
@@ -101,6 +105,8 @@ class ServeConfig:
     heartbeat: float = 1.0
     device: str = "cpu"
     threads: int = 1
+    blas_threads: int = 1
+    max_batch: int = 16
     latent_in_header: int = 64
     verify_bundle: bool = True
     fsync: bool = False
@@ -108,7 +114,7 @@ class ServeConfig:
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
 
     def __post_init__(self) -> None:
-        for name in ("hwm", "frame_average", "feedback_smooth", "threads"):
+        for name in ("hwm", "frame_average", "feedback_smooth", "threads", "blas_threads", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("tr", "hrf_lag", "max_volumes", "idle_timeout", "startup_timeout", "poly_order", "min_volumes"):

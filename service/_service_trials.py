@@ -82,6 +82,7 @@ class TrialBook:
         self.published_: set[str] = set()
         self.n_published = 0
         self._auto = 0
+        self._ready: list[tuple] = []
         self._latent = np.zeros(decoder.bundle.latent_size, np.float32)
 
     def event(self, h: dict[str, Any], payload: bytes = b"", record: bool = True) -> None:
@@ -132,29 +133,53 @@ class TrialBook:
         self.p.save_state()
         log.info("neurofeedback target set: %s", source)
 
-    def advance(self, index: int) -> None:
-        """Publish every trial whose window is complete once volume ``index`` has arrived."""
+    def advance(self, index: int, publish: bool = True) -> None:
+        """Estimate every trial whose window is complete once volume ``index`` is in, under the fit as it is now.
+
+        With ``publish`` they are decoded and published at once; else they wait for :meth:`flush` (the
+        pipeline estimates right after each volume's detrending, and publishes after that volume's frame).
+        """
         for ready in self.windows_.advance(index):
             try:
-                self._publish(ready)
+                est = self._estimate(ready)
             except Exception as exc:  # noqa: BLE001 - a trial that fails must not stop the volumes
                 if self.p.raise_errors():
                     raise
-                log.error("trial %s not decoded: %s", ready.key, exc)
+                log.error("trial %s not estimated: %s", ready.key, exc)
+                continue
+            if est is not None:
+                self._ready.append(est)
+        if publish:
+            self.flush()
 
-    def _publish(self, r: ReadyTrial) -> None:
+    def flush(self) -> None:
+        """Decode and publish the trials estimated so far."""
+        while self._ready:
+            item = self._ready.pop(0)
+            try:
+                self._publish(*item)
+            except Exception as exc:  # noqa: BLE001
+                if self.p.raise_errors():
+                    raise
+                log.error("trial %s not decoded: %s", item[0].key, exc)
+
+    def _estimate(self, r: ReadyTrial) -> tuple[ReadyTrial, np.ndarray, np.ndarray, np.ndarray, bool] | None:
         p = self.p
-        w0, p0 = time.time(), time.perf_counter()
         valid = p.valid_
         win = r.window[(r.window < valid.size) & valid[np.minimum(r.window, valid.size - 1)]]
         base = r.baseline[(r.baseline < valid.size) & valid[np.minimum(r.baseline, valid.size - 1)]]
         if win.size == 0 or base.size == 0:
             log.warning("trial %s skipped: its window or baseline volumes all failed", r.key)
-            return
+            return None
         # the window and baseline volumes under the current drift fit and scale (as offline on the run so far)
         idx = np.concatenate([win, base])
         z = p.online_.residuals(p.raw_[idx], idx, p.motion_[idx] if p.online_.motion_regressors else None)
         est = estimate_from_indices(z, np.arange(win.size), np.arange(win.size, idx.size))
+        return r, win, base, est, p.online_.ready
+
+    def _publish(self, r: ReadyTrial, win: np.ndarray, base: np.ndarray, est: np.ndarray, ready: bool) -> None:
+        p = self.p
+        w0, p0 = time.time(), time.perf_counter()
         latent = self.decoder.latent(est, out=self._latent)
         image = self.decoder.decode(latent)
         info = self.trials_[r.key]
@@ -166,7 +191,7 @@ class TrialBook:
             "window": [int(win[0]), int(win[-1])],
             "baseline": [int(base[0]), int(base[-1])],
             "t": {"read": w0, "decoded": w0 + time.perf_counter() - p0},
-            "ready": p.online_.ready,
+            "ready": ready,
             "feedback": p.feedback_.trial(latent),
             "shape": [h, w, c],
             "dtype": "uint8",

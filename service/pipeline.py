@@ -105,38 +105,76 @@ class Pipeline:
 
     def process(self, vol: Any) -> dict[str, Any] | None:
         """Process one volume; returns its record (None for a file already processed before a restart)."""
-        w0, p0 = time.time(), time.perf_counter()
-        key = self._file_key(vol)
-        if key in self.done_files_:
-            self.n_duplicates_ += 1
-            return None
-        # file_ready: the watcher saw the (complete) file; read: the volume was read; dequeued: the worker took it
-        t = {"file_ready": float(getattr(vol, "t_seen", vol.t_ready)), "read": float(vol.t_ready), "dequeued": w0}
-        rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
-        rec.update(sha256=key[1], t=t)
+        recs = self.process_many([vol])
+        return recs[0] if recs else None
+
+    def process_many(self, vols: list[Any]) -> list[dict[str, Any]]:
+        """Process volumes in order; with several (a backlog), mapping and decoder run once for all of them.
+
+        Motion correction and detrending stay per volume (each needs the previous one's state); only the
+        stateless mapping and ``decoder.onnx`` are batched, so a backlog drains faster while a single volume
+        takes the shortest path. Returns the records (files already processed before a restart are skipped).
+        """
+        staged: list[tuple[Any, dict[str, Any], dict[str, float], np.ndarray, np.ndarray, np.ndarray, float]] = []
+        out: list[dict[str, Any]] = []
+        for vol in vols:
+            w0, p0 = time.time(), time.perf_counter()
+            key = self._file_key(vol)
+            if key in self.done_files_:
+                self.n_duplicates_ += 1
+                continue
+            # file_ready: the watcher saw the complete file; read: it was read; dequeued: the worker took it
+            t = {"file_ready": float(getattr(vol, "t_seen", vol.t_ready)), "read": float(vol.t_ready), "dequeued": w0}
+            rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
+            rec.update(sha256=key[1], t=t)
+            out.append(rec)
+            try:
+                x, params = self._correct(vol, t, w0, p0)
+                rec.update(motion=[round(float(p), 5) for p in params], fd=round(self.last_fd_, 5))
+                z = self.online_.update(x, int(vol.index), params)
+                self._store(int(vol.index), x, params, z)
+                self.trials_.advance(int(vol.index), publish=False)  # estimated under this volume's fit
+                frame_x = self._frame_input(int(vol.index))
+                staged.append((vol, rec, t, x, params, frame_x if len(vols) == 1 else frame_x.copy(), w0 - p0))
+            except Exception as exc:  # noqa: BLE001 - the error policy: record, log, go on
+                if _raise_policy():
+                    raise
+                self._record_error(rec, exc)
+            self.done_files_.add(key)
+        if staged:
+            self._decode_and_send(staged)
+        return out
+
+    def _decode_and_send(self, staged: list) -> None:
         try:
-            x, params = self._correct(vol, t, w0, p0)
-            rec.update(motion=[round(float(p), 5) for p in params], fd=round(self.last_fd_, 5))
-            z = self.online_.update(x, int(vol.index), params)
-            self._store(int(vol.index), x, params, z)
-            latent = self.decoder.latent(self._frame_input(int(vol.index)), out=self._latent)
-            image = self.decoder.decode(latent)
-            t["decoded"] = w0 + time.perf_counter() - p0
-            header = self._frame_header(vol, t, params, latent)
-            seq = self.pub.send("frame", header, image)
-            rec.update(status="ok", frame_seq=seq)
-            if "value" in header["feedback"]:
-                rec["feedback"] = header["feedback"]["value"]
-            self.runlog.volume(rec, x, latent)
-        except Exception as exc:  # noqa: BLE001 - the error policy: record, log, go on
+            if len(staged) == 1:
+                latents = self.decoder.latent(staged[0][5], out=self._latent)[None]
+                images = self.decoder.decode(latents[0])[None]
+            else:
+                latents = self.decoder.latents(np.stack([s[5] for s in staged]))
+                images = self.decoder.decode_batch(latents)
+        except Exception as exc:  # noqa: BLE001
             if _raise_policy():
                 raise
-            self._record_error(rec, exc)
-            return rec
-        self._account(rec, t)
-        self.done_files_.add(key)
-        self.trials_.advance(int(vol.index))
-        return rec
+            for _, rec, *_ in staged:
+                self._record_error(rec, exc)
+            return
+        for (vol, rec, t, x, params, _, offset), latent, image in zip(staged, latents, images):
+            t["decoded"] = offset + time.perf_counter()
+            try:
+                header = self._frame_header(vol, t, params, latent)
+                seq = self.pub.send("frame", header, image)
+                rec.update(status="ok", frame_seq=seq)
+                if "value" in header["feedback"]:
+                    rec["feedback"] = header["feedback"]["value"]
+                self.runlog.volume(rec, x, latent)
+            except Exception as exc:  # noqa: BLE001
+                if _raise_policy():
+                    raise
+                self._record_error(rec, exc)
+                continue
+            self._account(rec, t)
+        self.trials_.flush()
 
     def _correct(self, vol: Any, t: dict[str, float], w0: float, p0: float) -> tuple[np.ndarray, np.ndarray]:
         if vol.data.shape != self.bundle.reference.shape:
@@ -148,7 +186,8 @@ class Pipeline:
         if not np.all(np.isfinite(x)):
             raise VolumeError("volume has non-finite values inside the mask")
         t["motion"] = w0 + time.perf_counter() - p0
-        self.last_fd_ = float(framewise_displacement(np.stack([self.last_params_, params]))[-1]) if self.n_ok_ else 0.0
+        first = self.last_index_ < 0
+        self.last_fd_ = 0.0 if first else float(framewise_displacement(np.stack([self.last_params_, params]))[-1])
         self.last_params_ = np.asarray(params, np.float64)
         return np.asarray(x, np.float32), self.last_params_
 
@@ -264,6 +303,8 @@ class Pipeline:
         """Rebuild the state of a resumed run from its records (no message is published)."""
         voxels = rs.voxels if rs.voxels is not None else np.zeros((0, self.bundle.n_voxels), np.float32)
         for rec in rs.volumes:
+            if rec.get("file") and rec.get("sha256"):
+                self.done_files_.add((rec["file"], rec["sha256"]))
             if rec.get("status") != "ok":
                 self.n_errors_ += 1
                 continue
@@ -273,7 +314,6 @@ class Pipeline:
             self.last_params_ = params
             self.reg_.previous_ = params
             self.n_ok_ += 1
-            self.done_files_.add((rec["file"], rec["sha256"]))
         self.trials_.restore(rs)
         log.info(
             "resumed run %s: %d volumes, %d trials already recorded", self.runlog.run_id, self.n_ok_, len(rs.trials)

@@ -173,6 +173,7 @@ class Service:
         cfg = self.cfg
         self._events: list[dict[str, Any]] = []
         self.bundle_ = bundle = self.check()
+        self._blas = _limit_blas(cfg.blas_threads)
         self.tr_ = cfg.tr or bundle.tr
         decoder = LatentDecoder(bundle, device=cfg.device, threads=cfg.threads).build()
         run_id = _choose_run_id(cfg)
@@ -237,13 +238,10 @@ class Service:
         self.source.start()
         try:
             while not self._stop.is_set():
-                item = self.source.get(timeout=0.01)
+                batch = self._take(cfg.max_volumes - taken if cfg.max_volumes else cfg.max_batch)
                 now = time.monotonic()
-                if isinstance(item, IntakeEvent):
-                    self._intake_event(item)
-                elif item is not None:
-                    if pipe.process(item) is not None:
-                        taken += 1
+                if batch:
+                    taken += len(pipe.process_many(batch))
                     t_last_volume = now
                 for msg in self.pub_.receive():
                     pipe.handle(msg)
@@ -262,6 +260,21 @@ class Service:
                 signal.signal(sig, old)
             self._finish()
         return self.summary_
+
+    def _take(self, limit: int) -> list[Any]:
+        """The next volume (waiting up to 10 ms), plus whatever else is already queued, up to ``limit``."""
+        batch: list[Any] = []
+        item = self.source.get(timeout=0.01)
+        while item is not None:
+            if isinstance(item, IntakeEvent):
+                self._intake_event(item)
+            else:
+                batch.append(item)
+                # a burst never exceeds the send high-water mark, so a subscriber that keeps up loses nothing
+                if len(batch) >= min(limit, self.cfg.max_batch, self.cfg.hwm):
+                    break
+            item = self.source.get(timeout=0)
+        return batch
 
     def _intake_event(self, ev: IntakeEvent) -> None:
         if ev.kind in _SKIPPED:
@@ -298,6 +311,16 @@ class Service:
         time.sleep(0.05)  # let ZeroMQ hand the end message to connected subscribers before closing
         self.pub_.close()
         log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))
+
+
+def _limit_blas(threads: int) -> Any:
+    """Limit numpy's BLAS thread pool for this process (threadpoolctl where installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.warning("threadpoolctl is not installed: set OPENBLAS_NUM_THREADS=%d for steady latency", threads)
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _make_watcher(cfg: ServeConfig) -> Any:

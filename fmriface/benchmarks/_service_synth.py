@@ -105,8 +105,18 @@ def make_bundle(
     n_stimuli: int = 6,
     tr: float = 2.0,
     seed: int = 0,
+    anatomy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    onnx_dir: str | Path | None = None,
 ) -> SynthBundle:
-    """Write a valid bundle to ``folder`` (created) with ``service.bundle.write_manifest``."""
+    """Write a valid bundle to ``folder`` (created) with ``service.bundle.write_manifest``.
+
+    ``anatomy`` (data, affine, brain mask) replaces the synthetic head, and then the mask is the ``n_voxels``
+    brain voxels nearest a posterior-ventral point (a face-area-like blob). ``onnx_dir`` holds a real
+    ``decoder.onnx``/``encoder.onnx`` pair (e.g. an exported small-64 VAE-GAN) to use instead of the MatMul
+    graphs; ``latent_size`` and ``image_size`` must then match it.
+    """
+    import shutil
+
     import nibabel as nib
 
     from service.bundle import write_manifest
@@ -114,20 +124,32 @@ def make_bundle(
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    reference, brain = _anatomy(shape, rng)
-    vox = (3.0, 3.0, 3.5)
-    affine = np.diag([*vox, 1.0])
-    affine[:3, 3] = -np.array(vox) * (np.array(shape) - 1) / 2.0
-    candidates = np.flatnonzero(brain.ravel())
-    chosen = np.sort(rng.choice(candidates, size=min(n_voxels, candidates.size), replace=False))
+    if anatomy is None:
+        reference, brain = _anatomy(shape, rng)
+        vox = (3.0, 3.0, 3.5)
+        affine = np.diag([*vox, 1.0])
+        affine[:3, 3] = -np.array(vox) * (np.array(shape) - 1) / 2.0
+        candidates = np.flatnonzero(brain.ravel())
+        chosen = np.sort(rng.choice(candidates, size=min(n_voxels, candidates.size), replace=False))
+    else:
+        reference, affine, brain = (np.asarray(a) for a in anatomy)
+        reference = reference.astype(np.float32)
+        ijk = np.argwhere(brain)
+        world = ijk @ affine[:3, :3].T + affine[:3, 3]
+        centre = np.array([0.0, -60.0, -15.0])  # mm: ventral occipito-temporal cortex
+        nearest = np.argsort(((world - centre) ** 2).sum(1))[:n_voxels]
+        chosen = np.sort(np.ravel_multi_index(tuple(ijk[nearest].T), brain.shape))
     mask = np.zeros(reference.size, bool)
     mask[chosen] = True
-    mask = mask.reshape(shape)
+    mask = mask.reshape(reference.shape)
     nib.save(nib.Nifti1Image(reference, affine), folder / "reference.nii.gz")
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), folder / "mask.nii.gz")
     v = int(mask.sum())
     encoding = rng.normal(size=(latent_size, v)).astype(np.float32)
-    weights = np.linalg.pinv(encoding).astype(np.float32)  # [V, L]
+    if onnx_dir is None:
+        weights = np.linalg.pinv(encoding).astype(np.float32)  # [V, L]
+    else:  # realistic scale (benchmark): a plain random map of the same size
+        weights = (rng.normal(size=(v, latent_size)) / np.sqrt(v)).astype(np.float32)
     np.savez(
         folder / "mapping.npz",
         weights=weights,
@@ -136,9 +158,13 @@ def make_bundle(
         x_scale=np.ones(v, np.float32),
         method=np.array("ridge"),
     )
-    dec, enc, _ = _onnx_models(latent_size, image_size, rng)
-    (folder / "decoder.onnx").write_bytes(dec)
-    (folder / "encoder.onnx").write_bytes(enc)
+    if onnx_dir is None:
+        dec, enc, _ = _onnx_models(latent_size, image_size, rng)
+        (folder / "decoder.onnx").write_bytes(dec)
+        (folder / "encoder.onnx").write_bytes(enc)
+    else:
+        for name in ("decoder.onnx", "encoder.onnx"):
+            shutil.copyfile(Path(onnx_dir) / name, folder / name)
     stim_latents = rng.normal(size=(n_stimuli, latent_size)).astype(np.float32)
     n_test = max(1, n_stimuli // 3)
     ids = tuple(f"train/train_{i:05d}.png" for i in range(n_stimuli - n_test)) + tuple(

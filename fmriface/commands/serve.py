@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json-log", action="store_true", default=None, help="log one JSON object per line on stderr")
     p.add_argument("--no-verify", action="store_true", help="skip the bundle's SHA-256 check at start")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # before numpy loads: one volume's work is too small to split
 
     from service.serve import ServeConfig, Service, setup_logging
 

@@ -62,12 +62,14 @@ def serve(
     inbound: list[list[bytes]] | None = None,
     on_frame=None,
     extra_sub: bool = False,
+    pace: float = 0.0,
 ) -> Served:
     """Start the service on a queue source, feed ``volumes``, collect every message until ``end``.
 
     ``stop_after`` stops the service (as SIGTERM would) once the last volume's frame is in; ``inbound`` are
     raw multipart messages pushed to the service's PULL before the volumes; ``on_frame(msg, push)`` is called
-    for each frame received (to send flip acks); ``extra_sub`` attaches a subscriber that never reads.
+    for each frame received (to send flip acks); ``extra_sub`` attaches a subscriber that never reads;
+    ``pace`` spaces the volumes (seconds), as a scanner does.
     """
     source = QueueSource()
     svc = Service(cfg, source=source).start()
@@ -99,6 +101,8 @@ def serve(
         for v in volumes:
             v.t_seen = v.t_ready = time.time()
             source.q.put(v)
+            if pace:
+                time.sleep(pace)
         frames_seen = 0
         while True:
             msg = P.recv(sub, 10000, P.SERVICE_TOPICS)

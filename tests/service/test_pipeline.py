@@ -46,6 +46,7 @@ def _cfg(synth, tmp_path, **kw) -> ServeConfig:
         pull=f"tcp://127.0.0.1:{free_port()}",
         heartbeat=0.1,
         max_volumes=N_VOL,
+        hwm=1000,  # the test's subscriber must get every message even when a backlog is sent in bursts
     )
     base.update(kw)
     return ServeConfig(**base)
@@ -191,7 +192,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_the_service(tmp_path_factor
     vols = [make_volume(i, data[i % 20], big.affine, TR) for i in range(n)]
     for i, v in enumerate(vols):
         v.sha256 = f"{i:064x}"  # distinct files
-    out = serve(_cfg(big, tmp_path, max_volumes=n, hwm=4), vols, extra_sub=True)
+    out = serve(_cfg(big, tmp_path, max_volumes=n, hwm=16), vols, extra_sub=True, pace=0.004)
     frames = out.topic("frame")
     assert [m.header["seq"] for m in frames] == list(range(n))  # the reading subscriber got everything
     # the other one got only what the bounded queues held: the service dropped, it did not wait

@@ -1,0 +1,230 @@
+"""Service latency and throughput: a simulated run written into a watched folder, through `serve`, to a subscriber.
+
+A 64x64x36 EPI-like run (the twin's anatomy with a head-motion random walk and noise) is encoded beforehand as
+scanner files in a staging folder; each file is then moved into the watched folder (atomic rename, as a scanner
+export does) at TR pace, then all as fast as possible. The real service (watcher -> motion correction -> ~5,000
+mask voxels -> online detrending -> mapping -> decoder.onnx -> ZeroMQ PUB + run records) runs in this process and
+a ZeroMQ subscriber receives every frame. Latency is measured from the rename to the frame being sent (header
+``t.sent``), and per stage from the frame headers. The decoder is an untrained small-64 VAE-GAN exported to ONNX
+(same graph and cost as a trained one; ``--decoder matmul`` uses a MatMul graph of the same sizes instead).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmriface.commands._common import progress
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--n-paced", type=int, default=200, help="volumes of the TR-paced run")
+    p.add_argument("--tr", type=float, default=0.15, help="TR of the paced run (s)")
+    p.add_argument("--n-asap", type=int, default=400, help="volumes of the as-fast-as-possible run")
+    p.add_argument("--voxels", type=int, default=5000, help="mask voxels")
+    p.add_argument("--format", default="mosaic", choices=("mosaic", "enhanced", "nifti"), help="scanner file format")
+    p.add_argument("--decoder", default="small-64", choices=("small-64", "matmul"), help="decoder.onnx to use")
+    p.add_argument("--warmup", type=int, default=5, help="first volumes of each run left out of the statistics")
+
+
+def _decoder_files(kind: str, out: Path) -> tuple[Path | None, int, int]:
+    """(folder with decoder.onnx/encoder.onnx or None for the MatMul fixture, latent size, image size)."""
+    if kind == "matmul":
+        return None, 1024, 64
+    import torch
+
+    from models.config import preset
+    from models.export import export_onnx
+    from models.vaegan import VAEGAN
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = VAEGAN(preset("small-64"))
+    export_onnx(model, out)
+    return out, model.cfg.latent_size, model.cfg.image_size
+
+
+def _make_run(reference: np.ndarray, affine: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Volumes [n, X, Y, Z] of the anatomy under a smooth head-motion random walk, plus noise."""
+    from service.motion import RigidRegistration
+
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(scale=[0.03, 0.03, 0.03, 0.03, 0.03, 0.03], size=(n, 6))
+    params = np.clip(np.cumsum(steps, axis=0), -1.5, 1.5)
+    reg = RigidRegistration().fit(reference, affine)
+    vols = np.empty((n, *reference.shape), np.float32)
+    for k in range(n):
+        vols[k] = reg.resample(reference, params[k]) + rng.normal(scale=8.0, size=reference.shape)
+    return np.clip(vols, 0, None), params
+
+
+def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Path, series: int) -> list[Path]:
+    from service.replay import volume_file_name
+    from service.writers import write_volume
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, v in enumerate(vols):
+        path = folder / volume_file_name(fmt, k + 1, series)
+        data = np.rint(v) if fmt != "nifti" else v
+        write_volume(data, affine, path, fmt, acquisition=k + 1, tr=tr, series_number=series)
+        paths.append(path)
+    return paths
+
+
+def _free_address() -> str:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: float, paced: bool) -> dict[str, Any]:
+    """Serve while moving ``staged`` into ``watch`` (every ``tr`` s, or back to back); per-frame timings."""
+    import zmq
+
+    from service import protocol as P
+    from service.serve import ServeConfig, Service
+    from service.watcher import WatcherConfig
+
+    watch.mkdir(parents=True, exist_ok=True)
+    n = len(staged)
+    cfg = ServeConfig(
+        bundle=bundle,
+        watch=watch,
+        runs=runs,
+        pub=_free_address(),
+        pull=_free_address(),
+        max_volumes=n,
+        heartbeat=0.2,
+        watcher=WatcherConfig(pattern="*.dcm,*.nii", gap_timeout_s=10.0),
+    )
+    svc = Service(cfg).start()
+    ctx = zmq.Context()
+    sub = P.subscriber(ctx, cfg.pub, topics=("frame", "status", "end"), hwm=100000)
+    thread = threading.Thread(target=svc.run, name="service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while (msg := P.recv(sub, 500)) is None or msg.topic != "status":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the service sent no status within 30 s")
+    renamed: dict[int, float] = {}
+
+    def writer() -> None:
+        t0 = time.time() + 0.2
+        for k, path in enumerate(staged):
+            if paced:
+                time.sleep(max(0.0, t0 + k * tr - time.time()))  # absolute schedule
+            renamed[k] = time.time()  # the file is complete in the watched folder from the rename on
+            os.replace(path, watch / path.name)
+
+    wthread = threading.Thread(target=writer, name="scanner", daemon=True)
+    wthread.start()
+    frames: list[tuple[dict[str, Any], float]] = []
+    bar = progress(total=n, desc=f"{'paced' if paced else 'asap'} run", unit="vol")
+    try:
+        while len(frames) < n:
+            msg = P.recv(sub, 20000)
+            if msg is None:
+                raise RuntimeError(f"no frame for 20 s after {len(frames)} of {n}")
+            if msg.topic == "frame":
+                frames.append((msg.header, msg.received))
+                bar.update(1)
+            elif msg.topic == "end":
+                break
+    finally:
+        bar.close()
+        wthread.join(30)
+        thread.join(30)
+        svc.stop("bench")
+        sub.close(linger=0)
+        ctx.term()
+    return {"frames": frames, "renamed": renamed, "summary": svc.summary_}
+
+
+_STAGES = (
+    ("detect", "renamed", "file_ready"),  # the watcher sees the file (inotify)
+    ("read", "file_ready", "read"),  # read and decoded into a volume
+    ("queue", "read", "dequeued"),  # waits for the worker
+    ("motion", "dequeued", "motion"),  # registration + masked resample
+    ("decode", "motion", "decoded"),  # detrend, mapping, decoder.onnx
+    ("send", "decoded", "sent"),  # header, publish
+)
+
+
+def _pct(values: np.ndarray) -> dict[str, float]:
+    return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 95, 99)}
+
+
+def _analyse(phase: dict[str, Any], warmup: int) -> dict[str, Any]:
+    rows = []
+    for header, received in phase["frames"]:
+        k = header["volume"]
+        if k < warmup:
+            continue
+        t = {**header["t"], "renamed": phase["renamed"][k], "received": received}
+        rows.append(t)
+    lat = np.array([1000 * (t["sent"] - t["renamed"]) for t in rows])
+    stages = {name: _pct(np.array([1000 * (t[b] - t[a]) for t in rows])) for name, a, b in _STAGES}
+    stages["subscriber"] = _pct(np.array([1000 * (t["received"] - t["sent"]) for t in rows]))
+    return {"latency": _pct(lat), "stages": stages, "n": len(rows)}
+
+
+def run(args) -> dict[str, Any]:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    from fmriface.benchmarks._service_synth import make_bundle
+    from offline.twin import make_anatomy
+
+    work = Path(tempfile.mkdtemp(prefix="fmriface-bench-service-"))
+    try:
+        anatomy = make_anatomy((64, 64, 36), (3.0, 3.0, 3.5))
+        onnx_dir, latent, size = _decoder_files(args.decoder, work / "onnx")
+        bundle = work / "bundle"
+        make_bundle(
+            bundle, n_voxels=args.voxels, latent_size=latent, image_size=size, tr=2.0, anatomy=anatomy,
+            onnx_dir=onnx_dir,
+        )  # fmt: skip
+        vols, _ = _make_run(anatomy[0], anatomy[1], args.n_paced + args.n_asap, seed=0)
+        paced_files = _stage(vols[: args.n_paced], anatomy[1], args.tr, args.format, work / "stage-paced", 1)
+        asap_files = _stage(vols[args.n_paced :], anatomy[1], args.tr, args.format, work / "stage-asap", 2)
+        paced = _serve_phase(bundle, paced_files, work / "watch-paced", work / "runs", args.tr, paced=True)
+        asap = _serve_phase(bundle, asap_files, work / "watch-asap", work / "runs", args.tr, paced=False)
+        p = _analyse(paced, args.warmup)
+        a = _analyse(asap, args.warmup)
+        first = min(asap["renamed"].values())
+        last_sent = max(h["t"]["sent"] for h, _ in asap["frames"])
+        return {
+            "p50_ms": p["latency"]["p50"],
+            "p95_ms": p["latency"]["p95"],
+            "p99_ms": p["latency"]["p99"],
+            "volumes_per_s": round(len(asap["frames"]) / (last_sent - first), 1),
+            "stages": p["stages"],
+            "asap": {"latency_ms": a["latency"], "stages": a["stages"], "volumes": len(asap["frames"])},
+            "targets": {"p50_ms": 15.0, "p99_ms": 30.0, "volumes_per_s": 200.0},
+            "setup": {
+                "grid": [64, 64, 36],
+                "mask_voxels": args.voxels,
+                "latent_size": latent,
+                "image": [size, size, 3],
+                "decoder": "small-64 VAE-GAN (untrained weights), ONNX" if onnx_dir else "MatMul+Sigmoid ONNX fixture",
+                "format": args.format,
+                "tr_paced_s": args.tr,
+                "volumes_paced": args.n_paced,
+                "volumes_asap": args.n_asap,
+                "warmup_excluded": args.warmup,
+                "latency": "file renamed into the watched folder -> frame sent (header t.sent)",
+                "cpu_count": os.cpu_count(),
+            },
+            "service_summary_paced": {k: paced["summary"].get(k) for k in ("volumes_ok", "volumes_failed", "sent")},
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
