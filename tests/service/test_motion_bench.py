@@ -34,18 +34,9 @@ def test_displacement_error_hand_computed():
 @pytest.mark.slow  # builds the twin's anatomy from nilearn's templates (about 10 s)
 def test_a_tiny_run_reports_every_key():
     pytest.importorskip("nilearn")
-    args = argparse.Namespace(
-        volumes=3,
-        repeats=1,
-        max_mm=3.0,
-        max_deg=3.0,
-        noise=0.01,
-        drift=0.03,
-        motion="independent",
-        peer_volumes=0,
-        no_peers=True,
-        seed=0,
-    )
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    args = p.parse_args(["--volumes", "3", "--repeats", "1", "--no-peers"])
     r = bench.run(args)
     for key in ("median_ms", "p95_ms", "full_resample_median_ms", "mean_error_mm", "max_error_mm", "peers"):
         assert key in r
