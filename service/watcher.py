@@ -24,6 +24,7 @@ import hashlib
 import heapq
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -154,6 +155,7 @@ class VolumeWatcher:
         if not self.folder.is_dir():
             raise NotADirectoryError(f"watch folder {self.folder} does not exist or is not a folder")
         self._root = self.folder.resolve()
+        self._folder_text = os.fspath(self.folder)
         if self.config.polling != "on":
             self._start_observer()
         existing = self._scan()
@@ -300,16 +302,17 @@ class VolumeWatcher:
             self._emit(IntakeEvent("corrupt", f"unexpected {type(exc).__name__}: {exc}", path=Path(name)))
 
     def _look(self, name: str, t: float, announced: bool) -> None:
+        folder, base = os.path.split(name)
+        if not self._matches(base) or (folder != self._folder_text and Path(folder).resolve() != self._root):
+            return  # only the folder's own files (no sub-folders)
         path = Path(name)
-        if path.parent.resolve() != self._root or not self._matches(path.name):
-            return
         info = self._files.setdefault(name, _File(t_seen=t))
         info.announced |= announced
         try:
             st = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
             return
-        if path.is_symlink():
+        if stat.S_ISLNK(st.st_mode):
             target = path.resolve()
             if self._root not in target.parents:
                 if info.state != "done":
