@@ -40,7 +40,10 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 def _events(root: Path) -> dict[str, pd.DataFrame]:
-    return {p.name: pd.read_csv(p, sep="\t", keep_default_na=False) for p in sorted(root.glob(f"{SUB}/ses-*/func/*_events.tsv"))}
+    return {
+        p.name: pd.read_csv(p, sep="\t", keep_default_na=False)
+        for p in sorted(root.glob(f"{SUB}/ses-*/func/*_events.tsv"))
+    }
 
 
 def test_pybids_loads_the_data_set(tiny):
