@@ -92,7 +92,7 @@ class Sequencer:
             reason = f"matrix {vol.shape} differs from the series' matrix {self.shape}; volume refused"
             return [IntakeEvent("mismatch", reason, path=vol.path, acquisition=acq)]
         earlier = self.handed.get(acq) or (
-            (self.pending[acq][0].sha256, str(self.pending[acq][0].path)) if acq in self.pending else None
+            (self.pending[acq][0].sha256, self.pending[acq][0].path.name) if acq in self.pending else None
         )
         if earlier is not None:
             same = "same content" if earlier[0] == vol.sha256 else "different content"
@@ -116,7 +116,7 @@ class Sequencer:
             if self.next_expected in self.pending:
                 vol, _ = self.pending.pop(self.next_expected)
                 vol.index = vol.acquisition - int(self.first_acquisition or 0)
-                self.handed[vol.acquisition] = (vol.sha256, str(vol.path))
+                self.handed[vol.acquisition] = (vol.sha256, vol.path.name)
                 self.next_expected += 1
                 out.append(vol)
                 continue

@@ -309,33 +309,48 @@ class VolumeWatcher:
         info = self._files.setdefault(name, _File(t_seen=t))
         info.announced |= announced
         try:
-            st = os.stat(path, follow_symlinks=False)
+            checked = self._target(path)
         except FileNotFoundError:
             return
-        if stat.S_ISLNK(st.st_mode):
-            target = path.resolve()
-            if self._root not in target.parents:
-                if info.state != "done":
-                    info.state = "done"
-                    self._emit(
-                        IntakeEvent(
-                            "ignored", f"symlink to {target}, outside the watch folder; not followed", path=path
-                        )
-                    )
-                return
-            st = os.stat(target)
+        if isinstance(checked, str):
+            if info.state != "done":
+                info.state = "done"
+                self._emit(IntakeEvent("ignored", checked, path=path))
+            return
+        target, st = checked
         signature = (st.st_size, st.st_mtime_ns)
         if info.state == "done" and signature == info.signature:
             return
         if signature != info.signature:
             info.signature, info.t_changed, info.tries = signature, time.time(), 0
-        self._read(path, info, t)
+        self._read(path, target, info, t)
 
-    def _read(self, path: Path, info: _File, t: float) -> None:
+    def _target(self, path: Path) -> tuple[Path, os.stat_result] | str:
+        """The file to read for ``path`` (itself, or a link's target inside the folder) or why not to open it."""
+        st = os.stat(path, follow_symlinks=False)
+        target = path
+        if stat.S_ISLNK(st.st_mode):
+            target = path.resolve()
+            if self._root not in target.parents:
+                return "symlink pointing outside the watch folder; not followed"
+            st = os.stat(target)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (a FIFO, device or folder); not opened"
+        return target, st
+
+    @staticmethod
+    def _read_bytes(target: Path) -> tuple[bytes, os.stat_result]:
+        """All bytes of a regular file; never blocks on a FIFO swapped in after the check, never follows a link."""
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IsADirectoryError(f"{target.name} is not a regular file")
+            raw = f.read()
+            return raw, os.fstat(fd)
+
+    def _read(self, path: Path, target: Path, info: _File, t: float) -> None:
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
-                st = os.fstat(f.fileno())
+            raw, st = self._read_bytes(target)
             if st.st_size == len(raw):  # the state these bytes came from (a write may have landed after stat)
                 info.signature = (st.st_size, st.st_mtime_ns)
             digest = hashlib.sha256(raw).hexdigest()
@@ -438,9 +453,13 @@ class VolumeWatcher:
         for name in names:
             self._files[name] = _File(t_seen=now)
             try:
-                got = read_image(name, pixels=False)
+                checked = self._target(Path(name))
+                if isinstance(checked, str):
+                    raise IsADirectoryError(checked)  # reported when considered below
+                raw, st = self._read_bytes(checked[0])
+                got = read_image(name, raw, pixels=False)
                 epi = isinstance(got, Volume) or got.exclusion is None
-                rows.append((epi, os.stat(name).st_mtime, got.acquisition, name, got.series_number))
+                rows.append((epi, st.st_mtime, got.acquisition, name, got.series_number))
             except (IntakeError, OSError):
                 rows.append((False, 0.0, 0, name, None))
         epi_rows = [r for r in rows if r[0]]

@@ -313,3 +313,16 @@ def test_config_validation_and_missing_folder(tmp_path):
         WatcherConfig(folder=str(tmp_path), poll_interval_s=0)
     with pytest.raises(NotADirectoryError):
         VolumeWatcher(tmp_path / "nope").start()
+
+
+def test_links_inside_are_followed_special_files_never_opened(tmp_path):
+    import os
+
+    with VolumeWatcher(fast(tmp_path, polling="on", pattern="*.dcm")) as watcher:
+        os.mkfifo(tmp_path / "vol0001.dcm")  # would block a reader that opened it
+        mosaic(tmp_path, 2, name="stored_2.bin")  # not matched by the pattern itself...
+        (tmp_path / "vol0002.dcm").symlink_to(tmp_path / "stored_2.bin")  # ...but through a link inside
+        mosaic(tmp_path, 3)
+        volumes, events = collect(watcher, 2, settle=0.2)
+    assert [v.acquisition for v in volumes] == [2, 3] and volumes[0].path.name == "vol0002.dcm"
+    assert any(e.kind == "ignored" and "not a regular file" in e.reason for e in events)
