@@ -32,7 +32,8 @@ class ServeConfig:
     events : path, optional
         An events.tsv (BIDS: onset, duration, trial_type, stim_file) with the run's trials, given up front.
     tr : float
-        Repetition time in seconds; 0 = from the volumes' headers, else the bundle's.
+        Repetition time in seconds for trial windows and ``stim_time``; 0 = the bundle's (a volume header that
+        states another TR is reported in the log).
     hrf_lag : float
         Seconds between a stimulus and the BOLD response a frame shows; frames carry ``stim_time``.
     frame_average : int

@@ -93,6 +93,7 @@ class Pipeline:
         self.trials_ = TrialBook(tr, cfg, decoder, self)
         center = bundle.stimulus_latents.mean(0) if len(bundle.stimulus_latents) else np.zeros(bundle.latent_size)
         self.feedback_ = Feedback(bundle.attribute_names, bundle.attribute_directions, center, cfg.feedback_smooth)
+        self._tr_checked = False
         self._frame_x = np.zeros(bundle.n_voxels, np.float32)
         self._latent = np.zeros(bundle.latent_size, np.float32)
 
@@ -128,6 +129,8 @@ class Pipeline:
             rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
             rec.update(sha256=key[1], t=t)
             out.append(rec)
+            if self.last_index_ < 0 and not self._tr_checked:
+                self._check_tr(vol)
             try:
                 x, params = self._correct(vol, t, w0, p0)
                 rec.update(motion=[round(float(p), 5) for p in params], fd=round(self.last_fd_, 5))
@@ -144,6 +147,18 @@ class Pipeline:
         if staged:
             self._decode_and_send(staged)
         return out
+
+    def _check_tr(self, vol: Any) -> None:
+        self._tr_checked = True
+        tr = getattr(vol, "tr", None)
+        if tr and abs(float(tr) - self.tr) > 0.01 * self.tr:
+            log.warning(
+                "the volumes' header says TR %.3f s but trial windows and stim_time use %.3f s (the bundle's or "
+                "--tr); pass --tr %.3f if the header is right",
+                float(tr),
+                self.tr,
+                float(tr),
+            )
 
     def _decode_and_send(self, staged: list) -> None:
         try:

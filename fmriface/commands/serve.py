@@ -29,7 +29,7 @@ _OPTIONS = {
     "--pub": ("pub", str, "ZeroMQ address to publish frames on (default tcp://127.0.0.1:5556)"),
     "--pull": ("pull", str, "ZeroMQ address for events and flip acks (default tcp://127.0.0.1:5557)"),
     "--events": ("events", str, "BIDS events.tsv with the run's trials"),
-    "--tr": ("tr", float, "repetition time in s (default: from the files, else the bundle)"),
+    "--tr": ("tr", float, "repetition time in s (default: the bundle's)"),
     "--hrf-lag": ("hrf_lag", float, "seconds from stimulus to the BOLD response a frame shows (default 5)"),
     "--target-stim": ("target_stim", str, "neurofeedback target: a stimulus file name of the bundle"),
     "--target-image": ("target_image", str, "neurofeedback target: an image file (encoded by encoder.onnx)"),

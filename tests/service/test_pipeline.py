@@ -226,3 +226,21 @@ def test_inbound_events_flips_and_malformed_messages(synth, run_data, tmp_path):
     assert [r["shown_seq"] for r in records] == flips
     assert all(0 < r["e2e_s"] < 5 for r in records)
     assert "DOE" not in (run_dir / "events.jsonl").read_text()
+
+
+def test_a_target_given_as_an_image_is_encoded_with_the_bundle_encoder(synth, run_data, tmp_path):
+    from PIL import Image
+
+    decoder = LatentDecoder(load_bundle(synth.path)).build()
+    face = decoder.decode(synth.stim_latents[3]).copy()  # the face of stimulus 3, as an image
+    fields, payload = P.encode_image(face)
+    event = P.encode("event", P.event_header("target", 0, **fields), payload)
+    out = serve(_cfg(synth, tmp_path, max_volumes=12), _volumes(synth, run_data[:12]), inbound=[event])
+    assert out.topic("frame")[-1].header["feedback"]["target"] == "image"
+    target = np.array(json.loads((out.service.run_dir_ / "state.json").read_text())["target"]["latent"])
+    assert np.corrcoef(target, synth.stim_latents[3])[0, 1] > 0.99
+    # the same from the config: an image file resized to the bundle's faces
+    Image.fromarray(face).resize((32, 32), Image.NEAREST).save(tmp_path / "target.png")
+    cfg = _cfg(synth, tmp_path / "cfg", max_volumes=4, target_image=tmp_path / "target.png")
+    out = serve(cfg, _volumes(synth, run_data[:4]))
+    assert out.topic("frame")[0].header["feedback"]["target"] == "image"
