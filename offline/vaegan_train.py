@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -253,8 +254,14 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
     )
     t_last, n_last, step = time.perf_counter(), 0, start
     stopped_early = False
+    # The next batch is drawn in a background thread while this one trains (decoding JPEGs or rendering faces
+    # overlaps the network's work); batches are pure functions of the step, so this changes nothing else.
+    pool = ThreadPoolExecutor(1)
+    fetch = pool.submit(source.batch, start, cfg.batch_size, rank, world)
     for step in range(start + 1, cfg.steps + 1):
-        images, _ = source.batch(step - 1, cfg.batch_size, rank, world)
+        images, _ = fetch.result()
+        if step < cfg.steps:
+            fetch = pool.submit(source.batch, step, cfg.batch_size, rank, world)
         losses = train_step(
             nets["encoder"],
             nets["decoder"],
@@ -288,6 +295,7 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             stopped_early = step < cfg.steps
             break
     bar.close()
+    pool.shutdown(wait=True)
     checkpoint(step)
     in_sync = _ranks_in_sync(model, world) if distributed else None
     summary: dict[str, Any] = {}
