@@ -79,7 +79,10 @@ def run_loop(rc: RunContext) -> dict[str, Any]:
             log("aborted before the trigger")
             out["aborted"] = True
             return out
+        pacer.anchor(t0)
         log.t0 = t0 + wall
+        if cfg.rush and not core.rush(True):
+            log("could not raise the priority (rush): see PsychoPy's notes on Linux permissions")
         log("first trigger", t0 + wall)
         out["n_triggers"] = 1
         events.send("trigger", trigger_time=t0 + wall, subject=cfg.subject, session=cfg.session, run=cfg.run,
@@ -109,6 +112,8 @@ def run_loop(rc: RunContext) -> dict[str, Any]:
                 win.callOnFlip(lambda: t_flip.__setitem__(0, clock()))
                 win.flip()
                 pacer.flipped(t_flip[0])
+                if flips and t_flip[0] - flips[-1] > 1.5 * pacer.period:
+                    log(f"frame drop: {1000 * (t_flip[0] - flips[-1]):.1f} ms between flips", t_flip[0] + wall)
                 flips.append(t_flip[0])
                 recorder.flipped(index, t_flip[0] - t0)
                 keys = event.getKeys(timeStamped=True)
@@ -141,6 +146,8 @@ def run_loop(rc: RunContext) -> dict[str, Any]:
         log(f"end: {len(rows)} events, {out['n_triggers']} triggers, {out['dropped_frames']} dropped frames")
         return out
     finally:
+        if cfg.rush:
+            core.rush(False)
         win.close()
         trigger.close()
         log.close()

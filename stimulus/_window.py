@@ -94,6 +94,12 @@ class FramePacer:
                 time.sleep(left - 0.0015 if left > 0.002 else 0)
         return target
 
+    def anchor(self, t: float) -> None:
+        """Put the sleep-paced grid on ``t`` (the first trigger), so scheduled onsets fall on frames; with vsync
+        the grid is the screen's and onsets keep their phase (within half a frame)."""
+        if self.sleep:
+            self._t0, self._k = t, 0
+
     def flipped(self, t: float) -> None:
         """Record a flip's time (from ``win.callOnFlip``)."""
         if self._t0 is None:

@@ -72,14 +72,21 @@ def run_display(cfg: DisplayConfig) -> dict[str, Any]:
 def _run(cfg: DisplayConfig) -> dict[str, Any]:
     import zmq
 
+    zctx = zmq.Context()
+    try:  # subscribe first: what the service sends while the window opens is queued (the newest is shown)
+        sub = P.subscriber(zctx, cfg.sub, (cfg.topic, "status", "end"))
+        ack = P.pusher(zctx, cfg.ack) if cfg.ack else None
+        return _show(cfg, sub, ack)
+    finally:
+        zctx.destroy(linger=0)
+
+
+def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
     from stimulus._window import Painter, import_psychopy, open_window
 
     _, core, event = import_psychopy()
     clock = core.getTime
     wall = time.time() - clock()
-    zctx = zmq.Context()
-    sub = P.subscriber(zctx, cfg.sub, (cfg.topic, "status", "end"))
-    ack = P.pusher(zctx, cfg.ack) if cfg.ack else None
     acks = P.SeqCounter()
     state = DisplayState(cfg.topic)
     saver = _FrameSaver(cfg.save_frames) if cfg.save_frames is not None else None
@@ -126,7 +133,6 @@ def _run(cfg: DisplayConfig) -> dict[str, Any]:
             reason = _stop_reason(cfg, state, event, now, t_start, t_last)
     finally:
         win.close()
-        zctx.destroy(linger=0)
         if saver is not None:
             saver.close()
     lat = np.array(latencies) * 1000.0

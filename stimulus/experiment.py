@@ -50,6 +50,7 @@ class ExperimentConfig:
     feedback_show_face: bool = True
     send_target_image: bool = False
     max_duration: float = 0.0
+    rush: bool = False
     force: bool = False
     plan: PlanConfig = field(default_factory=PlanConfig)
     timing: Timing = field(default_factory=Timing)

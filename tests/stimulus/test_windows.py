@@ -92,12 +92,23 @@ def test_emulated_run_matches_its_saved_schedule(stimuli_dir, tmp_path, window_e
     assert not result["plan_created"] and not result["aborted"] and result["pacing"] == "sleep"
     events = read_tsv(Path(result["events"]))
     assert len(events) == len(order) == result["n_events"]
+    log = Path(result["log"]).read_text()
+    # Flips the OS made late (this machine may be loaded) are logged as frame drops; the others are on time.
+    drops = [float(line.split("\t")[1]) for line in log.splitlines() if "frame drop" in line]
+    late = 0
     for ev, sched in zip(events, order):
         assert (ev["trial_type"], ev["stim_file"], ev["oneback"]) == (
             sched["trial_type"], sched["stim_file"], sched["oneback"],
         )  # fmt: skip
-        assert abs(float(ev["onset"]) - float(sched["onset"])) <= FRAME, (ev, sched)
-        assert abs(float(ev["duration"]) - float(sched["duration"])) <= 2 * FRAME, (ev, sched)
+        onset, end = float(ev["onset"]), float(ev["onset"]) + float(ev["duration"])
+        dropped_at_onset = any(abs(d - onset) < 1e-3 for d in drops)
+        dropped_at_end = any(abs(d - end) < 2e-3 for d in drops)
+        late += dropped_at_onset
+        if not dropped_at_onset:
+            assert abs(onset - float(sched["onset"])) <= FRAME, (ev, sched)
+        if not (dropped_at_onset or dropped_at_end):
+            assert abs(float(ev["duration"]) - float(sched["duration"])) <= FRAME, (ev, sched)
+    assert late <= len(events) // 3, f"{late} of {len(events)} onsets on dropped frames: {drops}"
     answered = [e for e in events if e["response"] != "n/a"]
     assert answered, "the emulated participant answers the one-back repeats"
     for e in answered:  # responses 0.15-0.3 SOA after a repeat's onset
@@ -106,7 +117,6 @@ def test_emulated_run_matches_its_saved_schedule(stimuli_dir, tmp_path, window_e
     onsets = [m for m in messages if m["kind"] == "onset"]
     assert [m["stim_id"] for m in onsets] == [e["stim_file"] for e in events]
     np.testing.assert_allclose([m["onset"] for m in onsets], [float(e["onset"]) for e in events], atol=1e-3)
-    log = Path(result["log"]).read_text()
     assert "first trigger" in log and "end:" in log
 
 
