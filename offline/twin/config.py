@@ -122,7 +122,7 @@ class SignalConfig:
     code_size: int = 64
     nonlinear_share: float = 0.6
     psc_face: float = 0.8
-    psc_identity: float = 0.4
+    psc_identity: float = 0.3
     trial_noise: float = 0.3
     imagery_gain: float = 0.25
     cue_gain: float = 0.0
