@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fmriface.commands._common import progress
+from fmriface.commands._common import UsageError, progress
 
 MEMORY_LIMIT_MB = 50.0
 
@@ -187,7 +187,9 @@ def soak(
 
 def run(args: argparse.Namespace) -> dict:
     if args.volumes < 20:
-        raise ValueError("--volumes must be at least 20")
+        raise UsageError("--volumes must be at least 20")
+    if not 0.0 <= args.fault_rate <= 1.0 or args.rate <= 0:
+        raise UsageError("--fault-rate must be in [0, 1] and --rate positive")
     if args.keep is not None:
         if args.keep.exists():
             shutil.rmtree(args.keep)
