@@ -212,3 +212,16 @@ def test_non_empty_out_is_refused_unless_forced(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     assert command.main(["--preset", "tiny", "--out", str(out), "--force", "--seed", "3"]) == 0
     assert not (out / "keep.txt").exists() and (out / "dataset_description.json").is_file()
+
+
+def test_readme_figure_from_a_simulated_data_set(tiny, tmp_path):
+    from PIL import Image
+
+    from offline.twin.figures import faces_and_twin_figure
+
+    root, _ = tiny
+    out = faces_and_twin_figure(tmp_path / "fig" / "twin.png", twin_dir=root, n_faces=6, face_size=32)
+    image = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert image.shape[0] > 300 and image.shape[1] > 1000
+    red = (image[..., 0] > 180) & (image[..., 1] < 120) & (image[..., 2] < 120)
+    assert red.sum() > 50  # the face voxels are marked
