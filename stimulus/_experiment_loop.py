@@ -64,9 +64,10 @@ def run_loop(rc: RunContext) -> dict[str, Any]:
                                            real_keys=cfg.response_keys)  # fmt: skip
     else:
         responses = KeyResponses(cfg.response_keys)
-    win = open_window(cfg.window, f"fmriface {rc.run_type} run {cfg.run}")
     out: dict[str, Any] = {"aborted": False, "n_triggers": 0, "events_sent": 0}
+    win = None
     try:
+        win = open_window(cfg.window, f"fmriface {rc.run_type} run {cfg.run}")
         painter = Painter(win, cfg.window.face_size)
         for stim in sorted({t.stim_file for t in rc.trials if t.stim_file != "n/a"}):
             painter.load(stim, rc.stimuli_root / stim)
@@ -74,17 +75,18 @@ def run_loop(rc: RunContext) -> dict[str, Any]:
         painter.warm_up()
         pacer = FramePacer(win, cfg.window, clock)
         log(f"pacing: {'sleep' if pacer.sleep else 'vsync'} at {1 / pacer.period:.2f} Hz")
-        t0 = _wait_for_trigger(win, painter, pacer, trigger, event, cfg.quit_key)
-        if t0 is None:
+        triggers = _wait_for_trigger(win, painter, pacer, trigger, event, cfg.quit_key)
+        if not triggers:
             log("aborted before the trigger")
             out["aborted"] = True
             return out
+        t0 = triggers[0]
         pacer.anchor(t0)
         log.t0 = t0 + wall
         if cfg.rush and not core.rush(True):
             log("could not raise the priority (rush): see PsychoPy's notes on Linux permissions")
         log("first trigger", t0 + wall)
-        out["n_triggers"] = 1
+        out["n_triggers"] = len(triggers)
         events.send("trigger", trigger_time=t0 + wall, subject=cfg.subject, session=cfg.session, run=cfg.run,
                     run_type=rc.run_type, n_trials=len(rc.trials))  # fmt: skip
         if rc.run_type == "feedback":
@@ -148,14 +150,17 @@ def run_loop(rc: RunContext) -> dict[str, Any]:
     finally:
         if cfg.rush:
             core.rush(False)
-        win.close()
+        if win is not None:
+            win.close()
         trigger.close()
         log.close()
         zctx.destroy(linger=0)
 
 
-def _wait_for_trigger(win: Any, painter: Painter, pacer: FramePacer, trigger: Any, event: Any, quit_key: str):
-    """Show the waiting screen until the first trigger; its time, or None if the quit key was pressed."""
+def _wait_for_trigger(
+    win: Any, painter: Painter, pacer: FramePacer, trigger: Any, event: Any, quit_key: str
+) -> list[float]:
+    """Show the waiting screen until the first trigger; the trigger times seen, or [] if the quit key was pressed."""
     event.clearEvents()
     trigger.start()
     while True:
@@ -166,10 +171,10 @@ def _wait_for_trigger(win: Any, painter: Painter, pacer: FramePacer, trigger: An
         pacer.flipped(pacer.clock())
         keys = event.getKeys(timeStamped=True)
         if any(k == quit_key for k, _ in keys):
-            return None
+            return []
         times = trigger.poll(keys)
         if times:
-            return times[0]
+            return times
 
 
 CUE_TEXT = "Imagine this face"
