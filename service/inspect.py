@@ -39,8 +39,8 @@ def _files(path: Path, recursive: bool) -> list[Path]:
     walk = path.rglob("*") if recursive else path.iterdir()
     out = []
     for p in walk:
-        if p.name.startswith(".") or p.is_dir():
-            continue
+        if p.name.startswith(".") or not p.is_file():
+            continue  # folders, FIFOs, devices (which would block a reader) and dangling links
         if p.is_symlink() and path.resolve() not in p.resolve().parents:
             continue  # never follow links out of the folder
         out.append(p)

@@ -87,6 +87,20 @@ def test_command_json_text_strict_and_privacy(export, capsys):
         assert secret not in out and secret not in text
 
 
+def test_special_files_and_outside_links_are_skipped(export, tmp_path):
+    import os
+
+    before = inspect_path(export)["files"]
+    os.mkfifo(export / "pipe.dcm")  # opening it would block
+    outside = write_volume(
+        make_volume(8), AFFINES["las"], tmp_path / "elsewhere" / "x.dcm", "mosaic", acquisition=8, tr=2.0
+    )[0]
+    (export / "link.dcm").symlink_to(outside)
+    report = inspect_path(export)
+    assert report["files"] == before  # neither the pipe nor the link out of the folder was read
+    assert all(s["acquisitions"] != "8" for s in report["series"])
+
+
 def test_single_file_and_missing_path(export, capsys):
     assert inspect_command.main([str(export / "epi_0.dcm"), "--strict"]) == 0
     text = capsys.readouterr().out
