@@ -43,8 +43,12 @@ def stimuli_dir(tmp_path, rng) -> Path:
 @pytest.fixture(scope="session")
 def x_display():
     """The name of a working X display (``$DISPLAY``, or an Xvfb started for the session)."""
+    import importlib.util
+
     from stimulus.xvfb import XvfbUnavailable, display_works, virtual_display
 
+    if importlib.util.find_spec("psychopy") is None:
+        pytest.skip("PsychoPy is not installed (make install puts it in .venv)")
     if os.environ.get("DISPLAY") and display_works():
         yield os.environ["DISPLAY"]
         return
