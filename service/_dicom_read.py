@@ -102,6 +102,21 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
         raise CorruptFileError(path, f"DICOM header unreadable: {type(exc).__name__}: {exc}") from None
 
 
+def _slices_from_vendor_header(ds: Dataset, manufacturer: str) -> int | None:
+    """Slices per volume when ImagesInAcquisition is absent: Philips (2001,1018), Siemens ASCCONV sSliceArray.lSize."""
+    if "PHILIPS" in manufacturer.upper() and ds.get((0x2001, 0x1018)) is not None:
+        return to_int(ds[0x2001, 0x1018].value)
+    if "SIEMENS" in manufacturer.upper():
+        try:
+            block = ds.private_block(0x0029, CSA_CREATOR)
+            phoenix = " ".join(read_csa(block[0x20].value).get("MrPhoenixProtocol", [])) if 0x20 in block else ""
+        except (KeyError, CSAError):
+            return None
+        found = re.search(r"sSliceArray\.lSize\s*=\s*(\d+)", phoenix)
+        return int(found.group(1)) if found else None
+    return None
+
+
 def parse_dicom(raw: bytes, path: str | Path, pixels: bool = True) -> DicomImage:
     """Parse one DICOM file (mosaic, enhanced multi-frame or single slice) from its bytes.
 
@@ -230,8 +245,8 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         between, thickness = ds.get("SpacingBetweenSlices"), ds.get("SliceThickness")
         fmt, hint = "slice", None
         expected = to_int(ds.get("ImagesInAcquisition"))
-        if expected is None and "PHILIPS" in manufacturer.upper():
-            expected = to_int(ds.get((0x2001, 0x1018)).value if ds.get((0x2001, 0x1018)) is not None else None)
+        if expected is None:
+            expected = _slices_from_vendor_header(ds, manufacturer)
         acq = to_int(ds.get("TemporalPositionIdentifier")) or to_int(ds.get("AcquisitionNumber"))
     if iop is None or spacing_px is None or len(iop) != 6 or len(spacing_px) != 2:
         raise CorruptFileError(path, "missing or malformed ImageOrientationPatient / PixelSpacing")

@@ -279,3 +279,28 @@ def test_non_image_and_unrelated_files_are_unsupported(tmp_path):
     nib.Nifti1Image(np.zeros((4, 5, 6, 3), np.float32), np.eye(4)).to_filename(tmp_path / "run.nii")
     with pytest.raises(UnsupportedFileError, match="one 3-D volume"):
         read_volume(tmp_path / "run.nii")
+
+
+def test_slice_count_from_vendor_headers_when_images_in_acquisition_is_absent(tmp_path):
+    from service._dicom_csa import ascconv, write_csa
+
+    data = make_volume(2)
+    for vendor in ("siemens", "philips"):
+        paths = write_volume(
+            data, AFFINES["ras"], tmp_path / vendor / "v", "slices", acquisition=2, tr=2.0, vendor=vendor
+        )
+        for p in paths:
+            ds = pydicom.dcmread(p)
+            del ds.ImagesInAcquisition
+            if vendor == "siemens":
+                block = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+                block.add_new(
+                    0x20, "OB", write_csa([("MrPhoenixProtocol", "UN", [ascconv({"sSliceArray.lSize": SHAPE[2]})])])
+                )
+            else:
+                ds.add_new((0x2001, 0x0010), "LO", "Philips Imaging DD 001")
+                ds.add_new((0x2001, 0x1018), "SL", SHAPE[2])
+            ds.save_as(p)
+        np.testing.assert_array_equal(read_volume(paths[3]).data, data)
+        with pytest.raises(IncompleteFileError, match="6 of 7"):
+            read_slices(paths[1:])
