@@ -133,7 +133,7 @@ class Pipeline:
                 self._check_tr(vol)
             try:
                 x, params = self._correct(vol, t, w0, p0)
-                rec.update(motion=[round(float(p), 5) for p in params], fd=round(self.last_fd_, 5))
+                rec.update(motion=[float(p) for p in params], fd=round(self.last_fd_, 5))  # full precision: resume
                 z = self.online_.update(x, int(vol.index), params)
                 self._store(int(vol.index), x, params, z)
                 self.trials_.advance(int(vol.index), publish=False)  # estimated under this volume's fit

@@ -303,6 +303,8 @@ class Service:
 
     def _finish(self) -> None:
         reason = self.stop_reason or "stopped"
+        for msg in self.pub_.receive():  # flip acks and events that arrived meanwhile
+            self.pipeline_.handle(msg)
         ended = reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
         self.summary_ = {"reason": reason, **self.pipeline_.summary()}
         self.pub_.send("end", {"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})

@@ -105,8 +105,8 @@ def serve(
                 time.sleep(pace)
         frames_seen = 0
         while True:
-            msg = P.recv(sub, 10000, P.SERVICE_TOPICS)
-            assert msg is not None, "service went silent for 10 s"
+            msg = P.recv(sub, 30000, P.SERVICE_TOPICS)
+            assert msg is not None, "service went silent for 30 s"
             out.messages.append(msg)
             if msg.topic == "frame":
                 frames_seen += 1
