@@ -23,6 +23,7 @@ from service._dicom_values import (
     apply_scale,
     blank_frames,
     checked_geometry,
+    first_item,
     group_value,
     pixel_values,
     scale_factors,
@@ -187,25 +188,27 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         frames_seq = ds.get("PerFrameFunctionalGroupsSequence") or []
         if len(frames_seq) != n_frames:
             raise CorruptFileError(path, f"{len(frames_seq)} per-frame groups for {n_frames} frames")
+        shared = first_item(ds, "SharedFunctionalGroupsSequence")
         if pixels:
             raw_px = pixel_values(ds, path, n_frames)
-            frames = apply_scale(raw_px, [scale_factors(fr, ds, fr, philips) for fr in frames_seq])
+            frames = apply_scale(raw_px, [scale_factors(fr, ds, fr, philips, shared) for fr in frames_seq])
         else:
             frames = blank_frames(ds, n_frames, 1)
-        temporal = {to_int(group_value(ds, fr, "FrameContentSequence", "TemporalPositionIndex")) for fr in frames_seq}
+        temporal, positions = set(), []
+        for fr in frames_seq:
+            temporal.add(to_int(group_value(ds, fr, "FrameContentSequence", "TemporalPositionIndex", shared)))
+            positions.append(
+                [float(v) for v in group_value(ds, fr, "PlanePositionSequence", "ImagePositionPatient", shared)]
+            )
         if len(temporal - {None}) > 1:
             raise UnsupportedFileError(path, f"enhanced file holds {len(temporal)} volumes; export one volume per file")
-        positions = np.array(
-            [
-                [float(v) for v in group_value(ds, fr, "PlanePositionSequence", "ImagePositionPatient")]
-                for fr in frames_seq
-            ]
-        )
-        iop = group_value(ds, frames_seq[0], "PlaneOrientationSequence", "ImageOrientationPatient")
-        spacing_px = group_value(ds, frames_seq[0], "PixelMeasuresSequence", "PixelSpacing")
-        between = group_value(ds, frames_seq[0], "PixelMeasuresSequence", "SpacingBetweenSlices")
-        thickness = group_value(ds, frames_seq[0], "PixelMeasuresSequence", "SliceThickness")
-        tr_ms = group_value(ds, frames_seq[0], "MRTimingAndRelatedParametersSequence", "RepetitionTime") or tr_ms
+        positions = np.array(positions)
+        first = frames_seq[0]
+        iop = group_value(ds, first, "PlaneOrientationSequence", "ImageOrientationPatient", shared)
+        spacing_px = group_value(ds, first, "PixelMeasuresSequence", "PixelSpacing", shared)
+        between = group_value(ds, first, "PixelMeasuresSequence", "SpacingBetweenSlices", shared)
+        thickness = group_value(ds, first, "PixelMeasuresSequence", "SliceThickness", shared)
+        tr_ms = group_value(ds, first, "MRTimingAndRelatedParametersSequence", "RepetitionTime", shared) or tr_ms
         fmt, expected, hint = "enhanced", n_frames, None
         acq = to_int(ds.get("AcquisitionNumber")) or to_int(ds.get("InstanceNumber"))
         acq = acq or to_int(group_value(ds, frames_seq[0], "FrameContentSequence", "FrameAcquisitionNumber"))

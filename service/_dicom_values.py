@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from service.volume import CorruptFileError, IncompleteFileError, UnsupportedFileError
@@ -24,12 +26,29 @@ __all__ = [
 _PHILIPS = ("Philips MR Imaging DD 001", "Philips MR Imaging DD 005")
 
 
-def group_value(ds: Dataset, frame: Dataset | None, seq: str, keyword: str):
-    """A functional-group value: per-frame first, then shared, then the top level."""
-    for holder in (frame, first_item(ds, "SharedFunctionalGroupsSequence")):
-        if holder is not None and seq in holder and len(holder[seq].value) and keyword in holder[seq].value[0]:
-            return holder[seq].value[0].get(keyword)
-    return ds.get(keyword)
+_UNSET = object()
+
+
+@functools.cache
+def _tag(keyword: str) -> int:
+    return int(tag_for_keyword(keyword))
+
+
+def group_value(ds: Dataset, frame: Dataset | None, seq: str, keyword: str, shared: object = _UNSET):
+    """A functional-group value: per-frame first, then shared (pass ``shared`` when known), then the top level."""
+    seq_tag, tag = _tag(seq), _tag(keyword)
+    if shared is _UNSET:
+        shared = first_item(ds, "SharedFunctionalGroupsSequence")
+    for holder in (frame, shared):
+        if holder is None:
+            continue
+        elem = holder.get(seq_tag)
+        if elem is not None and elem.value:
+            inner = elem.value[0].get(tag)
+            if inner is not None:
+                return inner.value
+    elem = ds.get(tag)
+    return None if elem is None else elem.value
 
 
 def first_item(ds: Dataset, keyword: str) -> Dataset | None:
@@ -104,10 +123,12 @@ def blank_frames(ds: Dataset, n_frames: int, tiles: int) -> np.ndarray:
     return np.broadcast_to(np.float32(0), (n_frames, rows, cols))
 
 
-def scale_factors(holder: Dataset, ds: Dataset, frame: Dataset | None, philips: bool) -> tuple[float, float, float]:
+def scale_factors(
+    holder: Dataset, ds: Dataset, frame: Dataset | None, philips: bool, shared: object = _UNSET
+) -> tuple[float, float, float]:
     """(rescale slope, rescale intercept, Philips scale slope or 0) for one frame."""
-    slope = group_value(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
-    inter = group_value(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
+    slope = group_value(ds, frame, "PixelValueTransformationSequence", "RescaleSlope", shared)
+    inter = group_value(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept", shared)
     rs = float(slope) if slope not in (None, "") else 1.0
     ri = float(inter) if inter not in (None, "") else 0.0
     ss = (philips_scale_slope(holder) or 0.0) if philips else 0.0
