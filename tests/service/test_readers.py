@@ -198,7 +198,15 @@ def _bundled(name: str) -> bytes:
 @pytest.mark.filterwarnings(NICOM_WARNING)
 # nibabel's wrapper warns that this Philips file has no private scale factor (neither reader applies one)
 @pytest.mark.filterwarnings("ignore:Unable to find Philips private scale factor:UserWarning")
-@pytest.mark.parametrize("name", ["siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz", "philips_mprage.dcm.gz"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "siemens_dwi_0.dcm.gz",
+        "siemens_dwi_1000.dcm.gz",
+        # 256x256x176 enhanced frames: nibabel's wrapper alone takes seconds
+        pytest.param("philips_mprage.dcm.gz", marks=pytest.mark.slow),
+    ],
+)
 def test_bundled_real_dicoms_match_nibabel(name):
     from nibabel.nicom import dicomwrappers
 
