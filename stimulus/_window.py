@@ -143,6 +143,7 @@ class Painter:
         )
         self.text = visual.TextStim(win, text="", height=20, color=(1, 1, 1), wrapWidth=win.size[0] * 0.9)
         self._lines: list[Any] = []
+        self._n_lines = 0
         self._texts: dict[tuple[str, float], Any] = {}
         self._images: dict[Any, tuple[np.ndarray, Any]] = {}
         self._image_key: Any = None
@@ -221,10 +222,15 @@ class Painter:
         stim.pos = pos
         stim.draw()
 
-    def draw_lines(self, lines: list[str], top: float, height: float = 16) -> None:
+    def draw_lines(self, lines: list[str] | None, top: float, height: float = 16) -> None:
         """Left-aligned lines of changing text from ``top`` down, one stimulus per line (only a changed line is
         laid out again: that costs milliseconds)."""
-        while len(self._lines) < len(lines):
+        if lines is None:  # draw the lines as they were
+            for stim in self._lines[: self._n_lines]:
+                stim.draw()
+            return
+        self._n_lines = len(lines)
+        while len(self._lines) < len(lines):  # laying out all glyphs once renders them into the font atlas
             self._lines.append(
                 self.visual.TextStim(
                     self.win,
@@ -237,7 +243,7 @@ class Painter:
                     anchorVert="top",
                     autoLog=False,
                 )
-            )  # fmt: skip (laying out all glyphs once renders them into the font atlas)
+            )
         for i, line in enumerate(lines):
             stim = self._lines[i]
             if stim.text != line:

@@ -114,8 +114,12 @@ def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
             redraw = shown is not None or (cfg.mode == "operator" and state.status is not status_seen)
             if redraw:
                 status_seen = state.status
-                _draw(painter, what_to_show(state, cfg.mode), cfg)
-                if saver is not None:
+                screen = what_to_show(state, cfg.mode)
+                # Laying out new text costs milliseconds: a new face goes first with the text as it was, and
+                # the new text follows on the next flip (both screens hold face and text: no flicker).
+                two_step = shown is not None and bool(screen.lines)
+                _draw(painter, screen, cfg, new_text=not two_step)
+                if saver is not None and not two_step:
                     win.getMovieFrame(buffer="back")
                 win.callOnFlip(lambda: t_flip.__setitem__(0, clock()))
                 win.flip()
@@ -127,6 +131,11 @@ def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
                             volume=shown.volume, received=shown.received + wall, display=cfg.name,
                         )  # fmt: skip
                         P.send(ack, "flip", header)
+                if two_step:
+                    _draw(painter, screen, cfg)
+                    if saver is not None:
+                        win.getMovieFrame(buffer="back")
+                    win.flip()
                 if saver is not None:
                     name = f"{state.counts['shown']:05d}_{shown.topic}-{shown.seq:06d}.png" if shown else None
                     saver.save(win, name, shown, (t_flip[0] + wall, wall))
@@ -176,20 +185,21 @@ def _stop_reason(cfg: DisplayConfig, state: DisplayState, event: Any, now: float
     return ""
 
 
-def _draw(painter: Any, screen: Screen, cfg: DisplayConfig) -> None:
+def _draw(painter: Any, screen: Screen, cfg: DisplayConfig, new_text: bool = True) -> None:
+    """Draw a screen; with ``new_text`` False the text lines keep what they showed last."""
     half = cfg.window.size[1] / 2
     if screen.kind in ("wait", "ended"):
         painter.draw_cross()
         if cfg.mode == "operator":
             painter.draw_text("run ended" if screen.kind == "ended" else "waiting for the service", (0, -60), 24)
     elif screen.kind == "face":
-        painter.draw_face(screen.image, key=None)
+        painter.draw_face(screen.image, key=screen.key)
     elif screen.kind == "feedback":
-        painter.draw_face(screen.image, key=None)
+        painter.draw_face(screen.image, key=screen.key)
         lo, hi = cfg.feedback_range
         painter.draw_thermometer(screen.value, lo, hi, pos=(cfg.window.face_size / 2 + 60, 0))
     if screen.lines:
-        painter.draw_lines(screen.lines, half - 8)
+        painter.draw_lines(screen.lines if new_text else None, half - 8)
 
 
 class _FrameSaver:

@@ -46,6 +46,7 @@ class Screen:
     image: np.ndarray | None = None
     value: float | None = None
     lines: list[str] = field(default_factory=list)
+    key: int | None = None  # changes with every new face (the texture is uploaded once per key)
 
 
 def feedback_value(header: dict[str, Any]) -> float | None:
@@ -137,7 +138,9 @@ def operator_lines(state: DisplayState) -> list[str]:
     if isinstance(t.get("file_ready"), (int, float)) and isinstance(t.get("sent"), (int, float)):
         lines.append(f"file -> sent {1000 * (t['sent'] - t['file_ready']):.1f} ms")
     c = state.counts
-    lines.append(f"shown {c['shown']}  stale {c['stale']}  gaps {c['gaps']}  malformed {c['malformed']}")
+    lines.append(
+        f"shown {c['shown']}  stale {c['stale']}  gaps {c['gaps']}  malformed {c['malformed']}  restarts {c['restarts']}"
+    )
     if state.ended is not None:
         lines.append("run ended")
     return lines
@@ -152,8 +155,8 @@ def what_to_show(state: DisplayState, mode: str) -> Screen:
     if cur is None:
         return Screen("ended" if state.ended is not None else "wait", lines=lines)
     if mode == "feedback":
-        return Screen("feedback", image=cur.image, value=feedback_value(cur.header), lines=lines)
-    return Screen("face", image=cur.image, lines=lines)
+        return Screen("feedback", cur.image, feedback_value(cur.header), lines, state.counts["shown"])
+    return Screen("face", cur.image, lines=lines, key=state.counts["shown"])
 
 
 def _fmt(v: Any, spec: str) -> str:

@@ -187,13 +187,14 @@ def _send_frame(pub, pull, run_id, seq, image, timeout_ms=20000) -> dict:
     raise AssertionError(f"no flip ack for {run_id} frame {seq}")
 
 
-def test_display_shows_sent_frames_acks_them_and_survives_a_restart(tmp_path, window_env, tcp_address, rng):
+def test_operator_display_shows_sent_frames_acks_them_and_survives_a_restart(tmp_path, window_env, tcp_address, rng):
     from tests.conftest import free_port
 
     pub_address, frames_dir = f"tcp://127.0.0.1:{free_port()}", tmp_path / "frames"
     cmd = [
         sys.executable, "-m", "fmriface", "display", "--sub", pub_address, "--ack", tcp_address, "--headless",
-        "--save-frames", str(frames_dir), "--timeout", "60", "--size", "320x240", "--face-size", "128", "--json",
+        "--save-frames", str(frames_dir), "--timeout", "60", "--size", "640x480", "--face-size", "128", "--json",
+        "--mode", "operator",
     ]  # fmt: skip
     ctx = zmq.Context()
     pull = P.puller(ctx, tcp_address)
@@ -230,12 +231,13 @@ def test_display_shows_sent_frames_acks_them_and_survives_a_restart(tmp_path, wi
     assert (frames_dir / "wait.png").is_file()
     for row, sent in zip(index, images):
         shot = np.asarray(Image.open(frames_dir / row["file"]).convert("RGB"))
-        assert shot.shape == (240, 320, 3)
-        face = shot[120 - 48 : 120 + 48, 160 - 64 : 160 + 64]  # 32 x 24 shown 4x, centred
+        assert shot.shape == (480, 640, 3)
+        face = shot[240 - 48 : 240 + 48, 320 - 64 : 320 + 64]  # 32 x 24 shown 4x, centred
         small = np.asarray(Image.fromarray(face).resize((32, 24), Image.BOX)).astype(float)
         rms = np.sqrt(np.mean((small - sent.astype(float)) ** 2))
         assert rms < 6.0, f"{row['file']}: RMS {rms:.1f} from the sent image"
         assert np.sqrt(np.mean((small - 128.0) ** 2)) > 20  # not the grey background
+        assert (shot[:120, :300] > 200).all(axis=2).sum() > 200  # the operator's white text, top left
 
 
 @pytest.mark.slow
