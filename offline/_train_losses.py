@@ -119,3 +119,39 @@ def train_step(
         "train_dec": int(train_dec),
         "train_dis": int(train_dis),
     }
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(
+    encoder: nn.Module, decoder: nn.Module, discriminator: nn.Module, batches: list[torch.Tensor], seed: int = 0
+) -> None:
+    """Replace every batch-norm layer's moving averages by the exact statistics of ``batches``.
+
+    Training normalises with batch moments and keeps moving averages (decay 0.9) for inference; while the
+    weights still change quickly (a short CPU run) those averages lag behind and eval-mode outputs drift.
+    This recomputes them, with the current weights, on images of the training distribution, feeding each
+    network what it sees in training (the decoder: sampled posterior latents and prior latents). Weights are
+    untouched and the training generator is not used, so losses of later steps are unchanged.
+    """
+    nets = (encoder, decoder, discriminator)
+    bns = [m for net in nets for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    modes = [net.training for net in nets]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calls below
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        for net in nets:
+            net.train()
+        for x in batches:
+            z_mu, log_sigma = encoder(x)
+            eps = torch.randn(z_mu.shape, generator=gen).to(x.device)
+            prior = torch.randn(z_mu.shape, generator=gen).to(x.device)
+            fakes = decoder(torch.cat([z_mu + eps * torch.exp(log_sigma), prior]))
+            discriminator(torch.cat([x, fakes]))
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        for net, mode in zip(nets, modes):
+            net.train(mode)

@@ -32,7 +32,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import preset
 from models.vaegan import VAEGAN
 from offline._train_io import MetricsLog, pixel_correlation, setup_device, write_grid
-from offline._train_losses import LossWeights, train_step
+from offline._train_losses import LossWeights, recalibrate_batch_norm, train_step
 from offline.datasets import FaceSource, open_source
 
 __all__ = ["TrainConfig", "train_vaegan", "FACESPACE_FILE", "CHECKPOINT_FILE"]
@@ -57,6 +57,10 @@ class TrainConfig:
     ``max_minutes`` (0 = none) is a wall-clock budget for the training loop: when it is spent, training stops
     early at the current step (checkpointed, recorded as ``stopped_early`` in the summary), so a demo keeps to
     its time on a loaded machine; a later ``--resume`` continues towards ``steps``.
+
+    Before each sample grid and the final checkpoint, the batch-norm moving averages are recomputed exactly on
+    ``bn_recalibration_images`` fresh training-distribution images (0 = keep the moving averages): after a
+    short run the averages lag behind the weights and inference (eval mode, ONNX) would drift.
     """
 
     network: Literal["paper-128", "small-64"] = "small-64"
@@ -83,6 +87,7 @@ class TrainConfig:
     n_samples: int = 8
     n_held_out: int = 64
     n_attribute_faces: int = 1000
+    bn_recalibration_images: int = 256
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
@@ -124,6 +129,18 @@ def _make_optimizers(model: VAEGAN, cfg: TrainConfig) -> dict[str, torch.optim.O
         name: torch.optim.RMSprop(getattr(model, name).parameters(), lr=lr, alpha=cfg.rmsprop_alpha)
         for name, lr in lrs.items()
     }
+
+
+def _recalibrate(model: VAEGAN, source: FaceSource, cfg: TrainConfig, device: torch.device) -> None:
+    """Exact batch-norm statistics for inference (see :func:`recalibrate_batch_norm`), from a stream of
+    training-distribution batches that training itself never draws (steps past 10**8)."""
+    if cfg.bn_recalibration_images < 1:
+        return
+    n = min(cfg.batch_size, cfg.bn_recalibration_images)
+    batches = [
+        _to_tensor(source.batch(10**8 + k, n)[0], device) for k in range(max(1, cfg.bn_recalibration_images // n))
+    ]
+    recalibrate_batch_norm(model.encoder, model.decoder, model.discriminator, batches, seed=cfg.seed)
 
 
 @torch.no_grad()
@@ -286,6 +303,7 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             )
             t_last, n_last = now, 0
         if rank == 0 and step % cfg.sample_every == 0:
+            _recalibrate(model, source, cfg, device)
             corr = _samples(model, held, z_prior, device, out / "samples" / f"step_{step:06d}.png")
             shutil.copyfile(out / "samples" / f"step_{step:06d}.png", out / "samples.png")
             bar.write(f"step {step}: held-out pixel correlation {corr:.3f}")
@@ -296,6 +314,8 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             break
     bar.close()
     pool.shutdown(wait=True)
+    if rank == 0:
+        _recalibrate(model, source, cfg, device)
     checkpoint(step)
     in_sync = _ranks_in_sync(model, world) if distributed else None
     summary: dict[str, Any] = {}
