@@ -130,19 +130,22 @@ from stimulus.experiment import ExperimentConfig, run_experiment
 _, core, event = import_psychopy()
 real_get_keys, calls = event.getKeys, [0]
 
-def get_keys(*args, **kwargs):  # the participant presses Escape after ~90 frames of the run
+def get_keys(*args, **kwargs):  # the scanner's trigger key, a button press, then Escape, as key events
     calls[0] += 1
-    if calls[0] == 90:
-        event._onPygletKey("escape", 0, emulated=True)
+    for at, key in ((3, "5"), (70, "2"), (120, "escape")):
+        if calls[0] == at:
+            event._onPygletKey(key, 0, emulated=True)
     return real_get_keys(*args, **kwargs)
 
 event.getKeys = get_keys
-cfg = load_config(ExperimentConfig, sys.argv[1], {"stimuli": Path(sys.argv[2]), "out": Path(sys.argv[3]), "run": 2})
+overrides = {"stimuli": Path(sys.argv[2]), "out": Path(sys.argv[3]), "run": 2, "trigger.source": "key",
+             "trigger.key": "5", "emulate_responses": False}
+cfg = load_config(ExperimentConfig, sys.argv[1], overrides)
 print(json.dumps(run_experiment(cfg), default=str))
 """
 
 
-def test_escape_aborts_and_keeps_the_recorded_events(stimuli_dir, tmp_path, window_env):
+def test_key_trigger_key_response_and_escape(stimuli_dir, tmp_path, window_env):
     cfg = tmp_path / "experiment.toml"
     cfg.write_text(TEST_CONFIG)
     script = tmp_path / "abort.py"
@@ -153,11 +156,13 @@ def test_escape_aborts_and_keeps_the_recorded_events(stimuli_dir, tmp_path, wind
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["aborted"]
+    assert result["aborted"] and result["n_triggers"] == 1  # the key trigger started the run
     events = read_tsv(Path(result["events"]))
     assert 0 < len(events) == result["n_events"] < result["n_trials"]
     assert all(float(e["duration"]) > 0 for e in events)
-    assert "aborted by escape" in Path(result["log"]).read_text()
+    assert [e["response"] for e in events if e["response"] != "n/a"] == ["2"]  # the button press, recorded
+    log = Path(result["log"]).read_text()
+    assert "first trigger" in log and "response 2 to event" in log and "aborted by escape" in log
 
 
 def _wait_subscribed(xpub, timeout_ms: int = 60000) -> None:
