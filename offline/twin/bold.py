@@ -100,33 +100,41 @@ def synthesize_run(
     signal = event_regressors(times, onsets, durations) @ amps  # [T, V] percent
 
     n_head = subject.s0.size
-    rel = np.zeros((n_volumes, n_head), np.float32)  # fractional change of S0
     basis = np.cos(np.pi * np.outer(times / (n_volumes * tr), np.arange(1, 4)))  # [T, 3] slow cosines
     coef = 0.7 * rng.standard_normal((3, 1)) + 0.5 * rng.standard_normal((3, n_head))
-    rel += (noise.drift_percent / 100.0 / np.sqrt(3.0)) * (basis @ coef).astype(np.float32)
+    drift = ((noise.drift_percent / 100.0 / np.sqrt(3.0)) * (basis @ coef)).astype(np.float32)  # [T, H]
     phys_sd = np.sqrt(noise.physio_share) / noise.tsnr
-    if phys_sd > 0:
-        b = subject.brain_in_head
-        innov = rng.standard_normal((n_volumes, b.size), dtype=np.float32) * np.float32(
-            phys_sd * np.sqrt(1 - noise.ar1**2)
-        )
-        ar = np.empty_like(innov)
-        ar[0] = innov[0] / np.float32(np.sqrt(1 - noise.ar1**2))
-        for t in range(1, n_volumes):
-            ar[t] = np.float32(noise.ar1) * ar[t - 1] + innov[t]
-        rel[:, b] += ar
-    rel[:, subject.resp_in_head] += (signal / 100.0).astype(np.float32)
-    head_vals = subject.s0[None, :] * (1.0 + rel)
+    rho = np.float32(noise.ar1)
+    b = subject.brain_in_head
+    state = rng.standard_normal(b.size, dtype=np.float32) * np.float32(phys_sd)  # stationary AR(1) start
+    innov_sd = np.float32(phys_sd * np.sqrt(1 - noise.ar1**2))
+    thermal = np.float32(subject.s0_grey / noise.tsnr * np.sqrt(1.0 - noise.physio_share))
 
     shape = subject.head.shape
-    thermal = subject.s0_grey / noise.tsnr * np.sqrt(1.0 - noise.physio_share)
-    out = np.zeros((n_volumes, *shape), np.float32)
+    result = np.empty((n_volumes, *shape), np.int16)
+    chunk = 16  # volumes per block: bounded memory, no page-fault storm on large runs
+    clean = np.zeros((chunk, *shape), np.float32)  # outside the motion support it stays 0
+    noisy = np.empty_like(clean)
     frame = np.zeros(shape, np.float32)
     flat_head = np.flatnonzero(subject.head)
-    for t in range(n_volumes):
-        frame.reshape(-1)[flat_head] = head_vals[t]
-        subject.grid.move(frame, motion[t], out=out[t])
-    out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(thermal)
-    np.abs(out, out=out)  # magnitude image (a folded Gaussian where there is no signal)
-    out += 0.5  # round half up on the cast; EPI intensities stay far below the int16 limit
-    return out.astype(np.int16).transpose(1, 2, 3, 0)
+    resp = subject.resp_in_head
+    for t0 in range(0, n_volumes, chunk):
+        t1 = min(t0 + chunk, n_volumes)
+        rel = drift[t0:t1].copy()  # fractional change of S0
+        for k in range(t1 - t0):
+            state = rho * state + innov_sd * rng.standard_normal(b.size, dtype=np.float32)
+            rel[k, b] += state
+        rel[:, resp] += (signal[t0:t1] / 100.0).astype(np.float32)
+        rel += 1.0
+        rel *= subject.s0
+        for k, t in enumerate(range(t0, t1)):
+            frame.reshape(-1)[flat_head] = rel[k]
+            subject.grid.move(frame, motion[t], out=clean[k])
+        n = t1 - t0
+        rng.standard_normal(out=noisy[:n], dtype=np.float32)
+        noisy[:n] *= thermal
+        noisy[:n] += clean[:n]
+        np.abs(noisy[:n], out=noisy[:n])  # magnitude image (a folded Gaussian where there is no signal)
+        noisy[:n] += 0.5  # round half up on the cast; EPI intensities stay far below the int16 limit
+        result[t0:t1] = noisy[:n]
+    return result.transpose(1, 2, 3, 0)

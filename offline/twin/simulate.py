@@ -220,7 +220,7 @@ def write(plan: Plan, out_dir: str | Path, progress: Callable[[int], None] | Non
     if workers > 1 and len(plan.runs) > 1:
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+        ctx = mp.get_context("spawn")  # fork is unsafe once BLAS or tqdm threads run (Python 3.12 warns)
         with ProcessPoolExecutor(
             min(workers, len(plan.runs)), mp_context=ctx, initializer=_init_worker, initargs=(plan,)
         ) as pool:

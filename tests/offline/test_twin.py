@@ -210,7 +210,7 @@ def test_non_empty_out_is_refused_unless_forced(tmp_path):
     with pytest.raises(UsageError, match="not empty"):
         command.main(["--preset", "tiny", "--out", str(out)])
     assert (out / "keep.txt").read_text() == "mine"
-    assert command.main(["--preset", "tiny", "--out", str(out), "--force", "--seed", "3"]) == 0
+    assert command.main(["--preset", "tiny", "--out", str(out), "--force", "--seed", "3", "--workers", "1"]) == 0
     assert not (out / "keep.txt").exists() and (out / "dataset_description.json").is_file()
 
 
