@@ -15,7 +15,8 @@ class Decoder(nn.Module):
     blocks; the last block outputs RGB and keeps its batch norm and ELU (as the authors' network does).
 
     The output is divided by its per-image maximum; in eval mode (inference, export) it is also clipped to
-    [0, 1]. In training mode it is not clipped, so the losses keep their gradients.
+    [0, 1]. In training mode only values below -1 are clamped (see ``forward``), so the losses keep their
+    gradients.
     """
 
     def __init__(self, cfg: DecoderConfig) -> None:
@@ -43,5 +44,7 @@ class Decoder(nn.Module):
         peak = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)  # [N, 1, 1, 1]
         x = x / peak  # per-image maximum is 1
         if not self.training:
-            x = x.clamp(0.0, 1.0)
-        return x
+            return x.clamp(0.0, 1.0)
+        # An image whose maximum is tiny (early prior samples) would reach -1e6 here and wreck the batch
+        # statistics of the discriminator it is fed to; below -1 nothing is meaningful for a [0, 1] target.
+        return x.clamp(min=-1.0)
