@@ -213,6 +213,8 @@ class VolumeWatcher:
             observer.start()
             self._observer = observer
         except OSError as exc:
+            if self.config.polling == "off":
+                raise OSError(f"file events are unavailable for {self.folder} ({exc}) and polling is 'off'") from exc
             self._switch_to_polling(f"file events unavailable ({exc})")
 
     def _switch_to_polling(self, reason: str) -> None:
@@ -258,6 +260,8 @@ class VolumeWatcher:
                     self._switch_to_polling(f"{Path(name).name} appeared without a file event")
                 else:
                     continue
+            if known is not None and known.state == "waiting":
+                continue  # its retries are scheduled
             self._consider(name, now)
 
     def _scan(self) -> list[str]:
@@ -351,8 +355,9 @@ class VolumeWatcher:
     def _read(self, path: Path, target: Path, info: _File, t: float) -> None:
         try:
             raw, st = self._read_bytes(target)
-            if st.st_size == len(raw):  # the state these bytes came from (a write may have landed after stat)
-                info.signature = (st.st_size, st.st_mtime_ns)
+            seen = (st.st_size, st.st_mtime_ns)
+            if st.st_size == len(raw) and seen != info.signature:  # a write landed after the stat: that is a change
+                info.signature, info.t_changed, info.tries = seen, time.time(), 0
             digest = hashlib.sha256(raw).hexdigest()
             if info.state == "done" and digest == info.sha256:
                 return  # touched or rewritten with the same bytes: nothing new

@@ -326,3 +326,18 @@ def test_links_inside_are_followed_special_files_never_opened(tmp_path):
         volumes, events = collect(watcher, 2, settle=0.2)
     assert [v.acquisition for v in volumes] == [2, 3] and volumes[0].path.name == "vol0002.dcm"
     assert any(e.kind == "ignored" and "not a regular file" in e.reason for e in events)
+
+
+class _BrokenObserver(_SilentObserver):
+    def start(self):
+        raise OSError(28, "inotify watch limit reached")
+
+
+def test_observer_failure_falls_back_to_polling_unless_polling_is_off(tmp_path):
+    with VolumeWatcher(fast(tmp_path, polling="auto"), observer_factory=_BrokenObserver) as watcher:
+        assert watcher.mode == "polling"
+        mosaic(tmp_path, 1)
+        volumes, events = collect(watcher, 1)
+    assert [v.acquisition for v in volumes] == [1] and "inotify watch limit" in events[0].reason
+    with pytest.raises(OSError, match="polling is 'off'"):
+        VolumeWatcher(fast(tmp_path, polling="off"), observer_factory=_BrokenObserver).start()
