@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="empty a non-empty --out first")
     p.add_argument("--seed", type=int, help="seed of stimuli, trial order, noise and motion")
     p.add_argument("--tsnr", type=float, help="temporal SNR in grey matter (overrides noise.tsnr)")
-    p.add_argument("--workers", type=int, default=0, help="processes building runs (default 0: up to 2, one per core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes building runs (default 0: 1 for small data sets, else up to 2, one per core)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     args = p.parse_args(argv)
 
@@ -39,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if config is not None and not Path(config).suffix and not Path(config).exists():
         config = preset_path(config)
 
+    import numpy as np
+
     from offline.twin import SimulateConfig, prepare, write
 
     cfg = load_config(SimulateConfig, config, {"seed": args.seed, "noise.tsnr": args.tsnr})
-    workers = args.workers if args.workers > 0 else min(2, os.cpu_count() or 1)
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not args.force:
         prepare_out_dir(out, force=False)  # raises the standard "not empty" error before any work
@@ -50,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = prepare(cfg)
     except ValueError as exc:  # a config that passed the type checks but cannot be simulated
         raise UsageError(f"{config or 'defaults'}: {exc}") from None
+    size = sum(r.n_volumes for r in plan.runs) * int(np.prod(cfg.grid.shape))
+    # Worker processes take a second or two to start: worth it only for data sets of some size.
+    workers = args.workers if args.workers > 0 else (min(2, os.cpu_count() or 1) if size > 20_000_000 else 1)
     out = prepare_out_dir(out, args.force)
     with progress(total=len(plan.runs), desc="simulate", unit="run") as bar:
         summary = write(plan, out, progress=bar.update, workers=workers)
