@@ -20,8 +20,11 @@ probability proportional to the gradient magnitude, and are jittered off the vox
 interpolation's position-dependent smoothing does not pull the estimate towards whole-voxel shifts. Each
 iteration then costs one trilinear gather of the moved volume at the warped points and one ``8 x N`` product. A
 global gain and offset are estimated jointly with the six rigid parameters, so intensity drift does not bias the
-motion. Warm start from the previous volume's estimate; each level stops when an update moves no point within
-``radius`` mm of the origin by more than ``tol_mm``, or after ``max_iter`` iterations; steps are capped at 4 mm.
+motion. Once the least-squares steps are below 0.05 mm, a few iteratively reweighted steps (Tukey's biweight at
+10 robust standard deviations, weighted Hessian) make the estimate robust to voxels that do not follow the head: edge slices that gain or lose
+tissue as the head moves, spikes, strong activation. Warm start from the previous volume's estimate; each level
+stops when an update moves no point within ``radius`` mm of the origin by more than ``tol_mm``, or after
+``max_iter`` iterations (plus up to 8 reweighted ones); steps are capped at 4 mm.
 On EPI-like data one full-resolution level captures motions of 10 mm / 10 degrees from a cold start (the
 default); ``levels=(2, 1)`` adds a coarse level (2x2x2 block means) for rougher images.
 """
@@ -50,6 +53,8 @@ __all__ = [
 PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 _EYE3 = np.eye(3)
 _MAX_STEP_MM = 4.0
+_ROBUST_FROM_MM = 0.05  # least-squares steps this small hand over to the reweighted (robust) phase
+_ROBUST_ITER = 8  # reweighted iterations allowed after the least-squares phase has converged
 _MASK_CACHE = 4  # resampling masks whose voxel coordinates are kept  # largest displacement (within ``radius``) of one Gauss-Newton step
 
 
@@ -74,6 +79,10 @@ class RigidRegistration:
         A level stops when an update moves points within ``radius`` mm by less than this.
     radius : float
         Radius (mm) turning rotations into displacements, for the stopping rule.
+    robust : bool
+        Once least squares has converged, refine with Tukey-biweighted residuals (scale from their median
+        absolute value) and the weighted Hessian, so voxels that do not move rigidly with the head (edge slices
+        that gain or lose tissue, spikes, strong activation) cannot pull the estimate.
     warm_start : bool
         Start each :meth:`estimate` from the previous volume's parameters when ``init`` is not given.
     seed : int
@@ -105,6 +114,7 @@ class RigidRegistration:
         max_iter: tuple[int, ...] = (20,),
         tol_mm: float = 2e-3,
         radius: float = 50.0,
+        robust: bool = True,
         warm_start: bool = True,
         seed: int = 0,
     ) -> None:
@@ -113,6 +123,7 @@ class RigidRegistration:
         self.max_iter = max_iter
         self.tol_mm = tol_mm
         self.radius = radius
+        self.robust = robust
         self.warm_start = warm_start
         self.seed = seed
 
@@ -195,13 +206,18 @@ class RigidRegistration:
     def _solve(
         self, level: Level, vol: np.ndarray, m: np.ndarray, photometric: tuple[float, float] | None, cap: int
     ) -> tuple[np.ndarray, tuple[float, float], int, bool]:
-        """Gauss-Newton iterations on one level; returns (matrix, (gain, offset), iterations, converged)."""
+        """Gauss-Newton iterations on one level; returns (matrix, (gain, offset), iterations, converged).
+
+        Least squares with the fixed inverse Hessian until the steps fall under the tolerance (with ``robust``:
+        under ``_ROBUST_FROM_MM``), then iteratively reweighted steps (Tukey weights, weighted Hessian) until
+        they fall under the tolerance.
+        """
         sampler = self._samplers[level.shape]
         sampler.load(vol)
         tol2, r2, step2 = self.tol_mm**2, self.radius**2, _MAX_STEP_MM**2
         gain, offset = photometric if photometric is not None else (0.0, 0.0)
         low = high = 0.0
-        n, converged = 0, False
+        n, converged, reweighted = 0, False, False
         resid = level.ref_values
         while n < cap and not converged:
             n += 1
@@ -221,7 +237,16 @@ class RigidRegistration:
             resid *= np.float32(1.0 / gain)
             resid -= level.ref_values
             resid[:k][outside] = 0.0  # points moved out of the field of view carry no information
-            d = level.hessian_inv @ (level.jacobian_t @ resid).astype(np.float64)
+            if reweighted:
+                w = _tukey_weights(resid)
+                jw = level.jacobian_t * w
+                resid *= w
+                try:
+                    d = np.linalg.solve((jw @ level.jacobian_t.T).astype(np.float64), (jw @ resid).astype(np.float64))
+                except np.linalg.LinAlgError:
+                    break
+            else:
+                d = level.hessian_inv @ (level.jacobian_t @ resid).astype(np.float64)
             if not np.all(np.isfinite(d)):
                 break
             step = d[:3] @ d[:3] + r2 * (d[3:6] @ d[3:6])
@@ -231,7 +256,10 @@ class RigidRegistration:
             m = m @ rigid_inverse(rigid_matrix(d[:6], degrees=False))
             offset += gain * d[7]
             gain = min(max(gain * (1.0 + d[6]), low), high)
-            converged = step < tol2
+            converged = step < (tol2 if reweighted or not self.robust else _ROBUST_FROM_MM**2)
+            if converged and self.robust and not reweighted:
+                converged, reweighted = False, True
+                cap = max(cap, n + _ROBUST_ITER)
         self.cost_ = float(np.sqrt(resid @ resid / resid.size)) / level.ref_rms
         return m, (gain, offset), n, converged
 
@@ -342,6 +370,23 @@ def realign_run(
         if callback is not None:
             callback(t)
     return params, realigned
+
+
+def _tukey_weights(resid: np.ndarray, c: float = 10.0) -> np.ndarray:
+    """Tukey's biweight ``(1 - (r / (c s))^2)^2``, 0 beyond ``c s``, with s = 1.4826 median |r|.
+
+    ``c = 10`` (not the usual 4.685): interpolation errors at sharp edges are heavy-tailed but informative; only
+    gross outliers (an edge slice that lost tissue, a spike) should lose their weight.
+    """
+    scale = 1.4826 * float(np.median(np.abs(resid)))
+    if scale <= 0.0:
+        return np.ones_like(resid)
+    u = resid * np.float32(1.0 / (c * scale))
+    np.square(u, out=u)
+    np.subtract(1.0, u, out=u)
+    np.maximum(u, 0.0, out=u)
+    np.square(u, out=u)
+    return u
 
 
 def _voxel_points(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -189,6 +189,18 @@ def test_noise_and_intensity_drift(phantom, rng):
     assert_close_params(p, np.zeros(6))
 
 
+@pytest.mark.parametrize("slab", [8, 12])
+def test_a_slice_dropout_does_not_pull_the_estimate(phantom, slab):
+    aff = grid_affine()
+    true = [1.2, -0.8, 0.6, 1.5, -1.0, 0.8]
+    vol = phantom.volume(aff, true)
+    vol[:, :, slab] *= 0.3  # one slice lost most of its signal (spike, dropout, an edge slice losing tissue)
+    robust = RigidRegistration(warm_start=False).fit(phantom.volume(aff), aff, phantom.mask(aff))
+    assert_close_params(robust.estimate(vol), true)
+    plain = RigidRegistration(robust=False, warm_start=False).fit(phantom.volume(aff), aff, phantom.mask(aff))
+    assert np.abs(plain.estimate(vol) - true).max() > 0.5  # least squares alone is pulled off by degrees
+
+
 @pytest.mark.parametrize(
     ("voxel", "tilt", "shift"),
     [
