@@ -40,6 +40,9 @@ class ServeConfig:
         Preprocessed volumes averaged for each frame's latent (1 = the volume alone).
     poly_order, motion_regressors, min_volumes : int, bool, int
         Online detrending: Legendre drift order, the 6 motion parameters as regressors, settling volumes.
+    scale : str
+        Per-voxel scaling of the detrended signal: ``psc`` (percent signal change), ``zscore`` or ``none``;
+        must match the offline fit's (``service.online.detrend_offline``, default ``psc``).
     window_start, window_stop, baseline_start, baseline_stop : float
         The trial window (service.window.WindowSpec), seconds after onset.
     skip_trial_types : tuple of str
@@ -92,6 +95,7 @@ class ServeConfig:
     poly_order: int = 2
     motion_regressors: bool = True
     min_volumes: int = 10
+    scale: str = "psc"
     window_start: float = 4.0
     window_stop: float = 8.0
     baseline_start: float = -2.0
@@ -123,6 +127,8 @@ class ServeConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat <= 0:
             raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
+        if self.scale not in ("psc", "zscore", "none"):
+            raise ValueError(f"scale must be psc, zscore or none, got {self.scale!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         if self.run_id and not all(c.isalnum() or c in "-_." for c in self.run_id):

@@ -4,9 +4,9 @@ Each volume's voxels ``x_t`` [V] are modelled as ``x_t = r_t @ beta + e_t`` wher
 intercept, Legendre polynomials of the volume index (slow scanner drift) and, optionally, the six motion
 parameters of that volume. ``beta`` is the least-squares fit on every volume seen so far, kept as the running
 sums ``R^T R`` [K, K] and ``R^T X`` [K, V], so one update costs ``O(K V)`` whatever the run length. The
-residual ``e_t`` of the newest volume is then divided by the running standard deviation of the residuals
-(computed exactly from running sums), which is the per-run standardisation the offline fit applies to its
-features.
+residual ``e_t`` of the newest volume is then scaled per voxel: by default to percent signal change (divided by
+the voxel's running mean intensity, which is stable after a few volumes), or z-scored by the residuals' running
+standard deviation (computed exactly from the running sums). The offline fit applies the same scaling.
 
 :func:`detrend_offline` applies the same model to a whole run at once (the reference the online estimate is
 compared against).
@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OnlinePreprocessor", "design_row", "detrend_offline"]
+__all__ = ["OnlinePreprocessor", "design_row", "detrend_offline", "SCALES"]
+
+#: Per-voxel scalings of the residuals: percent signal change, z-score, none.
+SCALES = ("psc", "zscore", "none")
 
 #: Ridge on the drift coefficients: only keeps the first volumes' system well posed.
 _DRIFT_PRIOR = 1e-3
@@ -71,8 +74,10 @@ class OnlinePreprocessor:
         volumes seen so far; real motion (tenths of a mm and more) is unaffected after a few dozen volumes. The
         drift terms get a token ridge only. Offline (:func:`detrend_offline`) uses the same default, so online
         and offline estimates agree.
-    standardize : bool
-        Divide residuals by their standard deviation.
+    scale : {"psc", "zscore", "none"}
+        Residuals in percent of the voxel's mean intensity (default: a stable scale from the first volumes, so
+        online trial estimates agree with the offline ones), divided by the residuals' standard deviation
+        (degrees of freedom ``n - K``), or left in scanner units.
     min_volumes : int
         Volumes before :attr:`ready` turns true (fit and scale still settling).
 
@@ -85,7 +90,7 @@ class OnlinePreprocessor:
     beta_ : ndarray [K, V]
         The current fit.
     scale_ : ndarray [V]
-        The current residual standard deviation (1 where undefined or when not standardising).
+        The current divisor of each voxel's residuals (mean intensity / 100, residual SD, or 1).
     """
 
     def __init__(
@@ -95,7 +100,7 @@ class OnlinePreprocessor:
         motion_regressors: bool = True,
         horizon: float = 200.0,
         prior: float = 0.1,
-        standardize: bool = True,
+        scale: str = "psc",
         min_volumes: int = 10,
     ) -> None:
         self.n_voxels = n_voxels
@@ -103,7 +108,9 @@ class OnlinePreprocessor:
         self.motion_regressors = motion_regressors
         self.horizon = horizon
         self.prior = prior
-        self.standardize = standardize
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        self.scale = scale
         self.min_volumes = min_volumes
         self.reset()
 
@@ -123,6 +130,7 @@ class OnlinePreprocessor:
         self.rtr_ = np.zeros((k, k))
         self.rtx_ = np.zeros((k, v))
         self.sxx_ = np.zeros(v)
+        self.sx_ = np.zeros(v)
         self.beta_ = np.zeros((k, v))
         self.scale_ = np.ones(v)
         self._pdiag = np.diag(_penalty(k, self.poly_order, self.prior)).copy()
@@ -150,12 +158,16 @@ class OnlinePreprocessor:
         self.rtx_ += self._kv
         np.multiply(x, x, out=self._v)
         self.sxx_ += self._v
+        self.sx_ += x
         self.n_ += 1
         jitter = 1e-12 * max(1.0, float(np.trace(self.rtr_)))  # keeps the first volumes' system solvable
         pdiag = self._pdiag + jitter
         a_inv = np.linalg.inv(self.rtr_ + np.diag(pdiag))  # K x K: inverting it beats a K x V solve 30-fold
         np.dot(a_inv, self.rtx_, out=self.beta_)
-        if self.standardize and self.n_ >= 2:
+        if self.scale == "psc":
+            np.multiply(self.sx_, 0.01 / self.n_, out=self.scale_)
+            self.scale_[np.abs(self.scale_) < 1e-6 * max(1e-12, float(np.abs(self.scale_).max()))] = 1.0
+        elif self.scale == "zscore" and self.n_ >= 2:
             # RSS = sum x^2 - 2 beta.b + beta.(R^T R) beta = sum x^2 - beta.b - beta.(P beta), per voxel,
             # since (R^T R + P) beta = b (b = R^T x): exact, from the running sums
             np.multiply(self.beta_, self.rtx_, out=self._kv)
@@ -164,11 +176,11 @@ class OnlinePreprocessor:
             self._kv *= pdiag[:, None]
             rss -= self._kv.sum(axis=0)
             np.maximum(rss, 0.0, out=rss)
-            np.sqrt(rss / (self.n_ - 1), out=self.scale_)
+            np.sqrt(rss / max(self.n_ - self.n_regressors, 1), out=self.scale_)
             self.scale_[self.scale_ < 1e-9] = 1.0
         np.dot(r, self.beta_, out=self._v)
         np.subtract(x, self._v, out=self._v)
-        if self.n_ < 2 and self.standardize:
+        if self.n_ < 2 and self.scale == "zscore":
             self._v[:] = 0.0
         np.divide(self._v, self.scale_, out=self._v)
         self._out[:] = self._v
@@ -191,10 +203,13 @@ def detrend_offline(
     motion: np.ndarray | None = None,
     poly_order: int = 2,
     horizon: float = 200.0,
-    standardize: bool = True,
+    scale: str = "psc",
     prior: float = 0.1,
 ) -> np.ndarray:
-    """The same drift + motion model fitted on a whole run at once: residuals [T, V] (z-scored per voxel).
+    """The same drift + motion model fitted on a whole run at once: residuals [T, V], scaled per voxel.
+
+    ``scale`` is ``psc`` (percent of the voxel's mean intensity), ``zscore`` (residual SD, dof ``T - K``) or
+    ``none``, as in :class:`OnlinePreprocessor`.
 
     ``prior`` is the online preprocessor's ridge on the motion coefficients (the same default, so offline
     features are what the service computes).
@@ -209,8 +224,14 @@ def detrend_offline(
     jitter = 1e-12 * max(1.0, float(np.trace(dtd)))
     beta = np.linalg.solve(dtd + _penalty(k, poly_order, prior) + jitter * np.eye(k), design.T @ x)
     resid = x - design @ beta
-    if standardize:
-        sd = resid.std(axis=0, ddof=1)
-        sd[sd < 1e-12] = 1.0
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if scale == "psc":
+        div = x.mean(axis=0) / 100.0
+        div[np.abs(div) < 1e-6 * max(1e-12, float(np.abs(div).max()))] = 1.0
+        resid /= div
+    elif scale == "zscore":
+        sd = np.sqrt((resid**2).sum(axis=0) / max(t - k, 1))
+        sd[sd < 1e-9] = 1.0
         resid /= sd
     return resid.astype(np.float32)

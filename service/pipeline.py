@@ -74,7 +74,7 @@ class Pipeline:
         # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
         self.reg_ = RigidRegistration().fit(bundle.reference, bundle.affine)
         self.online_ = OnlinePreprocessor(
-            bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes
+            bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes, scale=cfg.scale
         )
         # by volume index: motion-corrected mask voxels, motion, preprocessed voxels, and which volumes are in
         self.raw_ = np.zeros((256, bundle.n_voxels), np.float32)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SynthBundle", "make_bundle", "make_run", "hrf"]
+__all__ = ["SynthBundle", "make_bundle", "make_run", "hrf", "write_onnx_pair"]
 
 
 @dataclass
@@ -94,6 +94,14 @@ def _onnx_models(latent: int, size: int, rng: np.random.Generator) -> tuple[byte
         onnx.checker.check_model(model)
         models.append(model.SerializeToString())
     return models[0], models[1], d
+
+
+def write_onnx_pair(folder: str | Path, latent_size: int, image_size: int, seed: int = 0) -> np.ndarray:
+    """Write the MatMul decoder and its exact-inverse encoder into ``folder``; returns the decoder matrix."""
+    dec, enc, d = _onnx_models(latent_size, image_size, np.random.default_rng(seed))
+    Path(folder, "decoder.onnx").write_bytes(dec)
+    Path(folder, "encoder.onnx").write_bytes(enc)
+    return d
 
 
 def make_bundle(

@@ -130,3 +130,25 @@ def serve(
         ctx.term()
     out.summary = svc.summary_
     return out
+
+
+def _collect_until_end(svc: Service, sub, start=None, timeout: float = 60.0) -> list[P.Message]:
+    """Run a started service in a thread, call ``start()`` once its heartbeat arrives, collect until ``end``."""
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    messages: list[P.Message] = []
+    try:
+        deadline = time.monotonic() + 30
+        while (msg := P.recv(sub, 200, P.SERVICE_TOPICS)) is None or msg.topic != "status":
+            assert time.monotonic() < deadline, "no status heartbeat within 30 s"
+        if start is not None:
+            start()
+        while True:
+            msg = P.recv(sub, int(timeout * 1000), P.SERVICE_TOPICS)
+            assert msg is not None, f"service went silent for {timeout} s"
+            messages.append(msg)
+            if msg.topic == "end":
+                return messages
+    finally:
+        svc.stop("test")
+        thread.join(10)

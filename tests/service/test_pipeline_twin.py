@@ -1,0 +1,160 @@
+"""The service on the digital twin (slow): a bundle fitted on the twin's training runs with the offline code
+(realignment, window estimates, ridge), the held-out test run replayed by the scanner emulator with its events,
+the service's trial latents against the offline pipeline's, and neurofeedback toward one test face."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fmriface.benchmarks._service_synth import write_onnx_pair
+from fmriface.config import load_config, preset_path
+from service.serve import ServeConfig
+from service.window import WindowSpec
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    """A tiny twin with longer runs (the online detrending needs a realistic run length)."""
+    from offline.twin import SimulateConfig, simulate
+
+    out = tmp_path_factory.mktemp("twin") / "bids"
+    cfg = load_config(SimulateConfig, preset_path("simulate-tiny"), {"paradigm.volumes_per_run": 110, "seed": 1})
+    simulate(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(twin, tmp_path_factory):
+    """Bundle fitted with the offline modules: ridge from the training runs' window estimates to the codes."""
+    import nibabel as nib
+
+    from offline.bids import load_bids
+    from offline.estimates import realign_subject, window_patterns
+    from offline.mapping import RidgeMapping
+    from service.bundle import write_manifest
+
+    subject = load_bids(twin)
+    faces = [r for r in subject.runs if "task-faces" in r.name]
+    reference, affine, brain, realigned = realign_subject(subject, faces)
+    responsive = np.asarray(nib.load(twin / "derivatives/twin/sub-01/responsive_mask.nii.gz").dataobj) > 0
+    mask = responsive & brain
+    cols = np.searchsorted(np.flatnonzero(brain), np.flatnonzero(mask))
+    codes = np.load(twin / "derivatives/twin/codes.npz")
+    code_of = dict(zip(codes["stim_files"].tolist(), codes["codes"].astype(np.float32)))
+    spec = WindowSpec()
+    xs, ys = [], []
+    for rr in realigned:
+        if (rr.run.events["trial_type"] == "train_face").any():
+            x, trials = window_patterns(rr, ["train_face"], spec)
+            xs.append(x[:, cols])
+            ys += [code_of[s] for s in trials["stim_file"]]
+    mapping = RidgeMapping(alphas=(1.0, 10.0, 100.0, 1000.0), n_splits=3).fit(np.concatenate(xs), np.stack(ys))
+    weights, bias = mapping.linear_map_()
+    latent = weights.shape[1]
+    folder = tmp_path_factory.mktemp("bundle") / "b"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(reference, affine), folder / "reference.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), folder / "mask.nii.gz")
+    np.savez(folder / "mapping.npz", weights=weights, bias=bias, x_mean=mapping.x_mean_, x_scale=mapping.x_scale_)
+    write_onnx_pair(folder, latent, 16)
+    ids = sorted(code_of)
+    test_ids = [s for s in ids if s.startswith("test/")]
+    train_ids = [s for s in ids if not s.startswith("test/")]
+    np.savez(
+        folder / "attributes.npz",
+        names=np.array(["Male"]),
+        directions=np.ones((1, latent), np.float32),
+        train_ids=np.array(train_ids),
+        train_latents=np.stack([code_of[s] for s in train_ids]),
+        test_ids=np.array(test_ids),
+        test_latents=np.stack([code_of[s] for s in test_ids]),
+    )
+    write_manifest(
+        folder,
+        {
+            "latent_size": latent,
+            "image_shape": [16, 16, 3],
+            "n_voxels": int(mask.sum()),
+            "tr": 2.0,
+            "mapping_method": "ridge",
+        },
+    )
+    test_rr = next(rr for rr in realigned if (rr.run.events["trial_type"] == "test_face").any())
+    return folder, mapping, cols, test_rr
+
+
+def test_the_twin_test_run_through_the_service(fitted, tmp_path):
+    import zmq
+
+    from offline.estimates import window_patterns
+    from service import protocol as P
+    from service.replay import ScannerEmulator
+    from service.serve import Service
+    from tests.service._service_harness import _collect_until_end
+
+    folder, mapping, cols, rr = fitted
+    data, affine = rr.run.load()
+    events = rr.run.events
+    test_trials = events[events["trial_type"] == "test_face"]
+    target = test_trials["stim_file"].value_counts().index[0]
+    watch = tmp_path / "scanner"
+    watch.mkdir()
+    cfg = load_config(
+        ServeConfig,
+        preset_path("serve-tiny"),
+        {
+            "bundle": str(folder),
+            "watch": str(watch),
+            "runs": str(tmp_path / "runs"),
+            "pub": f"tcp://127.0.0.1:{free_port()}",
+            "pull": f"tcp://127.0.0.1:{free_port()}",
+            "max_volumes": int(data.shape[3]),
+            "target_stim": target,
+            "hwm": 1000,
+        },
+    )
+    svc = Service(cfg).start()
+    ctx = zmq.Context()
+    sub = P.subscriber(ctx, cfg.pub, hwm=100000)
+    emu = ScannerEmulator(
+        data,
+        affine,
+        rr.run.tr,
+        watch,
+        fmt="nifti",
+        speed=25.0,
+        events=events.to_dict("records"),
+        event_address=cfg.pull,
+    )
+    try:
+        messages = _collect_until_end(svc, sub, start=emu.start)
+    finally:
+        emu.stop()
+        sub.close(linger=0)
+        ctx.term()
+    frames = [m for m in messages if m.topic == "frame"]
+    assert [m.header["volume"] for m in frames] == list(range(data.shape[3]))
+    trials = [m for m in messages if m.topic == "trial" and m.header["trial_type"] == "test_face"]
+
+    # the offline pipeline's window estimates of the same run -> the same mapping
+    x, offline_trials = window_patterns(rr, ["test_face"], WindowSpec())
+    offline = mapping.predict(x[:, cols])
+    online = np.array([m.header["latent"] for m in trials])
+    assert [m.header["stim_id"] for m in trials] == offline_trials["stim_file"].tolist()
+    r = np.corrcoef(online.ravel(), offline.ravel())[0, 1]
+    print(f"twin: online vs offline trial latents r = {r:.4f} over {len(trials)} trials")
+    # the service's motion estimates are the offline realignment's (same reference, same estimator)
+    recs = [json.loads(line) for line in (svc.run_dir_ / "volumes.jsonl").read_text().splitlines()]
+    assert np.abs(np.array([r["motion"] for r in recs]) - rr.motion).max() < 1e-3
+    assert r >= 0.99
+
+    # neurofeedback: closer to the target while the twin views the target face
+    fb = np.array([m.header["feedback"]["value"] for m in trials])
+    on_target = np.array([m.header["stim_id"] == target for m in trials])
+    assert fb[on_target].mean() > fb[~on_target].mean()
