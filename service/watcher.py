@@ -127,6 +127,13 @@ class VolumeWatcher:
         The settings, or the folder (then ``overrides`` are WatcherConfig fields).
     observer_factory : callable, optional
         Builds the watchdog observer (tests pass one whose events never arrive).
+
+    Attributes
+    ----------
+    mode : {"events", "polling"}
+        How new files are found now (``auto`` starts with events and may switch, reporting a ``polling`` event).
+    counts : dict
+        Volumes handed on and events by kind, so far.
     """
 
     def __init__(self, config: WatcherConfig | str | Path, observer_factory=None, **overrides: Any):
