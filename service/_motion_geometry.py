@@ -24,7 +24,7 @@ def rigid_matrix(params: Any, degrees: bool = True) -> np.ndarray:
         ``[[R, t], [0, 1]]`` with ``R = Rz @ Ry @ Rx`` (right-handed, about the world axes through the origin):
         a reference point ``x`` is at ``R @ x + t`` in the moved volume.
     """
-    tx, ty, tz, rx, ry, rz = (float(v) for v in np.asarray(params, dtype=np.float64).reshape(6))
+    tx, ty, tz, rx, ry, rz = np.asarray(params, dtype=np.float64).reshape(6).tolist()
     if degrees:
         rx, ry, rz = math.radians(rx), math.radians(ry), math.radians(rz)
     cx, sx, cy, sy = math.cos(rx), math.sin(rx), math.cos(ry), math.sin(ry)
@@ -74,7 +74,9 @@ def framewise_displacement(params: Any, radius: float = 50.0) -> np.ndarray:
 
 def rigid_inverse(m: np.ndarray) -> np.ndarray:
     """Inverse of a rigid 4x4 matrix: ``[[R^T, -R^T t], [0, 1]]``."""
-    inv = np.eye(4)
-    inv[:3, :3] = m[:3, :3].T
-    inv[:3, 3] = -m[:3, :3].T @ m[:3, 3]
+    inv = np.zeros((4, 4))
+    rt = m[:3, :3].T
+    inv[:3, :3] = rt
+    inv[:3, 3] = -(rt @ m[:3, 3])
+    inv[3, 3] = 1.0
     return inv
