@@ -31,6 +31,7 @@ default); ``levels=(2, 1)`` adds a coarse level (2x2x2 block means) for rougher 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -126,6 +127,24 @@ class RigidRegistration:
         self.robust = robust
         self.warm_start = warm_start
         self.seed = seed
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters (scikit-learn's estimator API, so ``sklearn.base.clone`` works)."""
+        return {
+            name: getattr(self, name) for name in inspect.signature(type(self).__init__).parameters if name != "self"
+        }
+
+    def set_params(self, **params: Any) -> RigidRegistration:
+        """Set constructor parameters (scikit-learn's estimator API); unknown names are errors."""
+        known = self.get_params()
+        for name, value in params.items():
+            if name not in known:
+                raise ValueError(f"RigidRegistration has no parameter {name!r}; known: {', '.join(known)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"RigidRegistration({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     # ----------------------------------------------------------------------------------------------- fit
     def fit(self, reference: Any, affine: np.ndarray, mask: np.ndarray | None = None) -> RigidRegistration:

@@ -343,6 +343,18 @@ def test_unfitted_and_bad_inputs(phantom):
         RigidRegistration().fit(np.zeros(SHAPE), np.zeros((4, 4)))
 
 
+def test_estimator_api_stores_parameters_only():
+    from sklearn.base import clone
+
+    reg = RigidRegistration(n_points=(2000,), tol_mm=1e-3)
+    assert reg.get_params()["n_points"] == (2000,) and not hasattr(reg, "levels_")
+    copy = clone(reg)
+    assert copy.get_params() == reg.get_params() and copy is not reg
+    assert reg.set_params(seed=3).seed == 3 and "seed=3" in repr(reg)
+    with pytest.raises(ValueError, match="no parameter 'nope'"):
+        reg.set_params(nope=1)
+
+
 def test_auto_mask_when_none_is_given(phantom):
     aff = grid_affine()
     reg = RigidRegistration(warm_start=False).fit(phantom.volume(aff), aff)
