@@ -21,11 +21,11 @@ interpolation's position-dependent smoothing does not pull the estimate towards 
 iteration then costs one trilinear gather of the moved volume at the warped points and one ``8 x N`` product. A
 global gain and offset are estimated jointly with the six rigid parameters, so intensity drift does not bias the
 motion. Once the least-squares steps are below 0.05 mm, a few iteratively reweighted steps (Tukey's biweight at
-10 robust standard deviations, weighted Hessian) make the estimate robust to voxels that do not follow the head: edge slices that gain or lose
-tissue as the head moves, spikes, strong activation. Warm start from the previous volume's estimate; each level
-stops when an update moves no point within ``radius`` mm of the origin by more than ``tol_mm``, or after
-``max_iter`` iterations (plus up to 8 reweighted ones); steps are capped at 4 mm.
-On EPI-like data one full-resolution level captures motions of 10 mm / 10 degrees from a cold start (the
+10 robust standard deviations, weighted Hessian) make the estimate robust to voxels that do not follow the
+head: edge slices that gain or lose tissue as the head moves, spikes, strong activation. Warm start from the
+previous volume's estimate; each level stops when an update moves no point within ``radius`` mm of the origin
+by more than ``tol_mm``, or after ``max_iter`` iterations (plus up to 8 reweighted ones); steps are capped at
+4 mm. On EPI-like data one full-resolution level captures motions of 10 mm / 10 degrees from a cold start (the
 default); ``levels=(2, 1)`` adds a coarse level (2x2x2 block means) for rougher images.
 """
 
@@ -53,10 +53,10 @@ __all__ = [
 
 PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 _EYE3 = np.eye(3)
-_MAX_STEP_MM = 4.0
+_MAX_STEP_MM = 4.0  # largest displacement (within ``radius``) of one Gauss-Newton step
 _ROBUST_FROM_MM = 0.05  # least-squares steps this small hand over to the reweighted (robust) phase
 _ROBUST_ITER = 8  # reweighted iterations allowed after the least-squares phase has converged
-_MASK_CACHE = 4  # resampling masks whose voxel coordinates are kept  # largest displacement (within ``radius``) of one Gauss-Newton step
+_MASK_CACHE = 4  # resampling masks whose voxel coordinates are kept
 
 
 class GridMismatchError(ValueError):
