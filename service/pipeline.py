@@ -265,9 +265,14 @@ class Pipeline:
         log.error("volume %s (%s) skipped: %s", rec.get("volume"), rec.get("file"), rec["error"])
         self.runlog.volume(rec, None, None)
 
-    def intake_problem(self, kind: str, reason: str, path: Any = None, index: int | None = None) -> None:
+    def intake_problem(
+        self, kind: str, reason: str, path: Any = None, acquisition: int | None = None, acquisitions: Any = ()
+    ) -> None:
         """Record a problem the watcher reported (incomplete, corrupt, gap, duplicate) as a skipped volume."""
-        rec: dict[str, Any] = {"volume": index, "status": "skipped", "error": f"{kind}: {reason}"}
+        rec: dict[str, Any] = {"volume": None, "acquisition": acquisition, "status": "skipped"}
+        if acquisitions:
+            rec["acquisitions"] = [int(a) for a in acquisitions]
+        rec["error"] = f"{kind}: {reason}"
         if path is not None:
             rec["file"] = Path(path).name
         rec["t"] = {"read": time.time()}

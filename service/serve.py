@@ -278,7 +278,7 @@ class Service:
 
     def _intake_event(self, ev: IntakeEvent) -> None:
         if ev.kind in _SKIPPED:
-            self.pipeline_.intake_problem(ev.kind, ev.reason, ev.path, ev.acquisition)
+            self.pipeline_.intake_problem(ev.kind, ev.reason, ev.path, ev.acquisition, ev.acquisitions)
         else:
             log.info("intake %s: %s", ev.kind, ev.reason)
 

@@ -180,3 +180,47 @@ def test_sigterm_ends_the_run_cleanly_and_it_resumes(synth, tmp_path):
     manifest = json.loads((runs / "r1" / "manifest.json").read_text())
     assert manifest["state"] == "stopped" and manifest["summary"]["reason"] == "SIGTERM"
     assert json.loads(out.decode().strip().splitlines()[-1])["volumes_ok"] == 3
+
+
+def test_a_corrupt_file_is_recorded_as_skipped_and_the_run_goes_on(synth, tmp_path, monkeypatch):
+    from service.serve import Service
+    from service.writers import write_volume
+    from tests.service._service_harness import _collect_until_end
+
+    monkeypatch.setenv("FMRIFACE_RAISE", "0")  # the production error policy
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    data = make_run(synth, [(4.0, 1)], 6, seed=8)
+    from fmriface.config import load_config, preset_path
+    from service.serve import ServeConfig
+
+    overrides = {"bundle": str(synth.path), "watch": str(watch), "runs": str(tmp_path / "runs"), "max_volumes": 5}
+    overrides.update(pub=f"tcp://127.0.0.1:{free_port()}", pull=f"tcp://127.0.0.1:{free_port()}")
+    cfg = load_config(ServeConfig, preset_path("serve-tiny"), overrides)
+    svc = Service(cfg).start()
+    ctx = zmq.Context()
+    sub = P.subscriber(ctx, cfg.pub, hwm=1000)
+
+    def scanner():
+        for i in range(6):
+            path = watch / f"vol_{i + 1:04d}.nii"
+            if i == 2:
+                path.write_bytes(b"\x5c\x01\x00\x00" + os.urandom(400))  # a NIfTI-1 size field, then garbage
+            else:
+                write_volume(data[i], synth.affine, path, "nifti", acquisition=i + 1, tr=TR)
+            time.sleep(0.1)
+
+    try:
+        messages = _collect_until_end(svc, sub, start=lambda: threading.Thread(target=scanner, daemon=True).start())
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+    frames = [m.header["acquisition"] for m in messages if m.topic == "frame"]
+    assert frames == [1, 2, 4, 5, 6]
+    recs = read_volumes(svc.run_dir_)
+    skipped = [r for r in recs if r["status"] == "skipped"]
+    assert (
+        skipped
+        and skipped[0]["file"] == "vol_0003.nii"
+        and skipped[0]["error"].split(":")[0] in ("corrupt", "incomplete")
+    )
