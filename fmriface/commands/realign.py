@@ -12,7 +12,7 @@ run, or by default the mean of the run's volumes.
 examples:
   fmriface realign sub-01_task-faces_run-01_bold.nii.gz --out qc/run-01
   fmriface realign run.nii.gz --reference-volume 0 --out qc/run --write-realigned
-  fmriface realign run.nii.gz --reference bundle/reference.nii.gz --mask bundle/mask.nii.gz --out qc/run
+  fmriface realign run.nii.gz --reference bundle/reference.nii.gz --mask brain_mask.nii.gz --out qc/run
 """
 
 from __future__ import annotations
@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference", type=Path, help="a 3-D reference volume on the run's grid")
     ref.add_argument("--reference-volume", type=int, help="use volume K of the run (0-based) as the reference")
-    p.add_argument("--mask", type=Path, help="a brain mask on the run's grid (default: estimated from the reference)")
+    p.add_argument(
+        "--mask",
+        type=Path,
+        help="a brain (registration) mask on the run's grid (default: estimated from the reference)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (motion.tsv, realigned run)")
     p.add_argument("--write-realigned", action="store_true", help="also write the realigned run")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
