@@ -137,6 +137,8 @@ def test_startup_checks_say_what_to_fix(synth, tmp_path, capsys, monkeypatch):
         busy.close(linger=0)
         ctx.term()
     _expect_error(capsys, monkeypatch, _argv(synth, watch, runs, pub, pull, "--heartbeat", "0"), "heartbeat")
+    no_events = _argv(synth, watch, runs, pub, pull, "--events", str(tmp_path / "missing_events.tsv"))
+    _expect_error(capsys, monkeypatch, no_events, "missing_events.tsv does not exist", "fix --events")
 
 
 def test_sigterm_ends_the_run_cleanly_and_it_resumes(synth, tmp_path):

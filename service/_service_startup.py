@@ -1,0 +1,178 @@
+"""Start-up of the service: the checks that say what to fix, run ids, logging, provenance of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from service._service_config import ServeConfig
+from service._service_trials import read_events_tsv
+from service.bundle import Bundle, BundleError, load_bundle
+from service.publisher import check_bindable
+
+__all__ = [
+    "StartupError",
+    "default_run_id",
+    "choose_run_id",
+    "setup_logging",
+    "startup_checks",
+    "read_target_image",
+    "limit_blas",
+    "versions",
+    "config_record",
+    "sha256_of",
+]
+
+log = logging.getLogger("service.serve")
+
+
+class StartupError(ValueError):
+    """A start-up check failed; the message says what to fix."""
+
+    user_error = True
+
+
+def default_run_id(watch: Path) -> str:
+    """A run id stable for a watched folder: ``run-<hash of its absolute path>``.
+
+    The folder's name is not used: scanner export folders are often named after the patient.
+    """
+    return "run-" + hashlib.sha256(str(watch.resolve()).encode()).hexdigest()[:10]
+
+
+def choose_run_id(cfg: ServeConfig) -> str:
+    base = cfg.run_id or default_run_id(Path(cfg.watch))
+    run_id, n = base, 1
+    while True:
+        manifest = Path(cfg.runs) / run_id / "manifest.json"
+        if not manifest.exists():
+            return run_id
+        try:
+            state = json.loads(manifest.read_text()).get("state")
+        except (OSError, json.JSONDecodeError):
+            state = None
+        if state != "ended":
+            return run_id  # resume it
+        if cfg.run_id:
+            raise StartupError(f"run {manifest.parent} already ended; pass another --run-id or --runs folder")
+        n += 1
+        run_id = f"{base}-{n}"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {"time": record.created, "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        )
+
+
+def setup_logging(json_log: bool = False, level: int = logging.INFO) -> None:
+    """Log the service's messages on stderr, as text or one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if json_log else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("service")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("fmriface", "numpy", "scipy", "nibabel", "pyzmq", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
+    """The start-up checks; returns the bundle and the events file's trials. Each failure says what to fix."""
+    events: list[dict[str, Any]] = []
+    if cfg.bundle is None:
+        raise StartupError("no bundle given: pass --bundle DIR (a folder written by `fmriface fit`)")
+    if cfg.watch is None:
+        raise StartupError("no folder to watch: pass --watch DIR (the scanner's export folder)")
+    watch = Path(cfg.watch)
+    if not watch.is_dir():
+        raise StartupError(f"watch folder {watch} does not exist or is not a folder; create it or fix --watch")
+    if not os.access(watch, os.R_OK | os.X_OK):
+        raise StartupError(f"watch folder {watch} is not readable by this user; fix its permissions")
+    try:
+        bundle = load_bundle(cfg.bundle, verify=cfg.verify_bundle)
+    except BundleError as exc:
+        raise StartupError(f"{exc}; rebuild the bundle with `fmriface fit` or point --bundle at another") from None
+    runs = Path(cfg.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    if not os.access(runs, os.W_OK):
+        raise StartupError(f"runs folder {runs} is not writable; fix --runs")
+    import zmq
+
+    ctx = zmq.Context()
+    try:
+        check_bindable(ctx, cfg.pub, "pub")
+        if cfg.pull:
+            check_bindable(ctx, cfg.pull, "pull")
+    finally:
+        ctx.term()
+    if cfg.events is not None:
+        try:
+            events = read_events_tsv(cfg.events)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"{exc}; fix --events (a BIDS events.tsv)") from None
+    if cfg.target_stim:
+        try:
+            bundle.stimulus_latent(cfg.target_stim)
+        except BundleError as exc:
+            raise StartupError(f"target_stim: {exc}; use a file name from the bundle's attributes.npz") from None
+    if cfg.target_image is not None and not Path(cfg.target_image).is_file():
+        raise StartupError(f"target image {cfg.target_image} does not exist")
+    return bundle, events
+
+
+def read_target_image(path: Path, bundle: Bundle) -> Any:
+    """A target face image file as ``uint8 [H, W, 3]`` at the bundle's image size."""
+    import numpy as np
+    from PIL import Image
+
+    h, w, _ = bundle.image_shape
+    try:
+        img = Image.open(path).convert("RGB").resize((w, h))
+    except OSError as exc:
+        raise StartupError(f"target image {path} cannot be read: {exc}") from None
+    return np.asarray(img, np.uint8)
+
+
+def limit_blas(threads: int) -> Any:
+    """Limit numpy's BLAS thread pool for this process (threadpoolctl where installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.warning("threadpoolctl is not installed: set OPENBLAS_NUM_THREADS=%d for steady latency", threads)
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def config_record(cfg: ServeConfig) -> dict[str, Any]:
+    from dataclasses import fields
+
+    out = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name == "watcher":
+            v = {g.name: getattr(v, g.name) for g in fields(v) if g.name != "folder"}
+        out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    # the watched folder's path may name the patient (export folders often do): keep only a hash of it
+    out["watch"] = None if cfg.watch is None else default_run_id(Path(cfg.watch)).replace("run-", "sha256:")
+    return out
