@@ -88,7 +88,8 @@ class OnlinePreprocessor:
     rtr_, rtx_, sxx_ : ndarray
         Running ``R^T R`` [K, K], ``R^T X`` [K, V] and ``sum x^2`` [V] (float64).
     beta_ : ndarray [K, V]
-        The current fit.
+        The fit as of the last :meth:`residuals` call (or of every volume with ``scale="zscore"``); per volume
+        only the newest volume's fitted value is needed, which is ``K`` times cheaper.
     scale_ : ndarray [V]
         The current divisor of each voxel's residuals (mean intensity / 100, residual SD, or 1).
     """
@@ -132,6 +133,8 @@ class OnlinePreprocessor:
         self.sxx_ = np.zeros(v)
         self.sx_ = np.zeros(v)
         self.beta_ = np.zeros((k, v))
+        self._a_inv = np.zeros((k, k))
+        self._beta_stale = False
         self.scale_ = np.ones(v)
         self._pdiag = np.diag(_penalty(k, self.poly_order, self.prior)).copy()
         self._row = np.zeros(k)
@@ -162,12 +165,13 @@ class OnlinePreprocessor:
         self.n_ += 1
         jitter = 1e-12 * max(1.0, float(np.trace(self.rtr_)))  # keeps the first volumes' system solvable
         pdiag = self._pdiag + jitter
-        a_inv = np.linalg.inv(self.rtr_ + np.diag(pdiag))  # K x K: inverting it beats a K x V solve 30-fold
-        np.dot(a_inv, self.rtx_, out=self.beta_)
+        self._a_inv = np.linalg.inv(self.rtr_ + np.diag(pdiag))  # K x K: beats a K x V solve 30-fold
+        self._beta_stale = True
         if self.scale == "psc":
             np.multiply(self.sx_, 0.01 / self.n_, out=self.scale_)
             self.scale_[np.abs(self.scale_) < 1e-6 * max(1e-12, float(np.abs(self.scale_).max()))] = 1.0
         elif self.scale == "zscore" and self.n_ >= 2:
+            self._refresh_beta()
             # RSS = sum x^2 - 2 beta.b + beta.(R^T R) beta = sum x^2 - beta.b - beta.(P beta), per voxel,
             # since (R^T R + P) beta = b (b = R^T x): exact, from the running sums
             np.multiply(self.beta_, self.rtx_, out=self._kv)
@@ -178,7 +182,8 @@ class OnlinePreprocessor:
             np.maximum(rss, 0.0, out=rss)
             np.sqrt(rss / max(self.n_ - self.n_regressors, 1), out=self.scale_)
             self.scale_[self.scale_ < 1e-9] = 1.0
-        np.dot(r, self.beta_, out=self._v)
+        # the newest volume's fitted value r^T A^-1 (R^T X): a K-vector times K x V, no K x K x V product
+        np.dot(self._a_inv @ r, self.rtx_, out=self._v)
         np.subtract(x, self._v, out=self._v)
         if self.n_ < 2 and self.scale == "zscore":
             self._v[:] = 0.0
@@ -186,12 +191,18 @@ class OnlinePreprocessor:
         self._out[:] = self._v
         return self._out
 
+    def _refresh_beta(self) -> None:
+        if self._beta_stale:
+            np.dot(self._a_inv, self.rtx_, out=self.beta_)
+            self._beta_stale = False
+
     def residuals(self, x: np.ndarray, indices: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         """Standardised residuals [n, V] of earlier volumes ``x`` [n, V] under the current fit and scale.
 
         This is what :func:`detrend_offline` on the volumes so far would give for them: the service computes a
         trial's window estimate on these, so it agrees with the offline estimate as closely as the data allow.
         """
+        self._refresh_beta()
         design = np.zeros((len(indices), self.n_regressors))
         for j, i in enumerate(indices):
             self._regressors(int(i), None if motion is None else motion[j], design[j])
