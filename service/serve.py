@@ -135,8 +135,8 @@ class Service:
         t_last_volume = None
         next_beat = t0
         taken = 0
-        self.source.start()
         try:
+            self.source.start()
             while not self._stop.is_set():
                 batch = self._take(cfg.max_volumes - taken if cfg.max_volumes else cfg.max_batch)
                 now = time.monotonic()
@@ -154,6 +154,9 @@ class Service:
                     self.stop("idle_timeout")
                 elif cfg.startup_timeout and t_last_volume is None and now - t0 > cfg.startup_timeout:
                     self.stop("startup_timeout")
+        except BaseException as exc:  # the end message and the records still go out, then it propagates
+            self.stop(f"error: {type(exc).__name__}")
+            raise
         finally:
             self.source.stop()
             for sig, old in handlers.items():
