@@ -1,6 +1,7 @@
 """The service on the digital twin (slow): a bundle fitted on the twin's training runs with the offline code
 (realignment, window estimates, ridge), the held-out test run replayed by the scanner emulator with its events,
-the service's trial latents against the offline pipeline's, and neurofeedback toward one test face."""
+the service's trial latents against the offline pipeline's, and neurofeedback toward one face while the twin
+views it (test run) or imagines it (imagery run)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ def twin(tmp_path_factory):
     from offline.twin import SimulateConfig, simulate
 
     out = tmp_path_factory.mktemp("twin") / "bids"
-    cfg = load_config(SimulateConfig, preset_path("simulate-tiny"), {"paradigm.volumes_per_run": 110, "seed": 1})
+    cfg = load_config(
+        SimulateConfig,
+        preset_path("simulate-tiny"),
+        {"paradigm.volumes_per_run": 110, "paradigm.imagery_trials_per_run": 6, "seed": 1},
+    )
     simulate(cfg, out)
     return out
 
@@ -86,60 +91,69 @@ def fitted(twin, tmp_path_factory):
         },
     )
     test_rr = next(rr for rr in realigned if (rr.run.events["trial_type"] == "test_face").any())
-    return folder, mapping, cols, test_rr
+    imagery = next(r for r in subject.runs if "task-imagery" in r.name)
+    return folder, mapping, cols, test_rr, imagery
 
 
-def test_the_twin_test_run_through_the_service(fitted, tmp_path):
+def _serve_run(folder, run, target: str, tmp_path):
+    """Replay one BIDS run through the service (emulator + its events) with a target; all messages."""
     import zmq
 
-    from offline.estimates import window_patterns
     from service import protocol as P
     from service.replay import ScannerEmulator
     from service.serve import Service
     from tests.service._service_harness import _collect_until_end
 
-    folder, mapping, cols, rr = fitted
-    data, affine = rr.run.load()
-    events = rr.run.events
-    test_trials = events[events["trial_type"] == "test_face"]
-    target = test_trials["stim_file"].value_counts().index[0]
+    data, affine = run.load()
     watch = tmp_path / "scanner"
     watch.mkdir()
-    cfg = load_config(
-        ServeConfig,
-        preset_path("serve-tiny"),
-        {
-            "bundle": str(folder),
-            "watch": str(watch),
-            "runs": str(tmp_path / "runs"),
-            "pub": f"tcp://127.0.0.1:{free_port()}",
-            "pull": f"tcp://127.0.0.1:{free_port()}",
-            "max_volumes": int(data.shape[3]),
-            "target_stim": target,
-            "hwm": 1000,
-        },
-    )
-    svc = Service(cfg).start()
+    overrides = {"bundle": str(folder), "watch": str(watch), "runs": str(tmp_path / "runs"), "hwm": 1000}
+    overrides.update(pub=f"tcp://127.0.0.1:{free_port()}", pull=f"tcp://127.0.0.1:{free_port()}")
+    overrides.update(max_volumes=int(data.shape[3]), target_stim=target)
+    svc = Service(load_config(ServeConfig, preset_path("serve-tiny"), overrides)).start()
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, cfg.pub, hwm=100000)
+    sub = P.subscriber(ctx, svc.cfg.pub, hwm=100000)
+    events = run.events.to_dict("records")
     emu = ScannerEmulator(
-        data,
-        affine,
-        rr.run.tr,
-        watch,
-        fmt="nifti",
-        speed=25.0,
-        events=events.to_dict("records"),
-        event_address=cfg.pull,
+        data, affine, run.tr, watch, fmt="nifti", speed=25.0, events=events, event_address=svc.cfg.pull
     )
     try:
-        messages = _collect_until_end(svc, sub, start=emu.start)
+        return svc, _collect_until_end(svc, sub, start=emu.start)
     finally:
         emu.stop()
         sub.close(linger=0)
         ctx.term()
+
+
+def test_feedback_is_higher_while_the_twin_imagines_the_target(fitted, tmp_path):
+    folder, _, _, _, imagery = fitted
+    ev = imagery.events
+    img = ev[ev["trial_type"] == "Img"]
+    target = img["stim_file"].value_counts().index[0]
+    _, messages = _serve_run(folder, imagery, target, tmp_path)
+    on, off = [], []
+    for m in messages:
+        if m.topic != "frame" or not m.header["ready"]:
+            continue
+        t = m.header["stim_time"]  # the moment of the paradigm this frame's BOLD reflects
+        trial = img[(img["onset"] + 2 <= t) & (t < img["onset"] + img["duration"])]
+        if len(trial):
+            (on if trial["stim_file"].iloc[0] == target else off).append(m.header["feedback"]["value"])
+    print(f"twin imagery: feedback {np.mean(on):.3f} (target, {len(on)} frames) vs {np.mean(off):.3f} ({len(off)})")
+    assert on and off and np.mean(on) > np.mean(off)
+
+
+def test_the_twin_test_run_through_the_service(fitted, tmp_path):
+    from offline.estimates import window_patterns
+
+    folder, mapping, cols, rr, _ = fitted
+    events = rr.run.events
+    test_trials = events[events["trial_type"] == "test_face"]
+    target = test_trials["stim_file"].value_counts().index[0]
+    svc, messages = _serve_run(folder, rr.run, target, tmp_path)
+    n = rr.n_volumes
     frames = [m for m in messages if m.topic == "frame"]
-    assert [m.header["volume"] for m in frames] == list(range(data.shape[3]))
+    assert [m.header["volume"] for m in frames] == list(range(n))
     trials = [m for m in messages if m.topic == "trial" and m.header["trial_type"] == "test_face"]
 
     # the offline pipeline's window estimates of the same run -> the same mapping
@@ -151,7 +165,7 @@ def test_the_twin_test_run_through_the_service(fitted, tmp_path):
     print(f"twin: online vs offline trial latents r = {r:.4f} over {len(trials)} trials")
     # the service's motion estimates are the offline realignment's (same reference, same estimator)
     recs = [json.loads(line) for line in (svc.run_dir_ / "volumes.jsonl").read_text().splitlines()]
-    assert np.abs(np.array([r["motion"] for r in recs]) - rr.motion).max() < 1e-3
+    assert np.abs(np.array([rec["motion"] for rec in recs]) - rr.motion).max() < 1e-3
     assert r >= 0.99
 
     # neurofeedback: closer to the target while the twin views the target face
