@@ -46,7 +46,7 @@ class ServeConfig:
     window_start, window_stop, baseline_start, baseline_stop : float
         The trial window (service.window.WindowSpec), seconds after onset.
     skip_trial_types : tuple of str
-        Trial types not decoded per trial (fixation).
+        Trial types not decoded per trial (fixation, and the short cues of imagery and feedback runs).
     target_stim : str
         Neurofeedback target: a stimulus id of the bundle (file name), or empty.
     target_image : path, optional
@@ -100,7 +100,7 @@ class ServeConfig:
     window_stop: float = 8.0
     baseline_start: float = -2.0
     baseline_stop: float = 0.0
-    skip_trial_types: tuple[str, ...] = ("Fix",)
+    skip_trial_types: tuple[str, ...] = ("Fix", "Cue")
     target_stim: str = ""
     target_image: Path | None = None
     feedback_smooth: int = 3
