@@ -67,6 +67,18 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path) -> None
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), (a["step"], key)
 
 
+def test_image_folder_with_attribute_table(tmp_path: Path) -> None:
+    from offline.faces import write_faces
+    from offline.facespace import load_facespace
+
+    write_faces(tmp_path / "faces", 30, size=48, seed=4)
+    cfg = _cfg(data=f"folder:{tmp_path / 'faces'}", steps=3, sample_every=100, n_attribute_faces=24)
+    summary = train_vaegan(cfg, tmp_path / "run")
+    assert summary["data"]["source"] == "folder" and summary["data"]["n_held_out"] == 3
+    space = load_facespace(tmp_path / "run")
+    assert "Male" in space.attribute_names and space.attribute_directions_.shape[1] == 64
+
+
 def test_time_budget_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
     summary = train_vaegan(_cfg(steps=50, max_minutes=1e-6, n_attribute_faces=0), tmp_path)
     assert summary["stopped_early"] and summary["steps"] == 1
@@ -100,8 +112,8 @@ def test_presets_load(name: str) -> None:
         assert (cfg.network, cfg.batch_size, cfg.steps, cfg.pixel_weight) == ("paper-128", 64, 50000, 0.0)
 
 
-@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
+    """DistributedDataParallel under torchrun, gloo on the CPU: ~8 s on an idle 2-core machine."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this python")
