@@ -335,6 +335,12 @@ class Pipeline:
             self.reg_.previous_ = params
             self.n_ok_ += 1
         self.trials_.restore(rs)
+        # state.json is saved about once a second, so after a crash its counters can lag the records: the
+        # records (flushed per message) say which numbers were already published
+        frame_seqs = [int(r["frame_seq"]) for r in rs.volumes if r.get("frame_seq") is not None]
+        trial_seqs = [int(t["seq"]) for t in rs.trials if str(t.get("seq", "")).isdigit()]
+        self.pub.seq.advance_to("frame", max(frame_seqs, default=-1) + 1)
+        self.pub.seq.advance_to("trial", max(trial_seqs, default=-1) + 1)
         log.info(
             "resumed run %s: %d volumes, %d trials already recorded", self.runlog.run_id, self.n_ok_, len(rs.trials)
         )

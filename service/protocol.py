@@ -105,6 +105,10 @@ class SeqCounter:
         self._next[topic] = n + 1
         return n
 
+    def advance_to(self, topic: str, n: int) -> None:
+        """Make ``n`` the next number of ``topic`` unless it is already past it (resume from records)."""
+        self._next[topic] = max(self._next.get(topic, 0), int(n))
+
     def peek(self, topic: str) -> int:
         return self._next.get(topic, 0)
 
