@@ -4,6 +4,55 @@ Watching the scanner's export folder, reading volumes, motion correction, online
 onnxruntime, publishing over ZeroMQ, run logs and the scanner emulator for replay. It never imports torch,
 ``offline``, ``stimulus`` or psychopy (enforced by import-linter), so it installs light and starts fast.
 
-Submodules are imported on use (``from service.motion import RigidRegistration``); importing ``service``
-itself loads nothing, so the stimulus programs can import ``service.protocol`` alone.
+The public names below are imported on first use, so ``import service.protocol`` (all the stimulus programs
+need) loads nothing else.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Bundle": "service.bundle",
+    "BundleError": "service.bundle",
+    "load_bundle": "service.bundle",
+    "write_manifest": "service.bundle",
+    "RigidRegistration": "service.motion",
+    "GridMismatchError": "service.motion",
+    "framewise_displacement": "service.motion",
+    "realign_run": "service.motion",
+    "rigid_matrix": "service.motion",
+    "Volume": "service.volume",
+    "IntakeEvent": "service.volume",
+    "IntakeError": "service.volume",
+    "read_volume": "service.readers",
+    "write_volume": "service.writers",
+    "VolumeWatcher": "service.watcher",
+    "WatcherConfig": "service.watcher",
+    "inspect_path": "service.inspect",
+    "WindowSpec": "service.window",
+    "window_estimate": "service.window",
+    "TrialWindows": "service.window",
+    "OnlinePreprocessor": "service.online",
+    "detrend_offline": "service.online",
+    "make_session": "service.onnx_session",
+    "Service": "service.serve",
+    "ServeConfig": "service.serve",
+    "StartupError": "service.serve",
+    "ScannerEmulator": "service.replay",
+    "FAULT_KINDS": "service.replay",
+    "RunLog": "service.runlog",
+    "read_volumes": "service.runlog",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
