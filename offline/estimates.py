@@ -130,6 +130,7 @@ def _design(rr: RealignedRun, events: pd.DataFrame, hrf_model: str, high_pass: f
         high_pass=high_pass,
         add_regs=rr.motion[:, moving] if moving else None,
         add_reg_names=[names[j] for j in moving] if moving else None,
+        oversampling=16,  # 1/8-s resolution at TR 2 s: ample for 1-s events, 3x faster than nilearn's 50
     )
 
 

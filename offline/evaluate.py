@@ -24,6 +24,8 @@ __all__ = [
     "gender_by_classifier",
     "permutation_control",
     "score_spaces",
+    "trialwise_identification",
+    "evaluate_decoders",
 ]
 
 
@@ -171,7 +173,8 @@ def permutation_control(
 
     ``make_mapping()`` returns a fresh, unfitted mapping (with fixed hyperparameters, so each refit is cheap).
     A ridge mapping with one penalty is linear in the latents it is fitted to, so its test predictions are
-    ``H (y - mean) + mean`` with one hat matrix ``H`` for every shuffle: the same numbers as a refit, computed once.
+    ``H (y - mean) + mean`` with one hat matrix ``H`` for every shuffle; the encoding model's shuffles reuse the
+    voxel Gram matrix. Both give the same numbers as refits (tested), much faster.
     """
     from offline.mapping import RidgeMapping
 
@@ -199,6 +202,26 @@ def permutation_control(
     }
 
 
+def trialwise_identification(pred: np.ndarray, trial_ids: list[str], face_ids: list[str], true: np.ndarray) -> dict:
+    """Which imagined face each single trial decodes to: for each trial, the fraction of the other imagined faces
+    whose latent correlates less with the decoded one than the face imagined (chance 50 %), with a binomial
+    p-value over the ``trials x (faces - 1)`` comparisons."""
+    c = correlation_matrix(pred, true)  # [T, F]
+    own = np.array([face_ids.index(t) for t in trial_ids])
+    own_c = c[np.arange(len(own)), own][:, None]
+    wins = (c < own_c) + 0.5 * (c == own_c)
+    wins[np.arange(len(own)), own] = 0.0
+    n_other = c.shape[1] - 1
+    per_trial = wins.sum(axis=1) / max(n_other, 1)
+    total = len(own) * n_other
+    return {
+        "accuracy": float(per_trial.mean()) if len(own) else float("nan"),
+        "n_trials": len(own),
+        "n_comparisons": total,
+        "p_value": binomial_p(per_trial.sum() * n_other, total),
+    }
+
+
 def _ridge_hat(x_train: np.ndarray, x_test: np.ndarray, alpha: float) -> np.ndarray:
     """``H [n_test, n_train]``: ridge predictions on ``x_test`` are ``H @ (y - mean(y)) + mean(y)``."""
     mean, scale = x_train.mean(0), x_train.std(0)
@@ -211,7 +234,8 @@ def evaluate_decoders(
     *,
     train: dict[str, tuple[np.ndarray, np.ndarray]],
     test: dict[str, np.ndarray],
-    imagery: dict[str, np.ndarray] | None,
+    imagery: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] | None,
+    imagery_ids: list[str] | None,
     latents: dict[str, dict[str, np.ndarray]],
     images: dict[str, np.ndarray],
     spaces: dict[str, object],
@@ -227,7 +251,9 @@ def evaluate_decoders(
 
     Parameters
     ----------
-    train : estimate -> (X [S, V] selected voxels, run groups [S]); test / imagery : estimate -> X
+    train : estimate -> (X [S, V] selected voxels, run groups [S]); test : estimate -> X
+    imagery : estimate -> (X averaged per imagined face [F, V], X per trial [T, V], face id of each trial [T]);
+    imagery_ids : the F imagined faces, in the order of ``latents[...]["imagery"]``
     latents : space -> {"train", "test", "imagery"} -> [N, L]; images : split -> float [N, H, W, 3]
     spaces : space name -> FaceSpace (``decode``); make : mapping name -> unfitted mapping
     main : (estimate, mapping) of the bundle, whose numbers fill the top-level ``pairwise``
@@ -237,6 +263,7 @@ def evaluate_decoders(
     -------
     (evaluation dict for evaluation.json, {(estimate, mapping, space): fitted mapping, "recon": images})
     """
+    face_ids = list(imagery_ids or [])
     true_feats = perceptual(images["test"]) if perceptual is not None else None
     img_feats = perceptual(images["imagery"]) if perceptual is not None and imagery else None
     details: dict = {}
@@ -257,6 +284,16 @@ def evaluate_decoders(
                 entry["cv_score"] = float(mapping.cv_scores_.get(mapping.alpha_, float("nan")))
                 details.setdefault(est, {}).setdefault(mname, {})[sname] = entry
                 log(f"{est:>6} {mname:>8} {sname:>6}: " + ", ".join(f"{k} {v.accuracy:.3f}" for k, v in scores.items()))
+                if imagery and est in imagery and len(z["imagery"]) >= 2:
+                    x_avg, x_trials, trial_ids = imagery[est]
+                    iscores, _ = score_spaces(
+                        mapping.predict(x_avg), z["imagery"], images["imagery"], space.decode, perceptual, img_feats
+                    )
+                    entry = {k: v.as_dict() for k, v in iscores.items()}
+                    entry["trials"] = trialwise_identification(
+                        mapping.predict(x_trials), trial_ids, face_ids, z["imagery"]
+                    )
+                    imag.setdefault(est, {}).setdefault(mname, {})[sname] = entry
                 if (est, mname) != main:
                     continue
                 recon[sname] = rec
@@ -271,12 +308,6 @@ def evaluate_decoders(
                         "projection": gender_by_projection(z["test"], male["test"], direction, midpoint),
                         "classifier": gender_by_classifier(z["train"], male["train"], z["test"], male["test"]),
                     }
-                if imagery and est in imagery and len(z["imagery"]) >= 2:
-                    ipred = mapping.predict(imagery[est])
-                    iscores, _ = score_spaces(
-                        ipred, z["imagery"], images["imagery"], space.decode, perceptual, img_feats
-                    )
-                    imag.setdefault(sname, {})[mname] = {k: v.as_dict() for k, v in iscores.items()}
     est_main, map_main = main
     permutation: dict = {}
     if n_permutations:
@@ -306,7 +337,11 @@ def evaluate_decoders(
         "details": details,
         "permutation": permutation,
         "gender": gender if male is not None else {"skipped": "the data set carries no Male attribute"},
-        "imagery": imag if imag else {"skipped": "fewer than two imagined faces"},
+        "imagery": (
+            {**imag.get(est_main, {}).get(map_main, {}), "details": imag}
+            if imag
+            else {"skipped": "fewer than two imagined faces"}
+        ),
     }
     fitted["recon"] = recon
     return evaluation, fitted

@@ -101,6 +101,7 @@ class FitData:
     train: dict[str, tuple[np.ndarray, list[str], np.ndarray]]  # estimate -> (X [S, V], stim ids, run groups)
     test: dict[str, tuple[np.ndarray, list[str]]]
     imagery: dict[str, tuple[np.ndarray, list[str]]]
+    imagery_trials: dict[str, tuple[np.ndarray, list[str]]]
     contrast: np.ndarray | None
     summary: dict[str, Any]
 
@@ -157,6 +158,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         raise ValueError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
     estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
     train, test, imagery = {}, {}, {}
+    imagery_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
     for est in estimates:
         log(f"trial estimates: {est}")
         parts: dict[str, list] = {"train": [], "test": [], "imagery": []}
@@ -177,6 +179,8 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
             groups = sum((p[2] for p in parts[kind]), [])
             avg, uids, g, _ = average_by_stimulus(x, ids, groups)
             store[est] = (avg, uids, g) if kind == "train" else (avg, uids)
+            if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
+                imagery_trials[est] = (x, ids)
     # the same stimuli, in the same order, for every estimate type
     first = estimates[0]
     for est in estimates[1:]:
@@ -201,7 +205,9 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         "reference": f"mean of the volumes of {rrs[0].run.name}",
     }
     motion = {rr.run.name: rr.motion for rr in rrs}
-    return FitData(reference, affine, brain, rrs[0].run.tr, motion, train, test, imagery, contrast, summary)
+    return FitData(
+        reference, affine, brain, rrs[0].run.tr, motion, train, test, imagery, imagery_trials, contrast, summary
+    )
 
 
 def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
@@ -292,7 +298,12 @@ def run_fit(
     evaluation, fitted = evaluate_decoders(
         train={e: (v[0][:, sel.index], v[2]) for e, v in data.train.items()},
         test={e: v[0][:, sel.index] for e, v in data.test.items()},
-        imagery={e: v[0][:, sel.index] for e, v in data.imagery.items()} or None,
+        imagery={
+            e: (v[0][:, sel.index], data.imagery_trials[e][0][:, sel.index], data.imagery_trials[e][1])
+            for e, v in data.imagery.items()
+        }
+        or None,
+        imagery_ids=ids.get("imagery"),
         latents=latents,
         images=images,
         spaces=spaces,

@@ -16,6 +16,8 @@ predictions (which the encoding penalty changes).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import GroupKFold, KFold
@@ -27,7 +29,9 @@ __all__ = [
     "make_mapping",
     "centred_correlation",
     "cv_splits",
-    "ridge_path",
+    "ridge_predictions",
+    "ridge_weights",
+    "EncodingFactors",
     "DEFAULT_ALPHAS",
 ]
 
@@ -126,35 +130,57 @@ class RidgeMapping(_LinearMapping):
         X, y = self._prepare(X, y)
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
         if alphas.size > 1:
-            self.cv_scores_ = self._cross_validate(X, y, alphas, groups)
-            self.alpha_ = float(max(self.cv_scores_, key=self.cv_scores_.get))
+            scores = np.zeros(len(alphas))
+            folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
+            for train, test in folds:
+                mean, scale = _standardise(X[train])
+                y_mean = y[train].mean(axis=0)
+                preds = ridge_predictions(
+                    (X[train] - mean) / scale, y[train] - y_mean, (X[test] - mean) / scale, alphas
+                )
+                for i, pred in enumerate(preds):
+                    scores[i] += centred_correlation(pred + y_mean, y[test], y_mean) / len(folds)
+            self.cv_scores_ = {float(a): float(s) for a, s in zip(alphas, scores)}
+            self.alpha_ = float(alphas[int(np.argmax(scores))])
         else:
             self.cv_scores_ = {}
             self.alpha_ = float(alphas[0])
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
-        weights = ridge_path((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, np.array([self.alpha_]))[0]
+        weights = ridge_weights((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, self.alpha_)
         self._finish(weights, self.y_mean_)
         return self
 
-    def _cross_validate(self, X, y, alphas, groups) -> dict[float, float]:
-        scores = np.zeros((len(alphas),))
-        folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
-        for train, test in folds:
-            mean, scale = _standardise(X[train])
-            y_mean = y[train].mean(axis=0)
-            weights = ridge_path((X[train] - mean) / scale, y[train] - y_mean, alphas)
-            xs_test = (X[test] - mean) / scale
-            for i, w in enumerate(weights):
-                scores[i] += centred_correlation(xs_test @ w + y_mean, y[test], y_mean) / len(folds)
-        return {float(a): float(s) for a, s in zip(alphas, scores)}
+
+def _eigh_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    evals, evecs = np.linalg.eigh(m)
+    return np.maximum(evals, 0.0), evecs
 
 
-def ridge_path(xs: np.ndarray, yc: np.ndarray, alphas: np.ndarray) -> list[np.ndarray]:
-    """Ridge weights ``[V, L]`` for each penalty, from one thin SVD of ``xs`` (centred data)."""
-    u, s, vt = np.linalg.svd(xs, full_matrices=False)
-    uty = u.T @ yc
-    return [vt.T @ ((s / (s * s + a))[:, None] * uty) for a in alphas]
+def ridge_predictions(xs: np.ndarray, yc: np.ndarray, xs_test: np.ndarray, alphas) -> list[np.ndarray]:
+    """Centred ridge predictions on ``xs_test`` for each penalty, from one eigendecomposition.
+
+    Uses the primal form (``V x V``) when there are fewer voxels than samples, else the dual (``N x N``):
+    ``xs_test X^T (X X^T + alpha I)^-1 yc``, so thousands of voxels cost no more than the samples allow.
+    """
+    n, v = xs.shape
+    if v <= n:
+        evals, evecs = _eigh_psd(xs.T @ xs)
+        left = xs_test @ evecs
+        right = evecs.T @ (xs.T @ yc)
+    else:
+        evals, evecs = _eigh_psd(xs @ xs.T)
+        left = (xs_test @ xs.T) @ evecs
+        right = evecs.T @ yc
+    return [(left / (evals + a)) @ right for a in alphas]
+
+
+def ridge_weights(xs: np.ndarray, yc: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge weights ``[V, L]`` (centred data), in the primal or the dual form, whichever is smaller."""
+    n, v = xs.shape
+    if v <= n:
+        return np.linalg.solve(xs.T @ xs + alpha * np.eye(v), xs.T @ yc)
+    return xs.T @ np.linalg.solve(xs @ xs.T + alpha * np.eye(n), yc)
 
 
 class EncodingMapping(_LinearMapping):
@@ -192,16 +218,15 @@ class EncodingMapping(_LinearMapping):
         if self.decode_alpha < 0:
             raise ValueError(f"decode_alpha must be >= 0, got {self.decode_alpha}")
         if alphas.size > 1:
-            self.cv_scores_ = {}
             scores = np.zeros(len(alphas))
             folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
             for train, test in folds:
                 mean, scale = _standardise(X[train])
                 y_mean = y[train].mean(axis=0)
-                maps, biases = _encoding_decoders((X[train] - mean) / scale, y[train] - y_mean, alphas, self)
-                xs_test = (X[test] - mean) / scale
-                for i, (m, b) in enumerate(zip(maps, biases)):
-                    scores[i] += centred_correlation(xs_test @ m + b + y_mean, y[test], y_mean) / len(folds)
+                fac = EncodingFactors.from_training((X[train] - mean) / scale, y[train] - y_mean, keep_data=True)
+                preds = fac.predictions((X[test] - mean) / scale, alphas, self.decode_alpha)
+                for i, pred in enumerate(preds):
+                    scores[i] += centred_correlation(pred + y_mean, y[test], y_mean) / len(folds)
             self.cv_scores_ = {float(a): float(s) for a, s in zip(alphas, scores)}
             self.alpha_ = float(alphas[int(np.argmax(scores))])
         else:
@@ -209,42 +234,94 @@ class EncodingMapping(_LinearMapping):
             self.alpha_ = float(alphas[0])
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
-        xs = (X - self.x_mean_) / self.x_scale_
-        maps, biases, enc = _encoding_decoders(xs, y - self.y_mean_, np.array([self.alpha_]), self, keep=True)
-        self.encoding_coef_, self.encoding_intercept_ = enc
-        self._finish(maps[0], biases[0] + self.y_mean_)
+        fac = EncodingFactors.from_training((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, keep_data=True)
+        weights, bias = fac.decoding_map(self.alpha_, self.decode_alpha)
+        self.encoding_coef_, self.encoding_intercept_ = fac.encoding_weights(self.alpha_), fac.b
+        self._finish(weights, bias + self.y_mean_)
         return self
 
 
-def _encoding_decoders(xs, zc, alphas, est: EncodingMapping, keep: bool = False):
-    """Decoding maps ``M [V, L]`` and biases for each encoding penalty (work in the latents' row space).
+def _psd_inverse(k: np.ndarray) -> np.ndarray:
+    """Inverse of a positive semi-definite matrix: Cholesky when it is well conditioned (fast), else the
+    pseudo-inverse (rank-deficient K, e.g. fewer voxels than latent dimensions)."""
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-    With ``zc = U S Vt`` (rank r), the encoding weights are ``W = Vt^T D G`` where ``D = S / (S^2 + alpha)`` and
-    ``G = U^T xs_c``; the (pseudo-)inverse then lives in r dimensions: ``M = G^T D (D K D + lam I)^-1 Vt`` with
-    ``K = G G^T``, which is ``G^T K^+ D^-1 Vt`` for ``lam = 0``.
+    evals_bound = np.abs(np.diag(k)).max() if k.size else 0.0
+    try:
+        factor = cho_factor(k, lower=True, check_finite=False)
+        inv = cho_solve(factor, np.eye(len(k)), check_finite=False)
+        # reject near-singular factorisations: the smallest pivot must be a sane fraction of the largest
+        pivots = np.abs(np.diag(factor[0]))
+        if pivots.min() ** 2 > 1e-10 * evals_bound:
+            return inv
+    except LinAlgError:
+        pass
+    return np.linalg.pinv(k, hermitian=True)
+
+
+@dataclass
+class EncodingFactors:
+    """The encoding model's algebra in the span of the training latents (rank r <= N).
+
+    With ``zc = U S Vt`` and voxels centred on their mean ``b`` (``xc``), the encoding weights for penalty
+    ``alpha`` are ``W = Vt^T D U^T xc`` with ``D = S / (S^2 + alpha)``; decoding ``(W W^T + lam I)^+ W (x - b)``
+    then reduces to ``A D (D K D + lam I)^-1 Vt`` (``A K^+ D^-1 Vt`` for ``lam = 0``), where ``K = U^T G U`` and
+    ``A = (x - b) xc^T U`` need only the Gram matrix ``G = xc xc^T`` (N x N): cheap with many voxels, and the
+    same for every shuffle of the training pairs (which permutes the rows of ``U`` only).
     """
-    b = xs.mean(axis=0)
-    xc = xs - b
-    u, s, vt = np.linalg.svd(zc, full_matrices=False)
-    keep_r = s > s[0] * 1e-10 if s.size else s.astype(bool)
-    u, s, vt = u[:, keep_r], s[keep_r], vt[keep_r]
-    g = u.T @ xc  # [r, V]
-    k = g @ g.T
-    maps, biases = [], []
-    k_pinv = np.linalg.pinv(k, hermitian=True) if est.decode_alpha == 0 else None
-    for a in alphas:
-        d = s / (s * s + a)
-        if k_pinv is not None:
-            core = k_pinv / d[None, :]  # K^+ D^-1
-        else:
-            core = d[:, None] * np.linalg.inv(d[:, None] * k * d[None, :] + est.decode_alpha * np.eye(len(d)))
-        m = g.T @ core @ vt  # [V, L]
-        maps.append(m)
-        biases.append(-(b @ m))
-    if keep:
-        w = vt.T @ (d[:, None] * g)  # encoding weights [L, V] for the last (only) penalty
-        return maps, biases, (w, b)
-    return maps, biases
+
+    b: np.ndarray  # [V] voxel means of the training patterns
+    u: np.ndarray  # [N, r]
+    s: np.ndarray  # [r]
+    vt: np.ndarray  # [r, L]
+    gram: np.ndarray  # [N, N]
+    xc: np.ndarray | None = None  # [N, V], kept only for the final map
+
+    @classmethod
+    def from_training(cls, xs: np.ndarray, zc: np.ndarray, keep_data: bool = False) -> EncodingFactors:
+        b = xs.mean(axis=0)
+        xc = xs - b
+        u, s, vt = np.linalg.svd(zc, full_matrices=False)
+        keep = s > s[0] * 1e-10 if s.size else s.astype(bool)
+        return cls(b, u[:, keep], s[keep], vt[keep], xc @ xc.T, xc if keep_data else None)
+
+    def cross(self, xs_test: np.ndarray, xc: np.ndarray) -> np.ndarray:
+        return (xs_test - self.b) @ xc.T
+
+    def _core(self, u: np.ndarray, alpha: float, decode_alpha: float, k_pinv=None) -> np.ndarray:
+        d = self.s / (self.s * self.s + alpha)
+        if decode_alpha == 0:
+            kp = _psd_inverse(u.T @ self.gram @ u) if k_pinv is None else k_pinv
+            return kp / d[None, :]
+        k = u.T @ self.gram @ u
+        return d[:, None] * np.linalg.inv(d[:, None] * k * d[None, :] + decode_alpha * np.eye(len(d)))
+
+    def predictions(
+        self,
+        xs_test: np.ndarray,
+        alphas,
+        decode_alpha: float,
+        xc: np.ndarray | None = None,
+        u: np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """Centred decoded latents of ``xs_test`` for each penalty (``u``: rows permuted for a shuffle)."""
+        u = self.u if u is None else u
+        xc = self.xc if xc is None else xc
+        if xc is None:
+            raise ValueError("predictions need the training patterns (keep_data=True or xc=...)")
+        a = self.cross(xs_test, xc) @ u
+        k_pinv = _psd_inverse(u.T @ self.gram @ u) if decode_alpha == 0 else None
+        return [a @ self._core(u, al, decode_alpha, k_pinv) @ self.vt for al in alphas]
+
+    def decoding_map(self, alpha: float, decode_alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(M [V, L], bias [L])`` with decoded (centred) latents ``= xs @ M + bias``."""
+        m = (self.xc.T @ self.u) @ self._core(self.u, alpha, decode_alpha) @ self.vt
+        return m, -(self.b @ m)
+
+    def encoding_weights(self, alpha: float) -> np.ndarray:
+        """The encoding model ``W [L, V]`` on standardised voxels."""
+        d = self.s / (self.s * self.s + alpha)
+        return self.vt.T @ (d[:, None] * (self.u.T @ self.xc))
 
 
 def make_mapping(method: str, **params) -> _LinearMapping:

@@ -142,14 +142,22 @@ def _gender_html(gender: dict) -> str:
 def _imagery_html(imagery: dict) -> str:
     if "skipped" in imagery:
         return f"<p>Imagery: skipped ({html.escape(imagery['skipped'])}).</p>"
-    rows = ["<tr><th>face space</th><th>mapping</th><th>latent</th><th>pixel</th><th>perceptual</th></tr>"]
-    for sname, by_map in imagery.items():
-        for mname, sc in by_map.items():
-            cells = [
-                f"{sc[k]['accuracy']:.1%} (n={sc[k]['n_items']}, p={_fmt(sc[k]['p_value'])})" if k in sc else "-"
-                for k in ("latent", "pixel", "perceptual")
-            ]
-            rows.append(f"<tr><td>{sname}</td><td>{mname}</td><td>{'</td><td>'.join(cells)}</td></tr>")
+    rows = [
+        "<tr><th>estimate</th><th>mapping</th><th>face space</th><th>latent</th><th>pixel</th><th>perceptual</th>"
+        "<th>single trials (latent)</th></tr>"
+    ]
+    for est, by_map in imagery["details"].items():
+        for mname, by_space in by_map.items():
+            for sname, sc in by_space.items():
+                cells = [
+                    f"{sc[k]['accuracy']:.1%} (n={sc[k]['n_items']}, p={_fmt(sc[k]['p_value'])})" if k in sc else "-"
+                    for k in ("latent", "pixel", "perceptual")
+                ]
+                t = sc["trials"]
+                cells.append(f"{t['accuracy']:.1%} ({t['n_trials']} trials, p={_fmt(t['p_value'])})")
+                rows.append(
+                    f"<tr><td>{est}</td><td>{mname}</td><td>{sname}</td><td>{'</td><td>'.join(cells)}</td></tr>"
+                )
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -209,7 +217,9 @@ Perceptual features are {html.escape(evaluation.get("perceptual_space", ""), quo
 their midpoint), and by a logistic-regression classifier trained on the true latents of the training faces.</p>
 {_gender_html(evaluation["gender"])}
 <h2>Imagery: which imagined face was decoded</h2>
-<p>Pairwise identification among the imagined faces (decoded with the same mapping).</p>
+<p>Pairwise identification among the imagined faces (each face's trials averaged), and per single trial
+(window estimates: one imagery trial; GLM: one run): the fraction of the other imagined faces beaten by the
+imagined one in correlation with the decoded latent.</p>
 {_imagery_html(evaluation["imagery"])}
 <h2>Head motion</h2><img src="figures/motion.png" alt="motion trace">
 <h2>Timing</h2><p>{html.escape(json.dumps(timing))}</p>

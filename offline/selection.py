@@ -59,25 +59,34 @@ def encoding_scores(
     The voxels ``x [N, V]`` are predicted from the latents ``z [N, L]`` reduced to their first
     ``n_components`` principal components (enough to rank voxels, and fast with tens of thousands of voxels).
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float32)
     z = np.asarray(z, dtype=np.float64)
-    pred = np.zeros_like(x)
-    for train, test in cv_splits(len(x), groups, n_splits):
+    n, v = x.shape
+    total = x.sum(axis=0, dtype=np.float64)
+    sums = {k: np.zeros(v) for k in ("p", "pp", "xp")}
+    for train, test in cv_splits(n, groups, n_splits):
         zm = z[train].mean(0)
-        u, s, vt = np.linalg.svd(z[train] - zm, full_matrices=False)
-        r = min(n_components, len(s))
+        _, _, vt = np.linalg.svd(z[train] - zm, full_matrices=False)
+        r = min(n_components, vt.shape[0])
         zt = (z[train] - zm) @ vt[:r].T
-        ze = (z[test] - zm) @ vt[:r].T
         scale = zt.std(0)
         scale[scale == 0] = 1.0
-        zt, ze = zt / scale, ze / scale
-        xm = x[train].mean(0)
-        w = np.linalg.solve(zt.T @ zt + alpha * np.eye(r), zt.T @ (x[train] - xm))
-        pred[test] = ze @ w + xm
-    xc = x - x.mean(0)
-    pc = pred - pred.mean(0)
-    den = np.sqrt((xc * xc).sum(0) * (pc * pc).sum(0))
-    return np.divide((xc * pc).sum(0), den, out=np.zeros(x.shape[1]), where=den > 0)
+        padded = np.zeros((n, r), dtype=np.float32)  # training rows only: no copy of x[train]
+        padded[train] = zt / scale
+        x_test = x[test]
+        xm = (total - x_test.sum(axis=0, dtype=np.float64)) / len(train)
+        gram = padded.T.astype(np.float64) @ padded
+        w = np.linalg.solve(gram + alpha * np.eye(r), (padded.T @ x).astype(np.float64))  # z_train centred
+        pred = ((z[test] - zm) @ vt[:r].T / scale) @ w + xm
+        sums["p"] += pred.sum(0)
+        sums["pp"] += (pred * pred).sum(0)
+        sums["xp"] += (x_test * pred).sum(0)
+    mx = total / n
+    cov = sums["xp"] / n - mx * sums["p"] / n
+    var_x = x.var(axis=0, dtype=np.float64)
+    var_p = sums["pp"] / n - (sums["p"] / n) ** 2
+    den = np.sqrt(np.maximum(var_x * var_p, 0))
+    return np.divide(cov, den, out=np.zeros(v), where=den > 1e-12)
 
 
 def mask_selection(given_mask: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
@@ -124,6 +133,11 @@ def select_voxels(
     if method in ("contrast", "auto") and contrast is not None:
         scores["contrast"] = np.asarray(contrast, dtype=np.float64)
     if method in ("encoding", "auto"):
+        # the latents' leading principal components (stimulus features only, no brain data): enough to rank
+        # voxels, and every fold below then works on N x n_components instead of N x L
+        zc = np.asarray(z, dtype=np.float64) - np.mean(z, axis=0)
+        _, _, vt = np.linalg.svd(zc, full_matrices=False)
+        z = zc @ vt[:n_components].T
         scores["encoding"] = encoding_scores(x, z, groups, n_components=n_components)
     if method in ("contrast", "encoding"):
         if method not in scores:
@@ -148,10 +162,10 @@ def select_voxels(
 def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components) -> dict[str, float]:
     """Held-out ridge decoding score of each (method, k), the encoding ranking redone inside every fold.
 
-    The score is the mean held-out centred latent correlation of the best penalty (one SVD per fold and
-    candidate gives every penalty), so the voxels a fold is scored on were ranked without it.
+    The score is the mean held-out centred latent correlation of the best penalty (one eigendecomposition per
+    fold and candidate gives every penalty), so the voxels a fold is scored on were ranked without it.
     """
-    from offline.mapping import centred_correlation, ridge_path
+    from offline.mapping import centred_correlation, ridge_predictions
 
     folds = cv_splits(len(x), groups, 5)
     alphas = np.asarray(alphas, dtype=np.float64)
@@ -168,12 +182,11 @@ def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components) -> dic
         for m in methods:
             for kk in ks:
                 idx = top_k(fold_scores[m], kk)
-                xt, xe = x[train][:, idx], x[test][:, idx]
+                cols = np.flatnonzero(idx)
+                xt = x[np.ix_(train, cols)].astype(np.float64)
+                xe = x[np.ix_(test, cols)].astype(np.float64)
                 mean, scale = xt.mean(0), xt.std(0)
                 scale[scale == 0] = 1.0
-                weights = ridge_path((xt - mean) / scale, z[train] - y_mean, alphas)
-                xs = (xe - mean) / scale
-                totals[f"{m}:{kk}"] += [
-                    centred_correlation(xs @ w + y_mean, z[test], y_mean) / len(folds) for w in weights
-                ]
+                preds = ridge_predictions((xt - mean) / scale, z[train] - y_mean, (xe - mean) / scale, alphas)
+                totals[f"{m}:{kk}"] += [centred_correlation(p + y_mean, z[test], y_mean) / len(folds) for p in preds]
     return {key: float(v.max()) for key, v in totals.items()}

@@ -83,7 +83,9 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
     assert 0.0 <= ev["permutation"]["mean"] <= 1.0 and ev["permutation"]["ridge"]["n_permutations"] == 5
     assert set(ev["gender"]["vaegan"]["ridge"]) == {"projection", "classifier"}
     assert 0 <= ev["gender"]["vaegan"]["true_latents"]["projection"]["p_value"] <= 1
-    assert ev["imagery"]["vaegan"]["ridge"]["latent"]["n_items"] == 2
+    assert ev["imagery"]["vaegan"]["latent"]["n_items"] == 2  # the bundle's estimate and mapping
+    assert ev["imagery"]["vaegan"]["trials"]["n_trials"] == 3  # simulate-tiny: 3 imagery trials
+    assert set(ev["imagery"]["details"]["glm"]["encoding"]) == {"vaegan", "pca"}
     assert "discriminator" in ev["perceptual_space"]
     html = (out / "report" / "report.html").read_text()
     assert "hidden layer of the trained VAE-GAN's discriminator" in html
