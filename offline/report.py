@@ -58,7 +58,7 @@ def _accuracy_figure(path: Path, evaluation: dict) -> None:
                 for kind in ("latent", "pixel", "perceptual"):
                     if kind in scores:
                         bars.append(scores[kind]["accuracy"])
-                        labels.append(f"{sname} {kind}\\n{mname} / {est}")
+                        labels.append(f"{sname} {kind}\n{mname} / {est}")
     colours = ["#3b6ea5" if "vaegan" in lab else "#c47f2c" for lab in labels]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(bars) + 1.5), 4.2))
     ax.bar(range(len(bars)), bars, color=colours)
