@@ -116,6 +116,8 @@ class ServeConfig:
     verify_bundle: bool = True
     fsync: bool = False
     json_log: bool = False
+    curve_secret: Path | None = None
+    curve_allowed: Path | None = None
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
 
     def __post_init__(self) -> None:
@@ -131,5 +133,7 @@ class ServeConfig:
             raise ValueError(f"scale must be psc, zscore or none, got {self.scale!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        if (self.curve_secret is None) != (self.curve_allowed is None):
+            raise ValueError("curve_secret and curve_allowed go together (the service's key and its allowed peers)")
         if self.run_id and not all(c.isalnum() or c in "-_." for c in self.run_id):
             raise ValueError(f"run_id {self.run_id!r} may hold letters, digits, '-', '_' and '.' only")

@@ -55,6 +55,10 @@ class Publisher:
         Send high-water mark per subscriber.
     seq : dict, optional
         Sequence counters to continue (a resumed run).
+    curve : service.protocol.CurveKeys, optional
+        The service's CURVE server keys: both sockets then encrypt and admit only ``allowed`` peers.
+    allowed : path or iterable of keys, optional
+        The public keys of the peers admitted (with ``curve``); see :class:`service.security.Authenticator`.
 
     Attributes
     ----------
@@ -64,15 +68,30 @@ class Publisher:
         Inbound messages that could not be decoded.
     """
 
-    def __init__(self, pub: str, pull: str = "", hwm: int = P.DEFAULT_HWM, seq: dict[str, int] | None = None):
+    def __init__(
+        self,
+        pub: str,
+        pull: str = "",
+        hwm: int = P.DEFAULT_HWM,
+        seq: dict[str, int] | None = None,
+        curve: P.CurveKeys | None = None,
+        allowed: Any = None,
+    ):
         import zmq
 
         self.ctx = zmq.Context()
         self.pub_address, self.pull_address = pub, pull
+        self.auth = None
+        if curve is not None:  # the ZAP handler must run before the CURVE sockets bind
+            from service.security import Authenticator
+
+            self.auth = Authenticator(self.ctx, allowed if allowed is not None else ()).start()
         try:
-            self.pub = P.publisher(self.ctx, pub, hwm=hwm)
-            self.pull = P.puller(self.ctx, pull) if pull else None
+            self.pub = P.publisher(self.ctx, pub, hwm=hwm, curve=curve)
+            self.pull = P.puller(self.ctx, pull, curve=curve) if pull else None
         except zmq.ZMQError as exc:
+            if self.auth is not None:
+                self.auth.stop()
             self.ctx.destroy(linger=0)
             raise PortInUseError(f"cannot bind {pub} / {pull}: {exc.strerror}; pass other addresses") from None
         self.seq = P.SeqCounter(seq)
@@ -116,4 +135,6 @@ class Publisher:
         self.pub.close(linger=0)
         if self.pull is not None:
             self.pull.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()

@@ -88,7 +88,18 @@ class Service:
         }
         rs = self.runlog_.open(manifest)
         self.run_dir_ = self.runlog_.dir
-        self.pub_ = Publisher(cfg.pub, cfg.pull, hwm=cfg.hwm, seq=rs.state.get("seq"))
+        curve = None
+        if cfg.curve_secret is not None:
+            from service.security import server_keys
+
+            curve = server_keys(cfg.curve_secret)
+        elif not all(_is_loopback(a) for a in (cfg.pub, cfg.pull) if a):
+            log.warning(
+                "binding %s / %s beyond this host without CurveZMQ: frames travel unencrypted", cfg.pub, cfg.pull
+            )
+        self.pub_ = Publisher(
+            cfg.pub, cfg.pull, hwm=cfg.hwm, seq=rs.state.get("seq"), curve=curve, allowed=cfg.curve_allowed
+        )
         self.pipeline_ = Pipeline(bundle, cfg, self.pub_, self.runlog_, decoder, self.tr_)
         if rs.resumed:
             self.pipeline_.restore(rs)
@@ -216,6 +227,11 @@ class Service:
         time.sleep(0.05)  # let ZeroMQ hand the end message to connected subscribers before closing
         self.pub_.close()
         log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return address.startswith(("ipc://", "inproc://")) or host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _make_watcher(cfg: ServeConfig) -> Any:

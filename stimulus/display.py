@@ -46,6 +46,9 @@ class DisplayConfig:
     feedback_range: tuple[float, float] = (-1.0, 1.0)
     name: str = "display"
     poll_ms: int = 20
+    #: CurveZMQ to a service on another host: this display's secret key file and the service's public key.
+    curve_secret: Path | None = None
+    curve_server_key: Path | None = None
     window: WindowConfig = field(default_factory=lambda: WindowConfig(size=(800, 600), face_size=384))
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class DisplayConfig:
             raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.max_frames < 0 or self.timeout < 0 or self.duration < 0 or self.poll_ms < 1:
             raise ValueError("max_frames, timeout and duration must be >= 0 and poll_ms >= 1")
+        if (self.curve_secret is None) != (self.curve_server_key is None):
+            raise ValueError("curve_secret and curve_server_key go together (this display's key, the service's)")
         if self.feedback_range[1] <= self.feedback_range[0]:
             raise ValueError(f"feedback_range must be (low, high) with low < high, got {self.feedback_range}")
 
@@ -74,8 +79,9 @@ def _run(cfg: DisplayConfig) -> dict[str, Any]:
 
     zctx = zmq.Context()
     try:  # subscribe first: what the service sends while the window opens is queued (the newest is shown)
-        sub = P.subscriber(zctx, cfg.sub, (cfg.topic, "status", "end"))
-        ack = P.pusher(zctx, cfg.ack) if cfg.ack else None
+        curve = None if cfg.curve_secret is None else P.CurveKeys.load(cfg.curve_secret, cfg.curve_server_key)
+        sub = P.subscriber(zctx, cfg.sub, (cfg.topic, "status", "end"), curve=curve)
+        ack = P.pusher(zctx, cfg.ack, curve=curve) if cfg.ack else None
         return _show(cfg, sub, ack)
     finally:
         zctx.destroy(linger=0)

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fullscr", action="store_true", default=None, help="full-screen window")
     p.add_argument("--size", type=_size, help="window size, e.g. 800x600")
     p.add_argument("--face-size", type=int, help="face size on screen in pixels")
+    p.add_argument("--curve-secret", type=Path, help="CurveZMQ: this display's secret key file (fmriface keys)")
+    p.add_argument("--curve-server-key", type=Path, help="CurveZMQ: the service's public key file")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     args = p.parse_args(argv)
 
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "sub": args.sub, "topic": args.topic, "mode": args.mode, "ack": "" if args.no_ack else args.ack,
         "headless": args.headless, "save_frames": args.save_frames, "max_frames": args.max_frames,
         "timeout": args.timeout, "duration": args.duration, "exit_on_end": False if args.stay_open else None,
+        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
         "window.fullscr": args.fullscr, "window.size": args.size, "window.face_size": args.face_size,
     }  # fmt: skip
     cfg = load_config(DisplayConfig, config_path(args.config, "display"), overrides)

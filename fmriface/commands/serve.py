@@ -39,6 +39,8 @@ _OPTIONS = {
     "--device": ("device", str, "onnxruntime device: cpu, cuda or auto"),
     "--threads": ("threads", int, "onnxruntime threads"),
     "--heartbeat": ("heartbeat", float, "seconds between status messages (default 1)"),
+    "--curve-secret": ("curve_secret", str, "CurveZMQ: the service's secret key file (fmriface keys)"),
+    "--curve-allowed": ("curve_allowed", str, "CurveZMQ: folder of the peers' allowed public keys"),
 }
 
 
