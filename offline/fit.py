@@ -242,6 +242,15 @@ def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
     return spaces, ids, floats, latents, perceptual, attrs
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fmriface")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown"
+
+
 def run_fit(
     cfg: FitConfig, bids: str | Path, vaegan: str | Path, out: str | Path, log=print, progress=None
 ) -> dict[str, Any]:
@@ -356,6 +365,7 @@ def run_fit(
         test_ids=ids["test"],
         test_latents=latents["vaegan"]["test"],
         manifest_fields={
+            "package_version": _package_version(),
             "image_shape": [vae.image_size, vae.image_size, 3],
             "tr": data.tr,
             "window": cfg.window.as_dict(),
@@ -367,7 +377,7 @@ def run_fit(
             },
             "alpha": float(main_fit.alpha_),
             "training": training,
-            "evaluation": {k: evaluation[k] for k in ("pairwise", "permutation", "chance")},
+            "evaluation": {k: evaluation[k] for k in ("pairwise", "pairwise_centred", "permutation", "chance")},
         },
     )
     t_bundle = time.perf_counter() - t0

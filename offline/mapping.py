@@ -196,6 +196,10 @@ class EncodingMapping(_LinearMapping):
         Encoding penalties to try. One value skips the cross-validation.
     decode_alpha : float
         Tikhonov term of the inversion (0 = the paper's plain least squares).
+    rank_tol : float
+        Latent directions whose singular value (over the training faces) is below ``rank_tol`` times the largest
+        are left out of the model: a least-squares inversion amplifies the noise along directions the training
+        faces barely span (dead or saturated latent units), which then swamps the decoded latents.
     n_splits : int
         Folds; with ``groups`` they never split a run.
 
@@ -206,9 +210,10 @@ class EncodingMapping(_LinearMapping):
         model on standardised voxels; ``coef_map_``/``intercept_map_``: the decoding as one linear map.
     """
 
-    def __init__(self, alphas=DEFAULT_ALPHAS, decode_alpha: float = 0.0, n_splits: int = 5):
+    def __init__(self, alphas=DEFAULT_ALPHAS, decode_alpha: float = 0.0, rank_tol: float = 1e-2, n_splits: int = 5):
         self.alphas = alphas
         self.decode_alpha = decode_alpha
+        self.rank_tol = rank_tol
         self.n_splits = n_splits
 
     def fit(self, X, y, groups=None):
@@ -223,7 +228,9 @@ class EncodingMapping(_LinearMapping):
             for train, test in folds:
                 mean, scale = _standardise(X[train])
                 y_mean = y[train].mean(axis=0)
-                fac = EncodingFactors.from_training((X[train] - mean) / scale, y[train] - y_mean, keep_data=True)
+                fac = EncodingFactors.from_training(
+                    (X[train] - mean) / scale, y[train] - y_mean, keep_data=True, rank_tol=self.rank_tol
+                )
                 preds = fac.predictions((X[test] - mean) / scale, alphas, self.decode_alpha)
                 for i, pred in enumerate(preds):
                     scores[i] += centred_correlation(pred + y_mean, y[test], y_mean) / len(folds)
@@ -234,7 +241,9 @@ class EncodingMapping(_LinearMapping):
             self.alpha_ = float(alphas[0])
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
-        fac = EncodingFactors.from_training((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, keep_data=True)
+        fac = EncodingFactors.from_training(
+            (X - self.x_mean_) / self.x_scale_, y - self.y_mean_, keep_data=True, rank_tol=self.rank_tol
+        )
         weights, bias = fac.decoding_map(self.alpha_, self.decode_alpha)
         self.encoding_coef_, self.encoding_intercept_ = fac.encoding_weights(self.alpha_), fac.b
         self._finish(weights, bias + self.y_mean_)
@@ -278,11 +287,13 @@ class EncodingFactors:
     xc: np.ndarray | None = None  # [N, V], kept only for the final map
 
     @classmethod
-    def from_training(cls, xs: np.ndarray, zc: np.ndarray, keep_data: bool = False) -> EncodingFactors:
+    def from_training(
+        cls, xs: np.ndarray, zc: np.ndarray, keep_data: bool = False, rank_tol: float = 1e-10
+    ) -> EncodingFactors:
         b = xs.mean(axis=0)
         xc = xs - b
         u, s, vt = np.linalg.svd(zc, full_matrices=False)
-        keep = s > s[0] * 1e-10 if s.size else s.astype(bool)
+        keep = s > s[0] * max(rank_tol, 1e-12) if s.size else s.astype(bool)
         return cls(b, u[:, keep], s[keep], vt[keep], xc @ xc.T, xc if keep_data else None)
 
     def cross(self, xs_test: np.ndarray, xc: np.ndarray) -> np.ndarray:

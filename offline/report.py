@@ -114,7 +114,14 @@ def _table(details: dict) -> str:
         for mname, by_space in by_map.items():
             for sname, sc in by_space.items():
                 cells = [
-                    f"{sc[k]['accuracy']:.1%} (p={_fmt(sc[k]['p_value'])})" if k in sc else "-"
+                    f"{sc[k]['accuracy']:.1%} (p={_fmt(sc[k]['p_value'])})"
+                    + (
+                        f"<br><small>centred {sc[k + '_centred']['accuracy']:.1%}</small>"
+                        if k + "_centred" in sc
+                        else ""
+                    )
+                    if k in sc
+                    else "-"
                     for k in ("latent", "pixel", "perceptual")
                 ]
                 rows.append(
@@ -211,7 +218,12 @@ Perceptual features are {html.escape(evaluation.get("perceptual_space", ""), quo
 <h2>Test faces and reconstructions ({evaluation["mapping"]}, {evaluation["estimate"]})</h2>
 <img src="figures/faces.png" alt="test faces and reconstructions">
 <h2>Pairwise decoding accuracy</h2>
-<img src="figures/accuracy.png" alt="accuracy bars">{_table(evaluation["details"])}{perm_html}
+<img src="figures/accuracy.png" alt="accuracy bars">
+<p>Each cell: the paper's pairwise accuracy (raw correlations) and, below it, the same with predicted and true
+vectors centred on the mean training vector of that space (mean latent, mean face, mean features). Raw
+correlations are dominated by the mean face / mean latent whenever it is large next to the faces' differences
+(e.g. saturated latent units), which drags the raw score toward chance; the centred score shows what the
+decoder tells the faces apart by.</p>{_table(evaluation["details"])}{perm_html}
 <h2>Gender (Male) from the decoded latents</h2>
 <p>By the sign of the projection on the Male direction (mean latent of male minus female training faces, from
 their midpoint), and by a logistic-regression classifier trained on the true latents of the training faces.</p>
