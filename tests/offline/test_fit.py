@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from fmriface.config import load_config, preset_path
 from offline.evaluate import pairwise_accuracy
@@ -30,8 +29,8 @@ def _codes(bids: Path) -> dict[str, np.ndarray]:
         return dict(zip((str(s) for s in z["stim_files"]), z["codes"]))
 
 
-@pytest.mark.slow
 def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
+    """Simulate-tiny + vaegan-tiny + fit-tiny: about 10 s of CPU (the VAE-GAN's 12 steps included)."""
     import torch
 
     from fmriface.commands.fit import main as fit_main
