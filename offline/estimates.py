@@ -4,8 +4,8 @@
    it with the project's own motion correction (:class:`service.motion.RigidRegistration`, the code the service
    runs), sampling the brain voxels only (the service's fast path), so each run becomes ``x [T, V]``.
 2. :func:`window_patterns`: the service's estimate. Each run is detrended with the service's own model
-   (:func:`service.online.detrend_offline`: Legendre drift + the six motion parameters, residuals z-scored per
-   voxel), then :func:`service.window.window_estimate` (mean of 4-8 s after onset minus the pre-onset baseline).
+   (:func:`service.online.detrend_offline`: Legendre drift + the six motion parameters, residuals scaled per
+   voxel, percent signal change by default), then :func:`service.window.window_estimate` (mean of 4-8 s after onset minus the pre-onset baseline).
 3. :func:`glm_patterns`: GLM betas with nilearn's design matrices (one regressor per unique image, canonical
    HRF, cosine drift, motion regressors), solved by least squares with numpy on the voxels (percent signal
    change), which is what FirstLevelModel does per voxel, without its per-voxel overhead.
@@ -103,16 +103,20 @@ def trials_of(run: BidsRun, trial_types: Sequence[str]) -> pd.DataFrame:
 
 
 def window_patterns(
-    rr: RealignedRun, trial_types: Sequence[str], spec: WindowSpec, poly_order: int = 2
+    rr: RealignedRun, trial_types: Sequence[str], spec: WindowSpec, poly_order: int = 2, scale: str = "psc"
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Window estimates ``[n, V]`` of the run's trials whose window lies inside the run, and those trials."""
+    """Window estimates ``[n, V]`` of the run's trials whose window lies inside the run, and those trials.
+
+    ``poly_order`` and ``scale`` (``psc``, ``zscore``, ``none``) are the service's detrending options
+    (:func:`service.online.detrend_offline`); the bundle records them so the service computes the same.
+    """
     from service.online import detrend_offline
 
     trials = trials_of(rr.run, trial_types)
     tr = rr.run.tr
     complete = [last_volume_needed(o, tr, spec) < rr.n_volumes for o in trials["onset"]]
     trials = trials.loc[complete].reset_index(drop=True)
-    resid = detrend_offline(rr.x, rr.motion, poly_order=poly_order)
+    resid = detrend_offline(rr.x, rr.motion, poly_order=poly_order, scale=scale)
     return window_estimate(resid, trials["onset"].to_numpy(float), tr, spec), trials
 
 

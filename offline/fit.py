@@ -63,6 +63,7 @@ class FitConfig:
     baseline_stop: float = 0.0
     imagery_window_stop: float = 14.0
     poly_order: int = 2
+    detrend_scale: Literal["psc", "zscore", "none"] = "psc"
     hrf_model: str = "glover"
     high_pass: float = 0.01
     pca_components: int = 0
@@ -166,7 +167,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
             types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[rr.run.kind]
             if est == "window":
                 spec = cfg.imagery_window if rr.run.kind == "imagery" else cfg.window
-                pats, trials = window_patterns(rr, types, spec, cfg.poly_order)
+                pats, trials = window_patterns(rr, types, spec, cfg.poly_order, cfg.detrend_scale)
                 ids = trials["stim_file"].astype(str).tolist()
             else:
                 pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
@@ -371,9 +372,11 @@ def run_fit(
             "window": cfg.window.as_dict(),
             "estimate": cfg.estimate,
             "preprocessing": {
-                "detrend": "Legendre polynomials + 6 motion parameters per run (service.online.detrend_offline)",
+                "detrend": "per run: Legendre drift + the 6 motion parameters (service.online.detrend_offline)",
                 "poly_order": cfg.poly_order,
-                "standardise": "residuals z-scored per voxel within the run, then (x - x_mean) / x_scale",
+                "motion_regressors": True,
+                "scale": cfg.detrend_scale,
+                "standardise": "then (x - x_mean) / x_scale over the training trials' window estimates",
             },
             "alpha": float(main_fit.alpha_),
             "training": training,

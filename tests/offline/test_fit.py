@@ -65,6 +65,7 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
     assert manifest["tr"] == 2.0 and manifest["window"]["start"] == 4.0 and manifest["estimate"] == "window"
+    assert manifest["preprocessing"]["scale"] == "psc" and manifest["preprocessing"]["poly_order"] == 2
     assert manifest["mapping_method"] == "ridge" and "pairwise" in manifest["evaluation"]
     assert manifest["training"]["train_stimuli"] > 0
     assert bundle.n_voxels == int(bundle.mask.sum()) > 0
