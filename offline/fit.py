@@ -132,7 +132,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
     ``progress(total=, desc=, unit=)`` makes a progress bar (a context manager with ``update``), e.g. tqdm.
     """
     progress = progress or _NoBar
-    from offline.bids import load_bids
+    from offline.bids import BidsError, load_bids
     from offline.estimates import (
         average_by_stimulus,
         face_contrast,
@@ -145,7 +145,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
     runs = [r for r in subject.runs if r.kind in ("train", "test", "imagery")]
     kinds = {k: sum(r.kind == k for r in runs) for k in ("train", "test", "imagery")}
     if not kinds["train"] or not kinds["test"]:
-        raise ValueError(f"{bids}: fitting needs training and test runs of faces; found {kinds}")
+        raise BidsError(f"{bids}: fitting needs training and test runs of faces; found {kinds}")
     log(f"subject {subject.subject}: {kinds['train']} training, {kinds['test']} test, {kinds['imagery']} imagery runs")
     total = 0
     for r in runs:
@@ -156,7 +156,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         reference, affine, brain, rrs = realign_subject(subject, runs, on_volume=lambda: bar.update(1))
     trs = {r.run.tr for r in rrs}
     if len(trs) > 1:
-        raise ValueError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
+        raise BidsError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
     estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
     train, test, imagery = {}, {}, {}
     imagery_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
@@ -189,7 +189,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
             if first in store and est in store:
                 order = store[first][1]
                 if set(store[est][1]) != set(order):
-                    raise ValueError(f"{est} and {first} estimates cover different stimuli")
+                    raise BidsError(f"{bids}: {est} and {first} estimates cover different stimuli")
                 rest = store[est]
                 store[est] = (_align(rest[0], rest[1], order), order, *([store[first][2]] if len(rest) == 3 else []))
     log("face-vs-fixation contrast")

@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     for opt, path in (("--bids", args.bids), ("--vaegan", args.vaegan)):
         if not path.is_dir():
             raise UsageError(f"{opt} {path} is not a folder")
+    if not (args.vaegan / "facespace.json").is_file():
+        raise UsageError(f"--vaegan {args.vaegan} is not a trained face space (no facespace.json; see train-vaegan)")
+    from offline.bids import load_bids
+
+    load_bids(args.bids, cfg.subject or None)  # a bad data set is refused before anything is written
     out = prepare_out_dir(args.out, args.force)
 
     import os
