@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from offline.bids import BidsRun, BidsSubject
+from offline.bids import BidsError, BidsRun, BidsSubject
 from service.window import WindowSpec, last_volume_needed, window_estimate
 
 __all__ = [
@@ -78,7 +78,7 @@ def realign_subject(
     for i, run in enumerate(runs):
         data, aff = (first, affine) if i == 0 else run.load()
         if data.shape[:3] != reference.shape or not np.allclose(aff, affine, atol=1e-3):
-            raise ValueError(
+            raise BidsError(
                 f"{run.bold} is on another grid than the first run ({data.shape[:3]} vs {reference.shape})"
             )
         t = data.shape[3]
