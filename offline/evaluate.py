@@ -281,7 +281,8 @@ def evaluate_decoders(
 
     Returns
     -------
-    (evaluation dict for evaluation.json, {(estimate, mapping, space): fitted mapping, "recon": images})
+    (evaluation dict for evaluation.json, {(estimate, mapping, space): fitted mapping, "recon": {"<space>
+    <mapping>": reconstructions of the test faces from the bundle's estimate type}})
     """
     face_ids = list(imagery_ids or [])
     # mean training vector of each space, for the centred variant of the pairwise scores
@@ -328,9 +329,10 @@ def evaluate_decoders(
                         mapping.predict(x_trials), trial_ids, face_ids, z["imagery"]
                     )
                     imag.setdefault(est, {}).setdefault(mname, {})[sname] = entry
+                if est == main[0]:
+                    recon[f"{sname} {mname}"] = rec
                 if (est, mname) != main:
                     continue
-                recon[sname] = rec
                 if male is not None:
                     direction = z["train"][male["train"] > 0].mean(0) - z["train"][male["train"] < 0].mean(0)
                     midpoint = (z["train"][male["train"] > 0].mean(0) + z["train"][male["train"] < 0].mean(0)) / 2

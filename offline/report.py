@@ -215,7 +215,7 @@ VAE-GAN face space. Pairwise identification as in VanRullen &amp; Reddy (2019): 
 of the other faces whose correlation with the prediction is lower than that of its own; chance 50 %; binomial
 p-values over the N(N-1) comparisons (descriptive: comparisons are not independent).
 Perceptual features are {html.escape(evaluation.get("perceptual_space", ""), quote=False)}.</p>
-<h2>Test faces and reconstructions ({evaluation["mapping"]}, {evaluation["estimate"]})</h2>
+<h2>Test faces and their reconstructions (both mappings, {evaluation["estimate"]} estimates)</h2>
 <img src="figures/faces.png" alt="test faces and reconstructions">
 <h2>Pairwise decoding accuracy</h2>
 <img src="figures/accuracy.png" alt="accuracy bars">
