@@ -40,7 +40,7 @@ def _faces_figure(path: Path, test_images: np.ndarray, recon: dict[str, np.ndarr
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(name.replace(" ", "\n"), fontsize=7)
     fig.suptitle("test faces (top) and their reconstructions from brain activity", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
