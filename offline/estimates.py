@@ -78,9 +78,7 @@ def realign_subject(
     for i, run in enumerate(runs):
         data, aff = (first, affine) if i == 0 else run.load()
         if data.shape[:3] != reference.shape or not np.allclose(aff, affine, atol=1e-3):
-            raise BidsError(
-                f"{run.bold} is on another grid than the first run ({data.shape[:3]} vs {reference.shape})"
-            )
+            raise BidsError(f"{run.bold} is on another grid than the first run ({data.shape[:3]} vs {reference.shape})")
         t = data.shape[3]
         x = np.empty((t, int(brain.sum())), dtype=np.float32)
         motion = np.zeros((t, 6))
