@@ -16,7 +16,7 @@ Repeated presentations (one-back repeats, the test faces' repeats) are averaged 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +27,14 @@ from service.window import WindowSpec, last_volume_needed, window_estimate
 
 __all__ = [
     "RealignedRun",
+    "iter_realigned",
     "realign_subject",
     "trials_of",
     "window_patterns",
     "glm_patterns",
     "face_contrast",
+    "contrast_terms",
+    "combine_contrasts",
     "average_by_stimulus",
 ]
 
@@ -49,20 +52,17 @@ class RealignedRun:
         return self.x.shape[0]
 
 
-def realign_subject(
+def iter_realigned(
     subject: BidsSubject,
     runs: Sequence[BidsRun] | None = None,
     registration_params: dict | None = None,
     on_volume: Callable[[], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RealignedRun]]:
-    """Realign the runs (default all) to the mean of the first run's volumes.
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, RealignedRun]]:
+    """Realign the runs (default all) to the mean of the first run's volumes, one run at a time.
 
-    Returns
-    -------
-    reference : float32 [X, Y, Z]
-    affine : [4, 4]
-    brain_mask : bool [X, Y, Z] (nilearn's EPI mask of the reference)
-    runs : list of RealignedRun, in the given order
+    Yields ``(reference float32 [X, Y, Z], affine [4, 4], brain_mask bool [X, Y, Z], RealignedRun)`` per run,
+    in the given order, so a caller that keeps only what it derives from each run holds one run in memory.
+    The brain mask is nilearn's EPI mask of the reference.
     """
     import nibabel as nib
     from nilearn.masking import compute_epi_mask
@@ -74,9 +74,10 @@ def realign_subject(
     reference = first.mean(axis=3, dtype=np.float64).astype(np.float32)
     brain = np.asarray(compute_epi_mask(nib.Nifti1Image(reference, affine)).dataobj) > 0
     reg = RigidRegistration(**(registration_params or {})).fit(reference, affine)
-    out = []
     for i, run in enumerate(runs):
         data, aff = (first, affine) if i == 0 else run.load()
+        if i == 0:
+            first = None  # the caller may drop the run after its turn
         if data.shape[:3] != reference.shape or not np.allclose(aff, affine, atol=1e-3):
             raise BidsError(f"{run.bold} is on another grid than the first run ({data.shape[:3]} vs {reference.shape})")
         t = data.shape[3]
@@ -89,8 +90,19 @@ def realign_subject(
             x[k] = reg.resample(vol, motion[k], brain)
             if on_volume is not None:
                 on_volume()
-        out.append(RealignedRun(run=run, x=x, motion=motion))
-    return reference, affine, brain, out
+        del data
+        yield reference, affine, brain, RealignedRun(run=run, x=x, motion=motion)
+
+
+def realign_subject(
+    subject: BidsSubject,
+    runs: Sequence[BidsRun] | None = None,
+    registration_params: dict | None = None,
+    on_volume: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RealignedRun]]:
+    """All runs realigned at once (see :func:`iter_realigned`): ``(reference, affine, brain_mask, runs)``."""
+    out = list(iter_realigned(subject, runs, registration_params, on_volume))
+    return out[0][0], out[0][1], out[0][2], [item[3] for item in out]
 
 
 def trials_of(run: BidsRun, trial_types: Sequence[str]) -> pd.DataFrame:
@@ -167,37 +179,47 @@ def glm_patterns(
     return beta[cols].astype(np.float32), stims
 
 
+def contrast_terms(
+    rr: RealignedRun, hrf_model: str = "glover", high_pass: float = 0.01
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One run's face-minus-fixation effect ``[V]`` and its variance ``[V]`` (None without face trials)."""
+    ev = rr.run.events
+    types = ev["trial_type"].astype(str)
+    is_face = types.isin(["train_face", "test_face"])
+    if not is_face.any():
+        return None
+    model_ev = pd.concat(
+        [
+            ev.loc[is_face, ["onset", "duration"]].assign(trial_type="face"),
+            ev.loc[types == "Fix", ["onset", "duration"]].assign(trial_type="Fix"),
+        ]
+    )
+    design = _design(rr, model_ev, hrf_model, high_pass)
+    xmat = design.to_numpy()
+    y = _psc(rr.x.astype(np.float64))
+    beta = _ols(xmat, y)
+    dof = max(len(y) - np.linalg.matrix_rank(xmat), 1)
+    sigma2 = ((y - xmat @ beta) ** 2).sum(axis=0) / dof
+    c = np.zeros(xmat.shape[1])
+    c[design.columns.get_loc("face")] = 1.0
+    if "Fix" in design.columns:
+        c[design.columns.get_loc("Fix")] = -1.0
+    return c @ beta, sigma2 * float(c @ np.linalg.pinv(xmat.T @ xmat) @ c)
+
+
+def combine_contrasts(terms: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> np.ndarray:
+    """Fixed-effects t ``[V]`` over runs: summed effects over the square root of the summed variances."""
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        raise ValueError("no run has face trials: the face-vs-fixation contrast cannot be computed")
+    effect = np.sum([t[0] for t in terms], axis=0)
+    variance = np.sum([t[1] for t in terms], axis=0)
+    return (effect / np.sqrt(np.maximum(variance, 1e-12))).astype(np.float32)
+
+
 def face_contrast(runs: Sequence[RealignedRun], hrf_model: str = "glover", high_pass: float = 0.01) -> np.ndarray:
     """t-statistic ``[V]`` of faces minus fixation (faces minus baseline where a run has no fixation events)."""
-    effect = 0.0
-    variance = 0.0
-    for rr in runs:
-        ev = rr.run.events
-        types = ev["trial_type"].astype(str)
-        is_face = types.isin(["train_face", "test_face"])
-        if not is_face.any():
-            continue
-        model_ev = pd.concat(
-            [
-                ev.loc[is_face, ["onset", "duration"]].assign(trial_type="face"),
-                ev.loc[types == "Fix", ["onset", "duration"]].assign(trial_type="Fix"),
-            ]
-        )
-        design = _design(rr, model_ev, hrf_model, high_pass)
-        xmat = design.to_numpy()
-        y = _psc(rr.x.astype(np.float64))
-        beta = _ols(xmat, y)
-        dof = max(len(y) - np.linalg.matrix_rank(xmat), 1)
-        sigma2 = ((y - xmat @ beta) ** 2).sum(axis=0) / dof
-        c = np.zeros(xmat.shape[1])
-        c[design.columns.get_loc("face")] = 1.0
-        if "Fix" in design.columns:
-            c[design.columns.get_loc("Fix")] = -1.0
-        effect = effect + c @ beta
-        variance = variance + sigma2 * float(c @ np.linalg.pinv(xmat.T @ xmat) @ c)
-    if np.isscalar(effect):
-        raise ValueError("no run has face trials: the face-vs-fixation contrast cannot be computed")
-    return (effect / np.sqrt(np.maximum(variance, 1e-12))).astype(np.float32)
+    return combine_contrasts([contrast_terms(rr, hrf_model, high_pass) for rr in runs])
 
 
 def average_by_stimulus(

@@ -135,9 +135,10 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
     from offline.bids import BidsError, load_bids
     from offline.estimates import (
         average_by_stimulus,
-        face_contrast,
+        combine_contrasts,
+        contrast_terms,
         glm_patterns,
-        realign_subject,
+        iter_realigned,
         window_patterns,
     )
 
@@ -152,32 +153,41 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         import nibabel as nib
 
         total += nib.load(str(r.bold)).shape[3]
-    with progress(total=total, desc="realign", unit="vol") as bar:
-        reference, affine, brain, rrs = realign_subject(subject, runs, on_volume=lambda: bar.update(1))
-    trs = {r.run.tr for r in rrs}
+    estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
+    log(f"realigning to the mean of {runs[0].name}; per run: {' and '.join(estimates)} estimates, contrast")
+    parts: dict[str, dict[str, list]] = {e: {"train": [], "test": [], "imagery": []} for e in estimates}
+    terms, motion = [], {}
+    trs = {r.tr for r in runs}
     if len(trs) > 1:
         raise BidsError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
-    estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
+    # one run in memory at a time: realign it, keep only its estimates, contrast terms and motion
+    with progress(total=total, desc="realign + estimates", unit="vol") as bar:
+        realigned = iter_realigned(subject, runs, on_volume=lambda: bar.update(1))
+        for gi, item in enumerate(realigned):
+            reference, affine, brain, rr = item  # the same reference, affine and mask for every run
+            kind = rr.run.kind
+            types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[kind]
+            for est in estimates:
+                if est == "window":
+                    spec = cfg.imagery_window if kind == "imagery" else cfg.window
+                    pats, trials = window_patterns(rr, types, spec, cfg.poly_order, cfg.detrend_scale)
+                    ids = trials["stim_file"].astype(str).tolist()
+                else:
+                    pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
+                parts[est][kind].append((pats, ids, [gi] * len(ids)))
+            if kind in ("train", "test"):
+                terms.append(contrast_terms(rr, cfg.hrf_model, cfg.high_pass))
+            motion[rr.run.name] = rr.motion
+            del rr
     train, test, imagery = {}, {}, {}
     imagery_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
     for est in estimates:
-        log(f"trial estimates: {est}")
-        parts: dict[str, list] = {"train": [], "test": [], "imagery": []}
-        for gi, rr in enumerate(rrs):
-            types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[rr.run.kind]
-            if est == "window":
-                spec = cfg.imagery_window if rr.run.kind == "imagery" else cfg.window
-                pats, trials = window_patterns(rr, types, spec, cfg.poly_order, cfg.detrend_scale)
-                ids = trials["stim_file"].astype(str).tolist()
-            else:
-                pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
-            parts[rr.run.kind].append((pats, ids, [gi] * len(ids)))
         for kind, store in (("train", train), ("test", test), ("imagery", imagery)):
-            if not parts[kind]:
+            if not parts[est][kind]:
                 continue
-            x = np.concatenate([p[0] for p in parts[kind]])
-            ids = sum((p[1] for p in parts[kind]), [])
-            groups = sum((p[2] for p in parts[kind]), [])
+            x = np.concatenate([p[0] for p in parts[est][kind]])
+            ids = sum((p[1] for p in parts[est][kind]), [])
+            groups = sum((p[2] for p in parts[est][kind]), [])
             avg, uids, g, _ = average_by_stimulus(x, ids, groups)
             store[est] = (avg, uids, g) if kind == "train" else (avg, uids)
             if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
@@ -192,8 +202,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
                     raise BidsError(f"{bids}: {est} and {first} estimates cover different stimuli")
                 rest = store[est]
                 store[est] = (_align(rest[0], rest[1], order), order, *([store[first][2]] if len(rest) == 3 else []))
-    log("face-vs-fixation contrast")
-    contrast = face_contrast([rr for rr in rrs if rr.run.kind in ("train", "test")], cfg.hrf_model, cfg.high_pass)
+    contrast = combine_contrasts(terms)
     summary = {
         "bids": str(bids),
         "subject": subject.subject,
@@ -203,11 +212,10 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         "train_stimuli": len(train[first][1]),
         "test_stimuli": len(test[first][1]),
         "imagery_stimuli": len(imagery[first][1]) if imagery else 0,
-        "reference": f"mean of the volumes of {rrs[0].run.name}",
+        "reference": f"mean of the volumes of {runs[0].name}",
     }
-    motion = {rr.run.name: rr.motion for rr in rrs}
     return FitData(
-        reference, affine, brain, rrs[0].run.tr, motion, train, test, imagery, imagery_trials, contrast, summary
+        reference, affine, brain, runs[0].tr, motion, train, test, imagery, imagery_trials, contrast, summary
     )
 
 
