@@ -329,10 +329,9 @@ def evaluate_decoders(
                         mapping.predict(x_trials), trial_ids, face_ids, z["imagery"]
                     )
                     imag.setdefault(est, {}).setdefault(mname, {})[sname] = entry
-                if est == main[0]:
-                    recon[f"{sname} {mname}"] = rec
-                if (est, mname) != main:
+                if est != main[0]:
                     continue
+                recon[f"{sname} {mname}"] = rec
                 if male is not None:
                     direction = z["train"][male["train"] > 0].mean(0) - z["train"][male["train"] < 0].mean(0)
                     midpoint = (z["train"][male["train"] > 0].mean(0) + z["train"][male["train"] < 0].mean(0)) / 2

@@ -81,7 +81,7 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
         for mapping in ("ridge", "encoding"):
             assert set(ev["details"][est][mapping]) == {"vaegan", "pca"}
     assert 0.0 <= ev["permutation"]["mean"] <= 1.0 and ev["permutation"]["ridge"]["n_permutations"] == 5
-    assert set(ev["gender"]["vaegan"]["ridge"]) == {"projection", "classifier"}
+    assert set(ev["gender"]["vaegan"]["ridge"]) == set(ev["gender"]["pca"]["encoding"]) == {"projection", "classifier"}
     assert 0 <= ev["gender"]["vaegan"]["true_latents"]["projection"]["p_value"] <= 1
     assert ev["imagery"]["vaegan"]["latent"]["n_items"] == 2  # the bundle's estimate and mapping
     assert ev["imagery"]["vaegan"]["trials"]["n_trials"] == 3  # simulate-tiny: 3 imagery trials
