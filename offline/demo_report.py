@@ -238,7 +238,14 @@ def write_demo_report(
         true = np.stack([b.stimulus_latent(s) for s in ids])
         if len(ids) >= 2:
             pw = pairwise_accuracy(pred, true)
-            summary["live_pairwise_latent"] = {"accuracy": round(float(pw.accuracy), 4), "n_faces": len(ids)}
+            # as the fit reports it too: also with both sides centred on the mean training latent
+            centre = np.load(bundle / "attributes.npz")["train_latents"].mean(axis=0)
+            pwc = pairwise_accuracy(pred - centre, true - centre)
+            summary["live_pairwise_latent"] = {
+                "accuracy": round(float(pw.accuracy), 4),
+                "accuracy_centred": round(float(pwc.accuracy), 4),
+                "n_faces": len(ids),
+            }
 
         # online / offline agreement on the same trials
         cfg = manifest.get("config", {})
@@ -280,7 +287,9 @@ def write_demo_report(
     ev_path = next(iter(sorted(Path(fit_dir).rglob("evaluation.json"))), None)
     if ev_path is not None:
         ev = json.loads(ev_path.read_text())
-        summary["offline_evaluation"] = {k: ev[k] for k in ("pairwise", "permutation", "gender", "imagery") if k in ev}
+        summary["offline_evaluation"] = {
+            k: ev[k] for k in ("pairwise", "pairwise_centred", "permutation", "gender", "imagery") if k in ev
+        }
     (rep / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     html_path = _write_html(rep, summary, ev_path)
     return {"html": html_path, "summary": summary, "summary_text": _summary_text(summary)}
@@ -313,11 +322,17 @@ def _summary_text(s: dict[str, Any]) -> str:
         lines.append(f"  latency file ready -> on screen: p50 {scr['p50']} ms, p99 {scr['p99']} ms")
     if "live_pairwise_latent" in s:
         lp = s["live_pairwise_latent"]
-        lines.append(f"  live pairwise decoding of {lp['n_faces']} test faces (latent space): {lp['accuracy']:.0%}")
+        lines.append(
+            f"  live pairwise decoding of {lp['n_faces']} test faces (latent space): {lp['accuracy']:.0%}"
+            f" ({lp['accuracy_centred']:.0%} with latents centred on the training mean)"
+        )
     if "online_offline" in s:
         lines.append(f"  online vs offline trial latents: median r = {s['online_offline']['median_r']}")
-    if "offline_evaluation" in s and "pairwise" in s["offline_evaluation"]:
-        lines.append("  offline evaluation (pairwise): " + _fmt_pairwise(s["offline_evaluation"]["pairwise"]))
+    ev = s.get("offline_evaluation", {})
+    if "pairwise" in ev:
+        lines.append("  offline evaluation (pairwise): " + _fmt_pairwise(ev["pairwise"]))
+    if "pairwise_centred" in ev:
+        lines.append("  offline evaluation (pairwise, centred): " + _fmt_pairwise(ev["pairwise_centred"]))
     lines.append(
         f"  record: {s['record']['volumes_by_status']}, {s['record']['trials']} trials, {s['record']['flips']} flips"
     )
