@@ -13,17 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from service._json import jsonable as _jsonable
+
 __all__ = ["write_report"]
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"cannot write {type(v).__name__} to evaluation.json")
 
 
 def _faces_figure(path: Path, test_images: np.ndarray, recon: dict[str, np.ndarray]) -> None:

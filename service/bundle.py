@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from service._json import jsonable as _jsonable
+
 __all__ = [
     "BUNDLE_SCHEMA",
     "BUNDLE_FILES",
@@ -93,16 +95,6 @@ def write_manifest(folder: str | Path, fields: dict[str, Any]) -> dict[str, Any]
     tmp.write_text(json.dumps(manifest, indent=2, default=_jsonable) + "\n")
     tmp.replace(folder / "manifest.json")
     return manifest
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"cannot write {type(v).__name__} to a bundle manifest")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from service._json import jsonable as _jsonable
 from service._service_npy import AppendNpy
 
 __all__ = ["RunLog", "ResumeState", "TRIAL_COLUMNS", "EVENT_FIELDS", "read_volumes"]
@@ -95,16 +96,6 @@ def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
     tmp.replace(path)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"cannot record {type(v).__name__}")
 
 
 class RunLog:
