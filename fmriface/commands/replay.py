@@ -22,18 +22,21 @@ from pathlib import Path
 from fmriface.commands._common import UsageError, parser, progress
 
 
-def find_bids_run(bids: Path, subject: str, session: str | None, run: str) -> Path:
+def find_bids_run(bids: Path, subject: str, session: str | None, run: str, task: str | None = None) -> Path:
     """The bold file of a run in a BIDS folder (any task), with a clear error when absent or ambiguous."""
     sub = f"sub-{subject.removeprefix('sub-')}"
     base = bids / sub
     if session:
         base = base / f"ses-{session.removeprefix('ses-')}"
     run_label = f"run-{int(run):02d}" if str(run).isdigit() else f"run-{run}"
-    hits = sorted(base.glob(f"**/func/*_{run_label}_bold.nii*"))
+    task_part = f"_task-{task}" if task else ""
+    hits = sorted(base.glob(f"**/func/*{task_part}_*{run_label}_bold.nii*"))
     if not hits:
         raise UsageError(f"no bold file for {sub} session {session or '-'} {run_label} under {bids}")
     if len(hits) > 1:
-        raise UsageError(f"several bold files match {run_label}: {', '.join(h.name for h in hits)}; give --session")
+        raise UsageError(
+            f"several bold files match {run_label}: {', '.join(h.name for h in hits)}; give --session or --task"
+        )
     return hits[0]
 
 
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bids", type=Path, help="a BIDS folder; the run is chosen by --subject, --session, --run")
     p.add_argument("--subject", default="01")
     p.add_argument("--session", default=None)
+    p.add_argument("--task", default=None, help="BIDS task of the run (e.g. faces, imagery)")
     p.add_argument("--to", type=Path, required=True, help="the folder to write into (the service watches it)")
     p.add_argument("--format", default="mosaic", choices=["mosaic", "enhanced", "slices", "nifti"])
     pace = p.add_mutually_exclusive_group()
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.replay import ScannerEmulator
 
-    bold = find_bids_run(args.bids, args.subject, args.session, args.run) if args.bids else Path(args.run)
+    bold = find_bids_run(args.bids, args.subject, args.session, args.run, args.task) if args.bids else Path(args.run)
     if not bold.is_file():
         raise UsageError(f"--run {bold} does not exist")
     try:
