@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from fmriface.commands._common import free_address, write_toml
+
 __all__ = [
     "ServeProcess",
     "Collector",
@@ -31,25 +33,6 @@ __all__ = [
     "record_label",
     "acquisition_of_file",
 ]
-
-
-def free_address() -> str:
-    """A free ``tcp://127.0.0.1:PORT``."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
 
 
 @dataclass
@@ -69,7 +52,7 @@ class ServeProcess:
     def start(self) -> ServeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / f"{self.name}.toml"
-        cfg.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in self.values.items() if v is not None))
+        write_toml(cfg, self.values)
         env = {**os.environ, "FMRIFACE_QUIET": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         env.pop("FMRIFACE_RAISE", None)  # the production error policy: record, log, go on
         self.log_path = self.workdir / f"{self.name}.log"

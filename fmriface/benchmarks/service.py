@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmriface.commands._common import progress
+from fmriface.commands._common import free_address, progress
 
 
 def add_arguments(p) -> None:
@@ -79,14 +79,6 @@ def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Pa
     return paths
 
 
-def _free_address() -> str:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: float, paced: bool) -> dict[str, Any]:
     """Serve while moving ``staged`` into ``watch`` (every ``tr`` s, or back to back); per-frame timings."""
     import zmq
@@ -101,8 +93,8 @@ def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: 
         bundle=bundle,
         watch=watch,
         runs=runs,
-        pub=_free_address(),
-        pull=_free_address(),
+        pub=free_address(),
+        pull=free_address(),
         max_volumes=n,
         heartbeat=0.2,
         hwm=1000,  # the bench's subscriber must see every frame to time it (a display keeps the default 16)

@@ -62,6 +62,40 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(f"cannot write {type(v).__name__} as JSON")
 
 
+def free_address() -> str:
+    """A free ``tcp://127.0.0.1:PORT`` (for the demo, benchmarks and tests that start a service)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def _toml_lines(values: dict[str, Any], prefix: str = "") -> list[str]:
+    flat = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            flat += ["", f"[{prefix}{k}]", *_toml_lines(v, f"{prefix}{k}.")]
+    return flat
+
+
+def write_toml(path: str | Path, values: dict[str, Any]) -> Path:
+    """Write ``values`` (scalars, lists and nested tables; None values left out) as a TOML config file."""
+    path = Path(path)
+    path.write_text("\n".join(_toml_lines(values)) + "\n")
+    return path
+
+
 def progress(**kwargs: Any):
     """A tqdm progress bar on stderr (silent when stderr is not a terminal and FMRIFACE_QUIET is set)."""
     import os

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmriface.commands._common import UsageError
+from fmriface.commands._common import UsageError, free_address, write_toml
 from fmriface.config import preset_path
 
 try:
@@ -67,36 +66,6 @@ def find_bundle(fit_dir: Path) -> Path:
         if (cand / "manifest.json").is_file() and (cand / "decoder.onnx").is_file():
             return cand
     raise UsageError(f"no bundle (manifest.json + decoder.onnx) in {fit_dir}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _toml_lines(values: dict[str, Any], prefix: str = "") -> list[str]:
-    flat = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and not isinstance(v, dict)]
-    for k, v in values.items():
-        if isinstance(v, dict):
-            flat += ["", f"[{prefix}{k}]", *_toml_lines(v, f"{prefix}{k}.")]
-    return flat
-
-
-def write_toml(path: Path, values: dict[str, Any]) -> Path:
-    """Write ``values`` (scalars, lists and nested tables) as a TOML file."""
-    path.write_text("\n".join(_toml_lines(values)) + "\n")
-    return path
 
 
 def merged_toml(preset: Path, overrides: dict[str, Any], path: Path) -> Path:
@@ -184,7 +153,7 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
     zooms = img.header.get_zooms()
     tr = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else 2.0
     n = int(data.shape[3])
-    pub, pull = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    pub, pull = free_address(), free_address()
 
     with open(preset_path(cfg.serve), "rb") as f:
         serve_values = tomllib.load(f)
