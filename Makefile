@@ -51,7 +51,7 @@ test: install system-deps lint
 test-slow: install system-deps
 	$(PY) -m pytest -q -m slow
 
-demo: install
+demo: install system-deps
 	$(VENV)/bin/fmriface demo --preset $(DEMO_PRESET) --out $(DEMO_OUT)
 
 clean:
