@@ -76,6 +76,26 @@ class _LinearMapping(RegressorMixin, BaseEstimator):
         y2 = y.reshape(len(y), -1).astype(np.float64)
         return X, y2
 
+    def _choose_alpha(self, X, y, groups, alphas: np.ndarray, predict) -> None:
+        """Set ``alpha_`` and ``cv_scores_`` by grouped cross-validation (the first alpha if only one).
+
+        ``predict(xs_train, yc_train, xs_test)`` returns one prediction of the centred test latents per alpha,
+        from standardised patterns and centred training latents of each fold.
+        """
+        if alphas.size == 1:
+            self.cv_scores_, self.alpha_ = {}, float(alphas[0])
+            return
+        scores = np.zeros(len(alphas))
+        folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
+        for train, test in folds:
+            mean, scale = _standardise(X[train])
+            y_mean = y[train].mean(axis=0)
+            preds = predict((X[train] - mean) / scale, y[train] - y_mean, (X[test] - mean) / scale)
+            for i, pred in enumerate(preds):
+                scores[i] += centred_correlation(pred + y_mean, y[test], y_mean) / len(folds)
+        self.cv_scores_ = {float(a): float(s) for a, s in zip(alphas, scores)}
+        self.alpha_ = float(alphas[int(np.argmax(scores))])
+
     def _finish(self, weights: np.ndarray, bias: np.ndarray) -> None:
         self.coef_map_ = np.asarray(weights, dtype=np.float64)
         self.intercept_map_ = np.asarray(bias, dtype=np.float64)
@@ -129,22 +149,7 @@ class RidgeMapping(_LinearMapping):
         """Fit on patterns ``X [N, V]`` and latents ``y [N, L]`` (``groups [N]``: run of each trial)."""
         X, y = self._prepare(X, y)
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
-        if alphas.size > 1:
-            scores = np.zeros(len(alphas))
-            folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
-            for train, test in folds:
-                mean, scale = _standardise(X[train])
-                y_mean = y[train].mean(axis=0)
-                preds = ridge_predictions(
-                    (X[train] - mean) / scale, y[train] - y_mean, (X[test] - mean) / scale, alphas
-                )
-                for i, pred in enumerate(preds):
-                    scores[i] += centred_correlation(pred + y_mean, y[test], y_mean) / len(folds)
-            self.cv_scores_ = {float(a): float(s) for a, s in zip(alphas, scores)}
-            self.alpha_ = float(alphas[int(np.argmax(scores))])
-        else:
-            self.cv_scores_ = {}
-            self.alpha_ = float(alphas[0])
+        self._choose_alpha(X, y, groups, alphas, lambda xs, yc, xt: ridge_predictions(xs, yc, xt, alphas))
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
         weights = ridge_weights((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, self.alpha_)
@@ -222,23 +227,12 @@ class EncodingMapping(_LinearMapping):
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
         if self.decode_alpha < 0:
             raise ValueError(f"decode_alpha must be >= 0, got {self.decode_alpha}")
-        if alphas.size > 1:
-            scores = np.zeros(len(alphas))
-            folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
-            for train, test in folds:
-                mean, scale = _standardise(X[train])
-                y_mean = y[train].mean(axis=0)
-                fac = EncodingFactors.from_training(
-                    (X[train] - mean) / scale, y[train] - y_mean, keep_data=True, rank_tol=self.rank_tol
-                )
-                preds = fac.predictions((X[test] - mean) / scale, alphas, self.decode_alpha)
-                for i, pred in enumerate(preds):
-                    scores[i] += centred_correlation(pred + y_mean, y[test], y_mean) / len(folds)
-            self.cv_scores_ = {float(a): float(s) for a, s in zip(alphas, scores)}
-            self.alpha_ = float(alphas[int(np.argmax(scores))])
-        else:
-            self.cv_scores_ = {}
-            self.alpha_ = float(alphas[0])
+
+        def predict(xs, yc, xt):
+            fac = EncodingFactors.from_training(xs, yc, keep_data=True, rank_tol=self.rank_tol)
+            return fac.predictions(xt, alphas, self.decode_alpha)
+
+        self._choose_alpha(X, y, groups, alphas, predict)
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
         fac = EncodingFactors.from_training(
