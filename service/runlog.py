@@ -75,16 +75,21 @@ class ResumeState:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete lines of a JSON-lines file; a torn last line (crash mid-write) is cut off the file."""
-    if not path.exists():
-        return []
+def _cut_torn_line(path: Path) -> bytes:
+    """The complete lines of a record file; a torn last line (crash mid-write) is cut off the file."""
     raw = path.read_bytes()
     keep = raw.rfind(b"\n") + 1
     if keep != len(raw):
         with open(path, "r+b") as f:
             f.truncate(keep)
-    return [json.loads(line) for line in raw[:keep].decode("utf-8").splitlines() if line.strip()]
+    return raw[:keep]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Complete lines of a JSON-lines file (a torn last line is cut off the file)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in _cut_torn_line(path).decode("utf-8").splitlines() if line.strip()]
 
 
 def read_volumes(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -162,11 +167,7 @@ class RunLog:
         path = self.dir / "trials.tsv"
         if not path.exists():
             return []
-        raw = path.read_bytes()
-        keep = raw.rfind(b"\n") + 1
-        if keep != len(raw):
-            with open(path, "r+b") as f:
-                f.truncate(keep)
+        _cut_torn_line(path)
         with open(path, encoding="utf-8", newline="") as f:
             return list(csv.DictReader(f, delimiter="\t"))
 
