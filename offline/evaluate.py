@@ -182,24 +182,28 @@ def permutation_control(
     A ridge mapping with one penalty is linear in the latents it is fitted to, so its test predictions are
     ``H (y - mean) + mean`` with one hat matrix ``H`` for every shuffle; the encoding model's shuffles reuse the
     voxel Gram matrix. Both give the same numbers as refits (tested), much faster.
+
+    The shuffled decoders are not rescaled (``fixed_params`` turns ``rescale`` off): a decoder fitted to shuffled
+    pairs knows nothing of the test faces, so its own face and every other face are exchangeable and one positive
+    factor on its predictions cannot move its expected accuracy off 50 %.
     """
     from offline.mapping import EncodingFactors, EncodingMapping, RidgeMapping
 
     probe = make_mapping()
-    single = np.size(getattr(probe, "alphas", ())) == 1
+    single = np.size(getattr(probe, "alphas", ())) == 1 and not getattr(probe, "rescale", False)
     x_train = np.asarray(x_train, np.float64)
     x_test = np.asarray(x_test, np.float64)
     hat = fac = None
     if isinstance(probe, RidgeMapping) and single:
         hat = _ridge_hat(x_train, x_test, float(np.ravel(probe.alphas)[0]))
-    elif isinstance(probe, EncodingMapping) and single:
+    elif isinstance(probe, EncodingMapping) and single and np.size(probe.component_candidates()) == 1:
         # shuffling the pairs permutes the rows of U in zc = U S Vt; the voxel Gram matrix stays (EncodingFactors)
         mean, scale = x_train.mean(0), x_train.std(0)
         scale[~(scale > 1e-12)] = 1.0
         y_mean = y_train.mean(0)
         fac = EncodingFactors.from_training(
             (x_train - mean) / scale, y_train - y_mean, keep_data=True, rank_tol=probe.rank_tol
-        )
+        ).truncated(probe.component_candidates()[0])
         xs_test = (x_test - mean) / scale
     accs = []
     for _ in range(n_permutations):
@@ -309,7 +313,10 @@ def evaluate_decoders(
                 )
                 entry = {k: v.as_dict() for k, v in scores.items()}
                 entry["alpha"] = float(mapping.alpha_)
-                entry["cv_score"] = float(mapping.cv_scores_.get(mapping.alpha_, float("nan")))
+                entry["cv_score"] = float(mapping.cv_score_)
+                entry["scale"] = float(mapping.scale_)
+                if mname == "encoding":
+                    entry["n_components"] = int(mapping.n_components_)
                 details.setdefault(est, {}).setdefault(mname, {})[sname] = entry
                 shown = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in scores.items())
                 log(f"{est:>6} {mname:>8} {sname:>6}: {shown}")
@@ -348,10 +355,10 @@ def evaluate_decoders(
     if n_permutations:
         x_train, groups = train[est_main]
         for mname in ("ridge", "encoding"):
-            alpha = fitted[(est_main, mname, "vaegan")].alpha_
+            fixed = fitted[(est_main, mname, "vaegan")].fixed_params()
             log(f"permutation control: {mname}, {n_permutations} shuffles")
             permutation[mname] = permutation_control(
-                lambda m=mname, a=alpha: make(m, alphas=(a,)),
+                lambda m=mname, kw=fixed: make(m, **kw),
                 x_train,
                 latents["vaegan"]["train"],
                 test[est_main],

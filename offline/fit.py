@@ -55,6 +55,8 @@ class FitConfig:
     mapping: Literal["ridge", "encoding"] = "ridge"
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     decode_alpha: float = 0.0
+    encoding_components: tuple[int, ...] = (16, 32, 64, 128, 256, 0)
+    rescale: bool = True
     n_splits: int = 5
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     window_start: float = 4.0
@@ -77,6 +79,8 @@ class FitConfig:
             raise ValueError(f"n_splits must be at least 2, got {self.n_splits}")
         if not self.alphas or any(a <= 0 for a in self.alphas):
             raise ValueError("alphas must be a non-empty list of positive penalties")
+        if any(k < 0 for k in self.encoding_components):
+            raise ValueError("encoding_components must be >= 0 (0 = every latent direction)")
         if self.n_permutations < 0 or self.pca_components < 0 or self.threads < 1:
             raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
         WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)  # validates
@@ -304,9 +308,10 @@ def run_fit(
     log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
 
     def make(name: str, **kw):
-        base = {"alphas": cfg.alphas, "n_splits": cfg.n_splits}
+        base = {"alphas": cfg.alphas, "n_splits": cfg.n_splits, "rescale": cfg.rescale}
         if name == "encoding":
             base["decode_alpha"] = cfg.decode_alpha
+            base["n_components"] = cfg.encoding_components
         return make_mapping(name, **{**base, **kw})
 
     male = None
@@ -387,6 +392,8 @@ def run_fit(
                 "standardise": "then (x - x_mean) / x_scale over the training trials' window estimates",
             },
             "alpha": float(main_fit.alpha_),
+            "rescale": float(main_fit.scale_),
+            **({"encoding_components": int(main_fit.n_components_)} if cfg.mapping == "encoding" else {}),
             "training": training,
             "evaluation": {k: evaluation[k] for k in ("pairwise", "pairwise_centred", "permutation", "chance")},
         },

@@ -11,7 +11,9 @@ Two estimators, both linear in the brain pattern, so the bundle stores either as
 
 Cross-validation scores are the mean correlation between held-out predicted and true latents after removing the
 training mean latent: the quantity pairwise identification rests on, insensitive to the overall scale of the
-predictions (which the encoding penalty changes).
+predictions (which the encoding penalty changes). With ``rescale=True`` (what ``fmriface fit`` uses) the same
+held-out predictions fix one factor that restores the spread of the decoded latents around the mean latent, so
+decoded faces are not all the mean face (see :class:`RidgeMapping`).
 """
 
 from __future__ import annotations
@@ -76,29 +78,45 @@ class _LinearMapping(RegressorMixin, BaseEstimator):
         y2 = y.reshape(len(y), -1).astype(np.float64)
         return X, y2
 
-    def _choose_alpha(self, X, y, groups, alphas: np.ndarray, predict) -> None:
-        """Set ``alpha_`` and ``cv_scores_`` by grouped cross-validation (the first alpha if only one).
+    def _cross_validate(self, X, y, groups, settings: list, predict) -> None:
+        """Choose among ``settings`` by grouped cross-validation; set ``cv_scores_``, ``best_`` and ``scale_``.
 
-        ``predict(xs_train, yc_train, xs_test)`` returns one prediction of the centred test latents per alpha,
-        from standardised patterns and centred training latents of each fold.
+        ``predict(xs_train, yc_train, xs_test)`` returns one prediction of the centred test latents per setting,
+        from standardised patterns and centred training latents of each fold. The held-out predictions also give
+        the rescale factor (``rescale=True``): the ratio of the spread of the held-out latents around the
+        training mean to the spread of their predictions. With one setting and no rescale, nothing is run.
         """
-        if alphas.size == 1:
-            self.cv_scores_, self.alpha_ = {}, float(alphas[0])
+        self.scale_ = 1.0
+        if len(settings) == 1 and not self.rescale:
+            self.cv_scores_, self.best_ = {}, settings[0]
             return
-        scores = np.zeros(len(alphas))
+        scores = np.zeros(len(settings))
+        true_ss, pred_ss = 0.0, np.zeros(len(settings))
         folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
         for train, test in folds:
             mean, scale = _standardise(X[train])
             y_mean = y[train].mean(axis=0)
             preds = predict((X[train] - mean) / scale, y[train] - y_mean, (X[test] - mean) / scale)
+            true_ss += float(np.sum((y[test] - y_mean) ** 2))
             for i, pred in enumerate(preds):
                 scores[i] += centred_correlation(pred + y_mean, y[test], y_mean) / len(folds)
-        self.cv_scores_ = {float(a): float(s) for a, s in zip(alphas, scores)}
-        self.alpha_ = float(alphas[int(np.argmax(scores))])
+                pred_ss[i] += float(np.sum(pred**2))
+        self.cv_scores_ = {s: float(v) for s, v in zip(settings, scores)}
+        best = int(np.argmax(scores))
+        self.best_ = settings[best]
+        if self.rescale and pred_ss[best] > 0 and true_ss > 0:
+            self.scale_ = float(np.sqrt(true_ss / pred_ss[best]))
 
-    def _finish(self, weights: np.ndarray, bias: np.ndarray) -> None:
-        self.coef_map_ = np.asarray(weights, dtype=np.float64)
-        self.intercept_map_ = np.asarray(bias, dtype=np.float64)
+    @property
+    def cv_score_(self) -> float:
+        """The held-out centred latent correlation of the chosen setting (nan when none was cross-validated)."""
+        check_is_fitted(self, "best_")
+        return self.cv_scores_.get(self.best_, float("nan"))
+
+    def _finish(self, weights: np.ndarray, centred_bias: np.ndarray) -> None:
+        """Store the map ``xs @ weights + centred_bias`` (centred latents), rescaled, plus the training mean."""
+        self.coef_map_ = self.scale_ * np.asarray(weights, dtype=np.float64)
+        self.intercept_map_ = self.scale_ * np.asarray(centred_bias, dtype=np.float64) + self.y_mean_
 
     def linear_map_(self) -> tuple[np.ndarray, np.ndarray]:
         """``(weights [V, L], bias [L])`` on standardised input: ``latent = xs @ weights + bias``."""
@@ -129,32 +147,49 @@ class RidgeMapping(_LinearMapping):
     Parameters
     ----------
     alphas : sequence of float
-        Penalties to try (on per-voxel standardised input). One value skips the cross-validation.
+        Penalties to try (on per-voxel standardised input). One value and ``rescale=False`` skip the
+        cross-validation.
     n_splits : int
         Folds; with ``groups`` (the run of each trial) the folds never split a run.
+    rescale : bool
+        Scale the predicted deviations from the training mean latent by one factor, fitted on the held-out
+        predictions, so that they spread as much as the training latents do (``scale_``). Ridge shrinks its
+        predictions toward the mean latent, the more so the noisier the data; decoded faces then all look like
+        the mean face, and the paper's raw (uncentred) correlations are decided by the mean latent rather than by
+        the faces' differences. One positive factor changes neither the direction of any prediction nor any
+        centred correlation; it does raise the squared error, so leave it off to minimise that.
 
     Attributes
     ----------
     alpha_ : float
         The chosen penalty. ``cv_scores_`` : dict alpha -> mean held-out centred latent correlation.
+    scale_ : float
+        The rescale factor (1.0 without ``rescale``).
     x_mean_, x_scale_ : arrays [V]
         The standardisation of the input. ``coef_map_`` [V, L], ``intercept_map_`` [L]: the linear map.
     """
 
-    def __init__(self, alphas=DEFAULT_ALPHAS, n_splits: int = 5):
+    def __init__(self, alphas=DEFAULT_ALPHAS, n_splits: int = 5, rescale: bool = False):
         self.alphas = alphas
         self.n_splits = n_splits
+        self.rescale = rescale
 
     def fit(self, X, y, groups=None):
         """Fit on patterns ``X [N, V]`` and latents ``y [N, L]`` (``groups [N]``: run of each trial)."""
         X, y = self._prepare(X, y)
-        alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
-        self._choose_alpha(X, y, groups, alphas, lambda xs, yc, xt: ridge_predictions(xs, yc, xt, alphas))
+        alphas = [float(a) for a in np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))]
+        self._cross_validate(X, y, groups, alphas, lambda xs, yc, xt: ridge_predictions(xs, yc, xt, alphas))
+        self.alpha_ = self.best_
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
         weights = ridge_weights((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, self.alpha_)
-        self._finish(weights, self.y_mean_)
+        self._finish(weights, np.zeros(y.shape[1]))
         return self
+
+    def fixed_params(self) -> dict:
+        """Constructor arguments that refit this mapping with its chosen setting and no search."""
+        check_is_fitted(self, "best_")
+        return {"alphas": (self.alpha_,), "n_splits": self.n_splits, "rescale": False}
 
 
 def _eigh_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,57 +226,98 @@ def ridge_weights(xs: np.ndarray, yc: np.ndarray, alpha: float) -> np.ndarray:
 class EncodingMapping(_LinearMapping):
     """The paper's decoder: a voxel-wise encoding model from the latents, inverted by least squares.
 
-    Each standardised voxel is modelled as ``xs = z W + b`` (``W [L, V]`` by ridge with penalty ``alpha``,
-    chosen by cross-validation of the decoded latents); a pattern is decoded by
-    ``z = (W W^T + decode_alpha * I)^+ W (xs - b)`` (pseudo-inverse within the span of the training latents).
+    Each standardised voxel is modelled as ``xs = z W + b`` (``W [L, V]`` by ridge with penalty ``alpha``);
+    a pattern is decoded by ``z = (W W^T + decode_alpha * I)^+ W (xs - b)`` (pseudo-inverse within the span of
+    the training latents). The model may be confined to the ``k`` principal directions of the training latents:
+    with about as many training faces as latent dimensions, inverting a full 1024-D model amplifies the noise of
+    every poorly encoded direction, and that noise swamps the decoded latents. ``k`` and the penalty are chosen
+    together by cross-validation of the decoded latents.
 
     Parameters
     ----------
     alphas : sequence of float
-        Encoding penalties to try. One value skips the cross-validation.
+        Encoding penalties to try.
     decode_alpha : float
         Tikhonov term of the inversion (0 = the paper's plain least squares).
     rank_tol : float
         Latent directions whose singular value (over the training faces) is below ``rank_tol`` times the largest
-        are left out of the model: a least-squares inversion amplifies the noise along directions the training
-        faces barely span (dead or saturated latent units), which then swamps the decoded latents.
+        are always left out (dead or saturated latent units).
+    n_components : int, sequence of int or None
+        Candidate numbers of principal latent directions; ``None`` or 0 means all of them (the paper's model).
     n_splits : int
         Folds; with ``groups`` they never split a run.
+    rescale : bool
+        As for :class:`RidgeMapping`: one factor, fitted on held-out predictions, so that the decoded latents
+        spread like the training latents.
 
     Attributes
     ----------
     alpha_ : float
-        Chosen encoding penalty. ``encoding_coef_`` ``[L, V]`` and ``encoding_intercept_`` ``[V]``: the encoding
-        model on standardised voxels; ``coef_map_``/``intercept_map_``: the decoding as one linear map.
+        Chosen encoding penalty. ``n_components_``: chosen number of latent directions (0 = all).
+        ``cv_scores_``: (n_components, alpha) -> mean held-out centred latent correlation.
+    encoding_coef_ ``[L, V]`` and encoding_intercept_ ``[V]``
+        The encoding model on standardised voxels; ``coef_map_``/``intercept_map_``: the decoding as one map.
     """
 
-    def __init__(self, alphas=DEFAULT_ALPHAS, decode_alpha: float = 0.0, rank_tol: float = 1e-2, n_splits: int = 5):
+    def __init__(
+        self,
+        alphas=DEFAULT_ALPHAS,
+        decode_alpha: float = 0.0,
+        rank_tol: float = 1e-2,
+        n_components=None,
+        n_splits: int = 5,
+        rescale: bool = False,
+    ):
         self.alphas = alphas
         self.decode_alpha = decode_alpha
         self.rank_tol = rank_tol
+        self.n_components = n_components
         self.n_splits = n_splits
+        self.rescale = rescale
+
+    def component_candidates(self) -> list[int]:
+        """The candidate numbers of latent directions, sorted (0 = all)."""
+        ks = [0] if self.n_components is None else [int(k) for k in np.atleast_1d(self.n_components)]
+        if not ks or any(k < 0 for k in ks):
+            raise ValueError(f"n_components must be None or integers >= 0, got {self.n_components!r}")
+        return sorted(set(ks))
 
     def fit(self, X, y, groups=None):
         """Fit on patterns ``X [N, V]`` and latents ``y [N, L]`` (``groups [N]``: run of each trial)."""
         X, y = self._prepare(X, y)
-        alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
+        alphas = [float(a) for a in np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))]
         if self.decode_alpha < 0:
             raise ValueError(f"decode_alpha must be >= 0, got {self.decode_alpha}")
+        ks = self.component_candidates()
+        settings = [(k, a) for k in ks for a in alphas]
 
         def predict(xs, yc, xt):
             fac = EncodingFactors.from_training(xs, yc, keep_data=True, rank_tol=self.rank_tol)
-            return fac.predictions(xt, alphas, self.decode_alpha)
+            return [p for k in ks for p in fac.truncated(k).predictions(xt, alphas, self.decode_alpha)]
 
-        self._choose_alpha(X, y, groups, alphas, predict)
+        self._cross_validate(X, y, groups, settings, predict)
+        self.n_components_, self.alpha_ = self.best_
         self.x_mean_, self.x_scale_ = _standardise(X)
         self.y_mean_ = y.mean(axis=0)
         fac = EncodingFactors.from_training(
             (X - self.x_mean_) / self.x_scale_, y - self.y_mean_, keep_data=True, rank_tol=self.rank_tol
-        )
+        ).truncated(self.n_components_)
         weights, bias = fac.decoding_map(self.alpha_, self.decode_alpha)
         self.encoding_coef_, self.encoding_intercept_ = fac.encoding_weights(self.alpha_), fac.b
-        self._finish(weights, bias + self.y_mean_)
+        self._finish(weights, bias)
         return self
+
+    def fixed_params(self) -> dict:
+        """Constructor arguments that refit this mapping with its chosen setting and no search."""
+        check_is_fitted(self, "best_")
+        return {
+            "alphas": (self.alpha_,),
+            "n_components": self.n_components_,
+            "decode_alpha": self.decode_alpha,
+            "rank_tol": self.rank_tol,
+            "n_splits": self.n_splits,
+            "rescale": False,
+        }
 
 
 def _psd_inverse(k: np.ndarray) -> np.ndarray:
@@ -289,6 +365,12 @@ class EncodingFactors:
         u, s, vt = np.linalg.svd(zc, full_matrices=False)
         keep = s > s[0] * max(rank_tol, 1e-12) if s.size else s.astype(bool)
         return cls(b, u[:, keep], s[keep], vt[keep], xc @ xc.T, xc if keep_data else None)
+
+    def truncated(self, k: int) -> EncodingFactors:
+        """The same factors confined to the ``k`` leading latent directions (``k = 0`` or more than kept: all)."""
+        if k <= 0 or k >= self.s.size:
+            return self
+        return EncodingFactors(self.b, self.u[:, :k], self.s[:k], self.vt[:k], self.gram, self.xc)
 
     def cross(self, xs_test: np.ndarray, xc: np.ndarray) -> np.ndarray:
         return (xs_test - self.b) @ xc.T

@@ -97,10 +97,20 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _fitted(sc: dict) -> str:
+    """The mapping's cross-validated settings: penalty, latent directions (encoding) and rescale factor."""
+    parts = [f"alpha {_fmt(sc['alpha'])}"]
+    if "n_components" in sc:
+        parts.append(f"{sc['n_components'] or 'all'} latent directions")
+    if "scale" in sc:
+        parts.append(f"rescale x{sc['scale']:.2f}")
+    return ", ".join(parts)
+
+
 def _table(details: dict) -> str:
     rows = [
         "<tr><th>estimate</th><th>mapping</th><th>face space</th><th>latent</th><th>pixel</th>"
-        "<th>perceptual</th><th>alpha</th></tr>"
+        "<th>perceptual</th><th>fitted by cross-validation</th></tr>"
     ]
     for est, by_map in details.items():
         for mname, by_space in by_map.items():
@@ -118,7 +128,7 @@ def _table(details: dict) -> str:
                 ]
                 rows.append(
                     f"<tr><td>{est}</td><td>{mname}</td><td>{sname}</td><td>{'</td><td>'.join(cells)}</td>"
-                    f"<td>{_fmt(sc['alpha'])}</td></tr>"
+                    f"<td>{_fitted(sc)}</td></tr>"
                 )
     return "<table>" + "".join(rows) + "</table>"
 
@@ -215,7 +225,10 @@ Perceptual features are {html.escape(evaluation.get("perceptual_space", ""), quo
 vectors centred on the mean training vector of that space (mean latent, mean face, mean features). Raw
 correlations are dominated by the mean face / mean latent whenever it is large next to the faces' differences
 (e.g. saturated latent units), which drags the raw score toward chance; the centred score shows what the
-decoder tells the faces apart by.</p>{_table(evaluation["details"])}{perm_html}
+decoder tells the faces apart by. Where a mapping was fitted with <i>rescale</i>, its decoded latents' deviations
+from the mean latent were multiplied by one factor, fitted on held-out training predictions, so that they spread
+like the training latents: ridge otherwise shrinks every decoded face toward the mean face. One factor leaves
+every centred score unchanged.</p>{_table(evaluation["details"])}{perm_html}
 <h2>Gender (Male) from the decoded latents</h2>
 <p>By the sign of the projection on the Male direction (mean latent of male minus female training faces, from
 their midpoint), and by a logistic-regression classifier trained on the true latents of the training faces.</p>

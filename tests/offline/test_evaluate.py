@@ -139,3 +139,20 @@ def test_permutation_fast_encoding_path_equals_refits(rng, monkeypatch):
     monkeypatch.setattr(EncodingMapping, "fit", no_refit)
     fast = permutation_control(lambda: EncodingMapping(alphas=(2.0,)), x, z, xt, z[:6], 3, np.random.default_rng(5))
     assert fast["accuracies"] == slow
+
+
+def test_permutation_fast_encoding_path_with_fewer_components_equals_refits(rng, monkeypatch):
+    from offline.mapping import EncodingMapping
+
+    z = rng.normal(size=(40, 6))
+    x = z @ rng.normal(size=(6, 15)) + rng.normal(size=(40, 15))
+    xt = rng.normal(size=(6, 15))
+    make = lambda: EncodingMapping(alphas=(2.0,), n_components=3)  # noqa: E731
+    slow = []
+    r = np.random.default_rng(5)
+    for _ in range(3):
+        perm = r.permutation(40)
+        slow.append(round(pairwise_accuracy(make().fit(x, z[perm]).predict(xt), z[:6]).accuracy, 4))
+    monkeypatch.setattr(EncodingMapping, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("refit")))
+    fast = permutation_control(make, x, z, xt, z[:6], 3, np.random.default_rng(5))
+    assert fast["accuracies"] == slow

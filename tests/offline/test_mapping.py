@@ -110,3 +110,57 @@ def test_centred_correlation_hand_made():
     centre = np.zeros(3)
     assert centred_correlation(np.array([[1.0, 2.0, 3.0]]), np.array([[2.0, 4.0, 6.0]]), centre) == pytest.approx(1.0)
     assert centred_correlation(np.array([[1.0, 2.0, 3.0]]), np.array([[3.0, 2.0, 1.0]]), centre) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("cls", [RidgeMapping, EncodingMapping], ids=["ridge", "encoding"])
+def test_rescale_restores_the_spread_without_turning_any_prediction(rng, cls):
+    # noisy brain: the plain fits shrink their predictions toward the mean latent
+    z, x, _, _ = _brain_from_latents(rng, 360, 6, 120, noise=6.0)
+    z = z + 5.0  # a large mean latent, as a briefly trained VAE-GAN has
+    groups = np.repeat(np.arange(6), 60)
+    plain = cls(alphas=(1e2, 1e3, 1e4)).fit(x[:300], z[:300], groups=groups[:300])
+    scaled = cls(alphas=(1e2, 1e3, 1e4), rescale=True).fit(x[:300], z[:300], groups=groups[:300])
+    assert plain.scale_ == 1.0 and scaled.alpha_ == plain.alpha_
+    p0, p1 = plain.predict(x[300:]), scaled.predict(x[300:])
+    mean = z[:300].mean(0)
+    # one positive factor on every deviation from the training mean latent
+    ratio = (p1 - mean) / (p0 - mean)
+    np.testing.assert_allclose(ratio, scaled.scale_, rtol=1e-6)
+    if cls is RidgeMapping:
+        assert scaled.scale_ > 1.5  # ridge shrinks; the factor undoes it
+    # the held-out spread now matches the latents' spread (within sampling error)
+    spread_pred = np.sqrt(np.mean(np.sum((p1 - mean) ** 2, axis=1)))
+    spread_true = np.sqrt(np.mean(np.sum((z[300:] - mean) ** 2, axis=1)))
+    assert 0.6 < spread_pred / spread_true < 1.6
+    # centred correlations are untouched; the bundle's formula reproduces the rescaled prediction
+    assert centred_correlation(p1, z[300:], mean) == pytest.approx(centred_correlation(p0, z[300:], mean))
+    weights, bias = scaled.linear_map_()
+    manual = ((x[300:] - scaled.x_mean_) / scaled.x_scale_) @ weights + bias
+    np.testing.assert_allclose(manual, p1, rtol=1e-3, atol=1e-3)
+    # fixed_params refits the chosen setting without any search and without the factor
+    refit = cls(**scaled.fixed_params()).fit(x[:300], z[:300])
+    assert refit.cv_scores_ == {}
+    np.testing.assert_allclose(refit.predict(x[300:]), p0, rtol=1e-6, atol=1e-8)
+
+
+def test_encoding_components_chosen_by_cross_validation(rng):
+    # 4 latent directions drive the voxels; 26 more vary as much but never reach the brain (like a face space's
+    # background and lighting directions next to a face area): inverting all 30 amplifies noise
+    n, v = 400, 100
+    drive = rng.normal(size=(n, 4)) * 2.0
+    rest = rng.normal(size=(n, 26)) * 1.5
+    basis, _ = np.linalg.qr(rng.normal(size=(30, 30)))
+    z = np.concatenate([drive, rest], axis=1) @ basis.T
+    x = drive @ rng.normal(size=(4, v)) + 3.0 * rng.normal(size=(n, v))
+    groups = np.repeat(np.arange(8), 50)
+    m = EncodingMapping(alphas=(1.0,), n_components=(2, 4, 8, 0)).fit(x[:320], z[:320], groups=groups[:320])
+    assert m.n_components_ == 4
+    assert set(m.cv_scores_) == {(k, 1.0) for k in (0, 2, 4, 8)}
+    full = EncodingMapping(alphas=(1.0,)).fit(x[:320], z[:320])
+    mean = z[:320].mean(0)
+    assert (
+        centred_correlation(m.predict(x[320:]), z[320:], mean)
+        > centred_correlation(full.predict(x[320:]), z[320:], mean) + 0.1
+    )
+    with pytest.raises(ValueError, match="n_components"):
+        EncodingMapping(n_components=(-1,)).fit(x, z)
