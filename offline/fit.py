@@ -347,6 +347,11 @@ def run_fit(
     t_eval = time.perf_counter() - t0
 
     log("writing the bundle")
+    if cfg.estimate != "window":
+        log(
+            f"note: the bundle's mapping is fitted on {cfg.estimate} estimates; `fmriface serve` computes window "
+            "estimates and will refuse this bundle (it is for offline use)"
+        )
     mask = np.zeros(data.brain.shape, dtype=bool)
     mask[data.brain] = sel.index
     vae = spaces["vaegan"]

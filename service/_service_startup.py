@@ -21,6 +21,7 @@ __all__ = [
     "choose_run_id",
     "setup_logging",
     "startup_checks",
+    "check_bundle_estimator",
     "read_target_image",
     "limit_blas",
     "versions",
@@ -109,6 +110,7 @@ def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
         bundle = load_bundle(cfg.bundle, verify=cfg.verify_bundle)
     except BundleError as exc:
         raise StartupError(f"{exc}; rebuild the bundle with `fmriface fit` or point --bundle at another") from None
+    check_bundle_estimator(cfg, bundle)
     runs = Path(cfg.runs)
     runs.mkdir(parents=True, exist_ok=True)
     if not os.access(runs, os.W_OK):
@@ -135,6 +137,42 @@ def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
     if cfg.target_image is not None and not Path(cfg.target_image).is_file():
         raise StartupError(f"target image {cfg.target_image} does not exist")
     return bundle, events
+
+
+def check_bundle_estimator(cfg: ServeConfig, bundle: Bundle) -> None:
+    """Refuse to decode with trial estimates other than those the bundle's mapping was fitted on.
+
+    The mapping standardises its input with the training trials' mean and scale, so the service must compute
+    the same kind of estimate (window), over the same window, after the same detrending; otherwise every latent
+    is off by an unknown offset and scale, silently. Fields absent from an older manifest are not checked.
+    """
+    manifest = bundle.manifest
+    where = bundle.path / "manifest.json"
+    estimate = manifest.get("estimate", "window")
+    if estimate != "window":
+        raise StartupError(
+            f"{where}: the mapping was fitted on {estimate!r} estimates, but the service computes window estimates; "
+            "refit with estimate = 'window' (GLM betas can be compared offline with compare_estimates = true)"
+        )
+    wanted: dict[str, Any] = {}
+    window = manifest.get("window") or {}
+    for key in ("start", "stop", "baseline_start", "baseline_stop"):
+        if key in window:
+            wanted[key if key.startswith("baseline") else f"window_{key}"] = float(window[key])
+    pre = manifest.get("preprocessing") or {}
+    for key in ("poly_order", "scale", "motion_regressors"):
+        if key in pre:
+            wanted[key] = pre[key]
+    differ = [
+        f"{key} = {getattr(cfg, key)!r} (the bundle's: {val!r})"
+        for key, val in wanted.items()
+        if (float(getattr(cfg, key)) != val if isinstance(val, float) else getattr(cfg, key) != val)
+    ]
+    if differ:
+        raise StartupError(
+            f"{where}: the serve settings differ from those the mapping was fitted with: {'; '.join(differ)}; "
+            "set them to the bundle's in the serve config, or refit"
+        )
 
 
 def read_target_image(path: Path, bundle: Bundle) -> Any:

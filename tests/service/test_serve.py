@@ -137,6 +137,26 @@ def test_startup_checks_say_what_to_fix(synth, tmp_path, capsys, monkeypatch):
         busy.close(linger=0)
         ctx.term()
     _expect_error(capsys, monkeypatch, _argv(synth, watch, runs, pub, pull, "--heartbeat", "0"), "heartbeat")
+    # a bundle fitted on other estimates than the service computes is refused, naming what differs
+    for name, fields, fragments in (
+        ("glm", {"estimate": "glm"}, ("fitted on 'glm' estimates", "estimate = 'window'")),
+        (
+            "window",
+            {
+                "estimate": "window",
+                "window": {"start": 4.0, "stop": 10.0, "baseline_start": -2.0, "baseline_stop": 0.0},
+            },
+            ("window_stop = 8.0 (the bundle's: 10.0)",),
+        ),
+        ("scale", {"preprocessing": {"scale": "zscore", "poly_order": 2}}, ("scale = 'psc' (the bundle's: 'zscore')",)),
+    ):
+        other = tmp_path / f"bundle_{name}"
+        shutil.copytree(synth.path, other)
+        manifest = json.loads((other / "manifest.json").read_text())
+        (other / "manifest.json").write_text(json.dumps({**manifest, **fields}))
+        argv = _argv(synth, watch, runs, pub, pull)
+        argv[argv.index("--bundle") + 1] = str(other)
+        _expect_error(capsys, monkeypatch, argv, "manifest.json", *fragments)
     no_events = _argv(synth, watch, runs, pub, pull, "--events", str(tmp_path / "missing_events.tsv"))
     _expect_error(capsys, monkeypatch, no_events, "missing_events.tsv does not exist", "fix --events")
 
