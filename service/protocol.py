@@ -360,12 +360,18 @@ def pusher(ctx: Any, address: str = DEFAULT_PULL, hwm: int = 1000, *, curve: Cur
 
 
 def puller(ctx: Any, address: str = DEFAULT_PULL, bind: bool = True, *, curve: CurveKeys | None = None) -> Any:
-    """The service's PULL socket for ``event`` and ``flip`` messages."""
+    """The service's PULL socket for ``event`` and ``flip`` messages.
+
+    A frame larger than any valid one (``MAX_HEADER_BYTES``, ``MAX_PAYLOAD_BYTES``) makes ZeroMQ drop the
+    sending peer's connection before the frame is buffered, so a broken or hostile peer cannot make the
+    service allocate gigabytes; well-behaved peers reconnect on their own.
+    """
     zmq = _zmq()
     sock = ctx.socket(zmq.PULL)
     apply_curve(sock, curve)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, 1000)
+    sock.setsockopt(zmq.MAXMSGSIZE, max(MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES) + 1024)
     (sock.bind if bind else sock.connect)(address)
     return sock
 

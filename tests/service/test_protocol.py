@@ -90,3 +90,21 @@ def test_send_never_blocks_without_subscribers(tcp_address):
             P.send(pub, "frame", {"seq": i}, b"x" * 1000)
     finally:
         ctx.destroy(linger=0)
+
+
+def test_puller_drops_an_oversized_frame_and_keeps_serving(tcp_address):
+    ctx = zmq.Context()
+    try:
+        pull = P.puller(ctx, tcp_address)
+        endpoint = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
+        rogue = ctx.socket(zmq.PUSH)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(endpoint)
+        rogue.send_multipart([b"event", b"{}", b"\0" * (P.MAX_PAYLOAD_BYTES + 4096)])
+        assert pull.poll(500) == 0  # the frame never reaches the service: ZeroMQ dropped that connection
+        push = P.pusher(ctx, endpoint)
+        assert P.send(push, "event", P.event_header("trigger", 0, trigger_time=1.0))
+        msg = P.recv(pull, 2000, P.INBOUND_TOPICS)
+        assert msg is not None and msg.header["kind"] == "trigger"
+    finally:
+        ctx.destroy(linger=0)
