@@ -203,6 +203,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         mask = np.asarray(mask_img.dataobj) > 0
     except Exception as exc:  # noqa: BLE001
         raise BundleError(f"bundle {folder}: cannot read the reference or mask NIfTI: {exc}") from None
+    mask.flags.writeable = False  # the bundle's mask never changes: motion correction caches its points by identity
     if reference.ndim != 3:
         raise BundleError(f"{folder / 'reference.nii.gz'} must be 3-D, has shape {reference.shape}")
     if mask.shape != reference.shape:

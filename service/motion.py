@@ -175,6 +175,8 @@ class RigidRegistration:
         self._samplers = {lv.shape: TrilinearSampler(lv.shape) for lv in self.levels_}
         self._samplers.setdefault(ref.shape, TrilinearSampler(ref.shape))
         self._mask_cache: list[tuple[np.ndarray, np.ndarray]] = []
+        self._frozen_masks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._loaded: np.ndarray | None = None
         self._all_points: np.ndarray | None = None
         self.previous_ = np.zeros(6)
         self._photometric: tuple[float, float] | None = None
@@ -213,6 +215,7 @@ class RigidRegistration:
             m, photometric, n, converged = self._solve(level, pyramid[level.factor], m, photometric, cap)
             total += n
         params = params_from_matrix(m)
+        self._loaded = vol if self.levels_[-1].factor == 1 else None  # what the full-grid sampler now holds
         plausible = (
             bool(np.all(np.isfinite(params))) and np.abs(params[:3]).max() < 40 and np.abs(params[3:]).max() < 40
         )
@@ -291,10 +294,26 @@ class RigidRegistration:
         With ``mask`` (bool, reference grid): the values at ``np.flatnonzero(mask)``'s voxels ``[V]`` (the
         service's fast path); without: the whole realigned volume, float32, the reference's shape.
         """
+        return self._resample_checked(self._check(volume, affine), params, mask, loaded=False)
+
+    def estimate_resample(
+        self, volume: Any, mask: np.ndarray | None = None, *, affine: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`estimate`, then :meth:`resample` with its parameters: ``(params [6], values)``.
+
+        The same numbers as the two calls, with the volume converted and copied into the sampler once (the
+        service's path: one volume in, motion parameters and the mask's voxels out).
+        """
         vol = self._check(volume, affine)
+        params = self.estimate(vol)
+        return params, self._resample_checked(vol, params, mask, loaded=self._loaded is vol)
+
+    def _resample_checked(self, vol: np.ndarray, params: Any, mask: np.ndarray | None, loaded: bool) -> np.ndarray:
         points = self._grid_points(mask)
         sampler = self._samplers[self.reference_.shape]
-        sampler.load(vol)
+        if not loaded:
+            sampler.load(vol)
+        self._loaded = None
         values = sampler.sample_affine(self.inv_affine_ @ rigid_matrix(params) @ self.affine_, points)
         return values if mask is not None else values.reshape(self.reference_.shape)
 
@@ -306,7 +325,7 @@ class RigidRegistration:
         data = _data_of(volume)
         if data.ndim == 4:
             return np.stack([self.transform(data[..., t], mask=mask) for t in range(data.shape[3])])
-        return self.resample(volume, self.estimate(volume), self.mask_ if mask is None else mask)
+        return self.estimate_resample(volume, self.mask_ if mask is None else mask)[1]
 
     # ---------------------------------------------------------------------------------------------- util
     def _grid_points(self, mask: np.ndarray | None) -> np.ndarray:
@@ -320,13 +339,20 @@ class RigidRegistration:
             raise GridMismatchError(
                 f"the resampling mask's shape {mask.shape} differs from the reference's {self.reference_.shape}"
             )
+        if not mask.flags.writeable:  # a read-only mask cannot change in place: its identity is enough
+            for frozen, points in self._frozen_masks:
+                if frozen is mask:
+                    return points
         for i, (stored, points) in enumerate(self._mask_cache):
             if np.array_equal(stored, mask):  # by content: a mask changed in place is not mistaken for the old one
                 self._mask_cache.insert(0, self._mask_cache.pop(i))
-                return points
-        points = _voxel_points(np.flatnonzero(mask), self.reference_.shape)
-        self._mask_cache.insert(0, (mask.copy(), points))
-        del self._mask_cache[_MASK_CACHE:]
+                break
+        else:
+            points = _voxel_points(np.flatnonzero(mask), self.reference_.shape)
+            self._mask_cache.insert(0, (mask.copy(), points))
+            del self._mask_cache[_MASK_CACHE:]
+        if not mask.flags.writeable:
+            self._frozen_masks = [(mask, points), *self._frozen_masks[: _MASK_CACHE - 1]]
         return points
 
     def _check(self, volume: Any, affine: np.ndarray | None) -> np.ndarray:

@@ -196,8 +196,8 @@ class Pipeline:
             raise VolumeError(
                 f"volume has shape {vol.data.shape}, the bundle's reference {self.bundle.reference.shape}"
             )
-        params = self.reg_.estimate(vol)  # warm start from the previous volume; checks the affine too
-        x = self.reg_.resample(vol.data, params, mask=self.bundle.mask)
+        # warm start from the previous volume; checks the affine too; the volume is copied into the sampler once
+        params, x = self.reg_.estimate_resample(vol, self.bundle.mask)
         if not np.all(np.isfinite(x)):
             raise VolumeError("volume has non-finite values inside the mask")
         t["motion"] = w0 + time.perf_counter() - p0

@@ -267,6 +267,15 @@ def test_masked_resample_equals_full_resample_at_the_mask(fitted, phantom):
         np.testing.assert_allclose(reg.resample(vol, params, m), full[m], rtol=1e-6, atol=1e-5)
     other[10:12, 10:12, 10:12] = True
     np.testing.assert_allclose(reg.resample(vol, params, other), full[other], rtol=1e-6, atol=1e-5)
+    # A read-only mask is cached by identity; a writable copy with other voxels still gets its own.
+    frozen = other.copy()
+    frozen.flags.writeable = False
+    for _ in range(2):
+        np.testing.assert_allclose(reg.resample(vol, params, frozen), full[frozen], rtol=1e-6, atol=1e-5)
+    assert any(f is frozen for f, _ in reg._frozen_masks)
+    thawed = frozen.copy()
+    thawed[20:22, 20:22, 8:10] = True
+    np.testing.assert_allclose(reg.resample(vol, params, thawed), full[thawed], rtol=1e-6, atol=1e-5)
     # Trilinear with zeros outside, the same as scipy's grid-constant order-1 resampling.
     mv = np.linalg.inv(aff) @ rigid_matrix(params) @ aff
     expected = ndimage.affine_transform(vol, mv[:3, :3], mv[:3, 3], order=1, mode="grid-constant", prefilter=False)
@@ -400,3 +409,20 @@ def test_realign_run_errors(phantom):
         realign_run(np.zeros((*SHAPE, 2)), aff, reference=np.zeros((28, 32, 23)))
     with pytest.raises(ValueError, match="outside the run"):
         realign_run(np.zeros((*SHAPE, 2)), aff, reference_volume=5)
+
+
+def test_estimate_resample_equals_the_two_calls(phantom):
+    aff = grid_affine()
+    ref = phantom.volume(aff, np.zeros(6))
+    mask = phantom.mask(aff)
+    one, two = RigidRegistration().fit(ref, aff), RigidRegistration().fit(ref, aff)
+    for motion in ([0.5, -1.0, 0.8, 1.0, -0.5, 0.7], [0.9, -1.2, 1.1, 1.4, -0.2, 0.3]):
+        vol = phantom.volume(aff, motion).astype(np.int16)  # converted once, then sampled at the mask
+        params, values = one.estimate_resample(vol, mask)
+        expected_params = two.estimate(vol)
+        np.testing.assert_allclose(params, expected_params, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(values, two.resample(vol, expected_params, mask), rtol=0, atol=0)
+    # float32 input: the sampler already holds it after the estimate and is not reloaded
+    vol = phantom.volume(aff, [0.3, 0.2, -0.4, 0.5, 0.1, -0.6]).astype(np.float32)
+    params, values = one.estimate_resample(vol, mask)
+    np.testing.assert_allclose(values, two.resample(vol, two.estimate(vol), mask), rtol=0, atol=0)
