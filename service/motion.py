@@ -343,10 +343,11 @@ class RigidRegistration:
             for frozen, points in self._frozen_masks:
                 if frozen is mask:
                     return points
-        for i, (stored, points) in enumerate(self._mask_cache):
-            if np.array_equal(stored, mask):  # by content: a mask changed in place is not mistaken for the old one
-                self._mask_cache.insert(0, self._mask_cache.pop(i))
-                break
+        # by content: a mask changed in place is not mistaken for the old one
+        hit = next((i for i, (stored, _) in enumerate(self._mask_cache) if np.array_equal(stored, mask)), None)
+        if hit is not None:
+            self._mask_cache.insert(0, self._mask_cache.pop(hit))
+            points = self._mask_cache[0][1]
         else:
             points = _voxel_points(np.flatnonzero(mask), self.reference_.shape)
             self._mask_cache.insert(0, (mask.copy(), points))
