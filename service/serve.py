@@ -215,10 +215,25 @@ class Service:
         self.pub_.send("status", header)
         pipe.save_state()
 
+    def _drain_inbound(self, grace_s: float = 0.25, quiet_s: float = 0.06) -> None:
+        """Record the flip acks and events still on their way: the display acks the last frames a few
+        milliseconds after they were sent, so keep reading until ``quiet_s`` passes with nothing new (at most
+        ``grace_s``) before the run's records close."""
+        start = last = time.monotonic()
+        while True:
+            got = self.pub_.receive()
+            for msg in got:
+                self.pipeline_.handle(msg)
+            now = time.monotonic()
+            if got:
+                last = now
+            if self.pub_.pull is None or now - last >= quiet_s or now - start >= grace_s:
+                return
+            time.sleep(0.005)
+
     def _finish(self) -> None:
         reason = self.stop_reason or "stopped"
-        for msg in self.pub_.receive():  # flip acks and events that arrived meanwhile
-            self.pipeline_.handle(msg)
+        self._drain_inbound()
         ended = reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
         self.summary_ = {"reason": reason, **self.pipeline_.summary()}
         self.pub_.send("end", {"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
