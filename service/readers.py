@@ -115,12 +115,16 @@ def read_volume(path: str | Path) -> Volume:
 
 def _same_volume(path: Path, img: DicomImage) -> bool:
     """A cheap header look (no pixel data read): same series and volume number as ``img``?"""
+    # Anything unreadable is simply not a sibling: pydicom converts values lazily, so a damaged header can
+    # raise on any access below, not only in dcmread (an unknown VR, a multi-valued or garbled number).
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SIBLING_TAGS)
-    except Exception:  # noqa: BLE001 - anything unreadable is simply not a sibling
+        acq = ds.get("TemporalPositionIdentifier") or ds.get("AcquisitionNumber")
+        if acq is None or str(ds.get("SeriesInstanceUID", "")) != img.series_uid:
+            return False
+        return int(acq) == img.acquisition
+    except Exception:  # noqa: BLE001
         return False
-    acq = ds.get("TemporalPositionIdentifier") or ds.get("AcquisitionNumber")
-    return str(ds.get("SeriesInstanceUID", "")) == img.series_uid and acq is not None and int(acq) == img.acquisition
 
 
 def read_slices(paths: Sequence[str | Path]) -> Volume:
