@@ -13,8 +13,13 @@ from offline.mapping import EncodingMapping, RidgeMapping, centred_correlation, 
 
 @pytest.mark.parametrize(
     "est",
-    [RidgeMapping(alphas=(0.1, 1.0, 10.0)), EncodingMapping(alphas=(0.1, 1.0, 10.0))],
-    ids=["ridge", "encoding"],
+    [
+        RidgeMapping(alphas=(0.1, 1.0, 10.0)),
+        EncodingMapping(alphas=(0.1, 1.0, 10.0)),
+        RidgeMapping(alphas=(0.1, 1.0, 10.0), rescale=True),
+        EncodingMapping(alphas=(0.1, 1.0, 10.0), n_components=(1, 2, 0), rescale=True),
+    ],
+    ids=["ridge", "encoding", "ridge-rescaled", "encoding-components-rescaled"],
 )
 def test_sklearn_estimator_checks(est):
     # One deliberate departure from scikit-learn's checks: predict accepts one pattern [V] (CONVENTIONS.md:
