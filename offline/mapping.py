@@ -107,6 +107,11 @@ class _LinearMapping(RegressorMixin, BaseEstimator):
         if self.rescale and pred_ss[best] > 0 and true_ss > 0:
             self.scale_ = float(np.sqrt(true_ss / pred_ss[best]))
 
+    def fixed_params(self) -> dict:
+        """Constructor arguments that refit this mapping with its chosen setting, no search and no rescale."""
+        check_is_fitted(self, "best_")
+        return {**self.get_params(), **self._params_of(self.best_), "rescale": False}
+
     @property
     def cv_score_(self) -> float:
         """The held-out centred latent correlation of the chosen setting (nan when none was cross-validated)."""
@@ -186,10 +191,9 @@ class RidgeMapping(_LinearMapping):
         self._finish(weights, np.zeros(y.shape[1]))
         return self
 
-    def fixed_params(self) -> dict:
-        """Constructor arguments that refit this mapping with its chosen setting and no search."""
-        check_is_fitted(self, "best_")
-        return {"alphas": (self.alpha_,), "n_splits": self.n_splits, "rescale": False}
+    @staticmethod
+    def _params_of(setting: float) -> dict:
+        return {"alphas": (setting,)}
 
 
 def _eigh_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +297,7 @@ class EncodingMapping(_LinearMapping):
 
         def predict(xs, yc, xt):
             fac = EncodingFactors.from_training(xs, yc, keep_data=True, rank_tol=self.rank_tol)
-            return [p for k in ks for p in fac.truncated(k).predictions(xt, alphas, self.decode_alpha)]
+            return fac.predictions(xt, alphas, self.decode_alpha, ks=ks)
 
         self._cross_validate(X, y, groups, settings, predict)
         self.n_components_, self.alpha_ = self.best_
@@ -307,17 +311,9 @@ class EncodingMapping(_LinearMapping):
         self._finish(weights, bias)
         return self
 
-    def fixed_params(self) -> dict:
-        """Constructor arguments that refit this mapping with its chosen setting and no search."""
-        check_is_fitted(self, "best_")
-        return {
-            "alphas": (self.alpha_,),
-            "n_components": self.n_components_,
-            "decode_alpha": self.decode_alpha,
-            "rank_tol": self.rank_tol,
-            "n_splits": self.n_splits,
-            "rescale": False,
-        }
+    @staticmethod
+    def _params_of(setting: tuple[int, float]) -> dict:
+        return {"n_components": setting[0], "alphas": (setting[1],)}
 
 
 def _psd_inverse(k: np.ndarray) -> np.ndarray:
@@ -368,20 +364,22 @@ class EncodingFactors:
 
     def truncated(self, k: int) -> EncodingFactors:
         """The same factors confined to the ``k`` leading latent directions (``k = 0`` or more than kept: all)."""
-        if k <= 0 or k >= self.s.size:
-            return self
-        return EncodingFactors(self.b, self.u[:, :k], self.s[:k], self.vt[:k], self.gram, self.xc)
+        r = self._rank(k)
+        return EncodingFactors(self.b, self.u[:, :r], self.s[:r], self.vt[:r], self.gram, self.xc)
 
     def cross(self, xs_test: np.ndarray, xc: np.ndarray) -> np.ndarray:
         return (xs_test - self.b) @ xc.T
 
-    def _core(self, u: np.ndarray, alpha: float, decode_alpha: float, k_pinv=None) -> np.ndarray:
-        d = self.s / (self.s * self.s + alpha)
+    def _rank(self, k: int) -> int:
+        """Latent directions kept for a request of ``k`` (``k = 0`` or more than kept: all)."""
+        return self.s.size if k <= 0 or k >= self.s.size else k
+
+    @staticmethod
+    def _core(kmat: np.ndarray, s: np.ndarray, alpha: float, decode_alpha: float, k_pinv=None) -> np.ndarray:
+        d = s / (s * s + alpha)
         if decode_alpha == 0:
-            kp = _psd_inverse(u.T @ self.gram @ u) if k_pinv is None else k_pinv
-            return kp / d[None, :]
-        k = u.T @ self.gram @ u
-        return d[:, None] * np.linalg.inv(d[:, None] * k * d[None, :] + decode_alpha * np.eye(len(d)))
+            return (_psd_inverse(kmat) if k_pinv is None else k_pinv) / d[None, :]
+        return d[:, None] * np.linalg.inv(d[:, None] * kmat * d[None, :] + decode_alpha * np.eye(len(d)))
 
     def predictions(
         self,
@@ -390,19 +388,32 @@ class EncodingFactors:
         decode_alpha: float,
         xc: np.ndarray | None = None,
         u: np.ndarray | None = None,
+        ks=(0,),
     ) -> list[np.ndarray]:
-        """Centred decoded latents of ``xs_test`` for each penalty (``u``: rows permuted for a shuffle)."""
+        """Centred decoded latents of ``xs_test`` for each number of leading latent directions in ``ks`` (0: all)
+        and each penalty, in that order (``u``: rows permuted for a shuffle).
+
+        ``A`` and ``K`` are computed once: the model on the ``k`` leading directions uses their first ``k``
+        columns (and rows).
+        """
         u = self.u if u is None else u
         xc = self.xc if xc is None else xc
         if xc is None:
             raise ValueError("predictions need the training patterns (keep_data=True or xc=...)")
         a = self.cross(xs_test, xc) @ u
-        k_pinv = _psd_inverse(u.T @ self.gram @ u) if decode_alpha == 0 else None
-        return [a @ self._core(u, al, decode_alpha, k_pinv) @ self.vt for al in alphas]
+        kmat = u.T @ self.gram @ u
+        out = []
+        for k in ks:
+            r = self._rank(k)
+            kr = kmat[:r, :r]
+            k_pinv = _psd_inverse(kr) if decode_alpha == 0 else None
+            out += [a[:, :r] @ self._core(kr, self.s[:r], al, decode_alpha, k_pinv) @ self.vt[:r] for al in alphas]
+        return out
 
     def decoding_map(self, alpha: float, decode_alpha: float) -> tuple[np.ndarray, np.ndarray]:
         """``(M [V, L], bias [L])`` with decoded (centred) latents ``= xs @ M + bias``."""
-        m = (self.xc.T @ self.u) @ self._core(self.u, alpha, decode_alpha) @ self.vt
+        kmat = self.u.T @ self.gram @ self.u
+        m = (self.xc.T @ self.u) @ self._core(kmat, self.s, alpha, decode_alpha) @ self.vt
         return m, -(self.b @ m)
 
     def encoding_weights(self, alpha: float) -> np.ndarray:

@@ -175,8 +175,6 @@ class RigidRegistration:
         self._samplers = {lv.shape: TrilinearSampler(lv.shape) for lv in self.levels_}
         self._samplers.setdefault(ref.shape, TrilinearSampler(ref.shape))
         self._mask_cache: list[tuple[np.ndarray, np.ndarray]] = []
-        self._frozen_masks: list[tuple[np.ndarray, np.ndarray]] = []
-        self._loaded: np.ndarray | None = None
         self._all_points: np.ndarray | None = None
         self.previous_ = np.zeros(6)
         self._photometric: tuple[float, float] | None = None
@@ -215,7 +213,6 @@ class RigidRegistration:
             m, photometric, n, converged = self._solve(level, pyramid[level.factor], m, photometric, cap)
             total += n
         params = params_from_matrix(m)
-        self._loaded = vol if self.levels_[-1].factor == 1 else None  # what the full-grid sampler now holds
         plausible = (
             bool(np.all(np.isfinite(params))) and np.abs(params[:3]).max() < 40 and np.abs(params[3:]).max() < 40
         )
@@ -306,14 +303,14 @@ class RigidRegistration:
         """
         vol = self._check(volume, affine)
         params = self.estimate(vol)
-        return params, self._resample_checked(vol, params, mask, loaded=self._loaded is vol)
+        # a finest level at full resolution has left ``vol`` in the full grid's sampler
+        return params, self._resample_checked(vol, params, mask, loaded=self.levels_[-1].factor == 1)
 
     def _resample_checked(self, vol: np.ndarray, params: Any, mask: np.ndarray | None, loaded: bool) -> np.ndarray:
         points = self._grid_points(mask)
         sampler = self._samplers[self.reference_.shape]
         if not loaded:
             sampler.load(vol)
-        self._loaded = None
         values = sampler.sample_affine(self.inv_affine_ @ rigid_matrix(params) @ self.affine_, points)
         return values if mask is not None else values.reshape(self.reference_.shape)
 
@@ -339,21 +336,18 @@ class RigidRegistration:
             raise GridMismatchError(
                 f"the resampling mask's shape {mask.shape} differs from the reference's {self.reference_.shape}"
             )
-        if not mask.flags.writeable:  # a read-only mask cannot change in place: its identity is enough
-            for frozen, points in self._frozen_masks:
-                if frozen is mask:
-                    return points
-        # by content: a mask changed in place is not mistaken for the old one
-        hit = next((i for i, (stored, _) in enumerate(self._mask_cache) if np.array_equal(stored, mask)), None)
+        # By content, so a mask changed in place is not mistaken for the old one; a read-only mask (the bundle's)
+        # cannot change, so it is kept itself rather than a copy and found again by identity, without a compare.
+        hit = next(
+            (i for i, (stored, _) in enumerate(self._mask_cache) if stored is mask or np.array_equal(stored, mask)),
+            None,
+        )
         if hit is not None:
-            self._mask_cache.insert(0, self._mask_cache.pop(hit))
-            points = self._mask_cache[0][1]
+            stored, points = self._mask_cache.pop(hit)
         else:
-            points = _voxel_points(np.flatnonzero(mask), self.reference_.shape)
-            self._mask_cache.insert(0, (mask.copy(), points))
-            del self._mask_cache[_MASK_CACHE:]
-        if not mask.flags.writeable:
-            self._frozen_masks = [(mask, points), *self._frozen_masks[: _MASK_CACHE - 1]]
+            stored, points = mask.copy(), _voxel_points(np.flatnonzero(mask), mask.shape)
+        self._mask_cache.insert(0, (stored if mask.flags.writeable else mask, points))
+        del self._mask_cache[_MASK_CACHE:]
         return points
 
     def _check(self, volume: Any, affine: np.ndarray | None) -> np.ndarray:

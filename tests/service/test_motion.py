@@ -272,7 +272,7 @@ def test_masked_resample_equals_full_resample_at_the_mask(fitted, phantom):
     frozen.flags.writeable = False
     for _ in range(2):
         np.testing.assert_allclose(reg.resample(vol, params, frozen), full[frozen], rtol=1e-6, atol=1e-5)
-    assert any(f is frozen for f, _ in reg._frozen_masks)
+    assert any(f is frozen for f, _ in reg._mask_cache)
     thawed = frozen.copy()
     thawed[20:22, 20:22, 8:10] = True
     np.testing.assert_allclose(reg.resample(vol, params, thawed), full[thawed], rtol=1e-6, atol=1e-5)
