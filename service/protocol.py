@@ -42,6 +42,8 @@ __all__ = [
     "INBOUND_TOPICS",
     "EVENT_KINDS",
     "ProtocolError",
+    "KeyFileError",
+    "read_key_file",
     "Message",
     "SeqCounter",
     "encode",
@@ -229,6 +231,39 @@ def flip_header(seq: int, shown_topic: str, shown_seq: int, flip_time: float, **
 # --- sockets ---------------------------------------------------------------------------------------------
 
 
+class KeyFileError(ProtocolError):
+    """A CURVE key file that is missing, unreadable, malformed or too open (a secret readable by others)."""
+
+
+def read_key_file(path: str | Path, secret: bool = False) -> tuple[bytes, bytes | None]:
+    """``(public, secret)`` Z85 keys of a ZeroMQ certificate file (``secret`` None in a public ``.key`` file).
+
+    With ``secret=True`` the file must hold the secret key and be readable by its owner alone (like ssh).
+    The one reader of key files: :mod:`service.security` and the stimulus programs both use it.
+    """
+    import stat
+
+    import zmq.auth
+
+    path = Path(path)
+    if not path.is_file():
+        raise KeyFileError(f"key file {path} does not exist (make one with `fmriface keys`)")
+    try:
+        public, secret_key = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"key file {path} is not a ZeroMQ certificate: {exc}") from None
+    for what, key in (("public", public), ("secret", secret_key)):
+        if key is not None and len(key) != 40:
+            raise KeyFileError(f"key file {path}: the {what} key is not 40 Z85 characters")
+    if secret:
+        if secret_key is None:
+            raise KeyFileError(f"key file {path} holds no secret key; pass the .key_secret file")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise KeyFileError(f"secret key file {path} has mode {mode:04o}; others may read it: chmod 600 {path}")
+    return public, secret_key
+
+
 @dataclass(frozen=True)
 class CurveKeys:
     """CurveZMQ keys of one socket (Z85 text, 40 bytes each); see :mod:`service.security` to make and load them.
@@ -257,25 +292,8 @@ class CurveKeys:
     def load(cls, secret_file: str | Path, server_public_file: str | Path | None = None) -> CurveKeys:
         """Keys from ZeroMQ certificate files (``fmriface keys`` writes them): this side's ``NAME.key_secret``
         and, for a client, the server's public ``server.key``. A secret file others may read is refused."""
-        import stat
-
-        import zmq.auth
-
-        def read(path: Path, want_secret: bool) -> tuple[bytes, bytes | None]:
-            try:
-                public, secret = zmq.auth.load_certificate(path)
-            except (OSError, ValueError) as exc:
-                raise ProtocolError(f"CURVE key file {path}: {exc}") from None
-            if want_secret:
-                if secret is None:
-                    raise ProtocolError(f"CURVE key file {path} holds no secret key; pass the .key_secret file")
-                mode = stat.S_IMODE(path.stat().st_mode)
-                if mode & 0o077:
-                    raise ProtocolError(f"CURVE secret key file {path} has mode {mode:04o}: chmod 600 {path}")
-            return public, secret
-
-        public, secret = read(Path(secret_file), True)
-        server = None if server_public_file is None else read(Path(server_public_file), False)[0]
+        public, secret = read_key_file(secret_file, secret=True)
+        server = None if server_public_file is None else read_key_file(server_public_file)[0]
         return cls(public, secret, server_key=server)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:  # never print a secret key in a log or a traceback

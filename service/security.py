@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from service.protocol import CurveKeys
+from service.protocol import CurveKeys, KeyFileError, read_key_file
 
 __all__ = [
     "KeyFileError",
@@ -52,12 +51,6 @@ _BANNER = """#   ****  Generated on {when} by fmriface keys  ****
 #   {advice}
 
 """
-
-
-class KeyFileError(ValueError):
-    """A key file that is missing, unreadable, malformed or too open (a secret readable by others)."""
-
-    user_error = True
 
 
 def _write_key_file(path: Path, public: bytes, secret: bytes | None) -> None:
@@ -99,36 +92,15 @@ def create_keypair(folder: str | Path, name: str) -> tuple[Path, Path]:
     return public_path, secret_path
 
 
-def _read_keys(path: Path) -> tuple[bytes, bytes | None]:
-    import zmq.auth
-
-    if not path.is_file():
-        raise KeyFileError(f"key file {path} does not exist (make one with `fmriface keys`)")
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise KeyFileError(f"key file {path} is not a ZeroMQ certificate: {exc}") from None
-    for what, key in (("public", public), ("secret", secret)):
-        if key is not None and len(key) != 40:
-            raise KeyFileError(f"key file {path}: the {what} key is not 40 Z85 characters")
-    return public, secret
-
-
 def load_public_key(path: str | Path) -> bytes:
     """The public key in a ``.key`` (or ``.key_secret``) file."""
-    return _read_keys(Path(path))[0]
+    return read_key_file(path)[0]
 
 
 def load_secret_keypair(path: str | Path) -> tuple[bytes, bytes]:
     """(public, secret) from a ``.key_secret`` file; refuses a file that others may read (like ssh does)."""
-    path = Path(path)
-    public, secret = _read_keys(path)
-    if secret is None:
-        raise KeyFileError(f"key file {path} holds no secret key; pass the .key_secret file")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise KeyFileError(f"secret key file {path} has mode {mode:04o}; others may read it: chmod 600 {path}")
-    return public, secret
+    public, secret = read_key_file(path, secret=True)
+    return public, secret  # type: ignore[return-value]
 
 
 def load_allowed_keys(allowed: str | Path | Iterable[str | Path | bytes]) -> set[bytes]:
@@ -155,7 +127,6 @@ def load_allowed_keys(allowed: str | Path | Iterable[str | Path | bytes]) -> set
 
 def server_keys(secret_file: str | Path) -> CurveKeys:
     """Keys of the service's bound sockets (CURVE server)."""
-    load_secret_keypair(secret_file)  # the checks, with this module's error
     return CurveKeys.load(secret_file)
 
 
