@@ -62,13 +62,11 @@ def _load_png(path: Path) -> np.ndarray:
 
 
 def _decode(bundle: Bundle, latents: np.ndarray) -> np.ndarray:
-    """Images [N, H, W, 3] in [0, 1] from the bundle's decoder.onnx."""
-    import onnxruntime as ort
+    """Images [N, H, W, 3] in [0, 1] from the bundle's decoder.onnx (the service's session helpers)."""
+    from service.onnx_session import decode_fn, make_session
 
-    sess = ort.InferenceSession(str(bundle.decoder_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    out = sess.run(None, {name: np.asarray(latents, np.float32)})[0]
-    return np.clip(out.transpose(0, 2, 3, 1), 0, 1)
+    session, _ = make_session(bundle.decoder_path, device="cpu", threads=0)
+    return np.clip(decode_fn(session)(latents).transpose(0, 2, 3, 1), 0, 1)
 
 
 def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, str]], online_cfg: dict) -> np.ndarray:
@@ -87,15 +85,18 @@ def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, 
 
     img = nib.load(str(holdout))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    reg = RigidRegistration().fit(bundle.reference, bundle.affine)
+    reg = RigidRegistration().fit(bundle.reference, bundle.affine)  # a fresh fit: the first volume starts at 0
     n = data.shape[3]
     x = np.empty((n, bundle.n_voxels), np.float32)
     motion = np.zeros((n, 6))
     for k in range(n):
-        vol = np.ascontiguousarray(data[..., k])
-        motion[k] = reg.estimate(vol, init=np.zeros(6) if k == 0 else None)
-        x[k] = reg.resample(vol, motion[k], bundle.mask)
-    resid = detrend_offline(x, motion, poly_order=int(online_cfg.get("poly_order", 2)))
+        motion[k], x[k] = reg.estimate_resample(np.ascontiguousarray(data[..., k]), bundle.mask)
+    resid = detrend_offline(
+        x,
+        motion if online_cfg.get("motion_regressors", True) else None,
+        poly_order=int(online_cfg.get("poly_order", 2)),
+        scale=str(online_cfg.get("scale", "psc")),
+    )
     spec = WindowSpec(
         start=float(online_cfg.get("window_start", 4.0)),
         stop=float(online_cfg.get("window_stop", 8.0)),

@@ -73,6 +73,7 @@ def iter_realigned(
     first, affine = runs[0].load()
     reference = first.mean(axis=3, dtype=np.float64).astype(np.float32)
     brain = np.asarray(compute_epi_mask(nib.Nifti1Image(reference, affine)).dataobj) > 0
+    brain.flags.writeable = False  # one mask for every run: motion correction finds its points by identity
     reg = RigidRegistration(**(registration_params or {})).fit(reference, affine)
     for i, run in enumerate(runs):
         data, aff = (first, affine) if i == 0 else run.load()
@@ -86,8 +87,7 @@ def iter_realigned(
         for k in range(t):
             vol = np.ascontiguousarray(data[..., k])
             # each run starts from no motion (not from the previous run's end), then warm-starts volume to volume
-            motion[k] = reg.estimate(vol, init=np.zeros(6) if k == 0 else None)
-            x[k] = reg.resample(vol, motion[k], brain)
+            motion[k], x[k] = reg.estimate_resample(vol, brain, init=np.zeros(6) if k == 0 else None)
             if on_volume is not None:
                 on_volume()
         del data

@@ -22,6 +22,7 @@ __all__ = [
     "binomial_p",
     "gender_by_projection",
     "gender_by_classifier",
+    "gender_classifier",
     "permutation_control",
     "score_spaces",
     "trialwise_identification",
@@ -111,14 +112,19 @@ def gender_by_classifier(
     train_latents: np.ndarray, train_labels: np.ndarray, decoded: np.ndarray, labels: np.ndarray, C: float = 1.0
 ) -> dict:
     """A logistic-regression classifier trained on true face-space latents, applied to decoded latents."""
+    clf = gender_classifier(train_latents, train_labels, C)
+    return _accuracy_dict(clf.predict(np.asarray(decoded)), np.asarray(labels))
+
+
+def gender_classifier(train_latents: np.ndarray, train_labels: np.ndarray, C: float = 1.0):
+    """The fitted classifier of :func:`gender_by_classifier` (standardised latents, logistic regression)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-    clf.fit(np.asarray(train_latents), np.asarray(train_labels))
-    pred = clf.predict(np.asarray(decoded))
-    return _accuracy_dict(pred, np.asarray(labels))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(
+        np.asarray(train_latents), np.asarray(train_labels)
+    )
 
 
 def score_spaces(
@@ -187,7 +193,7 @@ def permutation_control(
     pairs knows nothing of the test faces, so its own face and every other face are exchangeable and one positive
     factor on its predictions cannot move its expected accuracy off 50 %.
     """
-    from offline.mapping import EncodingFactors, EncodingMapping, RidgeMapping
+    from offline.mapping import EncodingFactors, EncodingMapping, RidgeMapping, standardise
 
     probe = make_mapping()
     single = np.size(getattr(probe, "alphas", ())) == 1 and not getattr(probe, "rescale", False)
@@ -198,8 +204,7 @@ def permutation_control(
         hat = _ridge_hat(x_train, x_test, float(np.ravel(probe.alphas)[0]))
     elif isinstance(probe, EncodingMapping) and single and np.size(probe.component_candidates()) == 1:
         # shuffling the pairs permutes the rows of U in zc = U S Vt; the voxel Gram matrix stays (EncodingFactors)
-        mean, scale = x_train.mean(0), x_train.std(0)
-        scale[~(scale > 1e-12)] = 1.0
+        mean, scale = standardise(x_train)
         y_mean = y_train.mean(0)
         fac = EncodingFactors.from_training(
             (x_train - mean) / scale, y_train - y_mean, keep_data=True, rank_tol=probe.rank_tol
@@ -248,10 +253,10 @@ def trialwise_identification(pred: np.ndarray, trial_ids: list[str], face_ids: l
 
 def _ridge_hat(x_train: np.ndarray, x_test: np.ndarray, alpha: float) -> np.ndarray:
     """``H [n_test, n_train]``: ridge predictions on ``x_test`` are ``H @ (y - mean(y)) + mean(y)``."""
-    mean, scale = x_train.mean(0), x_train.std(0)
-    scale[~(scale > 1e-12)] = 1.0
-    u, s, vt = np.linalg.svd((x_train - mean) / scale, full_matrices=False)
-    return (((x_test - mean) / scale) @ vt.T) * (s / (s * s + alpha)) @ u.T
+    from offline.mapping import ridge_predictions, standardise
+
+    mean, scale = standardise(x_train)
+    return ridge_predictions((x_train - mean) / scale, np.eye(len(x_train)), (x_test - mean) / scale, [alpha])[0]
 
 
 def evaluate_decoders(
@@ -300,6 +305,7 @@ def evaluate_decoders(
     fitted: dict = {}
     recon: dict = {}
     gender: dict = {}
+    gender_models: dict = {}
     imag: dict = {}
     for est, (x_train, groups) in train.items():
         for mname in ("ridge", "encoding"):
@@ -340,16 +346,16 @@ def evaluate_decoders(
                     continue
                 recon[f"{sname} {mname}"] = rec
                 if male is not None:
-                    direction = z["train"][male["train"] > 0].mean(0) - z["train"][male["train"] < 0].mean(0)
-                    midpoint = (z["train"][male["train"] > 0].mean(0) + z["train"][male["train"] < 0].mean(0)) / 2
-                    gender.setdefault(sname, {})[mname] = {
-                        "projection": gender_by_projection(pred, male["test"], direction, midpoint),
-                        "classifier": gender_by_classifier(z["train"], male["train"], pred, male["test"]),
-                    }
-                    gender[sname]["true_latents"] = {
-                        "projection": gender_by_projection(z["test"], male["test"], direction, midpoint),
-                        "classifier": gender_by_classifier(z["train"], male["train"], z["test"], male["test"]),
-                    }
+                    if sname not in gender_models:  # one Male direction and one classifier per face space
+                        men, women = z["train"][male["train"] > 0].mean(0), z["train"][male["train"] < 0].mean(0)
+                        clf = gender_classifier(z["train"], male["train"])
+                        gender_models[sname] = (men - women, (men + women) / 2, clf)
+                    direction, midpoint, clf = gender_models[sname]
+                    for key, latents_ in ((mname, pred), ("true_latents", z["test"])):
+                        gender.setdefault(sname, {})[key] = {
+                            "projection": gender_by_projection(latents_, male["test"], direction, midpoint),
+                            "classifier": _accuracy_dict(clf.predict(latents_), male["test"]),
+                        }
     est_main, map_main = main
     permutation: dict = {}
     if n_permutations:

@@ -33,6 +33,7 @@ __all__ = [
     "cv_splits",
     "ridge_predictions",
     "ridge_weights",
+    "standardise",
     "EncodingFactors",
     "DEFAULT_ALPHAS",
 ]
@@ -52,7 +53,8 @@ def centred_correlation(pred: np.ndarray, true: np.ndarray, centre: np.ndarray) 
     return float(np.mean(np.divide(num, den, out=np.zeros_like(num), where=den > 0)))
 
 
-def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column ``(mean, scale)``; constant columns get scale 1 (every mapping, selection and control uses it)."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[~(scale > 1e-12)] = 1.0
@@ -94,7 +96,7 @@ class _LinearMapping(RegressorMixin, BaseEstimator):
         true_ss, pred_ss = 0.0, np.zeros(len(settings))
         folds = cv_splits(len(X), None if groups is None else np.asarray(groups), self.n_splits)
         for train, test in folds:
-            mean, scale = _standardise(X[train])
+            mean, scale = standardise(X[train])
             y_mean = y[train].mean(axis=0)
             preds = predict((X[train] - mean) / scale, y[train] - y_mean, (X[test] - mean) / scale)
             true_ss += float(np.sum((y[test] - y_mean) ** 2))
@@ -185,7 +187,7 @@ class RidgeMapping(_LinearMapping):
         alphas = [float(a) for a in np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))]
         self._cross_validate(X, y, groups, alphas, lambda xs, yc, xt: ridge_predictions(xs, yc, xt, alphas))
         self.alpha_ = self.best_
-        self.x_mean_, self.x_scale_ = _standardise(X)
+        self.x_mean_, self.x_scale_ = standardise(X)
         self.y_mean_ = y.mean(axis=0)
         weights = ridge_weights((X - self.x_mean_) / self.x_scale_, y - self.y_mean_, self.alpha_)
         self._finish(weights, np.zeros(y.shape[1]))
@@ -301,7 +303,7 @@ class EncodingMapping(_LinearMapping):
 
         self._cross_validate(X, y, groups, settings, predict)
         self.n_components_, self.alpha_ = self.best_
-        self.x_mean_, self.x_scale_ = _standardise(X)
+        self.x_mean_, self.x_scale_ = standardise(X)
         self.y_mean_ = y.mean(axis=0)
         fac = EncodingFactors.from_training(
             (X - self.x_mean_) / self.x_scale_, y - self.y_mean_, keep_data=True, rank_tol=self.rank_tol

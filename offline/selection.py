@@ -165,7 +165,7 @@ def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components) -> dic
     The score is the mean held-out centred latent correlation of the best penalty (one eigendecomposition per
     fold and candidate gives every penalty), so the voxels a fold is scored on were ranked without it.
     """
-    from offline.mapping import centred_correlation, ridge_predictions
+    from offline.mapping import centred_correlation, ridge_predictions, standardise
 
     folds = cv_splits(len(x), groups, 5)
     alphas = np.asarray(alphas, dtype=np.float64)
@@ -185,8 +185,7 @@ def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components) -> dic
                 cols = np.flatnonzero(idx)
                 xt = x[np.ix_(train, cols)].astype(np.float64)
                 xe = x[np.ix_(test, cols)].astype(np.float64)
-                mean, scale = xt.mean(0), xt.std(0)
-                scale[scale == 0] = 1.0
+                mean, scale = standardise(xt)
                 preds = ridge_predictions((xt - mean) / scale, z[train] - y_mean, (xe - mean) / scale, alphas)
                 totals[f"{m}:{kk}"] += [centred_correlation(p + y_mean, z[test], y_mean) / len(folds) for p in preds]
     return {key: float(v.max()) for key, v in totals.items()}

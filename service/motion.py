@@ -294,15 +294,15 @@ class RigidRegistration:
         return self._resample_checked(self._check(volume, affine), params, mask, loaded=False)
 
     def estimate_resample(
-        self, volume: Any, mask: np.ndarray | None = None, *, affine: np.ndarray | None = None
+        self, volume: Any, mask: np.ndarray | None = None, init: Any = None, *, affine: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`estimate`, then :meth:`resample` with its parameters: ``(params [6], values)``.
 
-        The same numbers as the two calls, with the volume converted and copied into the sampler once (the
-        service's path: one volume in, motion parameters and the mask's voxels out).
+        The same numbers as the two calls (``init`` as for :meth:`estimate`), with the volume converted and copied
+        into the sampler once (the service's path: one volume in, motion parameters and the mask's voxels out).
         """
         vol = self._check(volume, affine)
-        params = self.estimate(vol)
+        params = self.estimate(vol, init)
         # a finest level at full resolution has left ``vol`` in the full grid's sampler
         return params, self._resample_checked(vol, params, mask, loaded=self.levels_[-1].factor == 1)
 
@@ -404,9 +404,10 @@ def realign_run(
     realigned = np.empty(data.shape, dtype=np.float32) if return_realigned else None
     for t in range(n):
         vol = np.asarray(data[..., t], dtype=np.float32)
-        params[t] = reg.estimate(vol)
         if realigned is not None:
-            realigned[..., t] = reg.resample(vol, params[t])
+            params[t], realigned[..., t] = reg.estimate_resample(vol)
+        else:
+            params[t] = reg.estimate(vol)
         if callback is not None:
             callback(t)
     return params, realigned

@@ -163,7 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         _run_cli(["fit", "--config", preset_path(cfg.fit), "--bids", view, "--vaegan", vaegan, "--out", d])
 
     fitted, times["fit"] = _step(
-        out, "fit", ["fit", _preset_text(cfg.fit), str(holdout), (out / ".vaegan.done.json").read_text()], fit
+        out,
+        "fit",
+        [
+            "fit",
+            _preset_text(cfg.fit),
+            str(holdout),
+            (out / ".twin.done.json").read_text(),  # a rebuilt twin (same paths, new data) refits
+            (out / ".vaegan.done.json").read_text(),
+        ],
+        fit,
     )
     bundle = live.find_bundle(fitted)
 
