@@ -5,23 +5,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 CONSTRAINTS := .ci/constraints.txt
-# Re-install when the project's dependencies change.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha1sum | cut -c1-12)
+# Re-install when the project's dependencies (or this file's install steps) change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) Makefile | sha1sum | cut -c1-12)
 # PsychoPy without its heavy extras (psychtoolbox would downgrade numpy); what the window code needs.
 PSYCHOPY_DEPS := pyglet==1.5.27 packaging six json-tricks pyyaml i18next python-bidi arabic-reshaper \
 	pandas freetype-py requests pyserial psutil
 DEMO_PRESET ?= demo
 DEMO_OUT ?= demo-out
 
-.PHONY: all install system-deps demo test test-fast test-slow lint bench clean
+.PHONY: all install system-deps demo test test-slow lint clean
 
 all: test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml $(CONSTRAINTS)
-	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
+$(STAMP): $(PY) pyproject.toml $(CONSTRAINTS) Makefile
+	$(PIP) install -q -c $(CONSTRAINTS) torch  # the CPU build, pinned in the constraints
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[cpu,offline,dev]'
 	$(PIP) install -q -c $(CONSTRAINTS) $(PSYCHOPY_DEPS)
 	$(PIP) install -q --no-deps psychopy==2026.2.5
@@ -35,8 +35,8 @@ install: $(STAMP)
 system-deps:
 	@if command -v xvfb-run >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing xvfb and xauth (apt-get) for the display tests"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth >/dev/null) \
+		echo "installing xvfb, xauth and libGLU (apt-get) for the display tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth libglu1-mesa >/dev/null) \
 		|| echo "warning: could not install xvfb; window tests will be skipped"; \
 	else echo "note: xvfb-run not found and not root; window tests will be skipped"; fi
 

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``fmriface COMMAND ...``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # OpenMP threads that spin while waiting steal the other core from a busy machine (a torch training step
-    # took 8.6 s instead of 1.8 s on a loaded 2-core CPU); set before any command imports torch.
+    # took 8.6 s instead of 1.8 s on a loaded 2-core CPU); set here, once for every command (torchrun too, via
+    # `-m fmriface`), before any of them imports torch.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmds = commands()
     if not argv or argv[0] in ("-h", "--help", "help"):

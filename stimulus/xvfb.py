@@ -76,10 +76,10 @@ def virtual_display(size: tuple[int, int] = (1280, 1024), depth: int = 24, timeo
         err = errors.read().decode(errors="replace").strip().splitlines()
         errors.close()
         raise XvfbUnavailable(f"Xvfb did not start within {timeout:.0f} s: {err[-1] if err else 'no message'}")
-    _wait_for_socket(f"/tmp/.X11-unix/X{number}", timeout)
     old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
-    try:
+    try:  # Xvfb is stopped however this ends, also when its socket never accepts a client
+        _wait_for_socket(f"/tmp/.X11-unix/X{number}", timeout)
+        os.environ["DISPLAY"] = f":{number}"
         yield f":{number}"
     finally:
         if old is None:

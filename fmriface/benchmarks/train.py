@@ -8,12 +8,8 @@ pipeline is not included. paper-128 runs with a smaller batch on a CPU (reported
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-
-# Sleeping rather than spinning OpenMP threads (see fmriface/commands/train_vaegan.py); before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -179,6 +179,7 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
         serve = subprocess.Popen(
             [sys.executable, "-m", "fmriface", "serve", "--config", str(serve_cfg)], stdout=log, stderr=log, env=env
         )
+    display = None
     try:
         t_wait = time.time()
         while not collector.ready.wait(0.2):
@@ -209,11 +210,15 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
             raise UsageError(f"the service exited with status {rc}; see {serve_log}")
         collector.join(10)
         note = _finish_display(display, note, say)
+        display = None
     finally:
         collector.stop.set()
-        if serve.poll() is None:
-            serve.terminate()
-            serve.wait(10)
+        for proc in (serve, display):  # a failed run leaves no service or display behind
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        if display is not None:
+            display.log.close()
     run_dirs = sorted(p for p in runs.iterdir() if p.is_dir())
     if not run_dirs:
         raise UsageError(f"the service wrote no run record under {runs}; see {serve_log}")
@@ -253,6 +258,7 @@ def _start_display(cfg, out: Path, pub: str, pull: str, n: int, env: dict, say) 
     t0 = time.time()
     while not (frames / "wait.png").is_file():
         if proc.poll() is not None:
+            log.close()
             return None, None, f"display exited with status {proc.returncode} at start-up (see display.log)"
         if time.time() - t0 > 60:
             return proc, frames, "display showed no placeholder within 60 s; replay started anyway"

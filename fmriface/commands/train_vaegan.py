@@ -17,10 +17,6 @@ from fmriface.commands._common import emit, parser, prepare_out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    # OpenMP threads that sleep instead of spinning while they wait: on a shared or loaded CPU, spinning
-    # threads burn their core for nothing and a 2-thread step ran 5x slower in wall time (measured). Only
-    # effective before torch is first imported, which is the case when the command runs from `fmriface`.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     p = parser("train-vaegan", __doc__)
     p.add_argument("--config", help="TOML file or preset name (vaegan-tiny, vaegan-demo, vaegan-paper)")
     p.add_argument("--data", help="procedural | celeba:PATH | folder:PATH")
