@@ -29,7 +29,7 @@ else:  # pragma: no cover - Python 3.10
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "config_to_dict", "config_hash", "CONFIG_DIR", "preset_path"]
+__all__ = ["ConfigError", "load_config", "config_to_dict", "config_hash", "CONFIG_DIR", "preset_path", "resolve_config"]
 
 #: The folder of the TOML presets shipped with the project.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -46,6 +46,21 @@ def preset_path(name: str) -> Path:
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
         raise ConfigError(f"no preset named {name!r} in {CONFIG_DIR}; known presets: {', '.join(known)}")
     return path
+
+
+def resolve_config(value: str | Path | None, prefix: str = "") -> Path | None:
+    """A ``--config`` value as a file: a path with a suffix or one that exists is taken as given (a missing file
+    is reported by :func:`load_config`); anything else names a shipped preset, ``NAME`` or ``PREFIX-NAME``
+    (``--config demo`` of ``display`` is ``display-demo``). Every command resolves ``--config`` here."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix or path.exists():
+        return path
+    name = str(value)
+    if prefix and not name.startswith(f"{prefix}-") and not (CONFIG_DIR / f"{name}.toml").is_file():
+        name = f"{prefix}-{name}"
+    return preset_path(name)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

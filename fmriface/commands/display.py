@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     args = p.parse_args(argv)
 
-    from fmriface.commands.experiment import config_path
-    from fmriface.config import load_config
+    from fmriface.config import load_config, resolve_config
     from stimulus.display import DisplayConfig, run_display
 
     overrides = {
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
         "window.fullscr": args.fullscr, "window.size": args.size, "window.face_size": args.face_size,
     }  # fmt: skip
-    cfg = load_config(DisplayConfig, config_path(args.config, "display"), overrides)
+    cfg = load_config(DisplayConfig, resolve_config(args.config, "display"), overrides)
     if cfg.headless and cfg.window.fullscr:
         raise UsageError("--headless and --fullscr exclude each other")
     emit(run_display(cfg), args.json)

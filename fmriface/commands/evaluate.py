@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from fmriface.commands._common import UsageError, emit, parser
-from fmriface.config import load_config, preset_path
+from fmriface.config import load_config, resolve_config
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the result to this JSON file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    cfg_path = None
-    if args.config:
-        cfg_path = Path(args.config) if Path(args.config).is_file() else preset_path(args.config)
+    cfg_path = resolve_config(args.config, "evaluate")
     cfg = load_config(EvaluateConfig, cfg_path, {"latent_size": args.latent_size, "bias": args.bias})
 
     from offline.ds001761 import evaluate_subject

@@ -21,18 +21,6 @@ from pathlib import Path
 from fmriface.commands._common import emit, parser
 
 
-def config_path(value: str | None, prefix: str) -> Path | None:
-    """A ``--config`` value: an existing TOML file, or a preset name (``paper`` or ``experiment-paper``)."""
-    from fmriface.config import preset_path
-
-    if value is None:
-        return None
-    path = Path(value)
-    if path.is_file() or path.suffix == ".toml":
-        return path
-    return preset_path(value if value.startswith(f"{prefix}-") else f"{prefix}-{value}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = parser("experiment", __doc__)
     p.add_argument("--config", help="a TOML file or preset (paper, practice, tiny)")
@@ -57,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     args = p.parse_args(argv)
 
-    from fmriface.config import load_config
+    from fmriface.config import load_config, resolve_config
     from stimulus.experiment import ExperimentConfig, run_experiment
 
     overrides = {
@@ -67,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "emulate_responses": args.emulate_responses, "service": args.service, "feedback_sub": args.feedback_sub,
         "window.fullscr": args.fullscr, "max_duration": args.max_duration, "force": args.force,
     }  # fmt: skip
-    cfg = load_config(ExperimentConfig, config_path(args.config, "experiment"), overrides)
+    cfg = load_config(ExperimentConfig, resolve_config(args.config, "experiment"), overrides)
     result = run_experiment(cfg, plan_only=args.plan_only)
     emit(result, args.json)
     return 0

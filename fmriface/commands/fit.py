@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir, progress
-from fmriface.config import config_to_dict, load_config, preset_path
+from fmriface.config import config_to_dict, load_config, resolve_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from offline.fit import FitConfig
 
-    cfg_path = None
-    if args.config:
-        cfg_path = Path(args.config) if Path(args.config).is_file() else preset_path(args.config)
+    cfg_path = resolve_config(args.config, "fit")
     cfg = load_config(
         FitConfig,
         cfg_path,

@@ -39,12 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
 
-    from fmriface.config import load_config, preset_path
+    from fmriface.config import load_config, resolve_config
     from service.inspect import format_report, inspect_path
 
-    config = args.config
-    if config is not None and not Path(config).suffix and not Path(config).exists():
-        config = preset_path(config)
+    config = resolve_config(args.config, "inspect")
     overrides = {k: v for k, v in (("recursive", args.recursive), ("strict", args.strict)) if v is not None}
     cfg = load_config(InspectConfig, config, overrides)
     report = inspect_path(args.path, recursive=cfg.recursive)

@@ -67,12 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     import numpy as np
 
-    from fmriface.config import load_config, preset_path
+    from fmriface.config import load_config, resolve_config
     from service.motion import GridMismatchError, RigidRegistration, framewise_displacement, realign_run
 
-    config = args.config
-    if config is not None and not Path(config).suffix and not Path(config).exists():
-        config = preset_path(config)
+    config = resolve_config(args.config, "realign")
     cfg = load_config(RealignConfig, config, {})
 
     img = _load(args.bold, "run")

@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 from fmriface.commands._common import parser
-from fmriface.config import load_config, preset_path
+from fmriface.config import load_config, resolve_config
 
 _OPTIONS = {
     # option: (config key, type, help)
@@ -44,13 +43,6 @@ _OPTIONS = {
 }
 
 
-def _config_path(value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value)
-    return path if path.suffix == ".toml" or path.exists() else preset_path(value)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = parser("serve", __doc__)
     p.add_argument("--config", help="TOML file or preset name (serve-demo, serve-tiny); options override it")
@@ -68,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides["json_log"] = args.json_log
     if args.no_verify:
         overrides["verify_bundle"] = False
-    cfg = load_config(ServeConfig, _config_path(args.config), overrides)
+    cfg = load_config(ServeConfig, resolve_config(args.config, "serve"), overrides)
     setup_logging(cfg.json_log)
     service = Service(cfg).start()
     summary = service.run()

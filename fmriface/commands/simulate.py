@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     args = p.parse_args(argv)
 
-    from fmriface.config import load_config, preset_path
+    from fmriface.config import load_config, preset_path, resolve_config
 
     if args.config and args.preset:
         raise UsageError("give --config or --preset, not both")
-    config = args.config or (f"simulate-{args.preset}" if args.preset else None)
-    if config is not None and not Path(config).suffix and not Path(config).exists():
-        config = preset_path(config)
+    config = resolve_config(args.config, "simulate") if args.config else None
+    if args.preset:
+        config = preset_path(f"simulate-{args.preset}")
 
     import numpy as np
 

@@ -31,12 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the run summary as one JSON line")
     args = p.parse_args(argv)
 
-    from fmriface.config import load_config, preset_path
+    from fmriface.config import load_config, resolve_config
     from offline.vaegan_train import TrainConfig, train_vaegan
 
-    config = args.config
-    if config is not None and not Path(config).suffix and not Path(config).exists():
-        config = preset_path(config)
+    config = resolve_config(args.config, "vaegan")
     overrides = {
         "data": args.data,
         "seed": args.seed,

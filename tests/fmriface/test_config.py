@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fmriface.config import ConfigError, config_hash, load_config
+from fmriface.config import CONFIG_DIR, ConfigError, config_hash, load_config, resolve_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,3 +77,16 @@ def test_bad_toml_and_missing_file(tmp_path):
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash(Cfg()) == config_hash(Cfg())
     assert config_hash(Cfg()) != config_hash(Cfg(n=4))
+
+
+def test_resolve_config_takes_files_presets_and_short_preset_names(tmp_path):
+    own = tmp_path / "mine.toml"
+    assert resolve_config(own) == own  # a path is taken as given; load_config reports it missing
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Cfg, resolve_config(own))
+    assert resolve_config(None) is None
+    assert resolve_config("fit-demo", "fit") == CONFIG_DIR / "fit-demo.toml"
+    assert resolve_config("demo", "display") == CONFIG_DIR / "display-demo.toml"
+    assert resolve_config("paper", "experiment") == CONFIG_DIR / "experiment-paper.toml"
+    with pytest.raises(ConfigError, match="no preset named 'serve-nothing'"):
+        resolve_config("nothing", "serve")

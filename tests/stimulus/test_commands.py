@@ -8,7 +8,7 @@ import pytest
 
 from fmriface.commands import display as display_cmd
 from fmriface.commands import experiment as experiment_cmd
-from fmriface.config import CONFIG_DIR, ConfigError, load_config
+from fmriface.config import CONFIG_DIR, ConfigError, load_config, resolve_config
 from stimulus.display import DisplayConfig
 from stimulus.experiment import ExperimentConfig, ExperimentError
 
@@ -26,7 +26,7 @@ def test_display_presets_load(path):
 
 
 def test_paper_preset_follows_the_paper():
-    cfg = load_config(ExperimentConfig, experiment_cmd.config_path("paper", "experiment"))
+    cfg = load_config(ExperimentConfig, resolve_config("paper", "experiment"))
     assert (cfg.timing.soa, cfg.timing.face_duration, cfg.timing.imagery_duration) == (3.0, 1.0, 12.0)
     assert cfg.timing.imagery_rest == 6.0 and cfg.plan.sessions == 8 and cfg.trigger.key == "5"
 
