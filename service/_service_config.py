@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service import protocol as P
+from service.online import SCALES
 from service.watcher import WatcherConfig
 
 __all__ = ["ServeConfig"]
@@ -129,8 +130,8 @@ class ServeConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat <= 0:
             raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
-        if self.scale not in ("psc", "zscore", "none"):
-            raise ValueError(f"scale must be psc, zscore or none, got {self.scale!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         if (self.curve_secret is None) != (self.curve_allowed is None):

@@ -26,7 +26,6 @@ __all__ = [
     "limit_blas",
     "versions",
     "config_record",
-    "sha256_of",
 ]
 
 log = logging.getLogger("service.serve")
@@ -196,10 +195,6 @@ def limit_blas(threads: int) -> Any:
         log.warning("threadpoolctl is not installed: set OPENBLAS_NUM_THREADS=%d for steady latency", threads)
         return None
     return threadpool_limits(limits=threads, user_api="blas")
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def config_record(cfg: ServeConfig) -> dict[str, Any]:

@@ -194,7 +194,10 @@ class RigidRegistration:
         A result outside any plausible head motion (over 40 mm or 40 degrees, or not finite) does not seed the
         next volume's warm start.
         """
-        vol = self._check(volume, affine)
+        return self._estimate(self._check(volume, affine), init)
+
+    def _estimate(self, vol: np.ndarray, init: Any) -> np.ndarray:
+        """:meth:`estimate` of a volume already checked against the reference grid."""
         photometric = None
         if init is not None:
             m = rigid_matrix(init)
@@ -302,7 +305,7 @@ class RigidRegistration:
         into the sampler once (the service's path: one volume in, motion parameters and the mask's voxels out).
         """
         vol = self._check(volume, affine)
-        params = self.estimate(vol, init)
+        params = self._estimate(vol, init)
         # a finest level at full resolution has left ``vol`` in the full grid's sampler
         return params, self._resample_checked(vol, params, mask, loaded=self.levels_[-1].factor == 1)
 

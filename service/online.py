@@ -159,8 +159,9 @@ class OnlinePreprocessor:
         self.rtr_ += np.outer(r, r)
         np.multiply(r[:, None], x[None, :], out=self._kv)
         self.rtx_ += self._kv
-        np.multiply(x, x, out=self._v)
-        self.sxx_ += self._v
+        if self.scale == "zscore":  # only the residual SD needs the sum of squares
+            np.multiply(x, x, out=self._v)
+            self.sxx_ += self._v
         self.sx_ += x
         self.n_ += 1
         jitter = 1e-12 * max(1.0, float(np.trace(self.rtr_)))  # keeps the first volumes' system solvable

@@ -9,6 +9,7 @@ on (``FMRIFACE_RAISE=1`` re-raises instead, as the tests set).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -93,6 +94,7 @@ class Pipeline:
         self.trials_ = TrialBook(tr, cfg, decoder, self)
         center = bundle.stimulus_latents.mean(0) if len(bundle.stimulus_latents) else np.zeros(bundle.latent_size)
         self.feedback_ = Feedback(bundle.attribute_names, bundle.attribute_directions, center, cfg.feedback_smooth)
+        self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
         self._tr_checked = False
         self._frame_x = np.zeros(bundle.n_voxels, np.float32)
         self._latent = np.zeros(bundle.latent_size, np.float32)
@@ -129,7 +131,7 @@ class Pipeline:
             rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
             rec.update(sha256=key[1], t=t)
             out.append(rec)
-            if self.last_index_ < 0 and not self._tr_checked:
+            if not self._tr_checked:  # the first volume of this process, a resumed run's too
                 self._check_tr(vol)
             try:
                 x, params = self._correct(vol, t, w0, p0)
@@ -310,14 +312,17 @@ class Pipeline:
         """True when errors must propagate (``FMRIFACE_RAISE=1``) instead of being recorded."""
         return _raise_policy()
 
-    def state(self) -> dict[str, Any]:
-        """Sequence counters and neurofeedback target: what a restart needs beyond the records."""
-        fb = self.feedback_
-        target = None if fb.target_ is None else {"source": fb.target_source_, "latent": fb.target_.tolist()}
-        return {"seq": self.pub.seq.state(), "target": target, "saved": time.time()}
-
     def save_state(self) -> None:
-        self.runlog.save_state(self.state())
+        """Sequence counters and neurofeedback target: what a restart needs beyond the records.
+
+        The heartbeat saves them every second on the worker thread; the target (a 1024-D latent takes about 1 ms
+        to encode) is encoded only when it changes.
+        """
+        fb = self.feedback_
+        if self._target_saved[0] is not fb.target_:
+            target = None if fb.target_ is None else {"source": fb.target_source_, "latent": fb.target_.tolist()}
+            self._target_saved = (fb.target_, json.dumps(target))
+        self.runlog.save_state({"seq": self.pub.seq.state(), "saved": time.time()}, target_json=self._target_saved[1])
 
     def restore(self, rs: ResumeState) -> None:
         """Rebuild the state of a resumed run from its records (no message is published)."""

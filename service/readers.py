@@ -61,21 +61,30 @@ def sniff(path: str | Path, head: bytes) -> str | None:
     return None
 
 
-def read_image(path: str | Path, raw: bytes | None = None, *, pixels: bool = True) -> DicomImage | Volume:
+def read_image(
+    path: str | Path,
+    raw: bytes | None = None,
+    *,
+    pixels: bool = True,
+    sha256: str | None = None,
+    kind: str | None = None,
+) -> DicomImage | Volume:
     """Parse one file: a :class:`DicomImage` for DICOM (a slice may need its siblings), a Volume for NIfTI.
 
-    ``raw`` is the file's content when already read; ``pixels=False`` parses a DICOM header only.
+    ``raw`` is the file's content when already read; ``pixels=False`` parses a DICOM header only. A caller that
+    has already hashed and sniffed ``raw`` (the watcher) passes ``sha256`` and ``kind`` so neither is redone.
     """
     path = Path(path)
     t_seen = time.time()
     raw = path.read_bytes() if raw is None else raw
-    kind = sniff(path, raw[:132])
+    kind = kind or sniff(path, raw[:132])
+    sha256 = sha256 or hashlib.sha256(raw).hexdigest()
     if kind == "nifti":
-        return _nifti_volume(raw, path, t_seen)
+        return _nifti_volume(raw, path, t_seen, sha256)
     if kind != "dicom":
         raise UnsupportedFileError(path, "neither DICOM nor NIfTI")
     img = parse_dicom(raw, path, pixels=pixels)
-    img.sha256 = hashlib.sha256(raw).hexdigest()
+    img.sha256 = sha256
     return img
 
 
@@ -229,8 +238,7 @@ def _check_affine(affine: np.ndarray, path: Path) -> None:
         raise CorruptFileError(path, f"voxel-to-world affine is not usable: {np.round(affine, 4).tolist()}")
 
 
-def _nifti_volume(raw: bytes, path: Path, t_seen: float) -> Volume:
-    sha = hashlib.sha256(raw).hexdigest()
+def _nifti_volume(raw: bytes, path: Path, t_seen: float, sha: str) -> Volume:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -98,8 +98,12 @@ def read_volumes(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
+    _atomic_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
+
+
+def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
 
 
@@ -202,9 +206,14 @@ class RunLog:
         """Record a display's flip ack."""
         self._line("flips.jsonl", record)
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        """Sequence counters and target, rewritten atomically (read back on resume)."""
-        _atomic_json(self.dir / "state.json", state)
+    def save_state(self, state: dict[str, Any], target_json: str | None = None) -> None:
+        """Sequence counters and target, rewritten atomically (read back on resume). ``target_json``: the
+        target already encoded as JSON, stored under ``"target"`` without encoding it again."""
+        if target_json is None:
+            _atomic_json(self.dir / "state.json", state)
+            return
+        text = json.dumps(state, default=_jsonable)
+        _atomic_text(self.dir / "state.json", f'{text[:-1]}{", " if state else ""}"target": {target_json}}}\n')
 
     def close(self, summary: dict[str, Any] | None = None, ended: bool = True) -> None:
         """Close the files; the manifest is marked ``ended`` (a later start makes a new run) or ``stopped``

@@ -26,10 +26,10 @@ from service._service_startup import (
     limit_blas,
     read_target_image,
     setup_logging,
-    sha256_of,
     startup_checks,
     versions,
 )
+from service.bundle import sha256_file
 from service.decoder import LatentDecoder
 from service.pipeline import Pipeline
 from service.publisher import Publisher
@@ -79,7 +79,7 @@ class Service:
             "config": config_record(cfg),
             "bundle": {
                 "path": str(Path(cfg.bundle).resolve()),
-                "manifest_sha256": sha256_of(bundle.path / "manifest.json"),
+                "manifest_sha256": sha256_file(bundle.path / "manifest.json"),
             },
             "bundle_summary": {k: bundle.manifest.get(k) for k in ("latent_size", "image_shape", "n_voxels", "tr")},
             "tr": self.tr_,

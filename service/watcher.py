@@ -375,7 +375,7 @@ class VolumeWatcher:
                     info.state = "done"  # an unrelated file: ignored without a report
                     return
                 raise IncompleteFileError(path, f"only {len(raw)} bytes")
-            got = read_image(path, raw)
+            got = read_image(path, raw, sha256=digest, kind=kind)
         except FileNotFoundError:
             return
         except IncompleteFileError as exc:

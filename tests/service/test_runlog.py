@@ -103,3 +103,14 @@ def test_a_stopped_run_is_resumable_and_trials_tsv_is_readable(tmp_path):
     rs = again.open({})
     assert rs.resumed and rs.trials[0]["trial"] == "7"
     again.close()
+
+
+def test_state_with_a_pre_encoded_target_reads_back(tmp_path):
+    log = RunLog(tmp_path, "r2", latent_size=3, n_voxels=5)
+    log.open({"config": {}})
+    target = {"source": {"stim_id": "a.png"}, "latent": [0.5, -1.0, 2.0]}
+    log.save_state({"seq": {"frame": 2}, "saved": 1.0}, target_json=json.dumps(target))
+    assert json.loads((log.dir / "state.json").read_text()) == {"seq": {"frame": 2}, "saved": 1.0, "target": target}
+    log.save_state({"seq": {"frame": 3}}, target_json="null")
+    assert json.loads((log.dir / "state.json").read_text()) == {"seq": {"frame": 3}, "target": None}
+    log.close()
