@@ -165,7 +165,7 @@ class VolumeWatcher:
         self._folder_text = os.fspath(self.folder)
         if self.config.polling != "on":
             self._start_observer()
-        existing = self._scan()
+        existing = [e.path for e in self._scan()]
         self._catch_up(existing)
         self._thread = threading.Thread(target=self._run, name="fmriface-intake", daemon=True)
         self._thread.start()
@@ -257,8 +257,16 @@ class VolumeWatcher:
                 self._consider(name, t, announced=True)
 
     def _poll(self, now: float) -> None:
-        for name in self._scan():
+        for entry in self._scan():
+            name = entry.path
             known = self._files.get(name)
+            if known is not None and known.state == "done" and not entry.is_symlink():
+                try:  # the common case, every poll: a file already read and unchanged since (one lstat)
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    st = None
+                if st is not None and (st.st_size, st.st_mtime_ns) == known.signature:
+                    continue
             if self.mode != "polling":
                 if known is None:
                     self._files[name] = _File(t_seen=now)
@@ -271,12 +279,12 @@ class VolumeWatcher:
                 continue  # its retries are scheduled
             self._consider(name, now)
 
-    def _scan(self) -> list[str]:
+    def _scan(self) -> list[os.DirEntry]:
         try:
             entries = sorted(os.scandir(self.folder), key=lambda e: e.name)
         except OSError:
             return []
-        return [e.path for e in entries if self._matches(e.name)]
+        return [e for e in entries if self._matches(e.name)]
 
     def _matches(self, name: str) -> bool:
         if name.startswith(".") or name.endswith(".tmp"):
