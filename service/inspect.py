@@ -69,7 +69,7 @@ def inspect_path(path: str | Path, recursive: bool = False) -> dict[str, Any]:
             ignored.append({"file": str(f), "reason": exc.reason})
             continue
         except IntakeError as exc:
-            problems.append({"file": str(f), "kind": _kind(exc), "reason": exc.reason})
+            problems.append({"file": str(f), "kind": exc.kind, "reason": exc.reason})
             continue
         except OSError as exc:
             problems.append({"file": str(f), "kind": "unreadable", "reason": str(exc)})
@@ -99,19 +99,12 @@ def inspect_path(path: str | Path, recursive: bool = False) -> dict[str, Any]:
     }
 
 
-def _kind(exc: IntakeError) -> str:
-    """``IncompleteFileError`` -> ``incomplete``, ``ShapeMismatchError`` -> ``mismatch``, ..."""
-    return {"ShapeMismatchError": "mismatch"}.get(
-        type(exc).__name__, type(exc).__name__.removesuffix("FileError").lower()
-    )
-
-
 def _volume(images: DicomImage | list[DicomImage], problems: list[dict[str, str]]) -> Volume | None:
     images = images if isinstance(images, list) else [images]
     try:
         return assemble(images)
     except IntakeError as exc:
-        problems.append({"file": str(exc.path), "kind": _kind(exc), "reason": exc.reason})
+        problems.append({"file": str(exc.path), "kind": exc.kind, "reason": exc.reason})
         return None
 
 

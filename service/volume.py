@@ -141,9 +141,13 @@ class IntakeEvent:
 
 
 class IntakeError(Exception):
-    """A scanner file that cannot be turned into a volume; the message names the file and the reason."""
+    """A scanner file that cannot be turned into a volume; the message names the file and the reason.
+
+    ``kind`` names the problem in reports (``fmriface inspect``) and intake events.
+    """
 
     user_error = True
+    kind = "intake"
 
     def __init__(self, path: str | Path | None, reason: str):
         self.path = None if path is None else Path(path)
@@ -154,17 +158,25 @@ class IntakeError(Exception):
 class IncompleteFileError(IntakeError):
     """The file is shorter than its own header says (still being written, or truncated)."""
 
+    kind = "incomplete"
+
 
 class CorruptFileError(IntakeError):
     """The header or the pixel data is unusable (not explained by the file being incomplete)."""
+
+    kind = "corrupt"
 
 
 class UnsupportedFileError(IntakeError):
     """Not an image volume this reader takes (non-image DICOM, an unrelated file, a 4-D NIfTI)."""
 
+    kind = "unsupported"
+
 
 class ShapeMismatchError(IntakeError):
     """A volume whose matrix differs from its series'; the message names both shapes."""
+
+    kind = "mismatch"
 
     def __init__(self, path: str | Path | None, shape: tuple[int, ...], expected: tuple[int, ...]):
         self.shape = tuple(shape)

@@ -40,6 +40,7 @@ from service.volume import (
     IncompleteFileError,
     IntakeError,
     IntakeEvent,
+    ShapeMismatchError,
     UnsupportedFileError,
     Volume,
 )
@@ -437,7 +438,7 @@ class VolumeWatcher:
         try:
             return assemble(images, t_seen)
         except IntakeError as exc:
-            kind = "mismatch" if type(exc).__name__ == "ShapeMismatchError" else "corrupt"
+            kind = "mismatch" if isinstance(exc, ShapeMismatchError) else "corrupt"
             self._emit(IntakeEvent(kind, exc.reason, path=exc.path, acquisition=images[0].acquisition))
             return None
 
