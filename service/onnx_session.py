@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OnnxSessionError", "make_session", "decode_fn", "encode_fn", "warm_up", "to_uint8_hwc", "input_shape"]
+__all__ = ["OnnxSessionError", "make_session", "decode_fn", "encode_fn", "warm_up", "to_uint8_hwc"]
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
@@ -96,11 +96,6 @@ def make_session(
             f"{path}: the CUDA provider could not be initialised (session runs on {session.get_providers()})"
         )
     return session, used
-
-
-def input_shape(session: Any) -> list:
-    """The shape of the session's single input (symbolic batch axis as a string)."""
-    return list(session.get_inputs()[0].shape)
 
 
 def decode_fn(session: Any) -> Callable[[np.ndarray], np.ndarray]:

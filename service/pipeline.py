@@ -2,7 +2,7 @@
 
 :class:`Pipeline` holds every piece of state that lives across volumes as a named attribute (the fitted
 registration, the last motion estimate, the detrending state, the buffer of preprocessed volumes, the trial
-windows, the neurofeedback target). :meth:`Pipeline.process` takes one volume; :meth:`Pipeline.handle` one inbound
+windows, the neurofeedback target). :meth:`Pipeline.process_many` takes the volumes that arrived (one, or a backlog); :meth:`Pipeline.handle` one inbound
 message. A volume that fails is logged, recorded in ``volumes.jsonl`` with its error and skipped; the run goes
 on (``FMRIFACE_RAISE=1`` re-raises instead, as the tests set).
 """
@@ -105,11 +105,6 @@ class Pipeline:
     def _file_key(vol: Any) -> tuple[str, str]:
         # the file name only: folders of a scanner export are often named after the patient
         return Path(vol.path).name, str(vol.sha256)
-
-    def process(self, vol: Any) -> dict[str, Any] | None:
-        """Process one volume; returns its record (None for a file already processed before a restart)."""
-        recs = self.process_many([vol])
-        return recs[0] if recs else None
 
     def process_many(self, vols: list[Any]) -> list[dict[str, Any]]:
         """Process volumes in order; with several (a backlog), mapping and decoder run once for all of them.

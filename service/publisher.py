@@ -96,9 +96,7 @@ class Publisher:
             raise PortInUseError(f"cannot bind {pub} / {pull}: {exc.strerror}; pass other addresses") from None
         self.seq = P.SeqCounter(seq)
         self.sent: dict[str, int] = {}
-        self.dropped: dict[str, int] = {}
         self.malformed = 0
-        self.last_malformed = ""
 
     def send(self, topic: str, header: dict[str, Any], payload: bytes | np.ndarray = b"") -> int:
         """Send one message; its ``seq`` (returned) is assigned here and ``t.sent`` stamped just before."""
@@ -107,10 +105,8 @@ class Publisher:
         t = header.get("t")
         if isinstance(t, dict):
             t["sent"] = time.time()
-        if P.send(self.pub, topic, header, payload):
+        if P.send(self.pub, topic, header, payload):  # a PUB socket drops at its high-water mark, silently
             self.sent[topic] = self.sent.get(topic, 0) + 1
-        else:
-            self.dropped[topic] = self.dropped.get(topic, 0) + 1
         return seq
 
     def receive(self, limit: int = 100) -> list[P.Message]:
@@ -123,7 +119,6 @@ class Publisher:
                 msg = P.recv(self.pull, 0, P.INBOUND_TOPICS)
             except P.ProtocolError as exc:
                 self.malformed += 1
-                self.last_malformed = str(exc)
                 log.warning("ignored a malformed inbound message: %s", exc)
                 continue
             if msg is None:
