@@ -251,8 +251,11 @@ class Painter:
             stim.pos = (-self.win.size[0] / 2 + 10, top - (height + 6) * i)
             stim.draw()
 
-    def draw_thermometer(self, value: float | None, lo: float, hi: float, pos: tuple[float, float] = (0, 0)) -> None:
-        """A vertical bar filled to ``(value - lo) / (hi - lo)``; an empty box while no value is known."""
+    def draw_thermometer(
+        self, value: float | None, lo: float, hi: float, pos: tuple[float, float] = (0, 0), new_text: bool = True
+    ) -> None:
+        """A vertical bar filled to ``(value - lo) / (hi - lo)``; an empty box while no value is known. With
+        ``new_text`` False the number under it keeps what it showed last (laying it out costs milliseconds)."""
         h = self.face_size
         self.therm_box.pos = pos
         self.therm_box.draw()
@@ -262,4 +265,7 @@ class Painter:
             self.therm_bar.height = bar_h
             self.therm_bar.pos = (pos[0], pos[1] - h / 2 + 3 + bar_h / 2)
             self.therm_bar.draw()
-            self.draw_text(f"{value:+.2f}", (pos[0], pos[1] - h / 2 - 24), 18, cache=False)
+            if new_text:
+                self.draw_text(f"{value:+.2f}", (pos[0], pos[1] - h / 2 - 24), 18, cache=False)
+            else:
+                self.text.draw()

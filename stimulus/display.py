@@ -123,7 +123,9 @@ def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
                 screen = what_to_show(state, cfg.mode)
                 # Laying out new text costs milliseconds: a new face goes first with the text as it was, and
                 # the new text follows on the next flip (both screens hold face and text: no flicker).
-                two_step = shown is not None and bool(screen.lines)
+                two_step = shown is not None and (
+                    bool(screen.lines) or (screen.kind == "feedback" and screen.value is not None)
+                )
                 _draw(painter, screen, cfg, new_text=not two_step)
                 if saver is not None and not two_step:
                     win.getMovieFrame(buffer="back")
@@ -192,7 +194,7 @@ def _stop_reason(cfg: DisplayConfig, state: DisplayState, event: Any, now: float
 
 
 def _draw(painter: Any, screen: Screen, cfg: DisplayConfig, new_text: bool = True) -> None:
-    """Draw a screen; with ``new_text`` False the text lines keep what they showed last."""
+    """Draw a screen; with ``new_text`` False the text (lines, the thermometer's number) keeps what it showed last."""
     half = cfg.window.size[1] / 2
     if screen.kind in ("wait", "ended"):
         painter.draw_cross()
@@ -203,7 +205,7 @@ def _draw(painter: Any, screen: Screen, cfg: DisplayConfig, new_text: bool = Tru
     elif screen.kind == "feedback":
         painter.draw_face(screen.image, key=screen.key)
         lo, hi = cfg.feedback_range
-        painter.draw_thermometer(screen.value, lo, hi, pos=(cfg.window.face_size / 2 + 60, 0))
+        painter.draw_thermometer(screen.value, lo, hi, pos=(cfg.window.face_size / 2 + 60, 0), new_text=new_text)
     if screen.lines:
         painter.draw_lines(screen.lines if new_text else None, half - 8)
 
