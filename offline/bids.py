@@ -20,7 +20,6 @@ import pandas as pd
 __all__ = ["BidsError", "BidsRun", "BidsSubject", "load_bids", "load_stimuli", "stimulus_table"]
 
 _ENTITY = re.compile(r"(sub|ses|task|acq|run)-([a-zA-Z0-9]+)")
-FACE_TYPES = ("train_face", "test_face")
 
 
 class BidsError(ValueError):
@@ -84,10 +83,6 @@ class BidsSubject:
 
     def of_kind(self, kind: str) -> list[BidsRun]:
         return [r for r in self.runs if r.kind == kind]
-
-    @property
-    def stimuli_dir(self) -> Path:
-        return self.root / "stimuli"
 
     def summary(self) -> dict:
         kinds: dict[str, int] = {}

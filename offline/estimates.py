@@ -55,7 +55,6 @@ class RealignedRun:
 def iter_realigned(
     subject: BidsSubject,
     runs: Sequence[BidsRun] | None = None,
-    registration_params: dict | None = None,
     on_volume: Callable[[], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, RealignedRun]]:
     """Realign the runs (default all) to the mean of the first run's volumes, one run at a time.
@@ -74,7 +73,7 @@ def iter_realigned(
     reference = first.mean(axis=3, dtype=np.float64).astype(np.float32)
     brain = np.asarray(compute_epi_mask(nib.Nifti1Image(reference, affine)).dataobj) > 0
     brain.flags.writeable = False  # one mask for every run: motion correction finds its points by identity
-    reg = RigidRegistration(**(registration_params or {})).fit(reference, affine)
+    reg = RigidRegistration().fit(reference, affine)
     for i, run in enumerate(runs):
         data, aff = (first, affine) if i == 0 else run.load()
         if i == 0:
@@ -97,11 +96,10 @@ def iter_realigned(
 def realign_subject(
     subject: BidsSubject,
     runs: Sequence[BidsRun] | None = None,
-    registration_params: dict | None = None,
     on_volume: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RealignedRun]]:
     """All runs realigned at once (see :func:`iter_realigned`): ``(reference, affine, brain_mask, runs)``."""
-    out = list(iter_realigned(subject, runs, registration_params, on_volume))
+    out = list(iter_realigned(subject, runs, on_volume))
     return out[0][0], out[0][1], out[0][2], [item[3] for item in out]
 
 
