@@ -72,13 +72,21 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(json_log: bool = False, level: int = logging.INFO) -> None:
-    """Log the service's messages on stderr, as text or one JSON object per line."""
+    """Log on stderr, as text or one JSON object per line: the service's messages from ``level`` up, and the
+    warnings and errors of the libraries it uses (watchdog, pyzmq), so ``--json-log`` output stays JSON lines."""
+    formatter = _JsonFormatter() if json_log else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if json_log else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger("service")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    handler.setFormatter(formatter)
+    ours = logging.getLogger("service")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    libraries = logging.StreamHandler(sys.stderr)
+    libraries.setFormatter(formatter)
+    libraries.setLevel(logging.WARNING)
+    libraries.name = "fmriface-libraries"
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if h.name != libraries.name] + [libraries]
 
 
 def versions() -> dict[str, str]:

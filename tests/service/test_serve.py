@@ -246,3 +246,23 @@ def test_a_corrupt_file_is_recorded_as_skipped_and_the_run_goes_on(synth, tmp_pa
         and skipped[0]["file"] == "vol_0003.nii"
         and skipped[0]["error"].split(":")[0] in ("corrupt", "incomplete")
     )
+
+
+def test_json_log_keeps_library_messages_json_and_hides_watchdogs_stop_race():
+    # A subprocess: setup_logging installs a root handler, which must not leak into pytest's own logging.
+    code = """
+import logging
+import service.watcher
+from service.serve import setup_logging
+setup_logging(json_log=True)
+logging.getLogger("service.serve").info("ours")
+logging.getLogger("zmq.auth").warning("a library warning")
+logging.getLogger("zmq.auth").info("a library info, below the libraries' level")
+logging.getLogger("watchdog.observers.inotify").error("InotifyEmitter.queue_events() called when the thread is inactive")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(r["logger"], r["level"], r["msg"]) for r in lines] == [
+        ("service.serve", "INFO", "ours"),
+        ("zmq.auth", "WARNING", "a library warning"),
+    ]
