@@ -304,6 +304,7 @@ def run_fit(
         candidates=cfg.selection.candidates,
         alphas=cfg.alphas,
         n_components=cfg.selection.n_components,
+        n_splits=cfg.n_splits,
     )
     log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
 

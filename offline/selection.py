@@ -110,6 +110,7 @@ def select_voxels(
     methods: Sequence[str] = ("contrast", "encoding"),
     alphas: Sequence[float] = (1e2, 1e3, 1e4, 1e5),
     n_components: int = 64,
+    n_splits: int = 5,
 ) -> Selection:
     """Select voxels.
 
@@ -124,6 +125,12 @@ def select_voxels(
         Face-vs-fixation t-values (needed by ``contrast``).
     given : bool [V], optional
         A given mask over brain voxels (``mask``).
+    n_components : int
+        Leading principal components of the latents that the encoding ranking predicts and ``auto`` scores
+        the decoding of (they carry most of the latents' variance; the low-variance tail adds noise, not rank).
+    n_splits : int
+        Folds, grouped by run, of the encoding ranking and of ``auto``'s outer cross-validation (the ranking
+        inside each ``auto`` fold uses 3).
     """
     if method == "mask":
         if given is None:
@@ -138,7 +145,7 @@ def select_voxels(
         zc = np.asarray(z, dtype=np.float64) - np.mean(z, axis=0)
         _, _, vt = np.linalg.svd(zc, full_matrices=False)
         z = zc @ vt[:n_components].T
-        scores["encoding"] = encoding_scores(x, z, groups, n_components=n_components)
+        scores["encoding"] = encoding_scores(x, z, groups, n_components=n_components, n_splits=n_splits)
     if method in ("contrast", "encoding"):
         if method not in scores:
             raise ValueError(f"selection method {method!r} needs the face-vs-fixation contrast")
@@ -148,7 +155,8 @@ def select_voxels(
     if method != "auto":
         raise ValueError(f"unknown selection method {method!r}; choose mask, contrast, encoding or auto")
     ks = [k] if k > 0 else [c for c in candidates if c <= x.shape[1]] or [x.shape[1]]
-    cv = _nested_cv(x, z, groups, contrast, [m for m in methods if m in scores], ks, alphas, n_components)
+    methods = [m for m in methods if m in scores]
+    cv = _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits)
     m, kk = max(cv, key=cv.get).split(":")
     return Selection(
         index=top_k(scores[m], int(kk)),
@@ -159,7 +167,7 @@ def select_voxels(
     )
 
 
-def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components) -> dict[str, float]:
+def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits) -> dict[str, float]:
     """Held-out ridge decoding score of each (method, k), the encoding ranking redone inside every fold.
 
     The score is the mean held-out centred latent correlation of the best penalty (one eigendecomposition per
@@ -167,7 +175,7 @@ def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components) -> dic
     """
     from offline.mapping import centred_correlation, ridge_predictions, standardise
 
-    folds = cv_splits(len(x), groups, 5)
+    folds = cv_splits(len(x), groups, n_splits)
     alphas = np.asarray(alphas, dtype=np.float64)
     totals = {f"{m}:{kk}": np.zeros(len(alphas)) for m in methods for kk in ks}
     for train, test in folds:

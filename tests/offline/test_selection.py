@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from offline.mapping import cv_splits
 from offline.selection import encoding_scores, mask_selection, select_voxels, top_k
 
 
@@ -56,3 +57,25 @@ def test_bad_requests(rng):
         select_voxels("contrast", 10, x=x, z=z, groups=groups)
     with pytest.raises(ValueError, match="unknown selection"):
         select_voxels("magic", 10, x=x, z=z, groups=groups)
+
+
+def test_auto_uses_the_configured_number_of_folds(rng, monkeypatch):
+    import offline.selection as S
+
+    x, z, groups = _data(rng, n=120, v=80)
+    asked = []
+
+    def folds(n, g, n_splits):
+        asked.append(("folds", n_splits))
+        return cv_splits(n, g, n_splits)
+
+    def ranking(x, z, g, n_components, n_splits):
+        asked.append(("ranking", n_splits))
+        return x.std(0)
+
+    monkeypatch.setattr(S, "cv_splits", folds)
+    monkeypatch.setattr(S, "encoding_scores", ranking)
+    select_voxels("auto", 20, x=x, z=z, groups=groups, candidates=(20,), n_components=5, n_splits=4)
+    # the ranking on all trials and auto's outer folds follow the config (4, not a fixed 5); the ranking
+    # redone inside each of the 4 folds uses 3
+    assert asked == [("ranking", 4), ("folds", 4)] + [("ranking", 3)] * 4
