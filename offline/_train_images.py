@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service.framing import frame_image
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -41,19 +43,7 @@ def preprocess(image, size: int, crop: bool = True) -> np.ndarray:
     Returns ``uint8 [size, size, 3]``. With ``crop=False`` the image is only resized (already framed faces,
     e.g. procedural ones written by ``fmriface faces``).
     """
-    from PIL import Image
-
-    img = image.convert("RGB")
-    if crop:
-        w, h = img.size
-        side = min(w, h)
-        keep = side * 0.8
-        left, top = (w - keep) / 2, (h - keep) / 2
-        box = (round(left), round(top), round(left + keep), round(top + keep))
-        img = img.crop(box)
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(img, dtype=np.uint8)
+    return frame_image(image, size, "central-80" if crop else "resize")
 
 
 def _load_one(path: Path, size: int, crop: bool) -> tuple[np.ndarray | None, str]:

@@ -172,9 +172,13 @@ def _stimulus_path(root: Path, stim_file: str, index: dict[str, Path]) -> Path:
     return hit
 
 
-def load_stimuli(root: str | Path, stim_files: list[str], size: int) -> np.ndarray:
-    """Stimulus images ``uint8 [N, size, size, 3]`` (central square crop, then resized), in the given order."""
-    from PIL import Image
+def load_stimuli(root: str | Path, stim_files: list[str], size: int, framing: str = "square") -> np.ndarray:
+    """Stimulus images ``uint8 [N, size, size, 3]`` in the given order, framed as the face space's training
+    images were (``framing``: ``central-80``, ``square`` or ``resize``, see
+    :func:`service.framing.frame_image`), then resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    from service.framing import frame_image
 
     root = Path(root)
     index: dict[str, Path] = {}
@@ -183,15 +187,11 @@ def load_stimuli(root: str | Path, stim_files: list[str], size: int) -> np.ndarr
     out = np.empty((len(stim_files), size, size, 3), dtype=np.uint8)
     for i, s in enumerate(stim_files):
         path = _stimulus_path(root, s, index)
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.LANCZOS)
-            out[i] = np.asarray(im)
+        try:
+            with Image.open(path) as im:
+                out[i] = frame_image(im, size, framing)
+        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+            raise BidsError(f"stimulus {path} cannot be read as an image: {exc}") from None
     return out
 
 

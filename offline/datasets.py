@@ -57,6 +57,9 @@ class FaceSource(ABC):
     name: str = "faces"
     size: int
     attribute_names: tuple[str, ...] | None = None
+    #: How images are framed before resizing (:data:`service.framing.FRAMINGS`); the face space records
+    #: it so that ``fit`` frames the experiment's stimuli the same way.
+    framing: str = "resize"
 
     def __init__(self) -> None:
         #: Things the user should be told (missing attribute file, skipped images).
@@ -78,6 +81,7 @@ class FaceSource(ABC):
             "source": self.name,
             "size": self.size,
             "attributes": list(self.attribute_names or ()),
+            "framing": self.framing,
             "notes": self.notes,
         }
 
@@ -145,6 +149,7 @@ class FolderSource(FaceSource):
         self.size = size
         self.seed = seed
         self.crop = crop
+        self.framing = "central-80" if crop else "resize"
         self.attribute_names, self._attrs = (None, None) if attributes is None else attributes
         n_held = min(n_held_out, len(self.files) // 10)
         self._train = np.arange(len(self.files) - n_held)

@@ -71,11 +71,15 @@ class FaceSpace(ABC):
     attribute_names : tuple of str
         Names of the saved attribute directions (empty when none were saved).
     attribute_directions_ : float32 [A, L] or None
+    framing : str or None
+        How its training images were framed before resizing (``central-80``, ``square`` or ``resize``; see
+        :func:`service.framing.frame_image`); None when ``facespace.json`` does not say (older spaces).
     """
 
     name: str = ""
     latent_size: int = 0
     image_size: int = 0
+    framing: str | None = None
     attribute_names: tuple[str, ...] = ()
     attribute_directions_: np.ndarray | None = None
 
@@ -141,6 +145,7 @@ class VAEGANFaceSpace(FaceSpace):
         meta = _read_meta(folder)
         model, _ = load_checkpoint(folder / meta.get("checkpoint", "checkpoint.pt"), map_location=device)
         space = cls(model, device=device, path=folder)
+        space.framing = meta.get("framing")
         space._load_attributes(folder)
         return space
 
@@ -194,6 +199,7 @@ class VAEGANFaceSpace(FaceSpace):
             "network": self.model.cfg.name,
             "latent_size": self.latent_size,
             "image_size": self.image_size,
+            **({"framing": self.framing} if self.framing else {}),
         }
         (folder / FACESPACE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         self._save_attributes(folder)

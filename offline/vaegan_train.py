@@ -346,6 +346,7 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
                     "network": net_cfg.name,
                     "latent_size": net_cfg.latent_size,
                     "image_size": net_cfg.image_size,
+                    "framing": source.framing,
                 },
                 indent=2,
             )

@@ -183,16 +183,20 @@ def check_bundle_estimator(cfg: ServeConfig, bundle: Bundle) -> None:
 
 
 def read_target_image(path: Path, bundle: Bundle) -> Any:
-    """A target face image file as ``uint8 [H, W, 3]`` at the bundle's image size."""
-    import numpy as np
-    from PIL import Image
+    """A target face image file as ``uint8 [H, W, 3]`` at the bundle's image size, framed as the face space's
+    training images were (the manifest's ``image_framing``; bundles that do not say are only resized)."""
+    from PIL import Image, UnidentifiedImageError
 
-    h, w, _ = bundle.image_shape
+    from service.framing import frame_image
+
+    h, _, _ = bundle.image_shape
     try:
-        img = Image.open(path).convert("RGB").resize((w, h))
-    except OSError as exc:
+        with Image.open(path) as img:
+            return frame_image(img, h, bundle.manifest.get("image_framing", "resize"))
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
         raise StartupError(f"target image {path} cannot be read: {exc}") from None
-    return np.asarray(img, np.uint8)
+    except ValueError as exc:  # an unknown framing in the manifest
+        raise StartupError(f"bundle {bundle.path}: {exc}") from None
 
 
 def limit_blas(threads: int) -> Any:

@@ -94,6 +94,26 @@ def test_stimuli_are_found_cropped_and_resized(bids_root):
     assert stimulus_table(bids_root) is None
 
 
+def test_stimuli_are_framed_as_the_face_space_was_trained(tmp_path):
+    from PIL import Image
+
+    # a 100 x 80 photograph: a 6-pixel white frame inside the central square, the rest grey
+    img = np.full((100, 80, 3), 120, np.uint8)
+    img[10:90, :][:6] = img[10:90, :][-6:] = 255
+    img[10:90, :6] = img[10:90, -6:] = 255
+    (tmp_path / "stimuli").mkdir()
+    Image.fromarray(img).save(tmp_path / "stimuli" / "face.png")
+    framed = {f: load_stimuli(tmp_path, ["face.png"], 20, f)[0] for f in ("central-80", "square", "resize")}
+    assert framed["central-80"].min() == framed["central-80"].max() == 120  # the central 80% lies inside the frame
+    assert framed["square"][0].min() == 255 and framed["square"][10, 10, 0] == 120  # the frame is the border
+    assert framed["resize"][0].max() == 120 and framed["resize"][2].min() > 200  # whole image squeezed
+    with pytest.raises(ValueError, match="unknown framing 'tight'"):
+        load_stimuli(tmp_path, ["face.png"], 20, "tight")
+    (tmp_path / "stimuli" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(BidsError, match="bad.png cannot be read as an image"):
+        load_stimuli(tmp_path, ["bad.png"], 20, "square")
+
+
 def test_bad_data_sets_are_named(tmp_path, bids_root):
     with pytest.raises(BidsError, match="not a folder"):
         load_bids(tmp_path / "nope")

@@ -68,6 +68,7 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
     assert manifest["preprocessing"]["scale"] == "psc" and manifest["preprocessing"]["poly_order"] == 2
     assert manifest["mapping_method"] == "ridge" and "pairwise" in manifest["evaluation"]
     assert manifest["training"]["train_stimuli"] > 0
+    assert manifest["image_framing"] == "resize"  # the twin's faces are framed like vaegan-tiny's procedural ones
     assert bundle.n_voxels == int(bundle.mask.sum()) > 0
     assert all(sid.startswith(("train/", "test/")) for sid in bundle.stimulus_ids)
     assert "Male" in bundle.attribute_names

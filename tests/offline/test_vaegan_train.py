@@ -18,6 +18,7 @@ from models.checkpoint import CheckpointError, save_checkpoint
 from models.config import preset
 from models.vaegan import VAEGAN
 from offline._train_io import read_metrics
+from offline.facespace import load_facespace
 from offline.vaegan_train import TrainConfig, train_vaegan
 
 torch.set_num_threads(1)
@@ -48,7 +49,9 @@ def test_tiny_run_lowers_reconstruction_loss_and_writes_its_records(tmp_path: Pa
     assert summary["device"] == "cpu" and summary["steps"] == 14 and -1 <= summary["heldout_pixel_corr"] <= 1
     with np.load(tmp_path / "attributes.npz") as z:
         assert "Male" in list(z["names"]) and z["directions"].shape[1] == 64
-    assert json.loads((tmp_path / "facespace.json").read_text())["kind"] == "vaegan"
+    meta = json.loads((tmp_path / "facespace.json").read_text())
+    assert meta["kind"] == "vaegan" and meta["framing"] == "resize"  # procedural faces are already framed
+    assert load_facespace(tmp_path).framing == "resize"
 
 
 def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path) -> None:

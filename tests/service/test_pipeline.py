@@ -249,3 +249,27 @@ def test_a_target_given_as_an_image_is_encoded_with_the_bundle_encoder(synth, ru
     cfg = _cfg(synth, tmp_path / "cfg", max_volumes=4, target_image=tmp_path / "target.png")
     out = serve(cfg, _volumes(synth, run_data[:4]))
     assert out.topic("frame")[0].header["feedback"]["target"] == "image"
+
+
+def test_a_target_image_file_is_framed_as_the_face_space_was_trained(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from service._service_startup import StartupError, read_target_image
+
+    photo = np.full((60, 40, 3), 30, np.uint8)  # a portrait photograph: a bright face inside the central 80%
+    photo[14:46, 4:36] = 220
+    Image.fromarray(photo).save(tmp_path / "target.png")
+
+    def bundle(**manifest):
+        return SimpleNamespace(image_shape=(16, 16, 3), manifest=manifest, path=tmp_path / "bundle")
+
+    framed = read_target_image(tmp_path / "target.png", bundle(image_framing="central-80"))
+    assert framed.shape == (16, 16, 3) and framed.min() == 220  # only the face is left
+    assert read_target_image(tmp_path / "target.png", bundle())[0].max() == 30  # an older bundle: resized only
+    with pytest.raises(StartupError, match="unknown framing"):
+        read_target_image(tmp_path / "target.png", bundle(image_framing="tight"))
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(StartupError, match="cut.png cannot be read"):
+        read_target_image(tmp_path / "cut.png", bundle(image_framing="square"))

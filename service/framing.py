@@ -1,0 +1,33 @@
+"""How a face image is framed before it is resized to the face space's side: one function for the images a
+face space is trained on, the stimuli ``fmriface fit`` encodes, and a target face given to ``serve``.
+
+``central-80`` is PAPER.md's preprocessing of photographs (central square, keep its central 80%), ``square``
+the central square only, ``resize`` nothing (images already framed as faces, e.g. the twin's). A face space
+records its framing in ``facespace.json``; a bundle in its manifest's ``image_framing``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["FRAMINGS", "frame_image"]
+
+#: The framings, as ``facespace.json`` and the bundle manifest name them.
+FRAMINGS = ("central-80", "square", "resize")
+
+
+def frame_image(image, size: int, framing: str) -> np.ndarray:
+    """A PIL image framed as ``framing`` (one of :data:`FRAMINGS`) and resized: ``uint8 [size, size, 3]``."""
+    from PIL import Image
+
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; expected one of {', '.join(FRAMINGS)}")
+    img = image.convert("RGB")
+    if framing != "resize":
+        w, h = img.size
+        keep = min(w, h) * (0.8 if framing == "central-80" else 1.0)
+        left, top = (w - keep) / 2, (h - keep) / 2
+        img = img.crop((round(left), round(top), round(left + keep), round(top + keep)))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(img, dtype=np.uint8)
