@@ -169,6 +169,7 @@ class RigidRegistration:
             raise GridMismatchError(f"the mask's shape {mask.shape} differs from the reference's {ref.shape}")
         self.reference_ = ref
         self.affine_ = aff
+        self._affine_tol = 1e-3 + 1e-5 * np.abs(aff)  # np.allclose(atol=1e-3)'s bound, computed once
         self.inv_affine_ = np.linalg.inv(aff)
         self.mask_ = mask
         self.levels_: list[Level] = build_levels(ref, aff, mask, self.levels, self.n_points, self.seed)
@@ -360,7 +361,7 @@ class RigidRegistration:
         if affine is None:
             affine = getattr(volume, "affine", None)
         shape_ok = data.shape == self.reference_.shape
-        affine_ok = affine is None or np.allclose(np.asarray(affine, dtype=np.float64), self.affine_, atol=1e-3)
+        affine_ok = affine is None or _within(affine, self.affine_, self._affine_tol)
         if not (shape_ok and affine_ok):
             raise GridMismatchError(
                 f"the volume's grid (shape {data.shape}, affine {_fmt(affine)}) does not match the reference's "
@@ -422,7 +423,12 @@ def _tukey_weights(resid: np.ndarray, c: float = 10.0) -> np.ndarray:
     ``c = 10`` (not the usual 4.685): interpolation errors at sharp edges are heavy-tailed but informative; only
     gross outliers (an edge slice that lost tissue, a spike) should lose their weight.
     """
-    scale = 1.4826 * float(np.median(np.abs(resid)))
+    a = np.abs(resid)  # np.median(np.abs(resid)) without its copy: partition the temporary in place
+    n = a.size
+    if n == 0:
+        return np.ones_like(resid)
+    a.partition([(n - 1) // 2, n // 2])
+    scale = 1.4826 * 0.5 * (float(a[(n - 1) // 2]) + float(a[n // 2]))
     if scale <= 0.0:
         return np.ones_like(resid)
     u = resid * np.float32(1.0 / (c * scale))
@@ -431,6 +437,12 @@ def _tukey_weights(resid: np.ndarray, c: float = 10.0) -> np.ndarray:
     np.maximum(u, 0.0, out=u)
     np.square(u, out=u)
     return u
+
+
+def _within(affine: Any, reference: np.ndarray, tol: np.ndarray) -> bool:
+    """``np.allclose(affine, reference, atol=1e-3)`` with its bound ``tol`` computed once (False for NaN)."""
+    a = np.asarray(affine, dtype=np.float64)
+    return a.shape == reference.shape and bool(np.all(np.abs(a - reference) <= tol))
 
 
 def _voxel_points(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

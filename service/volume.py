@@ -154,6 +154,9 @@ class IntakeError(Exception):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
 
+    def __reduce__(self):  # pickled by its arguments: a file parsed in the helper process raises the same error
+        return type(self), (self.path, self.reason)
+
 
 class IncompleteFileError(IntakeError):
     """The file is shorter than its own header says (still being written, or truncated)."""
@@ -182,3 +185,6 @@ class ShapeMismatchError(IntakeError):
         self.shape = tuple(shape)
         self.expected = tuple(expected)
         super().__init__(path, f"matrix {self.shape} differs from the series' matrix {self.expected}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.shape, self.expected)

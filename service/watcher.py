@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from service._dicom_read import DicomImage
 from service._dicom_series import Sequencer, SeriesFilter
+from service._parse_offload import ParseOffload
 from service.readers import assemble, read_image, sniff
 from service.volume import (
     CorruptFileError,
@@ -85,6 +86,10 @@ class WatcherConfig:
     reorder_window, gap_timeout_s
         An acquisition is declared missing once ``reorder_window`` later volumes wait or the oldest waited
         ``gap_timeout_s``.
+    parse_process : {"auto", "off"}
+        ``auto``: while volumes wait for the worker (a fast replay, a restart catching up), files are parsed in
+        one helper process so that parsing and motion correction use both cores (:mod:`service._parse_offload`);
+        in a live run, where the worker is idle when a file arrives, they are parsed in the intake thread.
     """
 
     folder: str = "."
@@ -99,10 +104,13 @@ class WatcherConfig:
     first_acquisition: int | None = None
     reorder_window: int = 2
     gap_timeout_s: float = 3.0
+    parse_process: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.polling not in ("auto", "on", "off"):
             raise ValueError(f"polling must be auto, on or off, not {self.polling!r}")
+        if self.parse_process not in ("auto", "off"):
+            raise ValueError(f"parse_process must be auto or off, not {self.parse_process!r}")
         for name in ("poll_interval_s", "event_grace_s", "retry_interval_s", "complete_timeout_s", "gap_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, not {getattr(self, name)!r}")
@@ -165,6 +173,7 @@ class VolumeWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer = None
+        self._parser = ParseOffload(enabled=self.config.parse_process == "auto")
         self.counts: dict[str, int] = {"volumes": 0}
 
     # ------------------------------------------------------------------ public
@@ -192,6 +201,7 @@ class VolumeWatcher:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self._parser.close()
 
     def __enter__(self) -> VolumeWatcher:
         return self.start()
@@ -394,7 +404,11 @@ class VolumeWatcher:
                     info.state = "done"  # an unrelated file: ignored without a report
                     return
                 raise IncompleteFileError(path, f"only {len(raw)} bytes")
-            got = read_image(path, raw, sha256=digest, kind=kind)
+            try:  # volumes waiting for the worker: parse in the helper process (service._parse_offload)
+                got = self._parser.read(path, raw, digest, kind, backlog=self._out.qsize() >= 2)
+            finally:
+                if (notice := self._parser.take_notice()) is not None:
+                    self._emit(IntakeEvent("parse-process", notice, path=path))
         except FileNotFoundError:
             return
         except IncompleteFileError as exc:

@@ -1,0 +1,116 @@
+"""Parsing in the helper process while volumes wait for the worker: the same images and errors as parsing in the
+intake thread, nothing lost when the helper dies, and the watcher using it only under a backlog."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+from service._parse_offload import ParseOffload
+from service.readers import read_image, sniff
+from service.volume import CorruptFileError, IncompleteFileError, ShapeMismatchError, Volume
+from service.watcher import VolumeWatcher
+from tests.service.test_watcher import check_in_order, collect, fast, mosaic
+
+
+def _ready(offload: ParseOffload, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not offload._up():
+        assert offload.failure is None, offload.failure
+        assert time.monotonic() < deadline, "the parse process did not start"
+        time.sleep(0.02)
+
+
+def _args(path):
+    raw = path.read_bytes()
+    return path, raw, "0" * 64, sniff(path, raw[:132])
+
+
+def test_intake_errors_survive_the_process_boundary(tmp_path):
+    for exc in (
+        IncompleteFileError(tmp_path / "a.dcm", "pixel data is 10 bytes"),
+        CorruptFileError(None, "header unreadable"),
+        ShapeMismatchError(tmp_path / "b.dcm", (64, 64, 30), (64, 64, 36)),
+    ):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc) and back.path == exc.path
+        assert back.reason == exc.reason and back.kind == exc.kind
+    assert pickle.loads(pickle.dumps(exc)).shape == (64, 64, 30)
+
+
+def test_the_helper_parses_as_the_thread_does_and_errors_come_back(tmp_path):
+    path = mosaic(tmp_path, 3)
+    offload = ParseOffload()
+    try:
+        here = offload.read(*_args(path), backlog=False)
+        assert offload._proc is None and offload.n_offloaded == 0  # no backlog: no helper at all
+        _ready(offload)
+        there = offload.read(*_args(path), backlog=True)
+        assert offload.n_offloaded == 1
+        assert type(there) is type(here) and there.acquisition == here.acquisition == 3
+        np.testing.assert_array_equal(there.frames, here.frames)
+        np.testing.assert_array_equal(there.positions, here.positions)
+        cut = tmp_path / "cut.dcm"
+        cut.write_bytes(path.read_bytes()[:-5000])
+        with pytest.raises(IncompleteFileError, match="cut.dcm") as raised:
+            offload.read(*_args(cut), backlog=True)
+        with pytest.raises(IncompleteFileError) as direct:
+            read_image(*_args(cut)[:2])
+        assert raised.value.reason == direct.value.reason and offload.n_offloaded == 2
+    finally:
+        offload.close()
+    assert offload._proc is None
+
+
+def test_a_dead_helper_is_given_up_and_the_file_parsed_here(tmp_path):
+    path = mosaic(tmp_path, 5)
+    offload = ParseOffload()
+    try:
+        _ready(offload)
+        offload._proc.kill()
+        offload._proc.wait(5)
+        image = offload.read(*_args(path), backlog=True)  # the helper's pipe is closed: parsed in this thread
+        assert image.acquisition == 5 and offload.n_offloaded == 0
+        notice = offload.take_notice()
+        assert notice is not None and "parse process stopped" in notice and offload.take_notice() is None
+        assert offload.read(*_args(path), backlog=True).acquisition == 5 and offload._proc is None  # for good
+    finally:
+        offload.close()
+
+
+def test_watcher_parses_in_the_helper_while_volumes_wait_and_survives_its_death(tmp_path):
+    for acq in range(1, 4):  # three volumes waiting at start: a backlog
+        mosaic(tmp_path, acq)
+    with VolumeWatcher(fast(tmp_path, polling="off", gap_timeout_s=5.0)) as watcher:
+        _ready(watcher._parser)  # nobody takes the volumes: the helper was started on the backlog
+        for acq in range(4, 9):
+            mosaic(tmp_path, acq)
+        deadline = time.monotonic() + 20
+        while watcher._parser.n_offloaded < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher._parser.n_offloaded >= 3
+        watcher._parser._proc.kill()
+        watcher._parser._proc.wait(5)
+        for acq in range(9, 13):
+            mosaic(tmp_path, acq)
+        volumes, events = collect(watcher, 12, timeout=20)
+    check_in_order(volumes, list(range(1, 13)))
+    assert all(isinstance(v, Volume) for v in volumes)
+    stopped = [e for e in events if e.kind == "parse-process"]
+    assert len(stopped) == 1 and "parsing in the intake thread" in stopped[0].reason
+    assert [e.kind for e in events if e.kind not in ("series", "parse-process")] == []
+
+
+def test_parse_process_off_and_bad_values(tmp_path):
+    for acq in range(1, 6):
+        mosaic(tmp_path, acq)
+    with VolumeWatcher(fast(tmp_path, polling="off", parse_process="off")) as watcher:
+        time.sleep(0.5)
+        volumes, _ = collect(watcher, 5)
+        assert watcher._parser._proc is None
+    check_in_order(volumes, [1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match="parse_process must be auto or off"):
+        fast(tmp_path, parse_process="always")
