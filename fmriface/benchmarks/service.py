@@ -2,9 +2,9 @@
 
 A 64x64x36 EPI-like run (the twin's anatomy with a head-motion random walk and noise) is encoded beforehand as
 scanner files in a staging folder; each file is then moved into the watched folder (atomic rename, as a scanner
-export does) at TR pace, then all as fast as possible. The real service (watcher -> motion correction -> ~5,000
-mask voxels -> online detrending -> mapping -> decoder.onnx -> ZeroMQ PUB + run records) runs in this process and
-a ZeroMQ subscriber receives every frame. Latency is measured from the rename to the frame being sent (header
+export does) at TR pace, then all as fast as possible. The real service (`fmriface serve`: watcher -> motion
+correction -> ~5,000 mask voxels -> online detrending -> mapping -> decoder.onnx -> ZeroMQ PUB + run records) runs
+in its own process, as in a session, and a ZeroMQ subscriber in this one receives every frame. Latency is measured from the rename to the frame being sent (header
 ``t.sent``), and per stage from the frame headers. The decoder is an untrained small-64 VAE-GAN exported to ONNX
 (same graph and cost as a trained one; ``--decoder matmul`` uses a MatMul graph of the same sizes instead).
 """
@@ -80,67 +80,75 @@ def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Pa
 
 
 def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: float, paced: bool) -> dict[str, Any]:
-    """Serve while moving ``staged`` into ``watch`` (every ``tr`` s, or back to back); per-frame timings."""
+    """Run `fmriface serve` (its own process, as in a session) while moving ``staged`` into ``watch`` (every
+    ``tr`` s, or back to back); per-frame timings from its frame headers and its end-of-run summary."""
+    import json
+    import subprocess
+    import sys
+
     import zmq
 
     from service import protocol as P
-    from service.serve import ServeConfig, Service
-    from service.watcher import WatcherConfig
 
     watch.mkdir(parents=True, exist_ok=True)
     n = len(staged)
-    cfg = ServeConfig(
-        bundle=bundle,
-        watch=watch,
-        runs=runs,
-        pub=free_address(),
-        pull=free_address(),
-        max_volumes=n,
-        heartbeat=0.2,
-        hwm=1000,  # the bench's subscriber must see every frame to time it (a display keeps the default 16)
-        watcher=WatcherConfig(pattern="*.dcm,*.nii", gap_timeout_s=10.0),
+    pub, pull = free_address(), free_address()
+    config = watch.parent / f"serve-{watch.name}.toml"
+    config.write_text(
+        f'runs = "{runs}"\nmax_volumes = {n}\nheartbeat = 0.2\n'
+        "hwm = 1000  # the bench's subscriber must see every frame to time it (a display keeps the default 16)\n"
+        '[watcher]\npattern = "*.dcm,*.nii"\ngap_timeout_s = 10.0\n'
     )
-    svc = Service(cfg).start()
+    argv = [sys.executable, "-m", "fmriface", "serve", "--config", str(config), "--bundle", str(bundle)]
+    argv += ["--watch", str(watch), "--pub", pub, "--pull", pull, "--json-log"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, cfg.pub, topics=("frame", "status", "end"), hwm=100000)
-    thread = threading.Thread(target=svc.run, name="service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while (msg := P.recv(sub, 500)) is None or msg.topic != "status":
-        if time.monotonic() > deadline:
-            raise RuntimeError("the service sent no status within 30 s")
+    sub = P.subscriber(ctx, pub, topics=("frame", "status", "end"), hwm=100000)
     renamed: dict[int, float] = {}
-
-    def writer() -> None:
-        t0 = time.time() + 0.2
-        for k, path in enumerate(staged):
-            if paced:
-                time.sleep(max(0.0, t0 + k * tr - time.time()))  # absolute schedule
-            renamed[k] = time.time()  # the file is complete in the watched folder from the rename on
-            os.replace(path, watch / path.name)
-
-    wthread = threading.Thread(target=writer, name="scanner", daemon=True)
-    wthread.start()
     frames: list[tuple[dict[str, Any], float]] = []
-    bar = progress(total=n, desc=f"{'paced' if paced else 'asap'} run", unit="vol")
+    wthread = None
     try:
-        while len(frames) < n:
-            msg = P.recv(sub, 20000)
-            if msg is None:
-                raise RuntimeError(f"no frame for 20 s after {len(frames)} of {n}")
-            if msg.topic == "frame":
-                frames.append((msg.header, msg.received))
-                bar.update(1)
-            elif msg.topic == "end":
-                break
+        deadline = time.monotonic() + 60
+        while (msg := P.recv(sub, 500)) is None or msg.topic != "status":
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the service sent no status within 60 s:\n{proc.communicate()[1][-2000:]}")
+
+        def writer() -> None:
+            t0 = time.time() + 0.2
+            for k, path in enumerate(staged):
+                if paced:
+                    time.sleep(max(0.0, t0 + k * tr - time.time()))  # absolute schedule
+                renamed[k] = time.time()  # the file is complete in the watched folder from the rename on
+                os.replace(path, watch / path.name)
+
+        wthread = threading.Thread(target=writer, name="scanner", daemon=True)
+        wthread.start()
+        bar = progress(total=n, desc=f"{'paced' if paced else 'asap'} run", unit="vol")
+        try:
+            while len(frames) < n:
+                msg = P.recv(sub, 20000)
+                if msg is None:
+                    raise RuntimeError(f"no frame for 20 s after {len(frames)} of {n}")
+                if msg.topic == "frame":
+                    frames.append((msg.header, msg.received))
+                    bar.update(1)
+                elif msg.topic == "end":
+                    break
+        finally:
+            bar.close()
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the service exited with status {proc.returncode}:\n{err[-2000:]}")
+        summary = json.loads(out.strip().splitlines()[-1])
     finally:
-        bar.close()
-        wthread.join(30)
-        thread.join(30)
-        svc.stop("bench")
+        if wthread is not None:
+            wthread.join(30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
         sub.close(linger=0)
         ctx.term()
-    return {"frames": frames, "renamed": renamed, "summary": svc.summary_}
+    return {"frames": frames, "renamed": renamed, "summary": summary}
 
 
 _STAGES = (
