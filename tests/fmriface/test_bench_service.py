@@ -1,0 +1,23 @@
+"""`fmriface bench service` end to end on a short run: serve in its own process, every frame timed (no speed
+is asserted here; targets are read from the benchmark's output, not tested)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_service_times_every_frame_of_a_short_run(tmp_path):
+    argv = [sys.executable, "-m", "fmriface", "bench", "service", "--json"]
+    argv += ["--n-paced", "12", "--n-asap", "30", "--tr", "0.2", "--decoder", "matmul", "--voxels", "500"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["asap"]["frames_received"] == out["asap"]["volumes_ok"] == 30
+    assert out["service_summary_paced"]["volumes_ok"] == 12 and out["service_summary_paced"]["volumes_failed"] == 0
+    assert 0 < out["p50_ms"] <= out["p95_ms"] <= out["p99_ms"] and out["volumes_per_s"] > 0
+    assert set(out["stages"]) == {"detect", "read", "queue", "motion", "decode", "send", "subscriber"}
