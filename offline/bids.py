@@ -176,10 +176,12 @@ def load_stimuli(root: str | Path, stim_files: list[str], size: int, framing: st
     """Stimulus images ``uint8 [N, size, size, 3]`` in the given order, framed as the face space's training
     images were (``framing``: ``central-80``, ``square`` or ``resize``, see
     :func:`service.framing.frame_image`), then resized."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    from service.framing import frame_image
+    from service.framing import FRAMINGS, frame_image
 
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; expected one of {', '.join(FRAMINGS)}")
     root = Path(root)
     index: dict[str, Path] = {}
     if not all((root / "stimuli" / s).is_file() for s in stim_files):
@@ -190,7 +192,7 @@ def load_stimuli(root: str | Path, stim_files: list[str], size: int, framing: st
         try:
             with Image.open(path) as im:
                 out[i] = frame_image(im, size, framing)
-        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise BidsError(f"stimulus {path} cannot be read as an image: {exc}") from None
     return out
 

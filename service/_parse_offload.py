@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,25 @@ from service.readers import read_image
 
 __all__ = ["ParseOffload"]
 
-#: The folder holding this ``service`` package, first on the helper's path so that it runs this very code.
+#: The folder holding this ``service`` package: the helper's first import path, so that it runs this very code
+#: (not a ``service`` folder in the working directory).
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: A parse that takes longer than this in the helper (a hung helper) gives the helper up.
 _TIMEOUT_S = 10.0
+#: The helper's start: Ctrl-C ignored before anything is imported, the import path fixed, then the loop.
+_BOOT = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path[0] = {root!r}; "
+    "from service._parse_offload import _main; _main()"
+)
+
+
+def _main() -> None:
+    """The helper process: ``argv`` holds the two pipe descriptors."""
+    _helper(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
 
 
 def _helper(conn_in: Connection, conn_out: Connection) -> None:
     """The helper's loop: (path, raw, sha256, kind) in, ("ok", image) or ("error", exception) out."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the service decides
     try:
         conn_out.send("ready")
         while True:
@@ -53,8 +62,11 @@ class ParseOffload:
     """``read(path, raw, sha256, kind, backlog)``: :func:`service.readers.read_image`, in the helper process when
     ``backlog`` is true and the helper is up, else in the calling thread.
 
-    The helper is a plain ``python -m service._parse_offload`` child talking over two pipes (not
-    :mod:`multiprocessing`'s spawn, which would re-import the embedding program's main module).
+    One thread (the watcher's intake thread) calls ``read``; :meth:`kill` may come from another thread (it ends
+    a wait on the helper), :meth:`close` once that thread has ended. The helper is a plain ``python -c`` child
+    in a session of its own (the terminal's Ctrl-C is the service's to handle) talking over two pipes, not
+    :mod:`multiprocessing`'s spawn, which would re-import the embedding program's main module; its stderr goes
+    to a temporary file, quoted when it fails to start, so ``--json-log`` output stays JSON.
 
     Parameters
     ----------
@@ -68,6 +80,7 @@ class ParseOffload:
         self.n_offloaded = 0
         self._notice: str | None = None
         self._proc: subprocess.Popen | None = None
+        self._stderr = None
         self._to: Connection | None = None
         self._from: Connection | None = None
         self._ready = False
@@ -96,29 +109,45 @@ class ParseOffload:
             to_r, to_w = os.pipe()
             from_r, from_w = os.pipe()
             try:
+                self._stderr = tempfile.TemporaryFile()
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "service._parse_offload", str(to_r), str(from_w)],
+                    [sys.executable, "-c", _BOOT.format(root=_ROOT), str(to_r), str(from_w)],
                     pass_fds=(to_r, from_w),
                     stdin=subprocess.DEVNULL,
-                    env={
-                        **os.environ,
-                        "PYTHONPATH": os.pathsep.join(filter(None, (_ROOT, os.environ.get("PYTHONPATH")))),
-                    },
+                    stdout=subprocess.DEVNULL,
+                    stderr=self._stderr,
+                    start_new_session=True,
                 )
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - OSError, or anything else: intake goes on in the thread
                 for fd in (to_r, to_w, from_r, from_w):
                     os.close(fd)
                 self._fail(f"the parse process could not be started ({exc}); parsing in the intake thread")
                 return False
-            os.close(to_r)
-            os.close(from_w)
+            finally:
+                if self._proc is not None:
+                    os.close(to_r)
+                    os.close(from_w)
             self._to, self._from = Connection(to_w, readable=False), Connection(from_r, writable=False)
         try:
             if self._from.poll(0):
                 self._ready = self._from.recv() == "ready"
         except (EOFError, OSError) as exc:
-            self._fail(f"the parse process failed to start ({type(exc).__name__}); parsing in the intake thread")
+            said = self._helper_stderr()
+            self._fail(
+                f"the parse process failed to start ({type(exc).__name__}{': ' + said if said else ''}); "
+                "parsing in the intake thread"
+            )
         return self._ready
+
+    def _helper_stderr(self) -> str:
+        """The end of what the helper wrote on stderr (one line), for a failure's reason."""
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0)
+            return " | ".join(self._stderr.read()[-600:].decode(errors="replace").strip().splitlines()[-3:])
+        except (OSError, ValueError):
+            return ""
 
     def _fail(self, reason: str) -> None:
         self.failure = self._notice = reason
@@ -128,6 +157,16 @@ class ParseOffload:
         """Why the helper was given up, once (None otherwise): the watcher reports it as an intake event."""
         notice, self._notice = self._notice, None
         return notice
+
+    def kill(self) -> None:
+        """End the helper process now (from any thread): a ``read`` waiting on it returns and parses in its
+        thread. Descriptors are left to :meth:`close`."""
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Stop the helper: closing its pipe ends it; one that does not end within a second is killed."""
@@ -143,7 +182,6 @@ class ParseOffload:
                 self._proc.kill()
                 self._proc.wait(timeout=5.0)
             self._proc = None
-
-
-if __name__ == "__main__":
-    _helper(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None

@@ -87,6 +87,8 @@ def setup_logging(json_log: bool = False, level: int = logging.INFO) -> None:
     libraries.name = "fmriface-libraries"
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if h.name != libraries.name] + [libraries]
+    # pydicom warns once per malformed file; the intake error it leads to already quotes its words
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def versions() -> dict[str, str]:
@@ -185,18 +187,19 @@ def check_bundle_estimator(cfg: ServeConfig, bundle: Bundle) -> None:
 def read_target_image(path: Path, bundle: Bundle) -> Any:
     """A target face image file as ``uint8 [H, W, 3]`` at the bundle's image size, framed as the face space's
     training images were (the manifest's ``image_framing``; bundles that do not say are only resized)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    from service.framing import frame_image
+    from service.framing import FRAMINGS, frame_image
 
+    framing = bundle.manifest.get("image_framing", "resize")
+    if framing not in FRAMINGS:
+        raise StartupError(f"bundle {bundle.path}: image_framing {framing!r} is not one of {', '.join(FRAMINGS)}")
     h, _, _ = bundle.image_shape
     try:
         with Image.open(path) as img:
-            return frame_image(img, h, bundle.manifest.get("image_framing", "resize"))
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+            return frame_image(img, h, framing)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise StartupError(f"target image {path} cannot be read: {exc}") from None
-    except ValueError as exc:  # an unknown framing in the manifest
-        raise StartupError(f"bundle {bundle.path}: {exc}") from None
 
 
 def limit_blas(threads: int) -> Any:

@@ -25,9 +25,9 @@ def frame_image(image, size: int, framing: str) -> np.ndarray:
     img = image.convert("RGB")
     if framing != "resize":
         w, h = img.size
-        keep = min(w, h) * (0.8 if framing == "central-80" else 1.0)
-        left, top = (w - keep) / 2, (h - keep) / 2
-        img = img.crop((round(left), round(top), round(left + keep), round(top + keep)))
+        side = max(1, round(min(w, h) * (0.8 if framing == "central-80" else 1.0)))
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(img, dtype=np.uint8)

@@ -200,6 +200,11 @@ class VolumeWatcher:
             self._observer = None
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():  # waiting on the parse process: ending it ends the wait
+                self._parser.kill()
+                self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                return  # still busy: the parse process is dead; its pipes close when this process exits
             self._thread = None
         self._parser.close()
 

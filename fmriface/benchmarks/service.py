@@ -95,7 +95,7 @@ def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: 
     pub, pull = free_address(), free_address()
     config = watch.parent / f"serve-{watch.name}.toml"
     config.write_text(
-        f'runs = "{runs}"\nmax_volumes = {n}\nheartbeat = 0.2\n'
+        f"runs = {json.dumps(str(runs))}\nmax_volumes = {n}\nheartbeat = 0.2\n"
         "hwm = 1000  # the bench's subscriber must see every frame to time it (a display keeps the default 16)\n"
         '[watcher]\npattern = "*.dcm,*.nii"\ngap_timeout_s = 10.0\n'
     )
@@ -111,6 +111,7 @@ def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: 
         deadline = time.monotonic() + 60
         while (msg := P.recv(sub, 500)) is None or msg.topic != "status":
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
                 raise RuntimeError(f"the service sent no status within 60 s:\n{proc.communicate()[1][-2000:]}")
 
         def writer() -> None:

@@ -109,6 +109,9 @@ def test_stimuli_are_framed_as_the_face_space_was_trained(tmp_path):
     assert framed["resize"][0].max() == 120 and framed["resize"][2].min() > 200  # whole image squeezed
     with pytest.raises(ValueError, match="unknown framing 'tight'"):
         load_stimuli(tmp_path, ["face.png"], 20, "tight")
+    odd = np.arange(99 * 102 * 3, dtype=np.uint32).reshape(99, 102, 3).astype(np.uint8)
+    Image.fromarray(odd).save(tmp_path / "stimuli" / "odd.png")  # 102 wide, 99 high: the square is 99 x 99
+    np.testing.assert_array_equal(load_stimuli(tmp_path, ["odd.png"], 99, "square")[0], odd[:, 1:100])
     (tmp_path / "stimuli" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(BidsError, match="bad.png cannot be read as an image"):
         load_stimuli(tmp_path, ["bad.png"], 20, "square")

@@ -113,3 +113,57 @@ def test_parse_process_off_and_bad_values(tmp_path):
     check_in_order(volumes, [1, 2, 3, 4, 5])
     with pytest.raises(ValueError, match="parse_process must be auto or off"):
         fast(tmp_path, parse_process="always")
+
+
+def test_a_service_folder_in_the_working_directory_is_not_what_the_helper_runs(tmp_path, monkeypatch):
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "__init__.py").write_text("raise ImportError('the wrong service package')\n")
+    monkeypatch.chdir(tmp_path)
+    path = mosaic(tmp_path, 2)
+    offload = ParseOffload()
+    try:
+        _ready(offload)
+        assert offload.read(*_args(path), backlog=True).acquisition == 2 and offload.n_offloaded == 1
+    finally:
+        offload.close()
+
+
+def test_kill_from_another_thread_ends_a_wait_on_a_frozen_helper(tmp_path):
+    import signal
+    import threading
+
+    path = mosaic(tmp_path, 4)
+    offload = ParseOffload()
+    result = {}
+    try:
+        _ready(offload)
+        offload._proc.send_signal(signal.SIGSTOP)  # frozen: it reads nothing and answers nothing
+        reader = threading.Thread(target=lambda: result.update(image=offload.read(*_args(path), backlog=True)))
+        reader.start()
+        time.sleep(0.3)
+        assert reader.is_alive()
+        offload.kill()  # what VolumeWatcher.stop does when its intake thread is still waiting
+        reader.join(5)
+        assert not reader.is_alive() and result["image"].acquisition == 4  # parsed in the thread instead
+        assert "parse process stopped" in offload.take_notice()
+    finally:
+        offload.close()
+    assert offload._proc is None
+
+
+def test_a_helper_that_cannot_start_is_quoted_and_intake_goes_on(tmp_path, monkeypatch, capfd):
+    import service._parse_offload as O
+
+    monkeypatch.setattr(O, "_BOOT", "raise SystemExit('no readers here {root}')")
+    path = mosaic(tmp_path, 6)
+    offload = ParseOffload()
+    try:
+        deadline = time.monotonic() + 30
+        while offload.failure is None:
+            assert not offload._up() and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert "failed to start" in offload.failure and "no readers here" in offload.failure
+        assert offload.read(*_args(path), backlog=True).acquisition == 6  # parsed in this thread
+    finally:
+        offload.close()
+    assert "no readers here" not in capfd.readouterr().err  # the helper's stderr never reaches the service's
