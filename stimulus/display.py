@@ -161,6 +161,7 @@ def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
         "latency_p99_ms": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
         "acks_sent": acks.peek("flip"),
         "frames_dir": cfg.save_frames,
+        **({"frames_error": f"{type(saver.error).__name__}: {saver.error}"} if saver and saver.error else {}),
     }
 
 
@@ -211,14 +212,26 @@ def _draw(painter: Any, screen: Screen, cfg: DisplayConfig, new_text: bool = Tru
 
 
 class _FrameSaver:
-    """Writes each saved screen as PNG and one row per saved frame in ``frames.tsv``."""
+    """Writes each saved screen as PNG and one row per saved frame in ``frames.tsv``.
+
+    The window's pixels are read on the display's thread (they must be, before the next flip); encoding and
+    writing the PNG happens on a thread of its own, in order, so a frame that arrives meanwhile is not kept
+    waiting behind a file write. ``close`` writes whatever is still queued.
+    """
 
     def __init__(self, folder: Path) -> None:
+        import queue
+        import threading
+
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._f = open(self.folder / "frames.tsv", "w", newline="", encoding="utf-8")
         self._w = csv.writer(self._f, delimiter="\t", lineterminator="\n")
         self._w.writerow(FRAME_INDEX_COLUMNS)
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_all, name="fmriface-frame-saver", daemon=True)
+        self._thread.start()
 
     def save(self, win: Any, name: str | None, shown: Any, times: tuple[float, float] | None) -> None:
         frame = win.movieFrames.pop() if win.movieFrames else None
@@ -227,14 +240,27 @@ class _FrameSaver:
             return
         if name is None:  # a redraw without a new frame (operator status): keep only the latest
             name = "status.png"
-        frame.save(self.folder / name)
+        row = None
         if shown is not None and times is not None:
             flip, wall = times
             received = shown.received + wall
-            self._w.writerow([name, shown.topic, shown.run_id, shown.seq, shown.volume, f"{received:.6f}",
-                              f"{flip:.6f}", f"{(flip - received) * 1000:.3f}"])  # fmt: skip
-            self._f.flush()
+            row = [name, shown.topic, shown.run_id, shown.seq, shown.volume, f"{received:.6f}", f"{flip:.6f}",
+                   f"{(flip - received) * 1000:.3f}"]  # fmt: skip
+        self._todo.put((frame, name, row))
+
+    def _write_all(self) -> None:
+        while (item := self._todo.get()) is not None:
+            frame, name, row = item
+            try:
+                frame.save(self.folder / name)
+                if row is not None:
+                    self._w.writerow(row)
+                    self._f.flush()
+            except (OSError, ValueError) as exc:  # a full disk: keep the first error, go on displaying
+                self.error = self.error or exc
 
     def close(self) -> None:
+        self._todo.put(None)
+        self._thread.join()
         with contextlib.suppress(OSError):
             self._f.close()
