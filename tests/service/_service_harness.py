@@ -92,6 +92,7 @@ def serve(
         while time.monotonic() < deadline:  # wait until the subscription is up (heartbeats arrive)
             msg = P.recv(sub, 200, P.SERVICE_TOPICS)
             if msg is not None and msg.topic == "status":
+                out.messages.append(msg)  # kept: a short run may end before the next heartbeat
                 break
         else:
             raise AssertionError("no status heartbeat within 10 s")
