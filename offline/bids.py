@@ -178,10 +178,9 @@ def load_stimuli(root: str | Path, stim_files: list[str], size: int, framing: st
     :func:`service.framing.frame_image`), then resized."""
     from PIL import Image
 
-    from service.framing import FRAMINGS, frame_image
+    from service.framing import check_framing, frame_image
 
-    if framing not in FRAMINGS:
-        raise ValueError(f"unknown framing {framing!r}; expected one of {', '.join(FRAMINGS)}")
+    check_framing(framing)
     root = Path(root)
     index: dict[str, Path] = {}
     if not all((root / "stimuli" / s).is_file() for s in stim_files):

@@ -149,7 +149,6 @@ class FolderSource(FaceSource):
         self.size = size
         self.seed = seed
         self.crop = crop
-        self.framing = "central-80" if crop else "resize"
         self.attribute_names, self._attrs = (None, None) if attributes is None else attributes
         n_held = min(n_held_out, len(self.files) // 10)
         self._train = np.arange(len(self.files) - n_held)
@@ -157,6 +156,10 @@ class FolderSource(FaceSource):
         self._cache: dict[int, np.ndarray] | None = {} if len(self.files) <= cache_limit else None
         self._bad: set[int] = set()
         self._warned = False
+
+    @property
+    def framing(self) -> str:
+        return "central-80" if self.crop else "resize"
 
     @property
     def n_corrupt(self) -> int:

@@ -83,6 +83,12 @@ class FaceSpace(ABC):
     attribute_names: tuple[str, ...] = ()
     attribute_directions_: np.ndarray | None = None
 
+    @property
+    def stimulus_framing(self) -> str:
+        """How to frame images to encode in this space: its training framing, else ``square`` (what ``fit`` used
+        before face spaces recorded their framing)."""
+        return self.framing or "square"
+
     @abstractmethod
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Latents ``float32 [N, L]`` of faces ``uint8 [N, H, W, 3]`` or float in [0, 1]."""
@@ -193,17 +199,24 @@ class VAEGANFaceSpace(FaceSpace):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         save_checkpoint(folder / "checkpoint.pt", self.model)
-        meta = {
-            "kind": "vaegan",
-            "checkpoint": "checkpoint.pt",
-            "network": self.model.cfg.name,
-            "latent_size": self.latent_size,
-            "image_size": self.image_size,
-            **({"framing": self.framing} if self.framing else {}),
-        }
-        (folder / FACESPACE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_vaegan_meta(folder, self.model.cfg, self.framing)
         self._save_attributes(folder)
         return folder
+
+
+def write_vaegan_meta(folder: Path, net_cfg: Any, framing: str | None, checkpoint: str = "checkpoint.pt") -> None:
+    """``facespace.json`` of a VAE-GAN face space (``train-vaegan``'s output and :meth:`VAEGANFaceSpace.save`):
+    the network preset (``net_cfg``: name, latent and image size), its checkpoint file and the framing of its
+    training images (left out when unknown)."""
+    meta = {
+        "kind": "vaegan",
+        "checkpoint": checkpoint,
+        "network": net_cfg.name,
+        "latent_size": net_cfg.latent_size,
+        "image_size": net_cfg.image_size,
+        **({"framing": framing} if framing else {}),
+    }
+    (Path(folder) / FACESPACE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:

@@ -235,12 +235,8 @@ def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
     ids = {"train": data.train[est][1], "test": data.test[est][1]}
     if data.imagery:
         ids["imagery"] = data.imagery[est][1]
-    framing = vae.framing or "square"
-    said = (
-        "as the face space's training images"
-        if vae.framing
-        else "(the face space does not say how its images were framed)"
-    )
+    framing = vae.stimulus_framing
+    said = "as the face space's training images" if vae.framing else "(the face space does not say how it framed)"
     log(f"loading {sum(len(v) for v in ids.values())} stimuli at {size}x{size}, framing {framing} {said}")
     images = {k: load_stimuli(bids, v, size, framing) for k, v in ids.items()}
     n_pca = cfg.pca_components or vae.latent_size
@@ -375,12 +371,7 @@ def run_fit(
         names, directions = list(vae.attribute_names), vae.attribute_directions_
     else:
         names, directions = [], np.zeros((0, vae.latent_size))
-    training = {
-        **data.summary,
-        "estimate": cfg.estimate,
-        "selection": sel.summary(),
-        "vaegan": str(vaegan),
-    }
+    training = {**data.summary, "estimate": cfg.estimate, "selection": sel.summary(), "vaegan": str(vaegan)}
     main_fit = fitted[(cfg.estimate, cfg.mapping, "vaegan")]
     bundle = write_bundle(
         out / "bundle",
@@ -398,7 +389,7 @@ def run_fit(
         manifest_fields={
             "package_version": _package_version(),
             "image_shape": [vae.image_size, vae.image_size, 3],
-            "image_framing": vae.framing or "square",
+            "image_framing": vae.stimulus_framing,
             "tr": data.tr,
             "window": cfg.window.as_dict(),
             "estimate": cfg.estimate,

@@ -34,10 +34,10 @@ from models.vaegan import VAEGAN
 from offline._train_io import MetricsLog, pixel_correlation, setup_device, write_grid
 from offline._train_losses import LossWeights, recalibrate_batch_norm, train_step
 from offline.datasets import FaceSource, open_source
+from offline.facespace import FACESPACE_FILE, write_vaegan_meta
 
 __all__ = ["TrainConfig", "train_vaegan", "FACESPACE_FILE", "CHECKPOINT_FILE"]
 
-FACESPACE_FILE = "facespace.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 HELDOUT_FILE = "heldout_faces.npy"
 
@@ -338,20 +338,7 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             "data": source.describe(),
             **_attribute_directions(model, source, cfg, device, out),
         }
-        (out / FACESPACE_FILE).write_text(
-            json.dumps(
-                {
-                    "kind": "vaegan",
-                    "checkpoint": CHECKPOINT_FILE,
-                    "network": net_cfg.name,
-                    "latent_size": net_cfg.latent_size,
-                    "image_size": net_cfg.image_size,
-                    "framing": source.framing,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_vaegan_meta(out, net_cfg, source.framing, CHECKPOINT_FILE)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if distributed:
         torch.distributed.barrier()

@@ -8,8 +8,8 @@ Then the parse moves to one helper process: the intake thread sends the file's b
 lock) while the worker corrects motion, and both cores work.
 
 The helper is started on the first backlog, in the background; until it has answered once, files are parsed in
-the intake thread. If it dies, parsing goes back to the intake thread for the rest of the run and ``failure``
-says why; no file is lost (the file whose parse was cut short is parsed again in the thread).
+the intake thread. If it dies, parsing goes back to the intake thread for the rest of the run, ``failure`` says
+why and ``on_give_up`` is told; no file is lost (the file whose parse was cut short is parsed again in the thread).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,16 @@ class ParseOffload:
     ----------
     enabled : bool
         False: always parse in the calling thread (``WatcherConfig.parse_process = "off"``).
+    on_give_up : callable(reason, path), optional
+        Called once, when the helper is given up, with why and the file being read then (the watcher reports it
+        as an intake event).
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, on_give_up: Callable[[str, Path | None], None] | None = None) -> None:
         self.enabled = enabled
+        self.on_give_up = on_give_up
         self.failure: str | None = None
         self.n_offloaded = 0
-        self._notice: str | None = None
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._to: Connection | None = None
@@ -86,14 +90,16 @@ class ParseOffload:
         self._ready = False
 
     def read(self, path: Path, raw: bytes, sha256: str, kind: str, backlog: bool) -> Any:
-        if backlog and self.enabled and self._up():
+        if backlog and self.enabled and self._up(path):
             try:
                 self._to.send((path, raw, sha256, kind))
                 if not self._from.poll(_TIMEOUT_S):
                     raise TimeoutError(f"no answer within {_TIMEOUT_S:.0f} s")
                 status, value = self._from.recv()
             except (EOFError, OSError, TimeoutError) as exc:  # the helper died or hung: parse here from now on
-                self._fail(f"the parse process stopped ({type(exc).__name__}: {exc}); parsing in the intake thread")
+                self._fail(
+                    f"the parse process stopped ({type(exc).__name__}: {exc}); parsing in the intake thread", path
+                )
             else:
                 self.n_offloaded += 1
                 if status == "error":
@@ -101,8 +107,9 @@ class ParseOffload:
                 return value
         return read_image(path, raw, sha256=sha256, kind=kind)
 
-    def _up(self) -> bool:
-        """Whether the helper is ready; starts it (in the background) the first time."""
+    def _up(self, path: Path | None = None) -> bool:
+        """Whether the helper is ready; starts it (in the background) the first time (``path``: the file that
+        asks, named if the helper is given up)."""
         if self._ready or self.failure is not None:
             return self._ready
         if self._proc is None:
@@ -121,7 +128,7 @@ class ParseOffload:
             except Exception as exc:  # noqa: BLE001 - OSError, or anything else: intake goes on in the thread
                 for fd in (to_r, to_w, from_r, from_w):
                     os.close(fd)
-                self._fail(f"the parse process could not be started ({exc}); parsing in the intake thread")
+                self._fail(f"the parse process could not be started ({exc}); parsing in the intake thread", path)
                 return False
             finally:
                 if self._proc is not None:
@@ -135,7 +142,8 @@ class ParseOffload:
             said = self._helper_stderr()
             self._fail(
                 f"the parse process failed to start ({type(exc).__name__}{': ' + said if said else ''}); "
-                "parsing in the intake thread"
+                "parsing in the intake thread",
+                path,
             )
         return self._ready
 
@@ -149,14 +157,11 @@ class ParseOffload:
         except (OSError, ValueError):
             return ""
 
-    def _fail(self, reason: str) -> None:
-        self.failure = self._notice = reason
+    def _fail(self, reason: str, path: Path | None) -> None:
+        self.failure = reason
         self.close()
-
-    def take_notice(self) -> str | None:
-        """Why the helper was given up, once (None otherwise): the watcher reports it as an intake event."""
-        notice, self._notice = self._notice, None
-        return notice
+        if self.on_give_up is not None:
+            self.on_give_up(reason, path)
 
     def kill(self) -> None:
         """End the helper process now (from any thread): a ``read`` waiting on it returns and parses in its

@@ -189,11 +189,12 @@ def read_target_image(path: Path, bundle: Bundle) -> Any:
     training images were (the manifest's ``image_framing``; bundles that do not say are only resized)."""
     from PIL import Image
 
-    from service.framing import FRAMINGS, frame_image
+    from service.framing import check_framing, frame_image
 
-    framing = bundle.manifest.get("image_framing", "resize")
-    if framing not in FRAMINGS:
-        raise StartupError(f"bundle {bundle.path}: image_framing {framing!r} is not one of {', '.join(FRAMINGS)}")
+    try:
+        framing = check_framing(bundle.manifest.get("image_framing", "resize"))
+    except ValueError as exc:
+        raise StartupError(f"{bundle.path / 'manifest.json'}: image_framing: {exc}") from None
     h, _, _ = bundle.image_shape
     try:
         with Image.open(path) as img:

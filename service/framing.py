@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FRAMINGS", "frame_image"]
+__all__ = ["FRAMINGS", "check_framing", "frame_image"]
 
 #: The framings, as ``facespace.json`` and the bundle manifest name them.
 FRAMINGS = ("central-80", "square", "resize")
+
+
+def check_framing(framing: str) -> str:
+    """``framing`` itself, or ValueError naming the known ones (callers check before opening any image, so that
+    a bad framing is not reported as a bad image)."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; expected one of {', '.join(FRAMINGS)}")
+    return framing
 
 
 def frame_image(image, size: int, framing: str) -> np.ndarray:
     """A PIL image framed as ``framing`` (one of :data:`FRAMINGS`) and resized: ``uint8 [size, size, 3]``."""
     from PIL import Image
 
-    if framing not in FRAMINGS:
-        raise ValueError(f"unknown framing {framing!r}; expected one of {', '.join(FRAMINGS)}")
+    check_framing(framing)
     img = image.convert("RGB")
     if framing != "resize":
         w, h = img.size

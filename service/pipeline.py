@@ -3,8 +3,9 @@
 :class:`Pipeline` holds every piece of state that lives across volumes as a named attribute (the fitted
 registration, the last motion estimate, the detrending state, the buffer of preprocessed volumes, the trial
 windows, the neurofeedback target). :meth:`Pipeline.process_many` takes the volumes that arrived (one, or a
-backlog); :meth:`Pipeline.handle` one inbound message. A volume that fails is logged, recorded in ``volumes.jsonl`` with its error and skipped; the run goes
-on (``FMRIFACE_RAISE=1`` re-raises instead, as the tests set).
+backlog); :meth:`Pipeline.handle` one inbound message. A volume that fails is logged, recorded in
+``volumes.jsonl`` with its error and skipped; the run goes on (``FMRIFACE_RAISE=1`` re-raises instead, as the
+tests set).
 """
 
 from __future__ import annotations

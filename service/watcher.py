@@ -173,7 +173,10 @@ class VolumeWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer = None
-        self._parser = ParseOffload(enabled=self.config.parse_process == "auto")
+        self._parser = ParseOffload(
+            enabled=self.config.parse_process == "auto",
+            on_give_up=lambda reason, path: self._emit(IntakeEvent("parse-process", reason, path=path)),
+        )
         self.counts: dict[str, int] = {"volumes": 0}
 
     # ------------------------------------------------------------------ public
@@ -409,11 +412,8 @@ class VolumeWatcher:
                     info.state = "done"  # an unrelated file: ignored without a report
                     return
                 raise IncompleteFileError(path, f"only {len(raw)} bytes")
-            try:  # volumes waiting for the worker: parse in the helper process (service._parse_offload)
-                got = self._parser.read(path, raw, digest, kind, backlog=self._out.qsize() >= 2)
-            finally:
-                if (notice := self._parser.take_notice()) is not None:
-                    self._emit(IntakeEvent("parse-process", notice, path=path))
+            # volumes waiting for the worker: parse in the helper process (service._parse_offload)
+            got = self._parser.read(path, raw, digest, kind, backlog=self._out.qsize() >= 2)
         except FileNotFoundError:
             return
         except IncompleteFileError as exc:

@@ -4,8 +4,8 @@ A 64x64x36 EPI-like run (the twin's anatomy with a head-motion random walk and n
 scanner files in a staging folder; each file is then moved into the watched folder (atomic rename, as a scanner
 export does) at TR pace, then all as fast as possible. The real service (`fmriface serve`: watcher -> motion
 correction -> ~5,000 mask voxels -> online detrending -> mapping -> decoder.onnx -> ZeroMQ PUB + run records) runs
-in its own process, as in a session, and a ZeroMQ subscriber in this one receives every frame. Latency is measured from the rename to the frame being sent (header
-``t.sent``), and per stage from the frame headers. The decoder is an untrained small-64 VAE-GAN exported to ONNX
+in its own process, as in a session, and a ZeroMQ subscriber in this one receives every frame. Latency is
+measured from the rename to the frame being sent (header ``t.sent``), and per stage from the frame headers. The decoder is an untrained small-64 VAE-GAN exported to ONNX
 (same graph and cost as a trained one; ``--decoder matmul`` uses a MatMul graph of the same sizes instead).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmriface.commands._common import free_address, progress
+from fmriface.commands._common import free_address, progress, write_toml
 
 
 def add_arguments(p) -> None:
@@ -93,12 +93,10 @@ def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: 
     watch.mkdir(parents=True, exist_ok=True)
     n = len(staged)
     pub, pull = free_address(), free_address()
-    config = watch.parent / f"serve-{watch.name}.toml"
-    config.write_text(
-        f"runs = {json.dumps(str(runs))}\nmax_volumes = {n}\nheartbeat = 0.2\n"
-        "hwm = 1000  # the bench's subscriber must see every frame to time it (a display keeps the default 16)\n"
-        '[watcher]\npattern = "*.dcm,*.nii"\ngap_timeout_s = 10.0\n'
-    )
+    # hwm 1000: the bench's subscriber must see every frame to time it (a display keeps the default 16)
+    settings = {"runs": runs, "max_volumes": n, "heartbeat": 0.2, "hwm": 1000}
+    settings["watcher"] = {"pattern": "*.dcm,*.nii", "gap_timeout_s": 10.0}
+    config = write_toml(watch.parent / f"serve-{watch.name}.toml", settings)
     argv = [sys.executable, "-m", "fmriface", "serve", "--config", str(config), "--bundle", str(bundle)]
     argv += ["--watch", str(watch), "--pub", pub, "--pull", pull, "--json-log"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

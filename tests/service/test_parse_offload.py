@@ -67,16 +67,17 @@ def test_the_helper_parses_as_the_thread_does_and_errors_come_back(tmp_path):
 
 def test_a_dead_helper_is_given_up_and_the_file_parsed_here(tmp_path):
     path = mosaic(tmp_path, 5)
-    offload = ParseOffload()
+    notices = []
+    offload = ParseOffload(on_give_up=lambda reason, at: notices.append((reason, at)))
     try:
         _ready(offload)
         offload._proc.kill()
         offload._proc.wait(5)
         image = offload.read(*_args(path), backlog=True)  # the helper's pipe is closed: parsed in this thread
         assert image.acquisition == 5 and offload.n_offloaded == 0
-        notice = offload.take_notice()
-        assert notice is not None and "parse process stopped" in notice and offload.take_notice() is None
+        assert len(notices) == 1 and "parse process stopped" in notices[0][0] and notices[0][1] == path
         assert offload.read(*_args(path), backlog=True).acquisition == 5 and offload._proc is None  # for good
+        assert len(notices) == 1  # told once
     finally:
         offload.close()
 
@@ -133,7 +134,8 @@ def test_kill_from_another_thread_ends_a_wait_on_a_frozen_helper(tmp_path):
     import threading
 
     path = mosaic(tmp_path, 4)
-    offload = ParseOffload()
+    notices = []
+    offload = ParseOffload(on_give_up=lambda reason, at: notices.append(reason))
     result = {}
     try:
         _ready(offload)
@@ -145,7 +147,7 @@ def test_kill_from_another_thread_ends_a_wait_on_a_frozen_helper(tmp_path):
         offload.kill()  # what VolumeWatcher.stop does when its intake thread is still waiting
         reader.join(5)
         assert not reader.is_alive() and result["image"].acquisition == 4  # parsed in the thread instead
-        assert "parse process stopped" in offload.take_notice()
+        assert len(notices) == 1 and "parse process stopped" in notices[0]
     finally:
         offload.close()
     assert offload._proc is None

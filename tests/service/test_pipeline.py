@@ -268,7 +268,7 @@ def test_a_target_image_file_is_framed_as_the_face_space_was_trained(tmp_path):
     framed = read_target_image(tmp_path / "target.png", bundle(image_framing="central-80"))
     assert framed.shape == (16, 16, 3) and framed.min() == 220  # only the face is left
     assert read_target_image(tmp_path / "target.png", bundle())[0].max() == 30  # an older bundle: resized only
-    with pytest.raises(StartupError, match="image_framing 'tight' is not one of"):
+    with pytest.raises(StartupError, match="image_framing: unknown framing 'tight'"):
         read_target_image(tmp_path / "target.png", bundle(image_framing="tight"))
     (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(StartupError, match="cut.png cannot be read"):
