@@ -14,7 +14,7 @@ __all__ = ["VAEGAN"]
 
 
 class VAEGAN(nn.Module):
-    """The three networks of Larsen et al.'s VAE-GAN; the training losses live in :mod:`offline.vaegan_train`."""
+    """The three networks of Larsen et al.'s VAE-GAN; the training losses live in :mod:`offline.training.vaegan`."""
 
     def __init__(self, cfg: VAEGANConfig) -> None:
         super().__init__()

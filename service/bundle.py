@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from service._json import jsonable as _jsonable
+from service.jsonsafe import jsonable as _jsonable
 
 __all__ = [
     "BUNDLE_SCHEMA",

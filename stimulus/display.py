@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from service import protocol as P
-from stimulus._window import WindowConfig
 from stimulus.messages import MODES, DisplayState, Screen, what_to_show
+from stimulus.window import WindowConfig
 
 __all__ = ["DisplayConfig", "run_display"]
 
@@ -88,7 +88,7 @@ def _run(cfg: DisplayConfig) -> dict[str, Any]:
 
 
 def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
-    from stimulus._window import Painter, import_psychopy, open_window
+    from stimulus.window import Painter, import_psychopy, open_window
 
     _, core, event = import_psychopy()
     clock = core.getTime

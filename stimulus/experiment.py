@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from service.protocol import DEFAULT_PUB, DEFAULT_PULL
-from stimulus._window import WindowConfig
 from stimulus.orders import PlanConfig, ensure_plan, load_stimuli
 from stimulus.records import bids_stem
 from stimulus.schedule import RUN_TYPES, TASKS, Timing
 from stimulus.triggers import TriggerConfig
+from stimulus.window import WindowConfig
 
 __all__ = ["ExperimentConfig", "ExperimentError", "run_experiment", "run_paths"]
 
@@ -110,7 +110,7 @@ def run_experiment(cfg: ExperimentConfig, plan_only: bool = False) -> dict[str, 
         return summary
     if paths["events"].exists() and not cfg.force:
         raise ExperimentError(f"{paths['events']} already exists (run recorded); pass --force to record it again")
-    from stimulus._experiment_loop import RunContext, run_loop
+    from stimulus.experiment_loop import RunContext, run_loop
 
     ctx = RunContext(cfg=cfg, stimuli_root=stimuli.root, run_type=run_type, trials=trials, paths=paths)
     t_start = time.time()

@@ -1,7 +1,7 @@
 """Decoder latency at batch 1: onnxruntime vs torch eager, small-64 and paper-128 side by side.
 
 Randomly initialised weights (latency does not depend on training). Each preset's decoder is exported to a
-temporary single-file ONNX and timed through ``service.onnx_session`` (the service's path) and through torch in
+temporary single-file ONNX and timed through ``service.live.onnx_session`` (the service's path) and through torch in
 eval mode, alternating call by call so both see the same machine load. Reported per preset: median and p99
 milliseconds of each, and the speed-up of onnxruntime over torch. With ``--device cuda`` both run on the GPU
 (onnxruntime-gpu's CUDA provider, refused if it cannot start) and the largest difference between the CUDA and
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> dict:
     from models.config import preset
     from models.export import export_decoder
     from models.vaegan import VAEGAN
-    from service.onnx_session import decode_fn, make_session, warm_up
+    from service.live.onnx_session import decode_fn, make_session, warm_up
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -1,9 +1,9 @@
 """Volume intake: read time per volume by format (64x64x36) and file-ready -> hand-off delay (events, polling).
 
-``read_ms``: median milliseconds for :func:`service.readers.read_volume` (``slices``: reading and assembling the
-36 slice files of one volume) on files written by :mod:`service.writers`, seeded integer data. The design
+``read_ms``: median milliseconds for :func:`service.intake.readers.read_volume` (``slices``: reading and assembling the
+36 slice files of one volume) on files written by :mod:`service.scanner.writers`, seeded integer data. The design
 target for a mosaic is 5 ms. ``handoff_ms``: median delay from the moment a volume's file is in place (the
-writer's rename returned) to the :class:`~service.watcher.VolumeWatcher` handing the volume on (``t_ready``),
+writer's rename returned) to the :class:`~service.intake.watcher.VolumeWatcher` handing the volume on (``t_ready``),
 on the file-event path and the polling path (``--poll-interval``). p95 values are reported beside them, and
 ``read_cpu_ms`` (process CPU time per read) with the load average, since wall times on a shared machine
 include waiting for a core.
@@ -55,8 +55,8 @@ def _volumes(n: int, seed: int) -> list[np.ndarray]:
 
 def _read_times(folder: Path, n: int, seed: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall-clock and CPU (process time) milliseconds per volume read, by format."""
-    from service.readers import read_slices, read_volume
-    from service.writers import write_volume
+    from service.intake.readers import read_slices, read_volume
+    from service.scanner.writers import write_volume
 
     times: dict[str, list[float]] = {}
     cpu_times: dict[str, list[float]] = {}
@@ -84,9 +84,9 @@ def _read_times(folder: Path, n: int, seed: int) -> tuple[dict[str, list[float]]
 
 
 def _handoff(folder: Path, n: int, polling: str, poll_interval: float, seed: int) -> tuple[list[float], str]:
+    from service.intake.watcher import VolumeWatcher, WatcherConfig
+    from service.scanner.writers import write_volume
     from service.volume import Volume
-    from service.watcher import VolumeWatcher, WatcherConfig
-    from service.writers import write_volume
 
     folder.mkdir(parents=True)
     data = _volumes(n, seed)

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _run_peers(reference, affine, volumes, motions, points, n, own_err) -> dict:
-    from fmriface.benchmarks._motion_peers import PEERS
+    from fmriface.benchmarks.motion_peers import PEERS
 
     n = min(n, len(volumes))
     out: dict[str, dict] = {}

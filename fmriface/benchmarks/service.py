@@ -66,8 +66,8 @@ def _make_run(reference: np.ndarray, affine: np.ndarray, n: int, seed: int) -> t
 
 
 def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Path, series: int) -> list[Path]:
-    from service.replay import volume_file_name
-    from service.writers import write_volume
+    from service.scanner.replay import volume_file_name
+    from service.scanner.writers import write_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -181,7 +181,7 @@ def _analyse(phase: dict[str, Any], warmup: int) -> dict[str, Any]:
 def run(args) -> dict[str, Any]:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    from fmriface.benchmarks._service_synth import make_bundle
+    from fmriface.benchmarks.synth import make_bundle
     from offline.twin import make_anatomy
 
     work = Path(tempfile.mkdtemp(prefix="fmriface-bench-service-"))

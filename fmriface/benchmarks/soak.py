@@ -1,7 +1,7 @@
 """Soak: a long run replayed fast through the real service with 5% faults of every kind; nothing lost, no leak.
 
 `fmriface serve` runs in a subprocess on a watched folder with a small synthetic bundle; the scanner emulator
-(service.replay) writes ``--volumes`` volumes at ``--rate`` volumes/s with ``--fault-rate`` faults drawn from
+(service.scanner.replay) writes ``--volumes`` volumes at ``--rate`` volumes/s with ``--fault-rate`` faults drawn from
 truncate, corrupt, drop, reorder, duplicate and delay; a ZeroMQ subscriber keeps every frame. Afterwards every
 acquisition must be accounted for in the run's ``volumes.jsonl`` as its fault predicts (ok, gap, incomplete,
 corrupt, duplicate, late), frames must have left in order with ``seq`` without gaps, and the service's
@@ -46,8 +46,7 @@ def soak(
     say=None,
 ) -> dict[str, Any]:
     """Run the soak in ``workdir`` (created); returns the result dict (see the module docstring)."""
-    from fmriface.benchmarks._service_synth import make_bundle
-    from fmriface.benchmarks._soak_harness import (
+    from fmriface.benchmarks.soak_harness import (
         Collector,
         ServeProcess,
         account,
@@ -56,7 +55,8 @@ def soak(
         synthetic_run,
         wait_until,
     )
-    from service.replay import FAULT_KINDS, ScannerEmulator
+    from fmriface.benchmarks.synth import make_bundle
+    from service.scanner.replay import FAULT_KINDS, ScannerEmulator
 
     say = say or (lambda msg: None)
     workdir.mkdir(parents=True, exist_ok=True)

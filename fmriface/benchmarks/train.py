@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from models.config import preset
     from models.vaegan import VAEGAN
-    from offline._train_io import setup_device
-    from offline._train_losses import LossWeights, train_step
+    from offline.training.io import setup_device
+    from offline.training.losses import LossWeights, train_step
 
     device, *_ = setup_device(args.device)
     if args.threads > 0:

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     times: dict[str, float | None] = {}
 
-    from fmriface.commands import _demo_live as live
+    from fmriface import demo_live as live
 
     sim_cfg = live.merged_toml(preset_path(cfg.simulate), cfg.simulate_overrides, out / ".simulate.toml")
     twin, times["simulate"] = _step(
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     result = live.run_live(cfg, bundle, holdout, out / "live", say=_say)
     times["live"] = time.time() - t
 
-    from offline.demo_report import write_demo_report
+    from offline.reports.demo import write_demo_report
 
     t = time.time()
     report = write_demo_report(out, bundle=bundle, fit_dir=fitted, live=result, holdout=holdout, times=times)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
 
-    from offline.fit import FitConfig
+    from offline.decoding.fit import FitConfig
 
     cfg_path = resolve_config(args.config, "fit")
     cfg = load_config(
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{opt} {path} is not a folder")
     if not (args.vaegan / "facespace.json").is_file():
         raise UsageError(f"--vaegan {args.vaegan} is not a trained face space (no facespace.json; see train-vaegan)")
-    from offline.bids import load_bids
+    from offline.datasets.bids import load_bids
 
     load_bids(args.bids, cfg.subject or None)  # a bad data set is refused before anything is written
     out = prepare_out_dir(args.out, args.force)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             print(f"[fit {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    from offline.fit import run_fit
+    from offline.decoding.fit import run_fit
 
     log(f"config: {config_to_dict(cfg)}")
     summary = run_fit(cfg, args.bids, args.vaegan, out, log=log, progress=progress)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from fmriface.config import load_config, resolve_config
-    from service.inspect import format_report, inspect_path
+    from service.intake.inspect import format_report, inspect_path
 
     config = resolve_config(args.config, "inspect")
     overrides = {k: v for k, v in (("recursive", args.recursive), ("strict", args.strict)) if v is not None}

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         raise UsageError(f"--names repeats a name: {args.names}")
 
-    from service.security import PUBLIC_SUFFIX, KeyFileError, create_keypair, load_public_key
+    from service.live.security import PUBLIC_SUFFIX, KeyFileError, create_keypair, load_public_key
 
     out = prepare_out_dir(args.out, args.force)
     allowed = out / "allowed"

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     import numpy as np
 
-    from service.replay import ScannerEmulator
+    from service.scanner.replay import ScannerEmulator
 
     bold = find_bids_run(args.bids, args.subject, args.session, args.run, args.task) if args.bids else Path(args.run)
     if not bold.is_file():

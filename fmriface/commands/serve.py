@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before numpy loads: one volume's work is too small to split
 
-    from service.serve import ServeConfig, Service, setup_logging
+    from service.live.serve import ServeConfig, Service, setup_logging
 
     overrides = {key: getattr(args, opt[2:].replace("-", "_")) for opt, (key, _, _) in _OPTIONS.items()}
     overrides["json_log"] = args.json_log

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from fmriface.config import load_config, resolve_config
-    from offline.vaegan_train import TrainConfig, train_vaegan
+    from offline.training.vaegan import TrainConfig, train_vaegan
 
     config = resolve_config(args.config, "vaegan")
     overrides = {

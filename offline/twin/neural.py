@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from offline._faces_params import PARAM_NAMES, sample_params
+from offline.faces.params import PARAM_NAMES, sample_params
 from offline.twin.anatomy import BRAIN_CENTRE_MNI
 
 __all__ = ["FaceCode", "FACE_AREAS_MNI", "responsive_voxels", "readout_weights"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from offline._faces_params import ATTRIBUTE_NAMES, PARAM_NAMES, attributes_from_params, sample_params
+from offline.faces.params import ATTRIBUTE_NAMES, PARAM_NAMES, attributes_from_params, sample_params
 from offline.twin.anatomy import grey_matter, make_anatomy
 from offline.twin.bold import Subject, synthesize_run
 from offline.twin.config import SimulateConfig

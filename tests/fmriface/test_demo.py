@@ -6,7 +6,7 @@ import shutil
 import pytest
 import tomllib
 
-from fmriface.commands import _demo_live as live
+from fmriface import demo_live as live
 from fmriface.commands.demo import DemoConfig, Step
 from fmriface.config import ConfigError, load_config, preset_path
 

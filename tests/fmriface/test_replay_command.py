@@ -5,7 +5,7 @@ import pytest
 from fmriface.cli import main
 from fmriface.commands._common import UsageError
 from fmriface.commands.replay import main as replay
-from service.readers import read_volume
+from service.intake.readers import read_volume
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from offline.bids import BidsError, load_bids, load_stimuli, stimulus_table
+from offline.datasets.bids import BidsError, load_bids, load_stimuli, stimulus_table
 
 
 def _run(func, stem, n_vol, events, rng, tr=None):

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from offline.bundle_writer import LinearMap, write_bundle
+from offline.decoding.bundle_writer import LinearMap, write_bundle
 from service.bundle import BUNDLE_FILES, BundleError, load_bundle
 
 LATENT, H, W = 5, 6, 4

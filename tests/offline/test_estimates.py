@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offline.bids import BidsRun
-from offline.estimates import RealignedRun, average_by_stimulus, face_contrast, glm_patterns, window_patterns
+from offline.datasets.bids import BidsRun
+from offline.decoding.estimates import RealignedRun, average_by_stimulus, face_contrast, glm_patterns, window_patterns
 from service.window import WindowSpec
 
 TR = 2.0

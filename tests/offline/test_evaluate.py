@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offline.evaluate import (
+from offline.decoding.evaluate import (
     binomial_p,
     correlation_matrix,
     gender_by_classifier,
@@ -14,7 +14,7 @@ from offline.evaluate import (
     permutation_control,
     score_spaces,
 )
-from offline.mapping import RidgeMapping
+from offline.decoding.mapping import RidgeMapping
 
 
 def test_pairwise_perfect_and_reversed():
@@ -109,7 +109,7 @@ def test_permutation_control_lands_near_chance(rng):
 
 
 def test_permutation_fast_ridge_path_equals_refits(rng):
-    from offline.evaluate import _ridge_hat
+    from offline.decoding.evaluate import _ridge_hat
 
     x = rng.normal(size=(50, 12)) * rng.uniform(0.5, 2, 12) + 3
     y = rng.normal(size=(50, 4))
@@ -121,7 +121,7 @@ def test_permutation_fast_ridge_path_equals_refits(rng):
 
 
 def test_permutation_fast_encoding_path_equals_refits(rng, monkeypatch):
-    from offline.mapping import EncodingMapping
+    from offline.decoding.mapping import EncodingMapping
 
     z = rng.normal(size=(40, 3))
     x = z @ rng.normal(size=(3, 15)) + rng.normal(size=(40, 15))
@@ -142,7 +142,7 @@ def test_permutation_fast_encoding_path_equals_refits(rng, monkeypatch):
 
 
 def test_permutation_fast_encoding_path_with_fewer_components_equals_refits(rng, monkeypatch):
-    from offline.mapping import EncodingMapping
+    from offline.decoding.mapping import EncodingMapping
 
     z = rng.normal(size=(40, 6))
     x = z @ rng.normal(size=(6, 15)) + rng.normal(size=(40, 15))

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from offline.evaluate import pairwise_accuracy
-from offline.report import write_report
+from offline.decoding.evaluate import pairwise_accuracy
+from offline.reports.fit_report import write_report
 
 
 def _evaluation(rng):

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import check_estimator
 
-from offline.mapping import EncodingMapping, RidgeMapping, centred_correlation, make_mapping
+from offline.decoding.mapping import EncodingMapping, RidgeMapping, centred_correlation, make_mapping
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from offline.facespace import FaceSpaceError, load_facespace
-from offline.pca import fit_pca
+from offline.facespace.pca import fit_pca
 
 
 def _faces(rng: np.random.Generator, n: int = 30, rank: int = 6, size: int = 12) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offline.mapping import cv_splits
-from offline.selection import encoding_scores, mask_selection, select_voxels, top_k
+from offline.decoding.mapping import cv_splits
+from offline.decoding.selection import encoding_scores, mask_selection, select_voxels, top_k
 
 
 def _data(rng, n=240, v=300, informative=40, latent=10):
@@ -60,7 +60,7 @@ def test_bad_requests(rng):
 
 
 def test_auto_uses_the_configured_number_of_folds(rng, monkeypatch):
-    import offline.selection as S
+    import offline.decoding.selection as S
 
     x, z, groups = _data(rng, n=120, v=80)
     asked = []

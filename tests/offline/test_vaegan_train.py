@@ -17,9 +17,9 @@ from fmriface.config import load_config, preset_path
 from models.checkpoint import CheckpointError, save_checkpoint
 from models.config import preset
 from models.vaegan import VAEGAN
-from offline._train_io import read_metrics
 from offline.facespace import load_facespace
-from offline.vaegan_train import TrainConfig, train_vaegan
+from offline.training.io import read_metrics
+from offline.training.vaegan import TrainConfig, train_vaegan
 
 torch.set_num_threads(1)
 LOSSES = ("kl", "feature", "pixel", "gan_dec", "dis", "d_real", "d_fake", "train_dec", "train_dis")

@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from fmriface.benchmarks._service_synth import make_bundle
-from fmriface.benchmarks._soak_harness import (
+from fmriface.benchmarks.soak_harness import (
     Collector,
     ServeProcess,
     free_address,
@@ -18,7 +17,8 @@ from fmriface.benchmarks._soak_harness import (
     synthetic_run,
     wait_until,
 )
-from service.replay import ScannerEmulator
+from fmriface.benchmarks.synth import make_bundle
+from service.scanner.replay import ScannerEmulator
 
 TR = 2.0
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from fmriface.benchmarks._service_synth import make_bundle
+from fmriface.benchmarks.synth import make_bundle
 from service.bundle import BundleError, load_bundle
-from service.decoder import LatentDecoder
+from service.live.decoder import LatentDecoder
 
 
 @pytest.fixture(scope="module")

@@ -283,7 +283,7 @@ def test_masked_resample_equals_full_resample_at_the_mask(fitted, phantom):
 
 
 def test_chunked_sampling_equals_one_pass(rng):
-    from service._motion_interp import TrilinearSampler
+    from service.motion.interp import TrilinearSampler
 
     vol = rng.normal(size=(9, 8, 7)).astype(np.float32)
     sampler = TrilinearSampler(vol.shape)

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service.onnx_session import (
+from service.live.onnx_session import (
     OnnxSessionError,
     decode_fn,
     encode_fn,

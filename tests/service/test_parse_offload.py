@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from service._parse_offload import ParseOffload
-from service.readers import read_image, sniff
+from service.intake.parse_offload import ParseOffload
+from service.intake.readers import read_image, sniff
+from service.intake.watcher import VolumeWatcher
 from service.volume import CorruptFileError, IncompleteFileError, ShapeMismatchError
-from service.watcher import VolumeWatcher
 from tests.service.test_watcher import check_in_order, collect, fast, mosaic
 
 
@@ -154,7 +154,7 @@ def test_kill_from_another_thread_ends_a_wait_on_a_frozen_helper(tmp_path):
 
 
 def test_a_helper_that_cannot_start_is_quoted_and_intake_goes_on(tmp_path, monkeypatch, capfd):
-    import service._parse_offload as O
+    import service.intake.parse_offload as O
 
     monkeypatch.setattr(O, "_BOOT", "raise SystemExit('no readers here {root}')")
     path = mosaic(tmp_path, 6)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from fmriface.benchmarks._service_synth import make_bundle
-from fmriface.benchmarks._soak_harness import (
+from fmriface.benchmarks.soak_harness import (
     Collector,
     ServeProcess,
     free_address,
@@ -23,8 +22,9 @@ from fmriface.benchmarks._soak_harness import (
     synthetic_run,
     wait_until,
 )
+from fmriface.benchmarks.synth import make_bundle
 from service import protocol as P
-from service.replay import ScannerEmulator
+from service.scanner.replay import ScannerEmulator
 
 TR = 2.0
 N_VOL = 48

@@ -9,16 +9,16 @@ import json
 import numpy as np
 import pytest
 
-from fmriface.benchmarks._service_synth import make_bundle, make_run
+from fmriface.benchmarks.synth import make_bundle, make_run
 from service import protocol as P
 from service.bundle import load_bundle
-from service.decoder import LatentDecoder
+from service.live.decoder import LatentDecoder
+from service.live.runlog import read_volumes
+from service.live.serve import ServeConfig
 from service.online import detrend_offline
-from service.runlog import read_volumes
-from service.serve import ServeConfig
 from service.window import window_estimate
 from tests.conftest import free_port
-from tests.service._service_harness import make_volume, serve
+from tests.service.harness import make_volume, serve
 
 TR = 2.0
 N_VOL = 64
@@ -256,7 +256,7 @@ def test_a_target_image_file_is_framed_as_the_face_space_was_trained(tmp_path):
 
     from PIL import Image
 
-    from service._service_startup import StartupError, read_target_image
+    from service.live.startup import StartupError, read_target_image
 
     photo = np.full((60, 40, 3), 30, np.uint8)  # a portrait photograph: a bright face inside the central 80%
     photo[14:46, 4:36] = 220

@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from fmriface.benchmarks._service_synth import write_onnx_pair
+from fmriface.benchmarks.synth import write_onnx_pair
 from fmriface.config import load_config, preset_path
-from service.serve import ServeConfig
+from service.live.serve import ServeConfig
 from service.window import WindowSpec
 from tests.conftest import free_port
 
@@ -39,9 +39,9 @@ def fitted(twin, tmp_path_factory):
     """Bundle fitted with the offline modules: ridge from the training runs' window estimates to the codes."""
     import nibabel as nib
 
-    from offline.bids import load_bids
-    from offline.estimates import realign_subject, window_patterns
-    from offline.mapping import RidgeMapping
+    from offline.datasets.bids import load_bids
+    from offline.decoding.estimates import realign_subject, window_patterns
+    from offline.decoding.mapping import RidgeMapping
     from service.bundle import write_manifest
 
     subject = load_bids(twin)
@@ -100,9 +100,9 @@ def _serve_run(folder, run, target: str, tmp_path):
     import zmq
 
     from service import protocol as P
-    from service.replay import ScannerEmulator
-    from service.serve import Service
-    from tests.service._service_harness import _collect_until_end
+    from service.live.serve import Service
+    from service.scanner.replay import ScannerEmulator
+    from tests.service.harness import _collect_until_end
 
     data, affine = run.load()
     watch = tmp_path / "scanner"
@@ -144,7 +144,7 @@ def test_feedback_is_higher_while_the_twin_imagines_the_target(fitted, tmp_path)
 
 
 def test_the_twin_test_run_through_the_service(fitted, tmp_path):
-    from offline.estimates import window_patterns
+    from offline.decoding.estimates import window_patterns
 
     folder, mapping, cols, rr, _ = fitted
     events = rr.run.events

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from fmriface.benchmarks._service_synth import make_bundle
-from fmriface.benchmarks._soak_harness import Collector, ServeProcess, free_address, synthetic_run, wait_until
+from fmriface.benchmarks.soak_harness import Collector, ServeProcess, free_address, synthetic_run, wait_until
+from fmriface.benchmarks.synth import make_bundle
 from service import protocol as P
-from service.replay import ScannerEmulator
+from service.scanner.replay import ScannerEmulator
 
 TR = 2.0
 N_VOL = 30

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from service.readers import (
+from service.intake.readers import (
     CorruptFileError,
     IncompleteFileError,
     ShapeMismatchError,
@@ -20,7 +20,7 @@ from service.readers import (
     read_slices,
     read_volume,
 )
-from service.writers import slice_paths, write_volume
+from service.scanner.writers import slice_paths, write_volume
 
 SHAPE = (10, 12, 7)
 NIBABEL_DATA = Path(nib.__file__).parent / "nicom" / "tests" / "data"
@@ -210,7 +210,7 @@ def _bundled(name: str) -> bytes:
 def test_bundled_real_dicoms_match_nibabel(name):
     from nibabel.nicom import dicomwrappers
 
-    from service.readers import assemble
+    from service.intake.readers import assemble
 
     raw = _bundled(name)
     vol = assemble([read_image(NIBABEL_DATA / name.removesuffix(".gz"), raw)])
@@ -229,7 +229,7 @@ def test_bundled_mosaic_headers_match_nibabel_geometry(name):
     """These files keep real Siemens mosaic headers but not the matching pixel data: compare geometry."""
     from nibabel.nicom import dicomwrappers
 
-    from service.readers import assemble
+    from service.intake.readers import assemble
 
     raw = _bundled(name)
     img = read_image(NIBABEL_DATA / name, raw, pixels=False)
@@ -290,7 +290,7 @@ def test_non_image_and_unrelated_files_are_unsupported(tmp_path):
 
 
 def test_slice_count_from_vendor_headers_when_images_in_acquisition_is_absent(tmp_path):
-    from service._dicom_csa import ascconv, write_csa
+    from service.dicom.csa import ascconv, write_csa
 
     data = make_volume(2)
     for vendor in ("siemens", "philips"):

@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from service import protocol
-from service.replay import FAULT_KINDS, ScannerEmulator, volume_file_name
+from service.scanner.replay import FAULT_KINDS, ScannerEmulator, volume_file_name
 
 
 def _run(n=6, shape=(10, 12, 7)):
@@ -68,7 +68,7 @@ def test_drop_leaves_a_gap(tmp_path):
 
 
 def test_truncate_and_corrupt_files_fail_to_read_with_reasons(tmp_path):
-    readers = pytest.importorskip("service.readers")
+    readers = pytest.importorskip("service.intake.readers")
     from service.volume import CorruptFileError, IncompleteFileError
 
     for kind, err in (("truncate", IncompleteFileError), ("corrupt", (CorruptFileError, IncompleteFileError))):

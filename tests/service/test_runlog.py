@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from service._service_npy import AppendNpy
-from service.runlog import RunLog, read_volumes
+from service.live.npy import AppendNpy
+from service.live.runlog import RunLog, read_volumes
 
 
 def test_append_npy_is_a_valid_npy_after_every_row(tmp_path, rng):

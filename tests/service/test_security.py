@@ -16,7 +16,7 @@ import zmq.auth
 
 from fmriface.commands import keys as keys_cmd
 from service import protocol as P
-from service.security import (
+from service.live.security import (
     Authenticator,
     KeyFileError,
     client_keys,
@@ -36,7 +36,7 @@ def _host(address: str) -> str:
 
 
 def test_every_default_address_is_loopback():
-    from service._service_config import ServeConfig
+    from service.live.config import ServeConfig
 
     assert _host(P.DEFAULT_PUB) == "127.0.0.1" and _host(P.DEFAULT_PULL) == "127.0.0.1"
     cfg = ServeConfig()
@@ -287,7 +287,7 @@ def _volume(value: float):
 
 
 def _write(folder: Path, acq: int, fmt: str = "nifti") -> Path:
-    from service.writers import write_volume
+    from service.scanner.writers import write_volume
 
     data, affine = _volume(100.0 * acq)
     name = f"001_000001_{acq:06d}" + (".nii" if fmt == "nifti" else ".dcm")
@@ -322,8 +322,8 @@ def _start_within(watcher, seconds: float) -> bool:
 
 
 def test_symlinks_to_files_outside_the_watch_folder_are_not_followed(tmp_path):
+    from service.intake.watcher import VolumeWatcher
     from service.volume import IntakeEvent, Volume
-    from service.watcher import VolumeWatcher
 
     watch, outside = tmp_path / "watch", tmp_path / "elsewhere"
     watch.mkdir()
@@ -351,8 +351,8 @@ def test_symlinks_to_files_outside_the_watch_folder_are_not_followed(tmp_path):
 
 def test_a_symlink_to_a_fifo_outside_is_never_opened(tmp_path):
     """Opening a FIFO blocks until someone writes: a watcher that follows the link hangs at start-up."""
+    from service.intake.watcher import VolumeWatcher
     from service.volume import Volume
-    from service.watcher import VolumeWatcher
 
     watch, outside = tmp_path / "watch", tmp_path / "elsewhere"
     watch.mkdir()
@@ -376,8 +376,8 @@ def test_a_symlink_to_a_fifo_outside_is_never_opened(tmp_path):
 
 def test_a_fifo_in_the_watch_folder_does_not_block_intake(tmp_path):
     """A special file named like a scanner file (FIFO) is ignored, and the volumes after it still arrive."""
+    from service.intake.watcher import VolumeWatcher
     from service.volume import Volume
-    from service.watcher import VolumeWatcher
 
     watch = tmp_path / "watch"
     watch.mkdir()
@@ -397,7 +397,7 @@ def test_a_fifo_in_the_watch_folder_does_not_block_intake(tmp_path):
 
 
 def test_a_stimulus_program_loads_its_keys_through_the_protocol_module_alone(keyring):
-    """The display may import only service.protocol: CurveKeys.load gives it the same keys as service.security."""
+    """The display may import only service.protocol: CurveKeys.load gives it the same keys as service.live.security."""
     k = keyring / "keys"
     via_protocol = P.CurveKeys.load(k / "display.key_secret", k / "server.key")
     assert via_protocol == client_keys(k / "display.key_secret", k / "server.key")

@@ -17,10 +17,10 @@ import pytest
 import zmq
 
 from fmriface import cli
-from fmriface.benchmarks._service_synth import make_bundle, make_run
+from fmriface.benchmarks.synth import make_bundle, make_run
 from service import protocol as P
-from service.replay import ScannerEmulator
-from service.runlog import read_volumes
+from service.live.runlog import read_volumes
+from service.scanner.replay import ScannerEmulator
 from tests.conftest import free_port
 
 TR = 2.0
@@ -173,7 +173,7 @@ def test_sigterm_ends_the_run_cleanly_and_it_resumes(synth, tmp_path):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     try:
         _wait_status(sub, 60)
-        from service.writers import write_volume
+        from service.scanner.writers import write_volume
 
         for i in range(3):
             write_volume(data[i], synth.affine, watch / f"vol_{i + 1:04d}.nii", "nifti", acquisition=i + 1, tr=TR)
@@ -205,16 +205,16 @@ def test_sigterm_ends_the_run_cleanly_and_it_resumes(synth, tmp_path):
 
 
 def test_a_corrupt_file_is_recorded_as_skipped_and_the_run_goes_on(synth, tmp_path, monkeypatch):
-    from service.serve import Service
-    from service.writers import write_volume
-    from tests.service._service_harness import _collect_until_end
+    from service.live.serve import Service
+    from service.scanner.writers import write_volume
+    from tests.service.harness import _collect_until_end
 
     monkeypatch.setenv("FMRIFACE_RAISE", "0")  # the production error policy
     watch = tmp_path / "watch"
     watch.mkdir()
     data = make_run(synth, [(4.0, 1)], 6, seed=8)
     from fmriface.config import load_config, preset_path
-    from service.serve import ServeConfig
+    from service.live.serve import ServeConfig
 
     overrides = {"bundle": str(synth.path), "watch": str(watch), "runs": str(tmp_path / "runs"), "max_volumes": 5}
     overrides.update(pub=f"tcp://127.0.0.1:{free_port()}", pull=f"tcp://127.0.0.1:{free_port()}")
@@ -252,10 +252,10 @@ def test_json_log_keeps_library_messages_json_and_hides_watchdogs_stop_race():
     # A subprocess: setup_logging installs a root handler, which must not leak into pytest's own logging.
     code = """
 import logging
-import service.watcher
-from service.serve import setup_logging
+import service.intake.watcher
+from service.live.serve import setup_logging
 setup_logging(json_log=True)
-logging.getLogger("service.serve").info("ours")
+logging.getLogger("service.live.serve").info("ours")
 logging.getLogger("zmq.auth").warning("a library warning")
 logging.getLogger("zmq.auth").info("a library info, below the libraries' level")
 logging.getLogger("watchdog.observers.inotify").error("InotifyEmitter.queue_events() called when the thread is inactive")
@@ -263,6 +263,6 @@ logging.getLogger("watchdog.observers.inotify").error("InotifyEmitter.queue_even
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert [(r["logger"], r["level"], r["msg"]) for r in lines] == [
-        ("service.serve", "INFO", "ours"),
+        ("service.live.serve", "INFO", "ours"),
         ("zmq.auth", "WARNING", "a library warning"),
     ]

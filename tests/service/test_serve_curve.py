@@ -10,14 +10,14 @@ import time
 import pytest
 import zmq
 
-from fmriface.benchmarks._service_synth import make_bundle, make_run
+from fmriface.benchmarks.synth import make_bundle, make_run
 from fmriface.commands import keys as keys_cmd
 from service import protocol as P
-from service.security import client_keys, create_keypair
-from service.serve import ServeConfig, Service
+from service.live.security import client_keys, create_keypair
+from service.live.serve import ServeConfig, Service
 from stimulus.display import DisplayConfig
 from tests.conftest import free_port
-from tests.service._service_harness import QueueSource, make_volume
+from tests.service.harness import QueueSource, make_volume
 
 N_VOL = 12
 

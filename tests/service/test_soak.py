@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from fmriface.benchmarks._soak_harness import account, acquisition_of_file, record_label
 from fmriface.benchmarks.soak import MEMORY_LIMIT_MB, soak
+from fmriface.benchmarks.soak_harness import account, acquisition_of_file, record_label
 
 
 def _ok(acq: int, seq: int) -> dict:

@@ -11,9 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from service.intake.watcher import VolumeWatcher, WatcherConfig
+from service.scanner.writers import write_bytes, write_volume
 from service.volume import IntakeEvent, Volume
-from service.watcher import VolumeWatcher, WatcherConfig
-from service.writers import write_bytes, write_volume
 from tests.service.test_readers import AFFINES, make_volume
 
 AFFINE = AFFINES["ras"]

@@ -11,9 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from service._dicom_csa import read_csa
-from service.readers import IncompleteFileError, read_volume
-from service.writers import FORMATS, slice_paths, write_volume
+from service.dicom.csa import read_csa
+from service.intake.readers import IncompleteFileError, read_volume
+from service.scanner.writers import FORMATS, slice_paths, write_volume
 from tests.service.test_readers import AFFINES, NICOM_WARNING, SHAPE, make_volume
 
 

@@ -106,7 +106,7 @@ class _Clock:
 
 
 def test_frame_pacer_measures_vsync_and_predicts_flips():
-    from stimulus._window import FramePacer, WindowConfig
+    from stimulus.window import FramePacer, WindowConfig
 
     clock = _Clock()
     pacer = FramePacer(_FakeWindow(clock, 1 / 59.9), WindowConfig(refresh_hz=60.0), clock)
@@ -121,7 +121,7 @@ def test_frame_pacer_measures_vsync_and_predicts_flips():
 def test_frame_pacer_sleeps_on_an_absolute_grid_without_vsync():
     import time
 
-    from stimulus._window import FramePacer, WindowConfig
+    from stimulus.window import FramePacer, WindowConfig
 
     pacer = FramePacer(_FakeWindow(_Clock(), 0.0), WindowConfig(refresh_hz=100.0), time.perf_counter)
     assert pacer.sleep and pacer.period == pytest.approx(0.01)

@@ -124,7 +124,7 @@ ABORT_SCRIPT = """
 import json, sys
 from pathlib import Path
 from fmriface.config import load_config
-from stimulus._window import import_psychopy
+from stimulus.window import import_psychopy
 from stimulus.experiment import ExperimentConfig, run_experiment
 
 _, core, event = import_psychopy()

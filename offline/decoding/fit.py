@@ -1,0 +1,434 @@
+"""``fmriface fit``: BIDS runs + a VAE-GAN -> trial estimates -> voxels -> mappings -> evaluation -> bundle.
+
+Steps (each reported on stderr):
+
+1. index the BIDS subject; realign every run to the mean of the first run's volumes (:mod:`offline.decoding.estimates`);
+2. trial estimates of the training, test and imagery trials: window estimates (what the service computes
+   online) and per-image GLM betas; repeats averaged;
+3. latents of the stimuli in the VAE-GAN face space and in a PCA face space fitted on the training faces;
+4. voxel selection (:mod:`offline.decoding.selection`) on the bundle's estimate type;
+5. every mapping (ridge, encoding) x face space (vaegan, pca) x estimate type, scored on the test faces in
+   latent, pixel and perceptual space; gender, imagery and the permutation control
+   (:func:`offline.decoding.evaluate.evaluate_decoders`);
+6. the bundle (the configured mapping on the configured estimate, VAE-GAN space) and the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from offline.decoding.mapping import DEFAULT_ALPHAS
+from service.window import WindowSpec
+
+__all__ = ["SelectionConfig", "FitConfig", "FitData", "prepare", "run_fit"]
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Voxel selection: ``method`` mask | contrast | encoding | auto, ``k`` voxels (0 = chosen by CV)."""
+
+    method: Literal["auto", "mask", "contrast", "encoding"] = "auto"
+    k: int = 0
+    candidates: tuple[int, ...] = (500, 1000, 2000, 4000)
+    mask: str = ""
+    n_components: int = 64
+
+    def __post_init__(self) -> None:
+        if self.k < 0 or any(c <= 0 for c in self.candidates):
+            raise ValueError("selection.k must be >= 0 and selection.candidates positive")
+        if self.method == "mask" and not self.mask:
+            raise ValueError("selection.method = 'mask' needs selection.mask (a NIfTI file on the data's grid)")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Options of ``fmriface fit`` (presets ``configs/fit-*.toml``)."""
+
+    subject: str = ""
+    estimate: Literal["window", "glm"] = "window"
+    compare_estimates: bool = True
+    mapping: Literal["ridge", "encoding"] = "ridge"
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    decode_alpha: float = 0.0
+    encoding_components: tuple[int, ...] = (16, 32, 64, 128, 256, 0)
+    rescale: bool = True
+    n_splits: int = 5
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    window_start: float = 4.0
+    window_stop: float = 8.0
+    baseline_start: float = -2.0
+    baseline_stop: float = 0.0
+    imagery_window_stop: float = 14.0
+    poly_order: int = 2
+    detrend_scale: Literal["psc", "zscore", "none"] = "psc"
+    hrf_model: str = "glover"
+    high_pass: float = 0.01
+    pca_components: int = 0
+    n_permutations: int = 20
+    perceptual: bool = True
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.n_splits < 2:
+            raise ValueError(f"n_splits must be at least 2, got {self.n_splits}")
+        if not self.alphas or any(a <= 0 for a in self.alphas):
+            raise ValueError("alphas must be a non-empty list of positive penalties")
+        if any(k < 0 for k in self.encoding_components):
+            raise ValueError("encoding_components must be >= 0 (0 = every latent direction)")
+        if self.n_permutations < 0 or self.pca_components < 0 or self.threads < 1:
+            raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
+        WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)  # validates
+
+    @property
+    def window(self) -> WindowSpec:
+        return WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)
+
+    @property
+    def imagery_window(self) -> WindowSpec:
+        return WindowSpec(self.window_start, self.imagery_window_stop, self.baseline_start, self.baseline_stop)
+
+
+@dataclass
+class FitData:
+    """Everything the mappings are fitted and scored on (patterns over brain voxels)."""
+
+    reference: np.ndarray
+    affine: np.ndarray
+    brain: np.ndarray
+    tr: float
+    motion: dict[str, np.ndarray]
+    train: dict[str, tuple[np.ndarray, list[str], np.ndarray]]  # estimate -> (X [S, V], stim ids, run groups)
+    test: dict[str, tuple[np.ndarray, list[str]]]
+    imagery: dict[str, tuple[np.ndarray, list[str]]]
+    imagery_trials: dict[str, tuple[np.ndarray, list[str]]]
+    contrast: np.ndarray | None
+    summary: dict[str, Any]
+
+
+def _align(x: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
+    pos = {s: i for i, s in enumerate(ids)}
+    return x[[pos[s] for s in order]]
+
+
+class _NoBar:
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
+    """Realign, then compute both kinds of trial estimates for training, test and imagery trials.
+
+    ``progress(total=, desc=, unit=)`` makes a progress bar (a context manager with ``update``), e.g. tqdm.
+    """
+    progress = progress or _NoBar
+    from offline.datasets.bids import BidsError, load_bids
+    from offline.decoding.estimates import (
+        average_by_stimulus,
+        combine_contrasts,
+        contrast_terms,
+        glm_patterns,
+        iter_realigned,
+        window_patterns,
+    )
+
+    subject = load_bids(bids, cfg.subject or None)
+    runs = [r for r in subject.runs if r.kind in ("train", "test", "imagery")]
+    kinds = {k: sum(r.kind == k for r in runs) for k in ("train", "test", "imagery")}
+    if not kinds["train"] or not kinds["test"]:
+        raise BidsError(f"{bids}: fitting needs training and test runs of faces; found {kinds}")
+    log(f"subject {subject.subject}: {kinds['train']} training, {kinds['test']} test, {kinds['imagery']} imagery runs")
+    total = 0
+    for r in runs:
+        import nibabel as nib
+
+        total += nib.load(str(r.bold)).shape[3]
+    estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
+    log(f"realigning to the mean of {runs[0].name}; per run: {' and '.join(estimates)} estimates, contrast")
+    parts: dict[str, dict[str, list]] = {e: {"train": [], "test": [], "imagery": []} for e in estimates}
+    terms, motion = [], {}
+    trs = {r.tr for r in runs}
+    if len(trs) > 1:
+        raise BidsError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
+    # one run in memory at a time: realign it, keep only its estimates, contrast terms and motion
+    with progress(total=total, desc="realign + estimates", unit="vol") as bar:
+        realigned = iter_realigned(subject, runs, on_volume=lambda: bar.update(1))
+        for gi, item in enumerate(realigned):
+            reference, affine, brain, rr = item  # the same reference, affine and mask for every run
+            kind = rr.run.kind
+            types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[kind]
+            for est in estimates:
+                if est == "window":
+                    spec = cfg.imagery_window if kind == "imagery" else cfg.window
+                    pats, trials = window_patterns(rr, types, spec, cfg.poly_order, cfg.detrend_scale)
+                    ids = trials["stim_file"].astype(str).tolist()
+                else:
+                    pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
+                parts[est][kind].append((pats, ids, [gi] * len(ids)))
+            if kind in ("train", "test"):
+                terms.append(contrast_terms(rr, cfg.hrf_model, cfg.high_pass))
+            motion[rr.run.name] = rr.motion
+            del rr
+    train, test, imagery = {}, {}, {}
+    imagery_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
+    for est in estimates:
+        for kind, store in (("train", train), ("test", test), ("imagery", imagery)):
+            if not parts[est][kind]:
+                continue
+            x = np.concatenate([p[0] for p in parts[est][kind]])
+            ids = sum((p[1] for p in parts[est][kind]), [])
+            groups = sum((p[2] for p in parts[est][kind]), [])
+            avg, uids, g, _ = average_by_stimulus(x, ids, groups)
+            store[est] = (avg, uids, g) if kind == "train" else (avg, uids)
+            if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
+                imagery_trials[est] = (x, ids)
+    # the same stimuli, in the same order, for every estimate type
+    first = estimates[0]
+    for est in estimates[1:]:
+        for store in (train, test, imagery):
+            if first in store and est in store:
+                order = store[first][1]
+                if set(store[est][1]) != set(order):
+                    raise BidsError(f"{bids}: {est} and {first} estimates cover different stimuli")
+                rest = store[est]
+                store[est] = (_align(rest[0], rest[1], order), order, *([store[first][2]] if len(rest) == 3 else []))
+    contrast = combine_contrasts(terms)
+    summary = {
+        "bids": str(bids),
+        "subject": subject.subject,
+        "runs": kinds,
+        "volumes": total,
+        "brain_voxels": int(brain.sum()),
+        "train_stimuli": len(train[first][1]),
+        "test_stimuli": len(test[first][1]),
+        "imagery_stimuli": len(imagery[first][1]) if imagery else 0,
+        "reference": f"mean of the volumes of {runs[0].name}",
+    }
+    return FitData(
+        reference, affine, brain, runs[0].tr, motion, train, test, imagery, imagery_trials, contrast, summary
+    )
+
+
+def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
+    """Load the VAE-GAN, fit PCA on the training faces, encode every stimulus in both spaces."""
+    from offline.datasets.bids import load_stimuli, stimulus_table
+    from offline.facespace import load_facespace, perceptual_features
+    from offline.facespace.pca import fit_pca
+
+    est = next(iter(data.train))
+    vae = load_facespace(vaegan)
+    size = vae.image_size
+    ids = {"train": data.train[est][1], "test": data.test[est][1]}
+    if data.imagery:
+        ids["imagery"] = data.imagery[est][1]
+    framing = vae.stimulus_framing
+    said = "as the face space's training images" if vae.framing else "(the face space does not say how it framed)"
+    log(f"loading {sum(len(v) for v in ids.values())} stimuli at {size}x{size}, framing {framing} {said}")
+    images = {k: load_stimuli(bids, v, size, framing) for k, v in ids.items()}
+    n_pca = cfg.pca_components or vae.latent_size
+    log(f"PCA face space: {n_pca} components on {len(images['train'])} training faces")
+    pca = fit_pca(images["train"], n_pca, image_size=size)
+    spaces = {"vaegan": vae, "pca": pca}
+    latents = {name: {k: sp.encode(im) for k, im in images.items()} for name, sp in spaces.items()}
+    floats = {k: im.astype(np.float32) / 255.0 for k, im in images.items()}
+    perceptual = (lambda im: perceptual_features(vae, im)) if cfg.perceptual else None
+    table = stimulus_table(bids)
+    attrs = None
+    if table is not None and "stim_file" in table.columns:
+        table = table.set_index(table["stim_file"].astype(str))
+        names = [c for c in table.columns if c not in ("stim_file", "split") and set(table[c].unique()) <= {-1, 1}]
+        if names and all(s in table.index for s in ids["train"] + ids["test"]):
+            attrs = {k: table.loc[ids[k], names].to_numpy(np.int8) for k in ("train", "test")}
+            attrs["names"] = names
+    return spaces, ids, floats, latents, perceptual, attrs
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fmriface")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown"
+
+
+def run_fit(
+    cfg: FitConfig, bids: str | Path, vaegan: str | Path, out: str | Path, log=print, progress=None
+) -> dict[str, Any]:
+    """The whole fit; writes ``out/bundle/`` and ``out/report/``; returns the summary the command prints.
+
+    ``log(message)`` reports each step; ``progress`` makes progress bars (see :func:`prepare`).
+    """
+    import torch
+
+    from offline.decoding.bundle_writer import LinearMap, write_bundle
+    from offline.decoding.evaluate import evaluate_decoders
+    from offline.decoding.mapping import make_mapping
+    from offline.decoding.selection import mask_selection, select_voxels
+    from offline.reports.fit_report import write_report
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    bids, out = Path(bids), Path(out)
+    data = prepare(cfg, bids, log, progress)
+    t_est = time.perf_counter() - t0
+    spaces, ids, images, latents, perceptual, attrs = _face_spaces(cfg, data, bids, Path(vaegan), log)
+
+    x_sel, groups = data.train[cfg.estimate][0], data.train[cfg.estimate][2]
+    given = None
+    if cfg.selection.method == "mask":
+        import nibabel as nib
+
+        given = mask_selection(np.asarray(nib.load(cfg.selection.mask).dataobj), data.brain)
+    log(f"voxel selection: {cfg.selection.method}" + (f", k={cfg.selection.k}" if cfg.selection.k else ""))
+    sel = select_voxels(
+        cfg.selection.method,
+        cfg.selection.k,
+        x=x_sel,
+        z=latents["vaegan"]["train"],
+        groups=groups,
+        contrast=data.contrast,
+        given=given,
+        candidates=cfg.selection.candidates,
+        alphas=cfg.alphas,
+        n_components=cfg.selection.n_components,
+        n_splits=cfg.n_splits,
+    )
+    log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
+
+    def make(name: str, **kw):
+        base = {"alphas": cfg.alphas, "n_splits": cfg.n_splits, "rescale": cfg.rescale}
+        if name == "encoding":
+            base["decode_alpha"] = cfg.decode_alpha
+            base["n_components"] = cfg.encoding_components
+        return make_mapping(name, **{**base, **kw})
+
+    male = None
+    if attrs is not None and "Male" in attrs["names"]:
+        j = attrs["names"].index("Male")
+        male = {k: attrs[k][:, j] for k in ("train", "test")}
+    evaluation, fitted = evaluate_decoders(
+        train={e: (v[0][:, sel.index], v[2]) for e, v in data.train.items()},
+        test={e: v[0][:, sel.index] for e, v in data.test.items()},
+        imagery={
+            e: (v[0][:, sel.index], data.imagery_trials[e][0][:, sel.index], data.imagery_trials[e][1])
+            for e, v in data.imagery.items()
+        }
+        or None,
+        imagery_ids=ids.get("imagery"),
+        latents=latents,
+        images=images,
+        spaces=spaces,
+        perceptual=perceptual,
+        make=make,
+        main=(cfg.estimate, cfg.mapping),
+        male=male,
+        n_permutations=cfg.n_permutations,
+        rng=np.random.default_rng(cfg.seed),
+        log=log,
+    )
+    evaluation["selection"] = sel.summary()
+    evaluation["perceptual_space"] = (
+        "a hidden layer of the trained VAE-GAN's discriminator (no pretrained network can be downloaded here)"
+        if cfg.perceptual
+        else "not computed (perceptual = false)"
+    )
+    t_eval = time.perf_counter() - t0
+
+    log("writing the bundle")
+    if cfg.estimate != "window":
+        log(
+            f"note: the bundle's mapping is fitted on {cfg.estimate} estimates; `fmriface serve` computes window "
+            "estimates and will refuse this bundle (it is for offline use)"
+        )
+    mask = np.zeros(data.brain.shape, dtype=bool)
+    mask[data.brain] = sel.index
+    vae = spaces["vaegan"]
+    if attrs is not None:
+        z = latents["vaegan"]["train"]
+        names, dirs = [], []
+        for j, name in enumerate(attrs["names"]):
+            pos, neg = attrs["train"][:, j] > 0, attrs["train"][:, j] < 0
+            if pos.any() and neg.any():
+                names.append(name)
+                dirs.append(z[pos].mean(0) - z[neg].mean(0))
+        directions = np.stack(dirs) if dirs else np.zeros((0, vae.latent_size))
+    elif vae.attribute_directions_ is not None:
+        names, directions = list(vae.attribute_names), vae.attribute_directions_
+    else:
+        names, directions = [], np.zeros((0, vae.latent_size))
+    training = {**data.summary, "estimate": cfg.estimate, "selection": sel.summary(), "vaegan": str(vaegan)}
+    main_fit = fitted[(cfg.estimate, cfg.mapping, "vaegan")]
+    bundle = write_bundle(
+        out / "bundle",
+        reference=data.reference,
+        affine=data.affine,
+        mask=mask,
+        linear_map=LinearMap.from_mapping(main_fit, cfg.mapping),
+        export_onnx=vae.export_onnx,
+        attribute_names=names,
+        attribute_directions=directions,
+        train_ids=ids["train"],
+        train_latents=latents["vaegan"]["train"],
+        test_ids=ids["test"],
+        test_latents=latents["vaegan"]["test"],
+        manifest_fields={
+            "package_version": _package_version(),
+            "image_shape": [vae.image_size, vae.image_size, 3],
+            "image_framing": vae.stimulus_framing,
+            "tr": data.tr,
+            "window": cfg.window.as_dict(),
+            "estimate": cfg.estimate,
+            "preprocessing": {
+                "detrend": "per run: Legendre drift + the 6 motion parameters (service.online.detrend_offline)",
+                "poly_order": cfg.poly_order,
+                "motion_regressors": True,
+                "scale": cfg.detrend_scale,
+                "standardise": "then (x - x_mean) / x_scale over the training trials' window estimates",
+            },
+            "alpha": float(main_fit.alpha_),
+            "rescale": float(main_fit.scale_),
+            **({"encoding_components": int(main_fit.n_components_)} if cfg.mapping == "encoding" else {}),
+            "training": training,
+            "evaluation": {k: evaluation[k] for k in ("pairwise", "pairwise_centred", "permutation", "chance")},
+        },
+    )
+    t_bundle = time.perf_counter() - t0
+    timing = {
+        "estimates_s": round(t_est, 1),
+        "evaluation_s": round(t_eval - t_est, 1),
+        "bundle_s": round(t_bundle - t_eval, 1),
+    }
+    log("writing the report")
+    report = write_report(
+        out / "report",
+        evaluation=evaluation,
+        test_images=images["test"],
+        recon=fitted["recon"],
+        motion=data.motion,
+        training=training,
+        timing=timing,
+    )
+    timing["total_s"] = round(time.perf_counter() - t0, 1)
+    return {
+        "bundle": str(bundle.path),
+        "report": str(report),
+        "pairwise": evaluation["pairwise"],
+        "permutation_mean": evaluation["permutation"].get("mean"),
+        "n_voxels": bundle.n_voxels,
+        "timing_s": timing,
+    }

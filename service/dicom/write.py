@@ -1,0 +1,166 @@
+"""DICOM datasets of one volume for the writers: Siemens mosaic (with CSA headers), enhanced multi-frame, slices."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from service.dicom.build import (
+    ENHANCED_MR_IMAGE,
+    MR_IMAGE,
+    PHILIPS_CREATOR,
+    PHILIPS_PRIVATE_SEQ_CREATOR,
+    add_rescale,
+    base_dataset,
+    item,
+    to_stored,
+)
+from service.dicom.csa import CSA_CREATOR, ascconv, write_csa
+from service.dicom.geometry import Geometry, ds_text, mosaic_ipp
+
+__all__ = ["mosaic_dataset", "enhanced_dataset", "slice_datasets"]
+
+
+def image_type_or(image_type, default):
+    return list(image_type) if image_type is not None else default
+
+
+def mosaic_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
+    cols, rows, n = data.shape
+    m = int(np.ceil(np.sqrt(n)))
+    stored = to_stored(data, "siemens")
+    mosaic = np.zeros((m * rows, m * cols), dtype=stored.values.dtype)
+    for k in range(n):
+        r0, c0 = (k // m) * rows, (k % m) * cols
+        mosaic[r0 : r0 + rows, c0 : c0 + cols] = stored.values[:, :, k].T
+    ds = base_dataset(
+        sop_class=MR_IMAGE,
+        instance=common["acquisition"],
+        instance_key="mosaic",
+        image_type=image_type_or(image_type, ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]),
+        stored=stored,
+        rows=m * rows,
+        cols=m * cols,
+        **common,
+    )
+    plane(ds, geom, mosaic_ipp(geom, rows, cols, m * rows, m * cols))
+    ds.AcquisitionMatrix = [0, cols, rows, 0]
+    ds.InPlanePhaseEncodingDirection = "COL"
+    add_rescale(ds, stored)
+    tr_ms = 1000.0 * common["tr"] if common["tr"] else 2000.0
+    image_csa = write_csa(
+        [
+            ("NumberOfImagesInMosaic", "US", [n]),
+            ("SliceNormalVector", "FD", [float(v) for v in geom.slice_step / geom.spacing]),
+            ("AcquisitionMatrixText", "SH", [f"{rows}p*{cols}"]),
+            ("MosaicRefAcqTimes", "FD", [float(t) for t in np.arange(n) * tr_ms / n]),
+            ("ProtocolSliceNumber", "IS", [0]),
+            ("PhaseEncodingDirectionPositive", "IS", [1]),
+        ]
+    )
+    phoenix = ascconv({"sSliceArray.lSize": n, "sSliceArray.ucMode": "0x1", "alTR[0]": int(round(tr_ms * 1000))})
+    series_csa = write_csa([("MrPhoenixProtocol", "UN", [phoenix])])
+    block = ds.private_block(0x0029, CSA_CREATOR, create=True)
+    block.add_new(0x08, "CS", "IMAGE NUM 4")
+    block.add_new(0x10, "OB", image_csa)
+    block.add_new(0x20, "OB", series_csa)
+    ds.PixelData = np.ascontiguousarray(mosaic).tobytes()
+    return ds
+
+
+def plane(ds: Dataset, geom: Geometry, ipp: np.ndarray) -> None:
+    ds.ImageOrientationPatient = [ds_text(v) for v in geom.iop]
+    ds.ImagePositionPatient = [ds_text(v) for v in ipp]
+    ds.PixelSpacing = [ds_text(v) for v in geom.pixel_spacing]
+    ds.SliceThickness = ds_text(geom.spacing)
+    ds.SpacingBetweenSlices = ds_text(geom.spacing)
+
+
+def enhanced_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
+    cols, rows, n = data.shape
+    vendor = common["vendor"]
+    stored = to_stored(data, vendor)
+    ds = base_dataset(
+        sop_class=ENHANCED_MR_IMAGE,
+        instance=common["acquisition"],
+        instance_key="enhanced",
+        image_type=image_type_or(image_type, ["ORIGINAL", "PRIMARY", "M", "NONE"]),
+        stored=stored,
+        rows=rows,
+        cols=cols,
+        **common,
+    )
+    ds.NumberOfFrames = n
+    rescale = item(RescaleIntercept=ds_text(stored.intercept), RescaleSlope=ds_text(stored.slope), RescaleType="US")
+    shared = item(
+        PixelMeasuresSequence=item(
+            PixelSpacing=[ds_text(v) for v in geom.pixel_spacing],
+            SliceThickness=ds_text(geom.spacing),
+            SpacingBetweenSlices=ds_text(geom.spacing),
+        ),
+        PlaneOrientationSequence=item(ImageOrientationPatient=[ds_text(v) for v in geom.iop]),
+        MRImageFrameTypeSequence=item(FrameType=list(ds.ImageType)),
+    )
+    if common["tr"] is not None:
+        shared[0].MRTimingAndRelatedParametersSequence = item(RepetitionTime=float(common["tr"]) * 1000.0)
+    if vendor != "philips":
+        shared[0].PixelValueTransformationSequence = rescale
+    frames = []
+    for k in range(n):
+        frame = item(
+            FrameContentSequence=item(
+                StackID="1",
+                InStackPositionNumber=k + 1,
+                TemporalPositionIndex=1,
+                FrameAcquisitionNumber=common["acquisition"],
+                DimensionIndexValues=[1, k + 1],
+            ),
+            PlanePositionSequence=item(ImagePositionPatient=[ds_text(v) for v in geom.positions[k]]),
+        )[0]
+        if vendor == "philips":
+            frame.PixelValueTransformationSequence = rescale
+            # Philips keeps the scale slope in a private per-frame sequence (2005,140F) of "DD 005"
+            private = item()[0]
+            private.private_block(0x2005, PHILIPS_CREATOR, create=True).add_new(0x0E, "FL", float(stored.philips_ss))
+            frame.add_new((0x2005, 0x0014), "LO", PHILIPS_PRIVATE_SEQ_CREATOR)
+            frame.add_new((0x2005, 0x140F), "SQ", [private])
+        frames.append(frame)
+    organisation = generate_uid(entropy_srcs=[common["session"], "dimensions"])
+    ds.DimensionOrganizationSequence = item(DimensionOrganizationUID=organisation)
+    ds.DimensionIndexSequence = [
+        item(DimensionOrganizationUID=organisation, DimensionIndexPointer=tag, FunctionalGroupPointer=0x00209111)[0]
+        for tag in (0x00209056, 0x00209057)  # StackID, InStackPositionNumber in FrameContentSequence
+    ]
+    ds.SharedFunctionalGroupsSequence = shared
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = np.ascontiguousarray(stored.values.transpose(2, 1, 0)).tobytes()
+    return ds
+
+
+def slice_datasets(data, geom: Geometry, image_type, **common) -> list[Dataset]:
+    cols, rows, n = data.shape
+    vendor, acq = common["vendor"], common["acquisition"]
+    stored = to_stored(data, vendor)
+    out = []
+    for k in range(n):
+        ds = base_dataset(
+            sop_class=MR_IMAGE,
+            instance=(acq - 1) * n + k + 1 if acq >= 1 else k + 1,
+            instance_key=f"slice{k}",
+            image_type=image_type_or(image_type, ["ORIGINAL", "PRIMARY", "M", "ND"]),
+            stored=stored,
+            rows=rows,
+            cols=cols,
+            **common,
+        )
+        if vendor != "siemens":
+            ds.AcquisitionNumber = 1
+        ds.TemporalPositionIdentifier = acq
+        ds.ImagesInAcquisition = n
+        plane(ds, geom, geom.positions[k])
+        ds.SliceLocation = ds_text(float(geom.positions[k] @ geom.normal))
+        add_rescale(ds, stored)
+        ds.PixelData = np.ascontiguousarray(stored.values[:, :, k].T).tobytes()
+        out.append(ds)
+    return out

@@ -1,0 +1,192 @@
+"""What a scanner export file or folder holds: format, series, matrix, voxel size, TR, acquisitions, problems.
+
+The engine of ``fmriface inspect``: every file is read as intake would read it (so the problems listed are the
+ones the service would meet), grouped by series, and summarised. Nothing about the patient is reported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from service.dicom.read import DicomImage
+from service.intake.readers import assemble, read_image, sniff
+from service.volume import IntakeError, UnsupportedFileError, Volume
+
+__all__ = ["inspect_path", "format_report", "compact_ranges"]
+
+
+def compact_ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5, 7, 8]`` -> ``"1-3,5,7-8"``."""
+    nums = sorted(set(numbers))
+    parts: list[str] = []
+    start = prev = None
+    for n in nums + [None]:  # type: ignore[list-item]
+        if start is not None and (n is None or n != prev + 1):
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = None
+        if n is not None and start is None:
+            start = n
+        prev = n
+    return ",".join(parts)
+
+
+def _files(path: Path, recursive: bool) -> list[Path]:
+    if path.is_file():
+        return [path]
+    walk = path.rglob("*") if recursive else path.iterdir()
+    out = []
+    for p in walk:
+        if p.name.startswith(".") or not p.is_file():
+            continue  # folders, FIFOs, devices (which would block a reader) and dangling links
+        if p.is_symlink() and path.resolve() not in p.resolve().parents:
+            continue  # never follow links out of the folder
+        out.append(p)
+    return sorted(out)
+
+
+def inspect_path(path: str | Path, recursive: bool = False) -> dict[str, Any]:
+    """Summarise a file or a folder; JSON-ready."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    problems: list[dict[str, str]] = []
+    ignored: list[dict[str, str]] = []
+    series: dict[str, dict[str, Any]] = {}
+    slices: dict[tuple[str, int], list[DicomImage]] = defaultdict(list)
+    files = _files(path, recursive)
+    for f in files:
+        try:
+            with f.open("rb") as fh:
+                head = fh.read(132)
+            if sniff(f, head) is None:
+                ignored.append({"file": str(f), "reason": "neither DICOM nor NIfTI"})
+                continue
+            got = read_image(f)
+        except UnsupportedFileError as exc:
+            ignored.append({"file": str(f), "reason": exc.reason})
+            continue
+        except IntakeError as exc:
+            problems.append({"file": str(f), "kind": exc.kind, "reason": exc.reason})
+            continue
+        except OSError as exc:
+            problems.append({"file": str(f), "kind": "unreadable", "reason": str(exc)})
+            continue
+        if isinstance(got, DicomImage) and got.fmt == "slice":
+            slices[(got.series_uid, got.acquisition)].append(got)
+            continue
+        _add(series, got if isinstance(got, Volume) else _volume(got, problems), got)
+    for (_, acq), group in slices.items():
+        expected = group[0].slices_expected
+        if expected and len(group) < expected:
+            problems.append(
+                {
+                    "file": str(group[0].path),
+                    "kind": "incomplete",
+                    "reason": f"acquisition {acq}: {len(group)} of {expected} slices",
+                }
+            )
+            continue
+        _add(series, _volume(group, problems), group[0])
+    return {
+        "path": str(path),
+        "files": len(files),
+        "series": [_summary(s) for s in sorted(series.values(), key=lambda s: (s["number"] is None, s["number"] or 0))],
+        "ignored_files": ignored,
+        "problems": problems,
+    }
+
+
+def _volume(images: DicomImage | list[DicomImage], problems: list[dict[str, str]]) -> Volume | None:
+    images = images if isinstance(images, list) else [images]
+    try:
+        return assemble(images)
+    except IntakeError as exc:
+        problems.append({"file": str(exc.path), "kind": exc.kind, "reason": exc.reason})
+        return None
+
+
+def _add(series: dict[str, dict[str, Any]], vol: Volume | None, source: DicomImage | Volume) -> None:
+    if vol is None:
+        return
+    key = vol.series or f"nifti:{vol.path.parent}"
+    entry = series.setdefault(
+        key,
+        {
+            "uid": vol.series,
+            "number": vol.series_number,
+            "description": getattr(source, "series_description", ""),
+            "epi": getattr(source, "exclusion", None) is None,
+            "not_epi_because": getattr(source, "exclusion", None),
+            "formats": Counter(),
+            "matrices": Counter(),
+            "voxel_sizes": Counter(),
+            "trs": Counter(),
+            "acquisitions": [],
+            "files": 0,
+        },
+    )
+    entry["formats"][vol.fmt] += 1
+    entry["matrices"][vol.shape] += 1
+    entry["voxel_sizes"][tuple(round(v, 4) for v in vol.voxel_size)] += 1
+    entry["trs"][vol.tr] += 1
+    entry["acquisitions"].append(vol.acquisition)
+    entry["files"] += 1
+
+
+def _summary(entry: dict[str, Any]) -> dict[str, Any]:
+    acqs = entry["acquisitions"]
+    counts = Counter(acqs)
+    missing = sorted(set(range(min(acqs), max(acqs) + 1)) - set(acqs)) if acqs else []
+    notes = []
+    if len(entry["matrices"]) > 1:
+        notes.append(
+            f"matrices differ within the series: {dict((str(list(k)), v) for k, v in entry['matrices'].items())}"
+        )
+    if len(entry["trs"]) > 1:
+        notes.append(f"TRs differ within the series: {sorted(map(str, entry['trs']))}")
+    return {
+        "series_uid": entry["uid"],
+        "series_number": entry["number"],
+        "description": entry["description"],
+        "epi": entry["epi"],
+        "not_epi_because": entry["not_epi_because"],
+        "format": entry["formats"].most_common(1)[0][0],
+        "matrix": list(entry["matrices"].most_common(1)[0][0]),
+        "voxel_size_mm": list(entry["voxel_sizes"].most_common(1)[0][0]),
+        "tr_s": entry["trs"].most_common(1)[0][0],
+        "volumes": len(acqs),
+        "acquisitions": compact_ranges(acqs),
+        "missing": compact_ranges(missing),
+        "duplicates": sorted(a for a, n in counts.items() if n > 1),
+        "notes": notes,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable form of :func:`inspect_path`'s result."""
+    lines = [f"{report['path']}: {report['files']} file(s), {len(report['series'])} series"]
+    for s in report["series"]:
+        epi = "EPI" if s["epi"] else f"not EPI ({s['not_epi_because']})"
+        vox = "x".join(f"{v:g}" for v in s["voxel_size_mm"])
+        tr = f"{s['tr_s']:g} s" if s["tr_s"] else "unknown"
+        lines.append(f"  series {s['series_number']} {s['description']!r} [{epi}]")
+        lines.append(f"    format {s['format']}, matrix {'x'.join(map(str, s['matrix']))}, voxel {vox} mm, TR {tr}")
+        lines.append(f"    {s['volumes']} volume(s), acquisitions {s['acquisitions']}")
+        if s["missing"]:
+            lines.append(f"    missing acquisitions: {s['missing']}")
+        if s["duplicates"]:
+            lines.append(f"    duplicated acquisitions: {s['duplicates']}")
+        lines += [f"    note: {n}" for n in s["notes"]]
+    if report["problems"]:
+        lines.append(f"  problems ({len(report['problems'])}):")
+        lines += [f"    {os.path.basename(p['file'])}: {p['kind']}: {p['reason']}" for p in report["problems"]]
+    else:
+        lines.append("  no problems found")
+    for item in report["ignored_files"][:10]:
+        lines.append(f"  ignored {os.path.basename(item['file'])}: {item['reason']}")
+    if len(report["ignored_files"]) > 10:
+        lines.append(f"  ... and {len(report['ignored_files']) - 10} more ignored files")
+    return "\n".join(lines)

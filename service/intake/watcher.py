@@ -1,0 +1,520 @@
+"""Watch the scanner's export folder and hand on each volume of one series, in order, exactly once.
+
+File events come from watchdog (inotify close-write and rename on Linux). When events do not arrive (network
+shares), a slow background scan notices files no event announced and the watcher switches to polling; polling
+can also be forced (``polling="on"``) or disabled (``"off"``). Files already in the folder at start are
+processed first, in acquisition order, so a restarted service catches up.
+
+A file is read only when its content is complete (DICOM pixel data as long as the header says, NIfTI data
+as long as its header says, gzip stream ended); incomplete files are retried until they stop changing for
+``complete_timeout_s`` (or ``complete_retries`` reads without change), then reported ``incomplete``. Every
+problem becomes an :class:`~service.volume.IntakeEvent` and intake goes on. Symlinks that point outside the
+folder are never followed.
+
+Examples
+--------
+>>> with VolumeWatcher(WatcherConfig(folder="/data/export")) as watcher:  # doctest: +SKIP
+...     item = watcher.get(timeout=2.5)  # Volume, IntakeEvent or None
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import heapq
+import logging
+import os
+import queue
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from service.dicom.read import DicomImage
+from service.intake.parse_offload import ParseOffload
+from service.intake.readers import assemble, read_image, sniff
+from service.intake.series import Sequencer, SeriesFilter
+from service.volume import (
+    CorruptFileError,
+    IncompleteFileError,
+    IntakeError,
+    IntakeEvent,
+    ShapeMismatchError,
+    UnsupportedFileError,
+    Volume,
+)
+
+__all__ = ["WatcherConfig", "VolumeWatcher", "IntakeEvent", "Volume"]
+
+
+def _not_the_stop_race(record: logging.LogRecord) -> bool:
+    """False for watchdog's "queue_events() called when the thread is inactive": its inotify emitter logs it as an
+    error when ``stop()`` lands while it is reading (watchdog 6-7); nothing is lost, so an operator need not see it."""
+    return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_not_the_stop_race)
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    """Intake settings (TOML table ``[watcher]``; every key can be given as a keyword).
+
+    Attributes
+    ----------
+    folder : str
+        The scanner's export folder.
+    pattern : str
+        File-name globs, comma separated (``"*.dcm,*.IMA,*.nii*"``); hidden and ``*.tmp`` files never match.
+    polling : {"auto", "on", "off"}
+        ``auto``: file events, switching to polling when files turn up that no event announced.
+    poll_interval_s : float
+        Folder scan period while polling.
+    event_grace_s : float
+        ``auto``: how long a file may sit unannounced before polling takes over; the check scan runs at
+        half this period.
+    retry_interval_s, complete_retries, complete_timeout_s
+        An incomplete file is re-read every ``retry_interval_s``; it is reported incomplete after
+        ``complete_retries`` reads or ``complete_timeout_s`` seconds without the file changing.
+    series : int or None
+        SeriesNumber to follow; None: the first EPI series (at start: the newest one already present).
+    first_acquisition : int or None
+        Acquisition number of volume index 0; None: 0 when the first volume is numbered 0, else 1.
+    reorder_window, gap_timeout_s
+        An acquisition is declared missing once ``reorder_window`` later volumes wait or the oldest waited
+        ``gap_timeout_s``.
+    parse_process : {"auto", "off"}
+        ``auto``: while volumes wait for the worker (a fast replay, a restart catching up), files are parsed in
+        one helper process so that parsing and motion correction use both cores (:mod:`service.intake.parse_offload`);
+        in a live run, where the worker is idle when a file arrives, they are parsed in the intake thread.
+    """
+
+    folder: str = "."
+    pattern: str = "*"
+    polling: Literal["auto", "on", "off"] = "auto"
+    poll_interval_s: float = 0.05
+    event_grace_s: float = 1.0
+    retry_interval_s: float = 0.02
+    complete_retries: int = 100
+    complete_timeout_s: float = 3.0
+    series: int | None = None
+    first_acquisition: int | None = None
+    reorder_window: int = 2
+    gap_timeout_s: float = 3.0
+    parse_process: Literal["auto", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.polling not in ("auto", "on", "off"):
+            raise ValueError(f"polling must be auto, on or off, not {self.polling!r}")
+        if self.parse_process not in ("auto", "off"):
+            raise ValueError(f"parse_process must be auto or off, not {self.parse_process!r}")
+        for name in ("poll_interval_s", "event_grace_s", "retry_interval_s", "complete_timeout_s", "gap_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, not {getattr(self, name)!r}")
+        if self.complete_retries < 1 or self.reorder_window < 1:
+            raise ValueError("complete_retries and reorder_window must be >= 1")
+
+
+@dataclass
+class _File:
+    """What the watcher knows about one file."""
+
+    t_seen: float
+    signature: tuple[int, int] = (-1, -1)
+    t_changed: float = 0.0
+    tries: int = 0
+    state: str = "new"  # new | waiting | done
+    announced: bool = False
+    sha256: str = ""
+
+
+@dataclass
+class _SliceSet:
+    images: dict[tuple[float, ...], DicomImage] = field(default_factory=dict)
+    t_seen: float = 0.0
+
+
+class VolumeWatcher:
+    """Folder watcher: ``start()``/``stop()`` (or a ``with`` block) and ``get(timeout)``.
+
+    Parameters
+    ----------
+    config : WatcherConfig or path
+        The settings, or the folder (then ``overrides`` are WatcherConfig fields).
+    observer_factory : callable, optional
+        Builds the watchdog observer (tests pass one whose events never arrive).
+
+    Attributes
+    ----------
+    mode : {"events", "polling"}
+        How new files are found now (``auto`` starts with events and may switch, reporting a ``polling`` event).
+    counts : dict
+        Volumes handed on and events by kind, so far.
+    """
+
+    def __init__(self, config: WatcherConfig | str | Path, observer_factory=None, **overrides: Any):
+        if not isinstance(config, WatcherConfig):
+            config = WatcherConfig(folder=str(config))
+        self.config = replace(config, **overrides) if overrides else config
+        self.folder = Path(self.config.folder)
+        self.mode = "polling" if self.config.polling == "on" else "events"
+        self._observer_factory = observer_factory
+        self._patterns = [p.strip() for p in self.config.pattern.split(",") if p.strip()] or ["*"]
+        self._inbox: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        self._out: queue.Queue[Volume | IntakeEvent] = queue.Queue()
+        self._files: dict[str, _File] = {}
+        self._retries: list[tuple[float, str]] = []
+        self._slices: dict[tuple[str, int], _SliceSet] = {}
+        self._series = SeriesFilter(number=self.config.series)
+        self._seq = Sequencer(self.config.first_acquisition, self.config.reorder_window, self.config.gap_timeout_s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer = None
+        self._parser = ParseOffload(
+            enabled=self.config.parse_process == "auto",
+            on_give_up=lambda reason, path: self._emit(IntakeEvent("parse-process", reason, path=path)),
+        )
+        self.counts: dict[str, int] = {"volumes": 0}
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> VolumeWatcher:
+        """Process the files already present, then watch for new ones (returns self)."""
+        if not self.folder.is_dir():
+            raise NotADirectoryError(f"watch folder {self.folder} does not exist or is not a folder")
+        self._root = self.folder.resolve()
+        self._folder_text = os.fspath(self.folder)
+        if self.config.polling != "on":
+            self._start_observer()
+        existing = [e.path for e in self._scan()]
+        self._catch_up(existing)
+        self._thread = threading.Thread(target=self._run, name="fmriface-intake", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (what was already handed on stays in the queue)."""
+        self._stop.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            if self._thread.is_alive():  # waiting on the parse process: ending it ends the wait
+                self._parser.kill()
+                self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                return  # still busy: the parse process is dead; its pipes close when this process exits
+            self._thread = None
+        self._parser.close()
+
+    def __enter__(self) -> VolumeWatcher:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def get(self, timeout: float | None = None) -> Volume | IntakeEvent | None:
+        """The next volume or event, or None when nothing came within ``timeout`` seconds."""
+        try:
+            return self._out.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # ------------------------------------------------------------------ events
+    def _start_observer(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+
+        inbox, modified_too = self._inbox, sys.platform != "linux"  # Linux: close-write makes modify redundant
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                if event.is_directory:
+                    return
+                kind = event.event_type
+                if kind in ("closed", "created", "moved") or (kind == "modified" and modified_too):
+                    inbox.put((os.fsdecode(getattr(event, "dest_path", "") or event.src_path), time.time()))
+
+        try:
+            if self._observer_factory is not None:
+                observer = self._observer_factory()
+            else:
+                from watchdog.observers import Observer
+
+                observer = Observer()
+            observer.schedule(Handler(), str(self.folder), recursive=False)
+            observer.start()
+            self._observer = observer
+        except OSError as exc:
+            if self.config.polling == "off":
+                raise OSError(f"file events are unavailable for {self.folder} ({exc}) and polling is 'off'") from exc
+            self._switch_to_polling(f"file events unavailable ({exc})")
+
+    def _switch_to_polling(self, reason: str) -> None:
+        if self.mode != "polling":
+            self.mode = "polling"
+            self._emit(IntakeEvent("polling", f"switched to polling every {self.config.poll_interval_s} s: {reason}"))
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        next_scan = time.time()
+        while not self._stop.is_set():
+            now = time.time()
+            scan_period = self.config.poll_interval_s if self.mode == "polling" else self.config.event_grace_s / 2
+            if self.config.polling != "off" and now >= next_scan:
+                self._poll(now)
+                next_scan = now + scan_period
+            while self._retries and self._retries[0][0] <= now:
+                self._consider(heapq.heappop(self._retries)[1], now)
+            self._tick(now)
+            wake = [next_scan if self.config.polling != "off" else now + 0.5]
+            wake += [self._retries[0][0]] if self._retries else []
+            wake += [d for d in (self._seq.due(),) if d is not None]
+            try:
+                name, t = self._inbox.get(timeout=max(0.0, min(wake) - time.time()))
+            except queue.Empty:
+                continue
+            self._consider(name, t, announced=True)
+            while True:  # drain what else is there
+                try:
+                    name, t = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                self._consider(name, t, announced=True)
+
+    def _poll(self, now: float) -> None:
+        for entry in self._scan():
+            name = entry.path
+            known = self._files.get(name)
+            if known is not None and known.state == "done" and not entry.is_symlink():
+                try:  # the common case, every poll: a file already read and unchanged since (one lstat)
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    st = None
+                if st is not None and (st.st_size, st.st_mtime_ns) == known.signature:
+                    continue
+            if self.mode != "polling":
+                if known is None:
+                    self._files[name] = _File(t_seen=now)
+                    continue
+                if known.state == "new" and not known.announced and now - known.t_seen >= self.config.event_grace_s:
+                    self._switch_to_polling(f"{Path(name).name} appeared without a file event")
+                else:
+                    continue
+            if known is not None and known.state == "waiting":
+                continue  # its retries are scheduled
+            self._consider(name, now)
+
+    def _scan(self) -> list[os.DirEntry]:
+        try:
+            entries = sorted(os.scandir(self.folder), key=lambda e: e.name)
+        except OSError:
+            return []
+        return [e for e in entries if self._matches(e.name)]
+
+    def _matches(self, name: str) -> bool:
+        if name.startswith(".") or name.endswith(".tmp"):
+            return False
+        return any(fnmatch.fnmatch(name, p) for p in self._patterns)
+
+    def _tick(self, now: float) -> None:
+        for key, group in list(self._slices.items()):
+            if now - group.t_seen > self.config.complete_timeout_s:
+                del self._slices[key]
+                first = next(iter(group.images.values()))
+                reason = f"acquisition {key[1]}: {len(group.images)} of {first.slices_expected} slices after {self.config.complete_timeout_s} s"
+                self._emit(IntakeEvent("incomplete", reason, path=first.path, acquisition=key[1]))
+        for item in self._seq.flush(now):
+            self._emit(item)
+
+    def _emit(self, item: Volume | IntakeEvent) -> None:
+        if isinstance(item, Volume):
+            item.t_ready = time.time()
+            self.counts["volumes"] += 1
+        else:
+            self.counts[item.kind] = self.counts.get(item.kind, 0) + 1
+        self._out.put(item)
+
+    # ------------------------------------------------------------------ files
+    def _consider(self, name: str, t: float, announced: bool = False) -> None:
+        """Look at one file; an unexpected failure is reported and intake goes on (FMRIFACE_RAISE=1 re-raises)."""
+        try:
+            self._look(name, t, announced)
+        except Exception as exc:  # noqa: BLE001 - the real-time loop must survive any one file
+            if os.environ.get("FMRIFACE_RAISE") == "1":
+                raise
+            self._files.setdefault(name, _File(t_seen=t)).state = "done"
+            self._emit(IntakeEvent("corrupt", f"unexpected {type(exc).__name__}: {exc}", path=Path(name)))
+
+    def _look(self, name: str, t: float, announced: bool) -> None:
+        folder, base = os.path.split(name)
+        if not self._matches(base) or (folder != self._folder_text and Path(folder).resolve() != self._root):
+            return  # only the folder's own files (no sub-folders)
+        path = Path(name)
+        info = self._files.setdefault(name, _File(t_seen=t))
+        info.announced |= announced
+        try:
+            checked = self._target(path)
+        except FileNotFoundError:
+            return
+        if isinstance(checked, str):
+            if info.state != "done":
+                info.state = "done"
+                self._emit(IntakeEvent("ignored", checked, path=path))
+            return
+        target, st = checked
+        signature = (st.st_size, st.st_mtime_ns)
+        if info.state == "done" and signature == info.signature:
+            return
+        if signature != info.signature:
+            info.signature, info.t_changed, info.tries = signature, time.time(), 0
+        self._read(path, target, info, t)
+
+    def _target(self, path: Path) -> tuple[Path, os.stat_result] | str:
+        """The file to read for ``path`` (itself, or a link's target inside the folder) or why not to open it."""
+        st = os.stat(path, follow_symlinks=False)
+        target = path
+        if stat.S_ISLNK(st.st_mode):
+            target = path.resolve()
+            if self._root not in target.parents:
+                return "symlink pointing outside the watch folder; not followed"
+            st = os.stat(target)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (a FIFO, device or folder); not opened"
+        return target, st
+
+    @staticmethod
+    def _read_bytes(target: Path) -> tuple[bytes, os.stat_result]:
+        """All bytes of a regular file; never blocks on a FIFO swapped in after the check, never follows a link."""
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IsADirectoryError(f"{target.name} is not a regular file")
+            raw = f.read()
+            return raw, os.fstat(fd)
+
+    def _read(self, path: Path, target: Path, info: _File, t: float) -> None:
+        try:
+            raw, st = self._read_bytes(target)
+            seen = (st.st_size, st.st_mtime_ns)
+            if st.st_size == len(raw) and seen != info.signature:  # a write landed after the stat: that is a change
+                info.signature, info.t_changed, info.tries = seen, time.time(), 0
+            digest = hashlib.sha256(raw).hexdigest()
+            if info.state == "done" and digest == info.sha256:
+                return  # touched or rewritten with the same bytes: nothing new
+            info.sha256 = digest
+            kind = sniff(path, raw[:132])
+            if kind is None:
+                if len(raw) >= 132 or time.time() - info.t_changed > self.config.complete_timeout_s:
+                    info.state = "done"  # an unrelated file: ignored without a report
+                    return
+                raise IncompleteFileError(path, f"only {len(raw)} bytes")
+            # volumes waiting for the worker: parse in the helper process (service.intake.parse_offload)
+            got = self._parser.read(path, raw, digest, kind, backlog=self._out.qsize() >= 2)
+        except FileNotFoundError:
+            return
+        except IncompleteFileError as exc:
+            info.tries += 1
+            quiet = time.time() - info.t_changed
+            if info.tries >= self.config.complete_retries or quiet >= self.config.complete_timeout_s:
+                info.state = "done"
+                reason = f"{exc.reason} (unchanged for {quiet:.2f} s, {info.tries} reads)"
+                self._emit(IntakeEvent("incomplete", reason, path=path))
+            else:
+                info.state = "waiting"
+                heapq.heappush(self._retries, (time.time() + self.config.retry_interval_s, str(path)))
+            return
+        except UnsupportedFileError as exc:
+            info.state = "done"
+            self._emit(IntakeEvent("ignored", exc.reason, path=path))
+            return
+        except (CorruptFileError, IntakeError, OSError) as exc:
+            info.state = "done"
+            self._emit(IntakeEvent("corrupt", getattr(exc, "reason", str(exc)), path=path))
+            return
+        info.state = "done"
+        self._take(got, info.t_seen if info.t_seen else t)
+
+    def _take(self, got: DicomImage | Volume, t_seen: float) -> None:
+        if isinstance(got, Volume):
+            uid, number, description, exclusion = f"nifti:{got.series}", got.series_number, "NIfTI", None
+        else:
+            uid, number, description, exclusion = (
+                got.series_uid,
+                got.series_number,
+                got.series_description,
+                got.exclusion,
+            )
+        taken, events = self._series.offer(uid, number, description, exclusion, got.path)
+        for event in events:
+            self._emit(event)
+        if not taken:
+            return
+        if isinstance(got, DicomImage):
+            vol = self._slice(got, t_seen) if got.fmt == "slice" else self._assemble([got], t_seen)
+            if vol is None:
+                return
+        else:
+            vol = got
+            vol.t_seen = t_seen
+        for item in self._seq.push(vol):
+            self._emit(item)
+
+    def _assemble(self, images: list[DicomImage], t_seen: float) -> Volume | None:
+        try:
+            return assemble(images, t_seen)
+        except IntakeError as exc:
+            kind = "mismatch" if isinstance(exc, ShapeMismatchError) else "corrupt"
+            self._emit(IntakeEvent(kind, exc.reason, path=exc.path, acquisition=images[0].acquisition))
+            return None
+
+    def _slice(self, img: DicomImage, t_seen: float) -> Volume | None:
+        if not img.slices_expected:
+            self._emit(
+                IntakeEvent(
+                    "corrupt", "slice file without ImagesInAcquisition: its volume cannot be completed", path=img.path
+                )
+            )
+            return None
+        key = (img.series_uid, img.acquisition)
+        group = self._slices.setdefault(key, _SliceSet(t_seen=t_seen))
+        position = tuple(round(float(v), 3) for v in img.positions[0])
+        if position in group.images:
+            reason = f"slice at {list(position)} of acquisition {img.acquisition} arrived twice; keeping the first"
+            self._emit(IntakeEvent("duplicate", reason, path=img.path, acquisition=img.acquisition))
+            return None
+        group.images[position] = img
+        if len(group.images) < img.slices_expected:
+            return None
+        del self._slices[key]
+        return self._assemble(list(group.images.values()), group.t_seen)
+
+    def _catch_up(self, names: list[str]) -> None:
+        """Process the files present at start: EPI files first, in acquisition order.
+
+        Without a configured series, the newest EPI series present (by file time) is followed: a restarted
+        service goes on with the run in progress, not with an earlier run left in the folder.
+        """
+        now = time.time()
+        rows = []  # (is EPI, mtime, acquisition, name, series number)
+        for name in names:
+            self._files[name] = _File(t_seen=now)
+            try:
+                checked = self._target(Path(name))
+                if isinstance(checked, str):
+                    raise IsADirectoryError(checked)  # reported when considered below
+                raw, st = self._read_bytes(checked[0])
+                got = read_image(name, raw, pixels=False)
+                epi = isinstance(got, Volume) or got.exclusion is None
+                rows.append((epi, st.st_mtime, got.acquisition, name, got.series_number))
+            except (IntakeError, OSError):
+                rows.append((False, 0.0, 0, name, None))
+        epi_rows = [r for r in rows if r[0]]
+        if epi_rows:
+            self._series.prefer = max(epi_rows, key=lambda r: r[1])[4]
+        for row in sorted(rows, key=lambda r: (not r[0], r[2], r[3])):
+            self._consider(row[3], now)
+        self._series.prefer = None

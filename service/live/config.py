@@ -1,0 +1,140 @@
+"""The options of ``fmriface serve`` (a frozen dataclass filled from ``configs/serve-*.toml`` and the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service import protocol as P
+from service.intake.watcher import WatcherConfig
+from service.online import SCALES
+
+__all__ = ["ServeConfig"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Options of the real-time service.
+
+    Parameters
+    ----------
+    bundle : path
+        The bundle folder written by ``fmriface fit``.
+    watch : path
+        The scanner's export folder.
+    runs : path
+        Where run records go (``runs/<run_id>/``).
+    run_id : str
+        The run's name; empty = derived from the watched folder, so a restart on the same folder resumes it.
+    pub, pull : str
+        ZeroMQ addresses bound for publishing and for the experiment's events / displays' flip acks.
+    hwm : int
+        Send high-water mark (messages queued per subscriber before old ones are dropped).
+    events : path, optional
+        An events.tsv (BIDS: onset, duration, trial_type, stim_file) with the run's trials, given up front.
+    tr : float
+        Repetition time in seconds for trial windows and ``stim_time``; 0 = the bundle's (a volume header that
+        states another TR is reported in the log).
+    hrf_lag : float
+        Seconds between a stimulus and the BOLD response a frame shows; frames carry ``stim_time``.
+    frame_average : int
+        Preprocessed volumes averaged for each frame's latent (1 = the volume alone).
+    poly_order, motion_regressors, min_volumes : int, bool, int
+        Online detrending: Legendre drift order, the 6 motion parameters as regressors, settling volumes.
+    scale : str
+        Per-voxel scaling of the detrended signal: ``psc`` (percent signal change), ``zscore`` or ``none``;
+        must match the offline fit's (``service.online.detrend_offline``, default ``psc``).
+    window_start, window_stop, baseline_start, baseline_stop : float
+        The trial window (service.window.WindowSpec), seconds after onset.
+    skip_trial_types : tuple of str
+        Trial types not decoded per trial (fixation, and the short cues of imagery and feedback runs).
+    target_stim : str
+        Neurofeedback target: a stimulus id of the bundle (file name), or empty.
+    target_image : path, optional
+        Neurofeedback target as an image file (encoded with the bundle's encoder.onnx).
+    feedback_smooth : int
+        Volumes the frame feedback correlation is averaged over.
+    max_volumes : int
+        Stop after this many volumes (0 = no limit).
+    idle_timeout : float
+        Stop after this many seconds without a new volume, once one has arrived (0 = never).
+    startup_timeout : float
+        Stop if no volume at all arrives within this many seconds (0 = wait forever).
+    heartbeat : float
+        Seconds between ``status`` messages.
+    device : str
+        onnxruntime device: cpu, cuda or auto.
+    threads : int
+        onnxruntime intra-op threads.
+    blas_threads : int
+        Threads of numpy's BLAS in the service (1: multithreaded BLAS only adds jitter to one volume's work).
+    max_batch : int
+        Volumes taken at once when a backlog has built up (mapping and decoder run once for all of them).
+    latent_in_header : int
+        Put the latent in frame headers when its size is at most this.
+    verify_bundle : bool
+        Check the bundle's SHA-256 hashes at start.
+    fsync : bool
+        fsync every volume record (survives a power cut; slower).
+    json_log : bool
+        Log lines as JSON objects on stderr.
+    watcher : WatcherConfig
+        Intake settings (TOML table ``[watcher]``: pattern, polling, series, ...); its ``folder`` is ``watch``.
+    """
+
+    bundle: Path | None = None
+    watch: Path | None = None
+    runs: Path = Path("runs")
+    run_id: str = ""
+    pub: str = P.DEFAULT_PUB
+    pull: str = P.DEFAULT_PULL
+    hwm: int = P.DEFAULT_HWM
+    events: Path | None = None
+    tr: float = 0.0
+    hrf_lag: float = 5.0
+    frame_average: int = 1
+    poly_order: int = 2
+    motion_regressors: bool = True
+    min_volumes: int = 10
+    scale: str = "psc"
+    window_start: float = 4.0
+    window_stop: float = 8.0
+    baseline_start: float = -2.0
+    baseline_stop: float = 0.0
+    skip_trial_types: tuple[str, ...] = ("Fix", "Cue")
+    target_stim: str = ""
+    target_image: Path | None = None
+    feedback_smooth: int = 3
+    max_volumes: int = 0
+    idle_timeout: float = 0.0
+    startup_timeout: float = 0.0
+    heartbeat: float = 1.0
+    device: str = "cpu"
+    threads: int = 1
+    blas_threads: int = 1
+    max_batch: int = 16
+    latent_in_header: int = 64
+    verify_bundle: bool = True
+    fsync: bool = False
+    json_log: bool = False
+    curve_secret: Path | None = None
+    curve_allowed: Path | None = None
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("hwm", "frame_average", "feedback_smooth", "threads", "blas_threads", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("tr", "hrf_lag", "max_volumes", "idle_timeout", "startup_timeout", "poly_order", "min_volumes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.heartbeat <= 0:
+            raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        if (self.curve_secret is None) != (self.curve_allowed is None):
+            raise ValueError("curve_secret and curve_allowed go together (the service's key and its allowed peers)")
+        if self.run_id and not all(c.isalnum() or c in "-_." for c in self.run_id):
+            raise ValueError(f"run_id {self.run_id!r} may hold letters, digits, '-', '_' and '.' only")

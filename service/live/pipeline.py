@@ -1,0 +1,374 @@
+"""The per-volume pipeline: motion correction -> mask -> online preprocessing -> decode -> publish -> record.
+
+:class:`Pipeline` holds every piece of state that lives across volumes as a named attribute (the fitted
+registration, the last motion estimate, the detrending state, the buffer of preprocessed volumes, the trial
+windows, the neurofeedback target). :meth:`Pipeline.process_many` takes the volumes that arrived (one, or a
+backlog); :meth:`Pipeline.handle` one inbound message. A volume that fails is logged, recorded in
+``volumes.jsonl`` with its error and skipped; the run goes on (``FMRIFACE_RAISE=1`` re-raises instead, as the
+tests set).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.bundle import Bundle
+from service.live.config import ServeConfig
+from service.live.decoder import LatentDecoder
+from service.live.feedback import Feedback
+from service.live.history import VolumeHistory
+from service.live.policy import VolumeError, raise_errors
+from service.live.publisher import Publisher
+from service.live.runlog import ResumeState, RunLog
+from service.live.trials import TrialBook
+from service.motion import RigidRegistration, framewise_displacement
+from service.online import OnlinePreprocessor
+
+__all__ = ["Pipeline", "StagedVolume", "VolumeError"]
+
+log = logging.getLogger("service.live.pipeline")
+#: Stage timestamps of a frame header's ``t``, in order after ``file_ready``.
+_STAGES = ("read", "dequeued", "motion", "decoded", "sent")
+
+
+@dataclass(slots=True)
+class StagedVolume:
+    """A volume between motion correction and its frame: what decoding and sending it needs."""
+
+    vol: Any
+    rec: dict[str, Any]
+    t: dict[str, float]
+    x: np.ndarray
+    params: np.ndarray
+    frame_x: np.ndarray
+    #: ``time.time() - time.perf_counter()`` when it was dequeued: stage times on the wall clock
+    clock_offset: float
+
+
+class Pipeline:
+    """Everything between a read volume and its published, recorded frame.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    cfg : ServeConfig
+    publisher : Publisher
+    runlog : RunLog
+    decoder : LatentDecoder
+        Already built (session warmed up).
+    tr : float
+        Repetition time used for trial windows and ``stim_time``.
+    """
+
+    def __init__(
+        self, bundle: Bundle, cfg: ServeConfig, publisher: Publisher, runlog: RunLog, decoder: LatentDecoder, tr: float
+    ) -> None:
+        self.bundle, self.cfg, self.pub, self.runlog, self.decoder, self.tr = (
+            bundle,
+            cfg,
+            publisher,
+            runlog,
+            decoder,
+            tr,
+        )
+        # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
+        self.reg_ = RigidRegistration().fit(bundle.reference, bundle.affine)
+        self.online_ = OnlinePreprocessor(
+            bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes, scale=cfg.scale
+        )
+        # by volume index: motion-corrected mask voxels, motion, preprocessed voxels, and which volumes are in
+        self.history = VolumeHistory(bundle.n_voxels)
+        self.last_params_ = np.zeros(6)
+        self.last_fd_ = 0.0
+        self.n_ok_ = self.n_errors_ = self.n_duplicates_ = 0
+        self.done_files_: set[tuple[str, str]] = set()
+        self.latency_: list[float] = []
+        self.stage_ms_: dict[str, list[float]] = {k: [] for k in _STAGES}
+        self.sent_frames_: OrderedDict[tuple[str, int], tuple[int, float, float]] = OrderedDict()
+        self.flips_: list[float] = []
+        center = bundle.stimulus_latents.mean(0) if len(bundle.stimulus_latents) else np.zeros(bundle.latent_size)
+        self.feedback_ = Feedback(bundle.attribute_names, bundle.attribute_directions, center, cfg.feedback_smooth)
+        self.trials_ = TrialBook(
+            tr, cfg, decoder, self.history, self.online_, self.feedback_, runlog, publisher.send, self.save_state
+        )
+        self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
+        self._tr_checked = False
+        self._latent = np.zeros(bundle.latent_size, np.float32)
+
+    # --- per volume -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _file_key(vol: Any) -> tuple[str, str]:
+        # the file name only: folders of a scanner export are often named after the patient
+        return Path(vol.path).name, str(vol.sha256)
+
+    def process_many(self, vols: list[Any]) -> list[dict[str, Any]]:
+        """Process volumes in order; with several (a backlog), mapping and decoder run once for all of them.
+
+        Motion correction and detrending stay per volume (each needs the previous one's state); only the
+        stateless mapping and ``decoder.onnx`` are batched, so a backlog drains faster while a single volume
+        takes the shortest path. Returns the records (files already processed before a restart are skipped).
+        """
+        staged: list[StagedVolume] = []
+        out: list[dict[str, Any]] = []
+        for vol in vols:
+            w0, p0 = time.time(), time.perf_counter()
+            key = self._file_key(vol)
+            if key in self.done_files_:
+                self.n_duplicates_ += 1
+                continue
+            # file_ready: the watcher saw the complete file; read: it was read; dequeued: the worker took it
+            t = {"file_ready": float(getattr(vol, "t_seen", vol.t_ready)), "read": float(vol.t_ready), "dequeued": w0}
+            rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
+            rec.update(sha256=key[1], t=t)
+            out.append(rec)
+            if not self._tr_checked:  # the first volume of this process, a resumed run's too
+                self._check_tr(vol)
+            try:
+                x, params = self._correct(vol, t, w0, p0)
+                rec.update(motion=[float(p) for p in params], fd=round(self.last_fd_, 5))  # full precision: resume
+                z = self.online_.update(x, int(vol.index), params)
+                self.history.store(int(vol.index), x, params, z)
+                self.trials_.advance(int(vol.index), publish=False)  # estimated under this volume's fit
+                frame_x = self.history.average(int(vol.index), self.cfg.frame_average)
+                frame_x = frame_x if len(vols) == 1 else frame_x.copy()
+                staged.append(StagedVolume(vol, rec, t, x, params, frame_x, w0 - p0))
+            except Exception as exc:  # noqa: BLE001 - the error policy: record, log, go on
+                if raise_errors():
+                    raise
+                self._record_error(rec, exc)
+            self.done_files_.add(key)
+        if staged:
+            self._decode_and_send(staged)
+        return out
+
+    def _check_tr(self, vol: Any) -> None:
+        self._tr_checked = True
+        tr = getattr(vol, "tr", None)
+        if tr and abs(float(tr) - self.tr) > 0.01 * self.tr:
+            log.warning(
+                "the volumes' header says TR %.3f s but trial windows and stim_time use %.3f s (the bundle's or "
+                "--tr); pass --tr %.3f if the header is right",
+                float(tr),
+                self.tr,
+                float(tr),
+            )
+
+    def _decode_and_send(self, staged: list[StagedVolume]) -> None:
+        try:
+            if len(staged) == 1:
+                latents = self.decoder.latent(staged[0].frame_x, out=self._latent)[None]
+                images = self.decoder.decode(latents[0])[None]
+            else:
+                latents = self.decoder.latents(np.stack([s.frame_x for s in staged]))
+                images = self.decoder.decode_batch(latents)
+        except Exception as exc:  # noqa: BLE001
+            if raise_errors():
+                raise
+            for s in staged:
+                self._record_error(s.rec, exc)
+            return
+        for s, latent, image in zip(staged, latents, images):
+            vol, rec, t = s.vol, s.rec, s.t
+            t["decoded"] = s.clock_offset + time.perf_counter()
+            try:
+                header = self._frame_header(vol, t, s.params, latent)
+                seq = self.pub.send("frame", header, image)
+                rec.update(status="ok", frame_seq=seq)
+                if "value" in header["feedback"]:
+                    rec["feedback"] = header["feedback"]["value"]
+                self.runlog.volume(rec, s.x, latent)
+            except Exception as exc:  # noqa: BLE001
+                if raise_errors():
+                    raise
+                self._record_error(rec, exc)
+                continue
+            self._account(rec, t)
+        self.trials_.flush()
+
+    def _correct(self, vol: Any, t: dict[str, float], w0: float, p0: float) -> tuple[np.ndarray, np.ndarray]:
+        if vol.data.shape != self.bundle.reference.shape:
+            raise VolumeError(
+                f"volume has shape {vol.data.shape}, the bundle's reference {self.bundle.reference.shape}"
+            )
+        # warm start from the previous volume; checks the affine too; the volume is copied into the sampler once
+        params, x = self.reg_.estimate_resample(vol, self.bundle.mask)
+        if not np.all(np.isfinite(x)):
+            raise VolumeError("volume has non-finite values inside the mask")
+        t["motion"] = w0 + time.perf_counter() - p0
+        first = self.history.last_index < 0
+        self.last_fd_ = 0.0 if first else float(framewise_displacement(np.stack([self.last_params_, params]))[-1])
+        self.last_params_ = np.asarray(params, np.float64)
+        return np.asarray(x, np.float32), self.last_params_
+
+    def _frame_header(self, vol: Any, t: dict[str, float], params: np.ndarray, latent: np.ndarray) -> dict[str, Any]:
+        h, w, c = self.bundle.image_shape
+        header: dict[str, Any] = {
+            "run_id": self.runlog.run_id,
+            "volume": int(vol.index),
+            "acquisition": int(vol.acquisition),
+            "t": t,
+            "motion": [round(float(p), 5) for p in params],
+            "fd": round(self.last_fd_, 5),
+            "tr": self.tr,
+            "stim_time": round(int(vol.index) * self.tr - self.cfg.hrf_lag, 4),
+            "ready": self.online_.ready,
+            "feedback": self.feedback_.frame(latent),
+            "shape": [h, w, c],
+            "dtype": "uint8",
+        }
+        if self.bundle.latent_size <= self.cfg.latent_in_header:
+            header["latent"] = [round(float(v), 5) for v in latent]
+        return header
+
+    def _account(self, rec: dict[str, Any], t: dict[str, float]) -> None:
+        self.n_ok_ += 1
+        self.latency_.append(t["sent"] - t["file_ready"])
+        prev = t["file_ready"]
+        for stage in _STAGES:
+            self.stage_ms_[stage].append(1000.0 * (t[stage] - prev))
+            prev = t[stage]
+        self.sent_frames_[("frame", rec["frame_seq"])] = (rec["volume"], t["file_ready"], t["sent"])
+        while len(self.sent_frames_) > 4096:
+            self.sent_frames_.popitem(last=False)
+
+    def _record_error(self, rec: dict[str, Any], exc: BaseException) -> None:
+        self.n_errors_ += 1
+        rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        log.error("volume %s (%s) skipped: %s", rec.get("volume"), rec.get("file"), rec["error"])
+        self.runlog.volume(rec, None, None)
+
+    def intake_problem(
+        self, kind: str, reason: str, path: Any = None, acquisition: int | None = None, acquisitions: Any = ()
+    ) -> None:
+        """Record a problem the watcher reported (incomplete, corrupt, gap, duplicate) as a skipped volume."""
+        rec: dict[str, Any] = {"volume": None, "acquisition": acquisition, "status": "skipped"}
+        if acquisitions:
+            rec["acquisitions"] = [int(a) for a in acquisitions]
+        rec["error"] = f"{kind}: {reason}"
+        if path is not None:
+            rec["file"] = Path(path).name
+        rec["t"] = {"read": time.time()}
+        self.n_errors_ += 1
+        log.warning("intake: %s", rec["error"])
+        self.runlog.volume(rec, None, None)
+
+    # --- inbound messages -------------------------------------------------------------------------------
+
+    def handle(self, msg: Any) -> None:
+        """An ``event`` or ``flip`` from the experiment or a display; a bad one is logged and counted."""
+        try:
+            if msg.topic == "flip":
+                self._flip(msg.header)
+            else:
+                self.trials_.event(msg.header, msg.payload, record=True)
+        except Exception as exc:  # noqa: BLE001 - external input: counted and logged, never raised
+            self.pub.malformed += 1
+            log.warning("ignored an inbound %s message: %s", msg.topic, exc)
+
+    def _flip(self, h: dict[str, Any]) -> None:
+        topic, seq, flip_time = str(h.get("shown_topic", "frame")), int(h["shown_seq"]), float(h["flip_time"])
+        rec: dict[str, Any] = {"shown_topic": topic, "shown_seq": seq, "flip_time": flip_time, "received": time.time()}
+        sent = self.sent_frames_.get((topic, seq))
+        if sent is not None:
+            vol, ready, t_sent = sent
+            rec.update(volume=vol, file_ready=ready, sent=t_sent, e2e_s=round(flip_time - ready, 6))
+            self.flips_.append(flip_time - ready)
+        self.runlog.flip(rec)
+
+    # --- state, resume and summary -----------------------------------------------------------------------------
+
+    def set_target(self, latent: np.ndarray, source: dict[str, Any]) -> None:
+        """Set the neurofeedback target (a latent) and save it with the run's state."""
+        self.trials_.set_target(latent, source)
+
+    def has_target(self) -> bool:
+        """Whether a neurofeedback target is set (a resumed run keeps its own)."""
+        return self.feedback_.target_ is not None
+
+    def event(self, header: dict[str, Any], payload: bytes = b"", record: bool = True) -> None:
+        """Apply one event header (onset, target, clear_target, trigger); recorded when ``record``."""
+        self.trials_.event(header, payload, record=record)
+
+    def status(self) -> dict[str, Any]:
+        """The run's state for the heartbeat: counts, the last volume and motion, trials, the target."""
+        return {
+            "volumes": self.n_ok_,
+            "failed": self.n_errors_,
+            "last_volume": self.history.last_index,
+            "motion": [round(float(p), 4) for p in self.last_params_],
+            "fd": round(self.last_fd_, 4),
+            "trials": self.trials_.n_published,
+            "trials_pending": self.trials_.pending,
+            "target": self.feedback_.target_source_ or None,
+        }
+
+    def save_state(self) -> None:
+        """Sequence counters and neurofeedback target: what a restart needs beyond the records.
+
+        The heartbeat saves them every second on the worker thread; the target (a 1024-D latent takes about 1 ms
+        to encode) is encoded only when it changes.
+        """
+        fb = self.feedback_
+        if self._target_saved[0] is not fb.target_:
+            target = None if fb.target_ is None else {"source": fb.target_source_, "latent": fb.target_.tolist()}
+            self._target_saved = (fb.target_, json.dumps(target))
+        self.runlog.save_state({"seq": self.pub.seq.state(), "saved": time.time()}, target_json=self._target_saved[1])
+
+    def restore(self, rs: ResumeState) -> None:
+        """Rebuild the state of a resumed run from its records (no message is published)."""
+        voxels = rs.voxels if rs.voxels is not None else np.zeros((0, self.bundle.n_voxels), np.float32)
+        for rec in rs.volumes:
+            if rec.get("file") and rec.get("sha256"):
+                self.done_files_.add((rec["file"], rec["sha256"]))
+            if rec.get("status") != "ok":
+                self.n_errors_ += 1
+                continue
+            params = np.asarray(rec["motion"], np.float64)
+            z = self.online_.update(voxels[rec["voxel_row"]].astype(np.float32), int(rec["volume"]), params)
+            self.history.store(int(rec["volume"]), voxels[rec["voxel_row"]], params, z)
+            self.last_params_ = params
+            self.reg_.previous_ = params
+            self.n_ok_ += 1
+        self.trials_.restore(rs)
+        # state.json is saved about once a second, so after a crash its counters can lag the records: the
+        # records (flushed per message) say which numbers were already published
+        frame_seqs = [int(r["frame_seq"]) for r in rs.volumes if r.get("frame_seq") is not None]
+        trial_seqs = [int(t["seq"]) for t in rs.trials if str(t.get("seq", "")).isdigit()]
+        self.pub.seq.advance_to("frame", max(frame_seqs, default=-1) + 1)
+        self.pub.seq.advance_to("trial", max(trial_seqs, default=-1) + 1)
+        log.info(
+            "resumed run %s: %d volumes, %d trials already recorded", self.runlog.run_id, self.n_ok_, len(rs.trials)
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and latency percentiles of the run so far."""
+
+        def pct(values: list[float], scale: float = 1000.0) -> dict[str, float] | None:
+            if not values:
+                return None
+            arr = np.asarray(values) * scale
+            return {f"p{q}": round(float(np.percentile(arr, q)), 3) for q in (50, 95, 99)}
+
+        return {
+            "volumes_ok": self.n_ok_,
+            "volumes_failed": self.n_errors_,
+            "duplicates_ignored": self.n_duplicates_,
+            "trials": self.trials_.n_published,
+            "sent": dict(self.pub.sent),
+            "malformed_inbound": self.pub.malformed,
+            "latency_ms": pct(self.latency_),
+            "stage_ms": {k: pct(v, 1.0) for k, v in self.stage_ms_.items()},
+            "flips": len(self.flips_),
+            "e2e_ms": pct(self.flips_),
+            "last_motion": [round(float(p), 4) for p in self.last_params_],
+            "last_fd": round(self.last_fd_, 4),
+        }

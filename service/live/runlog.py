@@ -1,0 +1,238 @@
+"""Run records: everything a ``serve`` run did, on disk, flushed volume by volume, resumable after a crash.
+
+Layout of ``<root>/<run_id>/``:
+
+``manifest.json``    run id, config, bundle path and hash, software versions, state (running, stopped or
+                     ended), summary
+``volumes.jsonl``    one line per volume taken: file (relative to the watched folder), SHA-256, acquisition,
+                     stage timestamps, motion, FD, status (``ok``/``error``/``skipped``) and the error
+``voxels.npy``       masked motion-corrected voxels of each ``ok`` volume [n, V] (resume replays them)
+``latents.npy``      per-volume decoded latents [n, L]; ``volumes.jsonl`` gives each volume's row
+``trial_latents.npy`` per-trial latents [m, L]; ``trials.tsv`` one row per published trial
+``events.jsonl``     the experiment's events (whitelisted fields only); ``flips.jsonl`` display flip acks
+                     with the end-to-end latency (file ready -> on screen)
+``state.json``       sequence counters and the neurofeedback target, rewritten atomically
+
+A line is written and flushed after its arrays, so after a crash every line refers to rows that exist; on
+restart rows beyond the last line are dropped and the run goes on with the same numbering. No patient field is
+ever written: records are built from whitelisted keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.jsonsafe import jsonable as _jsonable
+from service.live.npy import AppendNpy
+
+__all__ = ["RunLog", "ResumeState", "TRIAL_COLUMNS", "EVENT_FIELDS", "read_volumes"]
+
+TRIAL_COLUMNS = (
+    "trial",
+    "stim_id",
+    "trial_type",
+    "onset",
+    "duration",
+    "first_volume",
+    "last_volume",
+    "seq",
+    "latent_row",
+    "feedback",
+    "t_sent",
+)
+#: Fields of an inbound event kept in the record (anything else the experiment sends is dropped).
+EVENT_FIELDS = (
+    "kind",
+    "seq",
+    "sent",
+    "received",
+    "trigger_time",
+    "onset",
+    "duration",
+    "trial_type",
+    "stim_id",
+    "trial",
+)
+
+
+@dataclass
+class ResumeState:
+    """What an earlier process of the same run left behind."""
+
+    resumed: bool = False
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    voxels: np.ndarray | None = None  # [n_ok, V]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    trials: list[dict[str, str]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def _cut_torn_line(path: Path) -> bytes:
+    """The complete lines of a record file; a torn last line (crash mid-write) is cut off the file."""
+    raw = path.read_bytes()
+    keep = raw.rfind(b"\n") + 1
+    if keep != len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    return raw[:keep]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Complete lines of a JSON-lines file (a torn last line is cut off the file)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in _cut_torn_line(path).decode("utf-8").splitlines() if line.strip()]
+
+
+def read_volumes(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The volume records of a run folder."""
+    return _read_jsonl(Path(run_dir) / "volumes.jsonl")
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    _atomic_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+class RunLog:
+    """The records of one run; :meth:`open` creates them or resumes them.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding the runs (``runs/``).
+    run_id : str
+        The run's folder name.
+    latent_size, n_voxels : int
+        Row sizes of the latent and voxel arrays.
+    fsync : bool
+        Also ``os.fsync`` each volume line (survives a power cut, costs ~1 ms on most disks).
+    """
+
+    def __init__(self, root: str | Path, run_id: str, latent_size: int, n_voxels: int, fsync: bool = False) -> None:
+        self.dir = Path(root) / run_id
+        self.run_id = run_id
+        self.fsync = fsync
+        self.latents = AppendNpy(self.dir / "latents.npy", (latent_size,))
+        self.trial_latents = AppendNpy(self.dir / "trial_latents.npy", (latent_size,))
+        self.voxels = AppendNpy(self.dir / "voxels.npy", (n_voxels,))
+        self.manifest: dict[str, Any] = {}
+        self._files: dict[str, Any] = {}
+
+    def open(self, manifest: dict[str, Any]) -> ResumeState:
+        """Create the run folder, or resume it if an unfinished run of this id is there."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mpath = self.dir / "manifest.json"
+        rs = ResumeState()
+        if mpath.exists():
+            old = json.loads(mpath.read_text())
+            if old.get("state") == "ended":
+                raise FileExistsError(f"run {self.dir} already ended; choose another --run-id or --runs folder")
+            rs.resumed = True
+            rs.volumes = _read_jsonl(self.dir / "volumes.jsonl")
+            rs.events = _read_jsonl(self.dir / "events.jsonl")
+            spath = self.dir / "state.json"
+            rs.state = json.loads(spath.read_text()) if spath.exists() else {}
+            rs.trials = self._read_trials()
+            manifest = {**old, **manifest, "created": old.get("created"), "restarts": old.get("restarts", 0) + 1}
+        ok = [v for v in rs.volumes if v.get("status") == "ok"]
+        self.voxels.open(keep_rows=len(ok))
+        self.latents.open(keep_rows=sum(1 for v in ok if v.get("latent_row") is not None))
+        self.trial_latents.open(keep_rows=len(rs.trials))
+        if len(ok) and self.voxels.rows != len(ok):
+            raise ValueError(f"{self.voxels.path} has {self.voxels.rows} rows, volumes.jsonl records {len(ok)}")
+        rs.voxels = self.voxels.read() if rs.resumed else None
+        self.manifest = {"state": "running", **manifest, "run_id": self.run_id}
+        self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        _atomic_json(mpath, self.manifest)
+        for name in ("volumes.jsonl", "events.jsonl", "flips.jsonl"):
+            self._files[name] = open(self.dir / name, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        new_tsv = not (self.dir / "trials.tsv").exists()
+        self._files["trials.tsv"] = open(self.dir / "trials.tsv", "a", encoding="utf-8", newline="")  # noqa: SIM115
+        if new_tsv:
+            self._files["trials.tsv"].write("\t".join(TRIAL_COLUMNS) + "\n")
+            self._files["trials.tsv"].flush()
+        return rs
+
+    def _read_trials(self) -> list[dict[str, str]]:
+        path = self.dir / "trials.tsv"
+        if not path.exists():
+            return []
+        _cut_torn_line(path)
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+
+    def _line(self, name: str, record: dict[str, Any], sync: bool = False) -> None:
+        f = self._files[name]
+        f.write(json.dumps(record, default=_jsonable, allow_nan=False) + "\n")
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
+
+    def volume(self, record: dict[str, Any], voxels: np.ndarray | None, latent: np.ndarray | None) -> dict[str, Any]:
+        """Record one volume (arrays first, then its line); returns the record with its array rows."""
+        if voxels is not None:
+            record["voxel_row"] = self.voxels.append(voxels)
+        if latent is not None:
+            record["latent_row"] = self.latents.append(latent)
+        self._line("volumes.jsonl", record, self.fsync)
+        return record
+
+    def trial(self, row: dict[str, Any], latent: np.ndarray) -> None:
+        """Record one published trial and its latent."""
+        row = {**row, "latent_row": self.trial_latents.append(latent)}
+        f = self._files["trials.tsv"]
+        f.write("\t".join(_tsv(row.get(c)) for c in TRIAL_COLUMNS) + "\n")
+        f.flush()
+
+    def event(self, header: dict[str, Any]) -> None:
+        """Record an inbound event (whitelisted fields)."""
+        self._line("events.jsonl", {k: header[k] for k in EVENT_FIELDS if k in header})
+
+    def flip(self, record: dict[str, Any]) -> None:
+        """Record a display's flip ack."""
+        self._line("flips.jsonl", record)
+
+    def save_state(self, state: dict[str, Any], target_json: str | None = None) -> None:
+        """Sequence counters and target, rewritten atomically (read back on resume). ``target_json``: the
+        target already encoded as JSON, stored under ``"target"`` without encoding it again."""
+        if target_json is None:
+            _atomic_json(self.dir / "state.json", state)
+            return
+        text = json.dumps(state, default=_jsonable)
+        _atomic_text(self.dir / "state.json", f'{text[:-1]}{", " if state else ""}"target": {target_json}}}\n')
+
+    def close(self, summary: dict[str, Any] | None = None, ended: bool = True) -> None:
+        """Close the files; the manifest is marked ``ended`` (a later start makes a new run) or ``stopped``
+        (interrupted: a later start with the same run id resumes it)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        for arr in (self.voxels, self.latents, self.trial_latents):
+            arr.close()
+        if summary is not None:
+            self.manifest["summary"] = summary
+        self.manifest["state"] = "ended" if ended else "stopped"
+        self.manifest["ended" if ended else "stopped"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        _atomic_json(self.dir / "manifest.json", self.manifest)
+
+
+def _tsv(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.6f}"
+    return str(v).replace("\t", " ").replace("\n", " ")

@@ -1,0 +1,250 @@
+"""The real-time service: one worker taking volumes from the watcher's queue, through the pipeline, to ZeroMQ.
+
+:class:`Service` checks everything it can before the scan starts (bundle, watched folder, free ports, events
+file, target), builds the pipeline once (onnxruntime session warmed up), then runs one loop: take the next volume
+(or intake event) with a short timeout, process it, drain the inbound events and flip acks, send the ``status``
+heartbeat, stop on ``max_volumes``, the idle timeout, SIGINT/SIGTERM or :meth:`Service.stop`. The ``end``
+message carries the run's summary; the records are closed and the manifest marked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from service.bundle import sha256_file
+from service.live.config import ServeConfig
+from service.live.decoder import LatentDecoder
+from service.live.pipeline import Pipeline
+from service.live.publisher import Publisher
+from service.live.runlog import RunLog
+from service.live.startup import (
+    StartupError,
+    choose_run_id,
+    config_record,
+    default_run_id,
+    limit_blas,
+    read_target_image,
+    setup_logging,
+    startup_checks,
+    versions,
+)
+from service.volume import IntakeEvent
+
+__all__ = ["Service", "ServeConfig", "StartupError", "default_run_id", "setup_logging"]
+
+log = logging.getLogger("service.live.serve")
+#: Intake events that stand for a volume that will not be processed (recorded in volumes.jsonl).
+_SKIPPED = ("incomplete", "corrupt", "mismatch", "gap", "duplicate", "late")
+
+
+class Service:
+    """The service on a watched folder (``source``: any object with start/stop/get(timeout); default the
+    intake's :class:`service.intake.watcher.VolumeWatcher` on ``cfg.watch``).
+
+    Attributes
+    ----------
+    bundle_ : Bundle
+    pipeline_ : Pipeline
+    run_dir_ : Path
+    summary_ : dict
+        The summary sent in the ``end`` message.
+    """
+
+    def __init__(self, cfg: ServeConfig, source: Any = None) -> None:
+        self.cfg = cfg
+        self.source = source
+        self._stop = threading.Event()
+        self.stop_reason = ""
+        self.summary_: dict[str, Any] = {}
+
+    # --- start-up ---------------------------------------------------------------------------------------
+
+    def start(self) -> Service:
+        """Run the checks, build the decoder, open the records and bind the sockets."""
+        cfg = self.cfg
+        bundle, self._events = startup_checks(cfg)
+        self.bundle_ = bundle
+        self._blas = limit_blas(cfg.blas_threads)
+        self.tr_ = cfg.tr or bundle.tr
+        decoder = LatentDecoder(bundle, device=cfg.device, threads=cfg.threads).build()
+        run_id = choose_run_id(cfg)
+        self.runlog_ = RunLog(cfg.runs, run_id, bundle.latent_size, bundle.n_voxels, fsync=cfg.fsync)
+        manifest = {
+            "config": config_record(cfg),
+            "bundle": {
+                "path": str(Path(cfg.bundle).resolve()),
+                "manifest_sha256": sha256_file(bundle.path / "manifest.json"),
+            },
+            "bundle_summary": {k: bundle.manifest.get(k) for k in ("latent_size", "image_shape", "n_voxels", "tr")},
+            "tr": self.tr_,
+            "provider": decoder.provider_,
+            "versions": versions(),
+        }
+        rs = self.runlog_.open(manifest)
+        self.run_dir_ = self.runlog_.dir
+        curve = None
+        if cfg.curve_secret is not None:
+            from service.live.security import server_keys
+
+            curve = server_keys(cfg.curve_secret)
+        elif not all(_is_loopback(a) for a in (cfg.pub, cfg.pull) if a):
+            log.warning(
+                "binding %s / %s beyond this host without CurveZMQ: frames travel unencrypted", cfg.pub, cfg.pull
+            )
+        self.pub_ = Publisher(
+            cfg.pub, cfg.pull, hwm=cfg.hwm, seq=rs.state.get("seq"), curve=curve, allowed=cfg.curve_allowed
+        )
+        self.pipeline_ = Pipeline(bundle, cfg, self.pub_, self.runlog_, decoder, self.tr_)
+        if rs.resumed:
+            self.pipeline_.restore(rs)
+        for ev in self._events:
+            self.pipeline_.event(ev, record=False)
+        if cfg.target_stim and not self.pipeline_.has_target():
+            self.pipeline_.set_target(bundle.stimulus_latent(cfg.target_stim), {"stim_id": cfg.target_stim})
+        elif cfg.target_image is not None and not self.pipeline_.has_target():
+            latent = decoder.encode_image(read_target_image(cfg.target_image, bundle))
+            self.pipeline_.set_target(latent, {"image": Path(cfg.target_image).name})
+        if self.source is None:
+            self.source = _make_watcher(cfg)
+        log.info(
+            "serving run %s (%s): bundle %s, %d voxels, latent %d, decoder on %s; publishing on %s, events on %s",
+            run_id,
+            "resumed" if rs.resumed else "new",
+            bundle.path,
+            bundle.n_voxels,
+            bundle.latent_size,
+            decoder.provider_,
+            cfg.pub,
+            cfg.pull or "(none)",
+        )
+        return self
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the loop to finish after the volume in flight (thread-safe)."""
+        self.stop_reason = self.stop_reason or reason
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop(signal.Signals(signum).name)
+
+    def run(self) -> dict[str, Any]:
+        """Serve until a stop condition; returns the run's summary (also sent as ``end``)."""
+        cfg, pipe = self.cfg, self.pipeline_
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        t0 = time.monotonic()
+        t_last_volume = None
+        next_beat = t0
+        taken = 0
+        try:
+            self.source.start()
+            while not self._stop.is_set():
+                batch = self._take(cfg.max_volumes - taken if cfg.max_volumes else cfg.max_batch)
+                now = time.monotonic()
+                if batch:
+                    taken += len(pipe.process_many(batch))
+                    t_last_volume = now
+                for msg in self.pub_.receive():
+                    pipe.handle(msg)
+                if now >= next_beat:
+                    self._heartbeat("running" if t_last_volume else "waiting", now - t0)
+                    next_beat = now + cfg.heartbeat
+                if cfg.max_volumes and taken >= cfg.max_volumes:
+                    self.stop("max_volumes")
+                elif cfg.idle_timeout and t_last_volume is not None and now - t_last_volume > cfg.idle_timeout:
+                    self.stop("idle_timeout")
+                elif cfg.startup_timeout and t_last_volume is None and now - t0 > cfg.startup_timeout:
+                    self.stop("startup_timeout")
+        except BaseException as exc:  # the end message and the records still go out, then it propagates
+            self.stop(f"error: {type(exc).__name__}")
+            raise
+        finally:
+            self.source.stop()
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+            self._finish()
+        return self.summary_
+
+    def _take(self, limit: int) -> list[Any]:
+        """The next volume (waiting up to 10 ms), plus whatever else is already queued, up to ``limit``."""
+        batch: list[Any] = []
+        item = self.source.get(timeout=0.01)
+        while item is not None:
+            if isinstance(item, IntakeEvent):
+                self._intake_event(item)
+            else:
+                batch.append(item)
+                # a burst never exceeds the send high-water mark, so a subscriber that keeps up loses nothing
+                if len(batch) >= min(limit, self.cfg.max_batch, self.cfg.hwm):
+                    break
+            item = self.source.get(timeout=0)
+        return batch
+
+    def _intake_event(self, ev: IntakeEvent) -> None:
+        if ev.kind in _SKIPPED:
+            self.pipeline_.intake_problem(ev.kind, ev.reason, ev.path, ev.acquisition, ev.acquisitions)
+        else:
+            log.info("intake %s: %s", ev.kind, ev.reason)
+
+    def _heartbeat(self, state: str, uptime: float) -> None:
+        pipe = self.pipeline_
+        header = {
+            "run_id": self.runlog_.run_id,
+            "state": state,
+            "uptime_s": round(uptime, 3),
+            **pipe.status(),
+            "malformed_inbound": self.pub_.malformed,
+        }
+        self.pub_.send("status", header)
+        pipe.save_state()
+
+    def _drain_inbound(self, grace_s: float = 0.25, quiet_s: float = 0.06) -> None:
+        """Record the flip acks and events still on their way: the display acks the last frames a few
+        milliseconds after they were sent, so keep reading until ``quiet_s`` passes with nothing new (at most
+        ``grace_s``) before the run's records close."""
+        start = last = time.monotonic()
+        while True:
+            got = self.pub_.receive()
+            for msg in got:
+                self.pipeline_.handle(msg)
+            now = time.monotonic()
+            if got:
+                last = now
+            if self.pub_.pull is None or now - last >= quiet_s or now - start >= grace_s:
+                return
+            time.sleep(0.005)
+
+    def _finish(self) -> None:
+        reason = self.stop_reason or "stopped"
+        self._drain_inbound()
+        ended = reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
+        self.summary_ = {"reason": reason, **self.pipeline_.summary()}
+        self.pub_.send("end", {"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
+        self.pipeline_.save_state()
+        self.runlog_.close(self.summary_, ended=ended)
+        time.sleep(0.05)  # let ZeroMQ hand the end message to connected subscribers before closing
+        self.pub_.close()
+        log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return address.startswith(("ipc://", "inproc://")) or host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _make_watcher(cfg: ServeConfig) -> Any:
+    from dataclasses import replace
+
+    from service.intake.watcher import VolumeWatcher
+
+    return VolumeWatcher(replace(cfg.watcher, folder=str(cfg.watch)))

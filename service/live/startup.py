@@ -1,0 +1,227 @@
+"""Start-up of the service: the checks that say what to fix, run ids, logging, provenance of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.bundle import Bundle, BundleError, load_bundle
+from service.live.config import ServeConfig
+from service.live.publisher import check_bindable
+from service.live.trials import read_events_tsv
+
+__all__ = [
+    "StartupError",
+    "default_run_id",
+    "choose_run_id",
+    "setup_logging",
+    "startup_checks",
+    "check_bundle_estimator",
+    "read_target_image",
+    "limit_blas",
+    "versions",
+    "config_record",
+]
+
+log = logging.getLogger("service.live.serve")
+
+
+class StartupError(ValueError):
+    """A start-up check failed; the message says what to fix."""
+
+    user_error = True
+
+
+def default_run_id(watch: Path) -> str:
+    """A run id stable for a watched folder: ``run-<hash of its absolute path>``.
+
+    The folder's name is not used: scanner export folders are often named after the patient.
+    """
+    return "run-" + hashlib.sha256(str(watch.resolve()).encode()).hexdigest()[:10]
+
+
+def choose_run_id(cfg: ServeConfig) -> str:
+    base = cfg.run_id or default_run_id(Path(cfg.watch))
+    run_id, n = base, 1
+    while True:
+        manifest = Path(cfg.runs) / run_id / "manifest.json"
+        if not manifest.exists():
+            return run_id
+        try:
+            state = json.loads(manifest.read_text()).get("state")
+        except (OSError, json.JSONDecodeError):
+            state = None
+        if state != "ended":
+            return run_id  # resume it
+        if cfg.run_id:
+            raise StartupError(f"run {manifest.parent} already ended; pass another --run-id or --runs folder")
+        n += 1
+        run_id = f"{base}-{n}"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {"time": record.created, "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        )
+
+
+def setup_logging(json_log: bool = False, level: int = logging.INFO) -> None:
+    """Log on stderr, as text or one JSON object per line: the service's messages from ``level`` up, and the
+    warnings and errors of the libraries it uses (watchdog, pyzmq), so ``--json-log`` output stays JSON lines."""
+    formatter = _JsonFormatter() if json_log else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    ours = logging.getLogger("service")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    libraries = logging.StreamHandler(sys.stderr)
+    libraries.setFormatter(formatter)
+    libraries.setLevel(logging.WARNING)
+    libraries.name = "fmriface-libraries"
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if h.name != libraries.name] + [libraries]
+    # pydicom warns once per malformed file; the intake error it leads to already quotes its words
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("fmriface", "numpy", "scipy", "nibabel", "pyzmq", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
+    """The start-up checks; returns the bundle and the events file's trials. Each failure says what to fix."""
+    events: list[dict[str, Any]] = []
+    if cfg.bundle is None:
+        raise StartupError("no bundle given: pass --bundle DIR (a folder written by `fmriface fit`)")
+    if cfg.watch is None:
+        raise StartupError("no folder to watch: pass --watch DIR (the scanner's export folder)")
+    watch = Path(cfg.watch)
+    if not watch.is_dir():
+        raise StartupError(f"watch folder {watch} does not exist or is not a folder; create it or fix --watch")
+    if not os.access(watch, os.R_OK | os.X_OK):
+        raise StartupError(f"watch folder {watch} is not readable by this user; fix its permissions")
+    try:
+        bundle = load_bundle(cfg.bundle, verify=cfg.verify_bundle)
+    except BundleError as exc:
+        raise StartupError(f"{exc}; rebuild the bundle with `fmriface fit` or point --bundle at another") from None
+    check_bundle_estimator(cfg, bundle)
+    runs = Path(cfg.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    if not os.access(runs, os.W_OK):
+        raise StartupError(f"runs folder {runs} is not writable; fix --runs")
+    import zmq
+
+    ctx = zmq.Context()
+    try:
+        check_bindable(ctx, cfg.pub, "pub")
+        if cfg.pull:
+            check_bindable(ctx, cfg.pull, "pull")
+    finally:
+        ctx.term()
+    if cfg.events is not None:
+        try:
+            events = read_events_tsv(cfg.events)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"{exc}; fix --events (a BIDS events.tsv)") from None
+    if cfg.target_stim:
+        try:
+            bundle.stimulus_latent(cfg.target_stim)
+        except BundleError as exc:
+            raise StartupError(f"target_stim: {exc}; use a file name from the bundle's attributes.npz") from None
+    if cfg.target_image is not None and not Path(cfg.target_image).is_file():
+        raise StartupError(f"target image {cfg.target_image} does not exist")
+    return bundle, events
+
+
+def check_bundle_estimator(cfg: ServeConfig, bundle: Bundle) -> None:
+    """Refuse to decode with trial estimates other than those the bundle's mapping was fitted on.
+
+    The mapping standardises its input with the training trials' mean and scale, so the service must compute
+    the same kind of estimate (window), over the same window, after the same detrending; otherwise every latent
+    is off by an unknown offset and scale, silently. Fields absent from an older manifest are not checked.
+    """
+    manifest = bundle.manifest
+    where = bundle.path / "manifest.json"
+    estimate = manifest.get("estimate", "window")
+    if estimate != "window":
+        raise StartupError(
+            f"{where}: the mapping was fitted on {estimate!r} estimates, but the service computes window estimates; "
+            "refit with estimate = 'window' (GLM betas can be compared offline with compare_estimates = true)"
+        )
+    wanted: dict[str, Any] = {}
+    window = manifest.get("window") or {}
+    for key in ("start", "stop", "baseline_start", "baseline_stop"):
+        if key in window:
+            wanted[key if key.startswith("baseline") else f"window_{key}"] = float(window[key])
+    pre = manifest.get("preprocessing") or {}
+    for key in ("poly_order", "scale", "motion_regressors"):
+        if key in pre:
+            wanted[key] = pre[key]
+    differ = [
+        f"{key} = {getattr(cfg, key)!r} (the bundle's: {val!r})"
+        for key, val in wanted.items()
+        if (float(getattr(cfg, key)) != val if isinstance(val, float) else getattr(cfg, key) != val)
+    ]
+    if differ:
+        raise StartupError(
+            f"{where}: the serve settings differ from those the mapping was fitted with: {'; '.join(differ)}; "
+            "set them to the bundle's in the serve config, or refit"
+        )
+
+
+def read_target_image(path: Path, bundle: Bundle) -> Any:
+    """A target face image file as ``uint8 [H, W, 3]`` at the bundle's image size, framed as the face space's
+    training images were (the manifest's ``image_framing``; bundles that do not say are only resized)."""
+    from PIL import Image
+
+    from service.framing import check_framing, frame_image
+
+    try:
+        framing = check_framing(bundle.manifest.get("image_framing", "resize"))
+    except ValueError as exc:
+        raise StartupError(f"{bundle.path / 'manifest.json'}: image_framing: {exc}") from None
+    h, _, _ = bundle.image_shape
+    try:
+        with Image.open(path) as img:
+            return frame_image(img, h, framing)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise StartupError(f"target image {path} cannot be read: {exc}") from None
+
+
+def limit_blas(threads: int) -> Any:
+    """Limit numpy's BLAS thread pool for this process (threadpoolctl where installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.warning("threadpoolctl is not installed: set OPENBLAS_NUM_THREADS=%d for steady latency", threads)
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def config_record(cfg: ServeConfig) -> dict[str, Any]:
+    from dataclasses import fields
+
+    out = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name == "watcher":
+            v = {g.name: getattr(v, g.name) for g in fields(v) if g.name != "folder"}
+        out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    # the watched folder's path may name the patient (export folders often do): keep only a hash of it
+    out["watch"] = None if cfg.watch is None else default_run_id(Path(cfg.watch)).replace("run-", "sha256:")
+    return out

@@ -1,0 +1,235 @@
+"""Per-trial decoding and the experiment's events: trial onsets, neurofeedback targets.
+
+Trials come from ``event`` messages (kind ``onset``) or from an events.tsv read at start. When a trial's window
+has been acquired (:class:`service.window.TrialWindows`), its window and baseline volumes are detrended and
+scaled under the current online fit (what ``detrend_offline`` would give on the run so far), the very function
+the offline fit uses (:func:`service.window.estimate_from_indices`) makes the estimate, and a ``trial`` message is
+published and recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service import protocol as P
+from service.live.config import ServeConfig
+from service.live.decoder import LatentDecoder
+from service.live.feedback import Feedback
+from service.live.history import VolumeHistory
+from service.live.policy import raise_errors
+from service.live.runlog import ResumeState, RunLog
+from service.online import OnlinePreprocessor
+from service.window import ReadyTrial, TrialWindows, WindowSpec, estimate_from_indices
+
+__all__ = ["TrialBook", "read_events_tsv"]
+
+log = logging.getLogger("service.trials")
+
+
+def read_events_tsv(path: str | Path) -> list[dict[str, Any]]:
+    """Trials of a BIDS events.tsv as ``onset`` event headers (onset, duration, trial_type, stim_id, trial)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"events file {path} does not exist") from None
+    if rows and "onset" not in rows[0]:
+        raise ValueError(f"{path} has no 'onset' column (columns: {', '.join(rows[0])})")
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            onset = float(row["onset"])
+            duration = float(row.get("duration") or 0.0)
+        except ValueError:
+            raise ValueError(f"{path} row {i + 2}: onset/duration are not numbers: {row}") from None
+        stim = row.get("stim_file") or row.get("stim_id") or ""
+        out.append(
+            {
+                "kind": "onset",
+                "trial": i,
+                "onset": onset,
+                "duration": duration,
+                "trial_type": row.get("trial_type", "n/a"),
+                "stim_id": "" if stim == "n/a" else stim,
+            }
+        )
+    return out
+
+
+class TrialBook:
+    """The run's trials, their windows and the target events.
+
+    Attributes
+    ----------
+    windows_ : TrialWindows
+    trials_ : dict
+        Trial key -> its onset event fields.
+    published_ : set
+        Keys of trials already published (restored from ``trials.tsv`` on resume).
+    """
+
+    def __init__(
+        self,
+        tr: float,
+        cfg: ServeConfig,
+        decoder: LatentDecoder,
+        history: VolumeHistory,
+        online: OnlinePreprocessor,
+        feedback: Feedback,
+        runlog: RunLog,
+        send: Callable[[str, dict[str, Any], np.ndarray], int],
+        save_state: Callable[[], None],
+    ) -> None:
+        self.spec = WindowSpec(cfg.window_start, cfg.window_stop, cfg.baseline_start, cfg.baseline_stop)
+        self.windows_ = TrialWindows(tr, self.spec)
+        self.cfg, self.decoder = cfg, decoder
+        # what the trials read (the run's volumes and online fit) and write (feedback target, messages, records)
+        self.history, self.online, self.feedback, self.runlog = history, online, feedback, runlog
+        self._send, self._save_state = send, save_state
+        self.trials_: dict[Any, dict[str, Any]] = {}
+        self.published_: set[str] = set()
+        self.n_published = 0
+        self._auto = 0
+        self._ready: list[tuple] = []
+        self._latent = np.zeros(decoder.bundle.latent_size, np.float32)
+
+    @property
+    def pending(self) -> int:
+        """Trials announced whose window is not complete yet."""
+        return self.windows_.pending
+
+    def event(self, h: dict[str, Any], payload: bytes = b"", record: bool = True) -> None:
+        """Apply one event header (``kind`` onset/target/clear_target/trigger); recorded when ``record``."""
+        kind = h.get("kind")
+        if kind not in P.EVENT_KINDS:
+            raise ValueError(f"event kind {kind!r} is not one of {list(P.EVENT_KINDS)}")
+        if kind == "onset":
+            self._add(h)
+        elif kind == "target":
+            self._target(h, payload)
+        elif kind == "clear_target":
+            self.feedback.clear_target()
+            self._save_state()
+        if record:
+            self.runlog.event({**h, "received": time.time()})
+
+    def _add(self, h: dict[str, Any]) -> None:
+        onset = float(h["onset"])
+        key = str(h["trial"]) if h.get("trial") is not None else f"auto{self._auto}"
+        self._auto += 1
+        if key in self.trials_:
+            return
+        self.trials_[key] = {
+            "trial": key,
+            "onset": onset,
+            "duration": float(h.get("duration") or 0.0),
+            "trial_type": str(h.get("trial_type", "n/a")),
+            "stim_id": str(h.get("stim_id") or ""),
+        }
+        if self.trials_[key]["trial_type"] in self.cfg.skip_trial_types or key in self.published_:
+            return
+        self.windows_.add(key, onset)
+        if self.history.last_index >= 0:  # a trial announced late: its window may be complete already
+            self.advance(self.history.last_index)
+
+    def _target(self, h: dict[str, Any], payload: bytes) -> None:
+        if payload:
+            latent = self.decoder.encode_image(P.decode_image(h, payload))
+            self.set_target(latent, {"kind": "image"})
+        elif h.get("stim_id"):
+            self.set_target(self.decoder.bundle.stimulus_latent(str(h["stim_id"])), {"stim_id": str(h["stim_id"])})
+        else:
+            raise ValueError("a target event needs a stim_id or an image payload")
+
+    def set_target(self, latent: np.ndarray, source: dict[str, Any]) -> None:
+        self.feedback.set_target(latent, source)
+        self._save_state()
+        log.info("neurofeedback target set: %s", source)
+
+    def advance(self, index: int, publish: bool = True) -> None:
+        """Estimate every trial whose window is complete once volume ``index`` is in, under the fit as it is now.
+
+        With ``publish`` they are decoded and published at once; else they wait for :meth:`flush` (the
+        pipeline estimates right after each volume's detrending, and publishes after that volume's frame).
+        """
+        for ready in self.windows_.advance(index):
+            try:
+                est = self._estimate(ready)
+            except Exception as exc:  # noqa: BLE001 - a trial that fails must not stop the volumes
+                if raise_errors():
+                    raise
+                log.error("trial %s not estimated: %s", ready.key, exc)
+                continue
+            if est is not None:
+                self._ready.append(est)
+        if publish:
+            self.flush()
+
+    def flush(self) -> None:
+        """Decode and publish the trials estimated so far."""
+        while self._ready:
+            item = self._ready.pop(0)
+            try:
+                self._publish(*item)
+            except Exception as exc:  # noqa: BLE001
+                if raise_errors():
+                    raise
+                log.error("trial %s not decoded: %s", item[0].key, exc)
+
+    def _estimate(self, r: ReadyTrial) -> tuple[ReadyTrial, np.ndarray, np.ndarray, np.ndarray, bool] | None:
+        hist, online = self.history, self.online
+        win, base = hist.valid_among(r.window), hist.valid_among(r.baseline)
+        if win.size == 0 or base.size == 0:
+            log.warning("trial %s skipped: its window or baseline volumes all failed", r.key)
+            return None
+        # the window and baseline volumes under the current drift fit and scale (as offline on the run so far)
+        idx = np.concatenate([win, base])
+        z = online.residuals(hist.raw[idx], idx, hist.motion[idx] if online.motion_regressors else None)
+        est = estimate_from_indices(z, np.arange(win.size), np.arange(win.size, idx.size))
+        return r, win, base, est, online.ready
+
+    def _publish(self, r: ReadyTrial, win: np.ndarray, base: np.ndarray, est: np.ndarray, ready: bool) -> None:
+        w0, p0 = time.time(), time.perf_counter()
+        latent = self.decoder.latent(est, out=self._latent)
+        image = self.decoder.decode(latent)
+        info = self.trials_[r.key]
+        h, w, c = self.decoder.bundle.image_shape
+        header: dict[str, Any] = {
+            "run_id": self.runlog.run_id,
+            **info,
+            "volume": int(r.window[-1]),
+            "window": [int(win[0]), int(win[-1])],
+            "baseline": [int(base[0]), int(base[-1])],
+            "t": {"read": w0, "decoded": w0 + time.perf_counter() - p0},
+            "ready": ready,
+            "feedback": self.feedback.trial(latent),
+            "shape": [h, w, c],
+            "dtype": "uint8",
+        }
+        if self.decoder.bundle.latent_size <= self.cfg.latent_in_header:
+            header["latent"] = [round(float(v), 5) for v in latent]
+        seq = self._send("trial", header, image)
+        row = {**info, "first_volume": int(win[0]), "last_volume": int(win[-1]), "seq": seq}
+        row.update(feedback=header["feedback"].get("value"), t_sent=header["t"]["sent"])
+        self.runlog.trial(row, latent)
+        self.published_.add(r.key)
+        self.n_published += 1
+
+    def restore(self, rs: ResumeState) -> None:
+        """Replay a resumed run's events and mark its published trials (not published twice)."""
+        self.published_ = {row["trial"] for row in rs.trials}
+        self.n_published = len(rs.trials)
+        for h in rs.events:
+            if h.get("kind") == "onset":
+                self._add(h)
+        target = rs.state.get("target")
+        if target:
+            self.feedback.set_target(np.asarray(target["latent"], np.float32), target["source"])

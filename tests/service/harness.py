@@ -1,0 +1,155 @@
+"""Test harness for the service: a queue-fed volume source and a run with a subscriber attached."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from service import protocol as P
+from service.live.serve import ServeConfig, Service
+from service.volume import Volume
+
+
+class QueueSource:
+    """What the service takes volumes from (the watcher's interface), fed by the test."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue = queue.Queue()
+        self.started = threading.Event()
+
+    def start(self) -> None:
+        self.started.set()
+
+    def stop(self) -> None:
+        pass
+
+    def get(self, timeout: float) -> Any:
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def make_volume(i: int, data: np.ndarray, affine: np.ndarray, tr: float) -> Volume:
+    t = time.time()
+    sha = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    return Volume(i, i + 1, data, affine, tr, Path(f"/scanner/vol_{i:04d}.nii"), sha, "1", t, t)
+
+
+@dataclass
+class Served:
+    service: Service
+    summary: dict[str, Any]
+    messages: list[P.Message] = field(default_factory=list)
+
+    def topic(self, name: str) -> list[P.Message]:
+        return [m for m in self.messages if m.topic == name]
+
+
+def serve(
+    cfg: ServeConfig,
+    volumes: list[Volume],
+    *,
+    stop_after: bool = False,
+    inbound: list[list[bytes]] | None = None,
+    on_frame=None,
+    extra_sub: bool = False,
+    pace: float = 0.0,
+) -> Served:
+    """Start the service on a queue source, feed ``volumes``, collect every message until ``end``.
+
+    ``stop_after`` stops the service (as SIGTERM would) once the last volume's frame is in; ``inbound`` are
+    raw multipart messages pushed to the service's PULL before the volumes; ``on_frame(msg, push)`` is called
+    for each frame received (to send flip acks); ``extra_sub`` attaches a subscriber that never reads;
+    ``pace`` spaces the volumes (seconds), as a scanner does.
+    """
+    source = QueueSource()
+    svc = Service(cfg, source=source).start()
+    ctx = zmq.Context()
+    sub = P.subscriber(ctx, cfg.pub, hwm=100000)
+    lazy = None
+    if extra_sub:  # a subscriber that never reads, with small queues and a small TCP buffer
+        lazy = ctx.socket(zmq.SUB)
+        lazy.setsockopt(zmq.RCVHWM, 1)
+        lazy.setsockopt(zmq.RCVBUF, 8192)
+        lazy.setsockopt(zmq.LINGER, 0)
+        lazy.setsockopt(zmq.SUBSCRIBE, b"frame")
+        lazy.connect(cfg.pub)
+    push = P.pusher(ctx, cfg.pull)
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    out = Served(svc, {})
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait until the subscription is up (heartbeats arrive)
+            msg = P.recv(sub, 200, P.SERVICE_TOPICS)
+            if msg is not None and msg.topic == "status":
+                out.messages.append(msg)  # kept: a short run may end before the next heartbeat
+                break
+        else:
+            raise AssertionError("no status heartbeat within 10 s")
+        for frames in inbound or []:
+            push.send_multipart(frames)
+        time.sleep(0.05 if inbound else 0.0)
+        for v in volumes:
+            v.t_seen = v.t_ready = time.time()
+            source.q.put(v)
+            if pace:
+                time.sleep(pace)
+        frames_seen = 0
+        while True:
+            msg = P.recv(sub, 30000, P.SERVICE_TOPICS)
+            assert msg is not None, "service went silent for 30 s"
+            out.messages.append(msg)
+            if msg.topic == "frame":
+                frames_seen += 1
+                if on_frame is not None:
+                    on_frame(msg, push)
+                if stop_after and frames_seen == len(volumes):
+                    time.sleep(0.1)
+                    svc.stop("SIGTERM")
+            if msg.topic == "end":
+                break
+        if lazy is not None:
+            out.lazy_count = 0  # type: ignore[attr-defined]
+            while P.recv(lazy, 100, P.SERVICE_TOPICS) is not None:
+                out.lazy_count += 1  # type: ignore[attr-defined]
+    finally:
+        svc.stop("test")
+        thread.join(10)
+        for s in (sub, push, lazy):
+            if s is not None:
+                s.close(linger=0)
+        ctx.term()
+    out.summary = svc.summary_
+    return out
+
+
+def _collect_until_end(svc: Service, sub, start=None, timeout: float = 60.0) -> list[P.Message]:
+    """Run a started service in a thread, call ``start()`` once its heartbeat arrives, collect until ``end``."""
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    messages: list[P.Message] = []
+    try:
+        deadline = time.monotonic() + 30
+        while (msg := P.recv(sub, 200, P.SERVICE_TOPICS)) is None or msg.topic != "status":
+            assert time.monotonic() < deadline, "no status heartbeat within 30 s"
+        if start is not None:
+            start()
+        while True:
+            msg = P.recv(sub, int(timeout * 1000), P.SERVICE_TOPICS)
+            assert msg is not None, f"service went silent for {timeout} s"
+            messages.append(msg)
+            if msg.topic == "end":
+                return messages
+    finally:
+        svc.stop("test")
+        thread.join(10)
