@@ -19,6 +19,7 @@ import dataclasses
 import sys
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,8 +32,18 @@ T = TypeVar("T")
 
 __all__ = ["ConfigError", "load_config", "config_to_dict", "config_hash", "CONFIG_DIR", "preset_path", "resolve_config"]
 
+
+def _preset_dir() -> Path:
+    """Where the presets are: package data ``fmriface/presets`` in an installed wheel (``setup.py`` copies
+    ``configs/`` there), else the checkout's ``configs/`` (a source tree or an editable install)."""
+    packaged = resources.files("fmriface").joinpath("presets")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
 #: The folder of the TOML presets shipped with the project.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = _preset_dir()
 
 
 class ConfigError(ValueError):

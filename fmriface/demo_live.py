@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmriface.commands._common import UsageError, free_address, write_toml
+from fmriface.common import UsageError, free_address, write_toml
 from fmriface.config import preset_path
 
 try:

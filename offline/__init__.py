@@ -39,10 +39,10 @@ _EXPORTS = {
     "pairwise_accuracy": "offline.decoding.evaluate",
     "score_spaces": "offline.decoding.evaluate",
     "permutation_control": "offline.decoding.evaluate",
-    "FitConfig": "offline.decoding.fit",
-    "run_fit": "offline.decoding.fit",
+    "FitConfig": "offline.fit",
+    "run_fit": "offline.fit",
     "write_bundle": "offline.decoding.bundle_writer",
-    "evaluate_subject": "offline.datasets.ds001761",
+    "evaluate_subject": "offline.decoding.ds001761",
 }
 __all__ = sorted(_EXPORTS)
 

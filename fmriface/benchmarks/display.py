@@ -109,7 +109,7 @@ def _wait_subscribed(pub: Any, proc: Any, timeout: float = 120.0) -> None:
 
 def _publish(pub: Any, pull: Any, args: Any, P: Any) -> tuple[dict[int, float], list[dict]]:
     """Publish on an absolute schedule, collecting acks between sends; then wait for the last acks."""
-    from fmriface.commands._common import progress
+    from fmriface.common import progress
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(8, args.image_size, args.image_size, 3), dtype=np.uint8)

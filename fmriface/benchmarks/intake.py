@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fmriface.commands._common import progress
+from fmriface.common import progress
 
 SHAPE = (64, 64, 36)
 #: name -> (write_volume fmt, vendor, file name pattern)

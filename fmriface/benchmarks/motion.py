@@ -81,7 +81,7 @@ def displacement_errors(estimated: np.ndarray, true: np.ndarray, points: np.ndar
 
 
 def run(args: argparse.Namespace) -> dict:
-    from fmriface.commands._common import progress
+    from fmriface.common import progress
     from offline.twin import make_anatomy
     from service.motion import RigidRegistration
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmriface.commands._common import free_address, progress, write_toml
+from fmriface.common import free_address, progress, write_toml
 
 
 def add_arguments(p) -> None:

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fmriface.commands._common import UsageError, progress
+from fmriface.common import UsageError, progress
 
 MEMORY_LIMIT_MB = 50.0
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fmriface.commands._common import free_address, write_toml
+from fmriface.common import free_address, write_toml
 
 __all__ = [
     "ServeProcess",

@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from fmriface.commands._common import emit, parser
+from fmriface.common import emit, parser
 
 _BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmriface.commands._common import UsageError, parser
+from fmriface.common import UsageError, parser
 from fmriface.config import config_hash, load_config, preset_path
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fmriface.commands._common import UsageError, emit, parser
+from fmriface.common import UsageError, emit, parser
 
 
 def _size(text: str) -> list[int]:

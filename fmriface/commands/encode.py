@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmriface.commands._common import emit, parser
+from fmriface.common import emit, parser
 
 
 def main(argv: list[str] | None = None) -> int:

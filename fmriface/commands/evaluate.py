@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fmriface.commands._common import UsageError, emit, parser
+from fmriface.common import UsageError, emit, parser
 from fmriface.config import load_config, resolve_config
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path = resolve_config(args.config, "evaluate")
     cfg = load_config(EvaluateConfig, cfg_path, {"latent_size": args.latent_size, "bias": args.bias})
 
-    from offline.datasets.ds001761 import evaluate_subject
+    from offline.decoding.ds001761 import evaluate_subject
 
     if not args.ds001761_derivatives.is_dir():
         raise UsageError(f"--ds001761-derivatives {args.ds001761_derivatives} is not a folder")

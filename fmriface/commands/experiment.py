@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fmriface.commands._common import emit, parser
+from fmriface.common import emit, parser
 
 
 def main(argv: list[str] | None = None) -> int:

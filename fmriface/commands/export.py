@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 
-from fmriface.commands._common import emit, parser, prepare_out_dir
+from fmriface.common import emit, parser, prepare_out_dir
 
 
 def main(argv: list[str] | None = None) -> int:

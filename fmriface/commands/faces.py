@@ -11,7 +11,7 @@ fmriface faces --n 20000 --size 128 --seed 1 --out runs/faces128 --force
 
 from __future__ import annotations
 
-from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir, progress
+from fmriface.common import UsageError, emit, parser, prepare_out_dir, progress
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir, progress
+from fmriface.common import UsageError, emit, parser, prepare_out_dir, progress
 from fmriface.config import config_to_dict, load_config, resolve_config
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
 
-    from offline.decoding.fit import FitConfig
+    from offline.fit import FitConfig
 
     cfg_path = resolve_config(args.config, "fit")
     cfg = load_config(
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             print(f"[fit {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    from offline.decoding.fit import run_fit
+    from offline.fit import run_fit
 
     log(f"config: {config_to_dict(cfg)}")
     summary = run_fit(cfg, args.bids, args.vaegan, out, log=log, progress=progress)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fmriface.commands._common import emit, parser
+from fmriface.common import emit, parser
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir
+from fmriface.common import UsageError, emit, parser, prepare_out_dir
 
 DEFAULT_NAMES = ("server", "display", "experiment")
 

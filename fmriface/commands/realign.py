@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir, progress
+from fmriface.common import UsageError, emit, parser, prepare_out_dir, progress
 
 HEADER = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "fd")
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from fmriface.commands._common import UsageError, parser, progress
+from fmriface.common import UsageError, parser, progress
 
 
 def find_bids_run(bids: Path, subject: str, session: str | None, run: str, task: str | None = None) -> Path:

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from fmriface.commands._common import parser
+from fmriface.common import parser
 from fmriface.config import load_config, resolve_config
 
 _OPTIONS = {

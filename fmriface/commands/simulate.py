@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fmriface.commands._common import UsageError, emit, parser, prepare_out_dir, progress
+from fmriface.common import UsageError, emit, parser, prepare_out_dir, progress
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fmriface.commands._common import emit, parser, prepare_out_dir
+from fmriface.common import emit, parser, prepare_out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.resume:
         if not (out / "checkpoint.pt").is_file():
-            from fmriface.commands._common import UsageError
+            from fmriface.common import UsageError
 
             raise UsageError(f"--resume: {out / 'checkpoint.pt'} does not exist")
     elif int(os.environ.get("RANK", "0")) == 0:

@@ -1,14 +1,6 @@
 """Data sets: face image sources (procedural, CelebA, image folders), BIDS subjects and the authors' ds001761."""
 
 from offline.datasets.bids import BidsError, BidsRun, BidsSubject, load_bids, load_stimuli, stimulus_table
-from offline.datasets.ds001761 import (
-    Ds001761Error,
-    ReleasedDecoder,
-    evaluate_subject,
-    find_subject_dir,
-    read_decoder,
-    read_patterns,
-)
 from offline.datasets.images import (
     IMAGE_SUFFIXES,
     CorruptImageWarning,
@@ -28,12 +20,6 @@ __all__ = [
     "load_bids",
     "load_stimuli",
     "stimulus_table",
-    "Ds001761Error",
-    "ReleasedDecoder",
-    "find_subject_dir",
-    "read_decoder",
-    "read_patterns",
-    "evaluate_subject",
     "DataError",
     "CorruptImageWarning",
     "list_images",

@@ -3,6 +3,14 @@ evaluation (pairwise identification, gender, imagery, permutations) and the bund
 """
 
 from offline.decoding.bundle_writer import LinearMap, write_bundle
+from offline.decoding.ds001761 import (
+    Ds001761Error,
+    ReleasedDecoder,
+    evaluate_subject,
+    find_subject_dir,
+    read_decoder,
+    read_patterns,
+)
 from offline.decoding.estimates import (
     RealignedRun,
     average_by_stimulus,
@@ -28,7 +36,6 @@ from offline.decoding.evaluate import (
     score_spaces,
     trialwise_identification,
 )
-from offline.decoding.fit import FitConfig, FitData, SelectionConfig, prepare, run_fit
 from offline.decoding.mapping import (
     DEFAULT_ALPHAS,
     EncodingFactors,
@@ -46,6 +53,12 @@ from offline.decoding.selection import Selection, encoding_scores, mask_selectio
 __all__ = [
     "LinearMap",
     "write_bundle",
+    "Ds001761Error",
+    "ReleasedDecoder",
+    "find_subject_dir",
+    "read_decoder",
+    "read_patterns",
+    "evaluate_subject",
     "RealignedRun",
     "iter_realigned",
     "realign_subject",
@@ -67,11 +80,6 @@ __all__ = [
     "score_spaces",
     "trialwise_identification",
     "evaluate_decoders",
-    "SelectionConfig",
-    "FitConfig",
-    "FitData",
-    "prepare",
-    "run_fit",
     "RidgeMapping",
     "EncodingMapping",
     "make_mapping",

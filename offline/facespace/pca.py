@@ -69,7 +69,7 @@ class PCAFaceSpace(FaceSpace):
         import onnx
         import onnxruntime as ort
 
-        from offline.training.onnx_export import pca_graphs
+        from offline.facespace.onnx_graphs import pca_graphs
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from fmriface.cli import main
-from fmriface.commands._common import UsageError
 from fmriface.commands.replay import main as replay
+from fmriface.common import UsageError
 from service.intake.readers import read_volume
 
 

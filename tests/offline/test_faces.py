@@ -115,7 +115,7 @@ def test_faces_command(tmp_path):
     assert faces.main(["--n", "5", "--size", "32", "--seed", "2", "--out", str(out), "--json"]) == 0
     assert len(list(out.glob("face_*.png"))) == 5
     assert (out / "attributes.csv").is_file() and (out / "params.csv").is_file()
-    from fmriface.commands._common import UsageError
+    from fmriface.common import UsageError
 
     with pytest.raises(UsageError, match="not empty"):
         faces.main(["--n", "5", "--size", "32", "--out", str(out)])

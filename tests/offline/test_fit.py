@@ -9,9 +9,9 @@ import numpy as np
 
 from fmriface.config import load_config, preset_path
 from offline.decoding.evaluate import pairwise_accuracy
-from offline.decoding.fit import FitConfig, prepare
 from offline.decoding.mapping import RidgeMapping
 from offline.decoding.selection import top_k
+from offline.fit import FitConfig, prepare
 from service.bundle import BUNDLE_FILES, load_bundle
 
 

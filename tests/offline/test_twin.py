@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmriface.commands._common import UsageError
+from fmriface.common import UsageError
 from fmriface.config import ConfigError, load_config, preset_path
 from offline.faces import ATTRIBUTE_NAMES, PARAM_NAMES
 from offline.twin import SimulateConfig, simulate

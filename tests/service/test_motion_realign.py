@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fmriface.commands import realign
-from fmriface.commands._common import UsageError
+from fmriface.common import UsageError
 from service.motion import GridMismatchError, framewise_displacement
 from tests.service.test_motion import Phantom, assert_close_params, grid_affine, make_run
 
