@@ -31,7 +31,15 @@ from service.dicom.values import (
 )
 from service.volume import CorruptFileError, IncompleteFileError, IntakeError, UnsupportedFileError
 
-__all__ = ["DicomImage", "parse_dicom", "IMAGE_SOP_CLASSES", "exclusion_reason"]
+__all__ = [
+    "DicomImage",
+    "parse_dicom",
+    "IMAGE_SOP_CLASSES",
+    "exclusion_reason",
+    "slices_per_volume",
+    "volume_number",
+    "volume_key",
+]
 
 #: SOP classes whose files hold MR images (others are ignored as non-image DICOM).
 IMAGE_SOP_CLASSES = {
@@ -67,6 +75,39 @@ class DicomImage:
     frames: np.ndarray = field(repr=False)  # float32 [F, rows, cols]
     exclusion: str | None = None  # why this is not an EPI image (derived, MoCo, phase, localizer)
     sha256: str = ""  # of the file's bytes (set by the reader)
+    #: the run this file belongs to: SeriesInstanceUID, or for a Siemens XA MFSPLIT export (a new series for
+    #: every volume) the source series that all the run's volumes share
+    run_uid: str = ""
+    #: how the volume number (``acquisition``) and the slices per volume were told, for inspect and the log
+    volume_from: str = ""
+    slices_from: str = ""
+    #: the vendor's export mode, e.g. ``siemens-xa-interoperability``, ``ge-slices``, ``siemens-mosaic``
+    export: str = ""
+    #: the header's own AcquisitionNumber (``acquisition`` is the volume number the rules derived)
+    acquisition_number: int | None = None
+
+    def __post_init__(self) -> None:
+        self.run_uid = self.run_uid or self.series_uid
+
+    @property
+    def series_numbers(self) -> tuple[int, ...]:
+        """The series numbers a configured ``series`` may name this file's run by: its SeriesNumber and, for an XA
+        MFSPLIT volume (numbered ``1000 * series + volume``), the series it was split from."""
+        if self.series_number is None:
+            return ()
+        if self.run_uid != self.series_uid and self.series_number >= 1000:
+            return (self.series_number, self.series_number // 1000)
+        return (self.series_number,)
+
+    def with_slices_per_volume(self, slices: int, source: str) -> DicomImage:
+        """This slice file with the slices per volume known from elsewhere (the bundle's reference grid, live):
+        the volume number is derived again by :func:`volume_number`'s rule."""
+        self.slices_expected, self.slices_from = slices, source
+        if self.volume_from == "AcquisitionNumber" and (self.acquisition_number or 0) <= 1 and self.instance:
+            if self.instance > slices:
+                self.acquisition = (self.instance - 1) // slices + 1
+                self.volume_from = f"InstanceNumber with {slices} slices per volume"
+        return self
 
     @property
     def matrix(self) -> tuple[int, int]:
@@ -103,19 +144,114 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
         raise CorruptFileError(path, f"DICOM header unreadable: {type(exc).__name__}: {exc}") from None
 
 
-def _slices_from_vendor_header(ds: Dataset, manufacturer: str) -> int | None:
-    """Slices per volume when ImagesInAcquisition is absent: Philips (2001,1018), Siemens ASCCONV sSliceArray.lSize."""
-    if "PHILIPS" in manufacturer.upper() and ds.get((0x2001, 0x1018)) is not None:
-        return to_int(ds[0x2001, 0x1018].value)
-    if "SIEMENS" in manufacturer.upper():
+_XA_PROTOCOL_CREATOR = "SIEMENS MR SDS 01"  # (0021,xx19): XA's Phoenix protocol (CSA's MrPhoenixProtocol before XA)
+_GE_RELA_CREATOR = "GEMS_RELA_01"  # (0021,xx4F): GE's locations in acquisition
+
+
+def _private(ds: Dataset, group: int, creator: str, element: int):
+    try:
+        block = ds.private_block(group, creator)
+        return block[element].value if element in block else None
+    except KeyError:
+        return None
+
+
+def _phoenix_text(ds: Dataset) -> str:
+    """Siemens' protocol (ASCCONV) text: CSA's MrPhoenixProtocol (VB/VD/VE), or XA's (0021,1019)."""
+    value = _private(ds, 0x0029, CSA_CREATOR, 0x20)
+    if value is not None:
         try:
-            block = ds.private_block(0x0029, CSA_CREATOR)
-            phoenix = " ".join(read_csa(block[0x20].value).get("MrPhoenixProtocol", [])) if 0x20 in block else ""
-        except (KeyError, CSAError):
-            return None
-        found = re.search(r"sSliceArray\.lSize\s*=\s*(\d+)", phoenix)
-        return int(found.group(1)) if found else None
-    return None
+            return " ".join(read_csa(value).get("MrPhoenixProtocol", []))
+        except CSAError:
+            pass
+    value = _private(ds, 0x0021, _XA_PROTOCOL_CREATOR, 0x19)
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace")
+    return str(value or "")
+
+
+def slices_per_volume(ds: Dataset, manufacturer: str) -> tuple[int | None, str]:
+    """Slices in one volume of a slice-per-file series, and which header said so.
+
+    In order: ImagesInAcquisition (0020,1002); GE's locations in acquisition (0021,104F); Philips' number of
+    slices (2001,1018); Siemens' protocol ``sSliceArray.lSize`` (CSA header, or XA's (0021,1019)). None when no
+    header tells: live, the bundle's reference grid does (``WatcherConfig.slices_per_volume``).
+    """
+    n = to_int(ds.get("ImagesInAcquisition"))
+    if n:
+        return n, "ImagesInAcquisition"
+    vendor = manufacturer.upper()
+    if "GE" in vendor.split() or vendor.startswith("GE "):
+        n = to_int(_private(ds, 0x0021, _GE_RELA_CREATOR, 0x4F))
+        if n:
+            return n, "GE locations in acquisition (0021,104F)"
+    if "PHILIPS" in vendor and ds.get((0x2001, 0x1018)) is not None:
+        n = to_int(ds[0x2001, 0x1018].value)
+        if n:
+            return n, "Philips number of slices (2001,1018)"
+    if "SIEMENS" in vendor:
+        found = re.search(r"sSliceArray\.lSize\s*=\s*(\d+)", _phoenix_text(ds))
+        if found and int(found.group(1)) > 0:
+            return int(found.group(1)), "Siemens protocol sSliceArray.lSize"
+    return None, ""
+
+
+def volume_number(ds: Dataset, slices: int | None) -> tuple[int | None, str]:
+    """The volume (acquisition) number of one slice file, and the rule that gave it.
+
+    TemporalPositionIdentifier when present (Philips classic); AcquisitionNumber when it counts volumes (> 1,
+    or 0/1 for the first volume); when AcquisitionNumber stays at 1 for the whole run (GE real-time EPI) and the
+    InstanceNumber runs past one volume's slices, the volume follows from InstanceNumber and the slices per
+    volume: ``(InstanceNumber - 1) // slices + 1``.
+    """
+    temporal = to_int(ds.get("TemporalPositionIdentifier"))
+    if temporal is not None:
+        return temporal, "TemporalPositionIdentifier"
+    acq, instance = to_int(ds.get("AcquisitionNumber")), to_int(ds.get("InstanceNumber"))
+    if acq is not None and acq > 1:
+        return acq, "AcquisitionNumber"
+    if slices and instance is not None and instance >= 1 and (instance > slices or acq is None):
+        return (instance - 1) // slices + 1, f"InstanceNumber with {slices} slices per volume"
+    if acq is not None:
+        return acq, "AcquisitionNumber"
+    return None, ""
+
+
+def volume_key(ds: Dataset) -> tuple[str, int | None]:
+    """(run, volume number) of a slice file's header, by the rules :func:`parse_dicom` uses."""
+    image_type = tuple(str(v) for v in (ds.get("ImageType") or ()))
+    slices, _ = slices_per_volume(ds, str(ds.get("Manufacturer", "")))
+    return _mfsplit_source(ds, image_type) or str(ds.get("SeriesInstanceUID", "")), volume_number(ds, slices)[0]
+
+
+def _mfsplit_source(ds: Dataset, image_type: tuple[str, ...]) -> str:
+    """The series a Siemens XA MFSPLIT file was split from (shared by every volume of the run), or ''."""
+    if not any(t.upper() == "MFSPLIT" for t in image_type):
+        return ""
+    for item in ds.get("RelatedSeriesSequence") or ():
+        uid = str(item.get("SeriesInstanceUID", ""))
+        if uid:
+            return uid
+    return ""
+
+
+def _export_mode(manufacturer: str, fmt: str, mfsplit: bool, software: str) -> str:
+    vendor = manufacturer.upper()
+    name = (
+        "siemens"
+        if "SIEMENS" in vendor
+        else "ge"
+        if "GE" in vendor.split() or vendor.startswith("GE ")
+        else "philips"
+        if "PHILIPS" in vendor
+        else "other"
+    )
+    if name == "siemens" and fmt == "slice":
+        xa = "XA" in software.upper()
+        return "siemens-xa-interoperability" if mfsplit or xa else "siemens-slices"
+    if name == "siemens" and fmt == "enhanced":
+        return "siemens-xa-enhanced"
+    return f"{name}-{'slices' if fmt == 'slice' else fmt}"
 
 
 def parse_dicom(raw: bytes, path: str | Path, pixels: bool = True) -> DicomImage:
@@ -210,8 +346,10 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         thickness = group_value(ds, first, "PixelMeasuresSequence", "SliceThickness", shared)
         tr_ms = group_value(ds, first, "MRTimingAndRelatedParametersSequence", "RepetitionTime", shared) or tr_ms
         fmt, expected, hint = "enhanced", n_frames, None
+        slices_from = "NumberOfFrames"
         acq = to_int(ds.get("AcquisitionNumber")) or to_int(ds.get("InstanceNumber"))
         acq = acq or to_int(group_value(ds, frames_seq[0], "FrameContentSequence", "FrameAcquisitionNumber"))
+        volume_from = "one volume per file (AcquisitionNumber)"
     elif n_mosaic and any(t.upper() == "MOSAIC" for t in image_type):
         m = int(np.ceil(np.sqrt(n_mosaic)))
         mosaic_shape = (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))
@@ -234,7 +372,9 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         positions = (np.array([float(v) for v in ds.ImagePositionPatient]) + fix)[None, :]
         between, thickness = ds.get("SpacingBetweenSlices"), ds.get("SliceThickness")
         fmt, expected, hint = "mosaic", n_mosaic, csa_vector(csa, "SliceNormalVector", 3)
+        slices_from = "CSA NumberOfImagesInMosaic"
         acq = to_int(ds.get("AcquisitionNumber")) or to_int(ds.get("InstanceNumber"))
+        volume_from = "one volume per file (AcquisitionNumber)"
     else:
         frames = (
             apply_scale(pixel_values(ds, path, 1), [scale_factors(ds, ds, None, philips)])
@@ -247,14 +387,13 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         positions = np.array([[float(v) for v in ds.ImagePositionPatient]])
         between, thickness = ds.get("SpacingBetweenSlices"), ds.get("SliceThickness")
         fmt, hint = "slice", None
-        expected = to_int(ds.get("ImagesInAcquisition"))
-        if expected is None:
-            expected = _slices_from_vendor_header(ds, manufacturer)
-        acq = to_int(ds.get("TemporalPositionIdentifier")) or to_int(ds.get("AcquisitionNumber"))
+        expected, slices_from = slices_per_volume(ds, manufacturer)
+        acq, volume_from = volume_number(ds, expected)
     if iop is None or spacing_px is None or len(iop) != 6 or len(spacing_px) != 2:
         raise CorruptFileError(path, "missing or malformed ImageOrientationPatient / PixelSpacing")
     spacing = next((float(v) for v in (between, thickness) if v not in (None, "") and 0 < float(v) < 1e4), None)
     iop, spacing_px = checked_geometry(iop, spacing_px, positions, path)
+    mfsplit = _mfsplit_source(ds, image_type)
     if acq is not None and acq < 0:
         raise CorruptFileError(path, f"acquisition number {acq} is negative")
     return DicomImage(
@@ -276,4 +415,9 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         normal_hint=None if hint is None else np.array(hint),
         frames=frames,
         exclusion=exclusion_reason(image_type, description, str(ds.get("ScanningSequence", "")), manufacturer),
+        run_uid=mfsplit,
+        acquisition_number=to_int(ds.get("AcquisitionNumber")),
+        volume_from=volume_from,
+        slices_from=slices_from,
+        export=_export_mode(manufacturer, fmt, bool(mfsplit), str(ds.get("SoftwareVersions", ""))),
     )

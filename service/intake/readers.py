@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 
 from service.dicom.geometry import affine_from_dicom, check_even_spacing
-from service.dicom.read import DicomImage, parse_dicom
+from service.dicom.read import DicomImage, parse_dicom, volume_key
 from service.volume import (
     CorruptFileError,
     IncompleteFileError,
@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_SIBLING_TAGS = ["SeriesInstanceUID", "AcquisitionNumber", "TemporalPositionIdentifier"]
 
 
 def sniff(path: str | Path, head: bytes) -> str | None:
@@ -115,7 +114,7 @@ def read_volume(path: str | Path) -> Volume:
         if (
             isinstance(img, DicomImage)
             and img.fmt == "slice"
-            and img.series_uid == got.series_uid
+            and img.run_uid == got.run_uid
             and img.acquisition == got.acquisition
         ):
             siblings.append(img)
@@ -123,15 +122,12 @@ def read_volume(path: str | Path) -> Volume:
 
 
 def _same_volume(path: Path, img: DicomImage) -> bool:
-    """A cheap header look (no pixel data read): same series and volume number as ``img``?"""
+    """A header look (no pixel data read): the same run and volume number as ``img``, by intake's rules?"""
     # Anything unreadable is simply not a sibling: pydicom converts values lazily, so a damaged header can
     # raise on any access below, not only in dcmread (an unknown VR, a multi-valued or garbled number).
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SIBLING_TAGS)
-        acq = ds.get("TemporalPositionIdentifier") or ds.get("AcquisitionNumber")
-        if acq is None or str(ds.get("SeriesInstanceUID", "")) != img.series_uid:
-            return False
-        return int(acq) == img.acquisition
+        run, volume = volume_key(pydicom.dcmread(path, stop_before_pixels=True))
+        return run == img.run_uid and volume == img.acquisition
     except Exception:  # noqa: BLE001
         return False
 
@@ -199,7 +195,7 @@ def assemble(images: list[DicomImage], t_seen: float | None = None) -> Volume:
         tr=first.tr,
         path=first.path,
         sha256=sha,
-        series=first.series_uid,
+        series=first.run_uid,
         t_seen=t_seen if t_seen is not None else time.time(),
         t_ready=time.time(),
         fmt=fmt,

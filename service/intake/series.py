@@ -26,16 +26,20 @@ class SeriesFilter:
     _reported: set[str] = field(default_factory=set)
 
     def offer(
-        self, uid: str, number: int | None, description: str, exclusion: str | None, path
+        self, uid: str, number: int | None, description: str, exclusion: str | None, path, aliases: tuple = ()
     ) -> tuple[bool, list[IntakeEvent]]:
-        """Whether a file of series ``uid`` is taken, and the events to report (each series reported once)."""
+        """Whether a file of series ``uid`` is taken, and the events to report (each series reported once).
+
+        ``uid`` identifies the run (every volume of a Siemens XA MFSPLIT run shares one); ``aliases`` are other
+        series numbers a configured ``number`` may call it by (:attr:`DicomImage.series_numbers`).
+        """
         label = f"series {number if number is not None else '?'} ({description or 'no description'})"
         if self.chosen is not None:
             if uid == self.chosen:
                 return True, []
             return False, self._once(uid, path, f"{label} is not the series being followed")
         if self.number is not None:
-            if number != self.number:
+            if number != self.number and self.number not in aliases:
                 return False, self._once(uid, path, f"{label} is not the configured series {self.number}")
         elif exclusion is not None:
             return False, self._once(uid, path, f"{label} is not an EPI series: {exclusion}")

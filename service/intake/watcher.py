@@ -90,6 +90,10 @@ class WatcherConfig:
         ``auto``: while volumes wait for the worker (a fast replay, a restart catching up), files are parsed in
         one helper process so that parsing and motion correction use both cores (:mod:`service.intake.parse_offload`);
         in a live run, where the worker is idle when a file arrives, they are parsed in the intake thread.
+    slices_per_volume : int or None
+        Slices in one volume of a slice-per-file export whose headers do not say (Siemens XA interoperability
+        without its protocol, for one): ``serve`` sets it from the bundle's reference grid, so that a volume is
+        handed on as soon as its last slice is in. Headers that state it win.
     """
 
     folder: str = "."
@@ -105,6 +109,7 @@ class WatcherConfig:
     reorder_window: int = 2
     gap_timeout_s: float = 3.0
     parse_process: Literal["auto", "off"] = "auto"
+    slices_per_volume: int | None = None
 
     def __post_init__(self) -> None:
         if self.polling not in ("auto", "on", "off"):
@@ -114,6 +119,10 @@ class WatcherConfig:
         for name in ("poll_interval_s", "event_grace_s", "retry_interval_s", "complete_timeout_s", "gap_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, not {getattr(self, name)!r}")
+        if self.slices_per_volume is not None and not (
+            isinstance(self.slices_per_volume, int) and self.slices_per_volume >= 1
+        ):
+            raise ValueError(f"slices_per_volume must be a whole number >= 1, not {self.slices_per_volume!r}")
         if self.complete_retries < 1 or self.reorder_window < 1:
             raise ValueError("complete_retries and reorder_window must be >= 1")
 
@@ -442,13 +451,9 @@ class VolumeWatcher:
         if isinstance(got, Volume):
             uid, number, description, exclusion = f"nifti:{got.series}", got.series_number, "NIfTI", None
         else:
-            uid, number, description, exclusion = (
-                got.series_uid,
-                got.series_number,
-                got.series_description,
-                got.exclusion,
-            )
-        taken, events = self._series.offer(uid, number, description, exclusion, got.path)
+            uid, number, description, exclusion = got.run_uid, got.series_number, got.series_description, got.exclusion
+        aliases = got.series_numbers if isinstance(got, DicomImage) else ()
+        taken, events = self._series.offer(uid, number, description, exclusion, got.path, aliases)
         for event in events:
             self._emit(event)
         if not taken:
@@ -472,14 +477,16 @@ class VolumeWatcher:
             return None
 
     def _slice(self, img: DicomImage, t_seen: float) -> Volume | None:
+        if not img.slices_expected and self.config.slices_per_volume:
+            img.with_slices_per_volume(self.config.slices_per_volume, "the reference grid (slices_per_volume)")
         if not img.slices_expected:
-            self._emit(
-                IntakeEvent(
-                    "corrupt", "slice file without ImagesInAcquisition: its volume cannot be completed", path=img.path
-                )
+            reason = (
+                "slice file whose headers do not say how many slices a volume has (no ImagesInAcquisition, "
+                "vendor field or protocol) and no reference grid was given: set [watcher] slices_per_volume"
             )
+            self._emit(IntakeEvent("corrupt", reason, path=img.path))
             return None
-        key = (img.series_uid, img.acquisition)
+        key = (img.run_uid, img.acquisition)
         group = self._slices.setdefault(key, _SliceSet(t_seen=t_seen))
         position = tuple(round(float(v), 3) for v in img.positions[0])
         if position in group.images:
