@@ -111,7 +111,7 @@ class Service:
             latent = decoder.encode_image(read_target_image(cfg.target_image, bundle))
             self.pipeline_.set_target(latent, {"image": Path(cfg.target_image).name})
         if self.source is None:
-            self.source = _make_watcher(cfg)
+            self.source = _make_watcher(cfg, bundle.reference.shape[2])
         log.info(
             "serving run %s (%s): bundle %s, %d voxels, latent %d, decoder on %s; publishing on %s, events on %s",
             run_id,
@@ -242,9 +242,12 @@ def _is_loopback(address: str) -> bool:
     return address.startswith(("ipc://", "inproc://")) or host in ("localhost", "::1") or host.startswith("127.")
 
 
-def _make_watcher(cfg: ServeConfig) -> Any:
+def _make_watcher(cfg: ServeConfig, reference_slices: int) -> Any:
+    """The folder watcher; a slice-per-file volume whose headers do not give its slice count is complete when it
+    has as many slices as the bundle's reference grid (a ``[watcher] slices_per_volume`` of its own wins)."""
     from dataclasses import replace
 
     from service.intake.watcher import VolumeWatcher
 
-    return VolumeWatcher(replace(cfg.watcher, folder=str(cfg.watch)))
+    slices = cfg.watcher.slices_per_volume or reference_slices
+    return VolumeWatcher(replace(cfg.watcher, folder=str(cfg.watch), slices_per_volume=slices))
