@@ -28,6 +28,7 @@ class InspectConfig:
 
     recursive: bool = False
     strict: bool = False
+    slices_per_volume: int | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", type=Path, help="a scanner export folder or one file")
     p.add_argument("--recursive", action="store_true", default=None, help="also look in sub-folders")
     p.add_argument("--strict", action="store_true", default=None, help="exit with status 1 when problems are found")
+    p.add_argument(
+        "--slices-per-volume",
+        type=int,
+        default=None,
+        help="slices in one volume, for slice files whose headers do not say (serve takes the bundle's grid)",
+    )
     p.add_argument("--config", help="TOML file or preset name with the options of InspectConfig")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -43,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     from service.intake.inspect import format_report, inspect_path
 
     config = resolve_config(args.config, "inspect")
-    overrides = {k: v for k, v in (("recursive", args.recursive), ("strict", args.strict)) if v is not None}
+    given = (("recursive", args.recursive), ("strict", args.strict), ("slices_per_volume", args.slices_per_volume))
+    overrides = {k: v for k, v in given if v is not None}
     cfg = load_config(InspectConfig, config, overrides)
-    report = inspect_path(args.path, recursive=cfg.recursive)
+    report = inspect_path(args.path, recursive=cfg.recursive, slices_per_volume=cfg.slices_per_volume)
     if args.json:
         emit(report, True)
     else:

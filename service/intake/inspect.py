@@ -47,8 +47,12 @@ def _files(path: Path, recursive: bool) -> list[Path]:
     return sorted(out)
 
 
-def inspect_path(path: str | Path, recursive: bool = False) -> dict[str, Any]:
-    """Summarise a file or a folder; JSON-ready."""
+def inspect_path(path: str | Path, recursive: bool = False, slices_per_volume: int | None = None) -> dict[str, Any]:
+    """Summarise a file or a folder; JSON-ready.
+
+    Files are grouped into runs and volumes by intake's own rules (a Siemens XA MFSPLIT run, with a series per
+    volume, is one run); ``slices_per_volume`` stands in for the reference grid where no header gives it.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -75,7 +79,12 @@ def inspect_path(path: str | Path, recursive: bool = False) -> dict[str, Any]:
             problems.append({"file": str(f), "kind": "unreadable", "reason": str(exc)})
             continue
         if isinstance(got, DicomImage) and got.fmt == "slice":
-            slices[(got.series_uid, got.acquisition)].append(got)
+            if not got.slices_expected and slices_per_volume:
+                got.with_slices_per_volume(slices_per_volume, "--slices-per-volume")
+            if not got.slices_expected:
+                problems.append({"file": str(f), "kind": "ambiguous", "reason": _NO_SLICE_COUNT})
+                continue
+            slices[(got.run_uid, got.acquisition)].append(got)
             continue
         _add(series, got if isinstance(got, Volume) else _volume(got, problems), got)
     for (_, acq), group in slices.items():
@@ -90,13 +99,36 @@ def inspect_path(path: str | Path, recursive: bool = False) -> dict[str, Any]:
             )
             continue
         _add(series, _volume(group, problems), group[0])
+    summaries = [_summary(s) for s in sorted(series.values(), key=lambda s: (s["number"] is None, s["number"] or 0))]
     return {
         "path": str(path),
         "files": len(files),
-        "series": [_summary(s) for s in sorted(series.values(), key=lambda s: (s["number"] is None, s["number"] or 0))],
+        "series": summaries,
         "ignored_files": ignored,
         "problems": problems,
+        "advice": _advice(summaries, problems),
     }
+
+
+_NO_SLICE_COUNT = (
+    "slice file whose headers do not say how many slices a volume has: serve takes it from the bundle's reference "
+    "grid; here, pass --slices-per-volume N"
+)
+
+
+def _advice(summaries: list[dict[str, Any]], problems: list[dict[str, str]]) -> list[str]:
+    """What to set when the folder is ambiguous: several EPI runs, or slices whose count no header gives."""
+    out = []
+    epi = [s for s in summaries if s["epi"]]
+    if len(epi) > 1:
+        numbers = ", ".join(str(s["series_number"]) for s in epi)
+        out.append(
+            f"{len(epi)} EPI runs (series {numbers}): serve follows the newest one present at start, then the first "
+            "new one; set [watcher] series = N in the serve config to follow another"
+        )
+    if any(p["kind"] == "ambiguous" for p in problems):
+        out.append("set [watcher] slices_per_volume (serve sets it from the bundle's reference grid)")
+    return out
 
 
 def _volume(images: DicomImage | list[DicomImage], problems: list[dict[str, str]]) -> Volume | None:
@@ -112,11 +144,17 @@ def _add(series: dict[str, dict[str, Any]], vol: Volume | None, source: DicomIma
     if vol is None:
         return
     key = vol.series or f"nifti:{vol.path.parent}"
+    numbers = sorted({vol.series_number} - {None})
     entry = series.setdefault(
         key,
         {
             "uid": vol.series,
             "number": vol.series_number,
+            "numbers": set(),
+            "vendor": getattr(source, "vendor", "") or "",
+            "export": getattr(source, "export", "") or ("nifti" if isinstance(source, Volume) else ""),
+            "volumes_from": getattr(source, "volume_from", "") or "one volume per file",
+            "slices_from": getattr(source, "slices_from", "") or "one volume per file",
             "description": getattr(source, "series_description", ""),
             "epi": getattr(source, "exclusion", None) is None,
             "not_epi_because": getattr(source, "exclusion", None),
@@ -128,6 +166,9 @@ def _add(series: dict[str, dict[str, Any]], vol: Volume | None, source: DicomIma
             "files": 0,
         },
     )
+    entry["numbers"].update(numbers)
+    if vol.acquisition >= max(entry["acquisitions"], default=vol.acquisition):  # the later volumes tell the rule
+        entry["volumes_from"] = getattr(source, "volume_from", "") or entry["volumes_from"]
     entry["formats"][vol.fmt] += 1
     entry["matrices"][vol.shape] += 1
     entry["voxel_sizes"][tuple(round(v, 4) for v in vol.voxel_size)] += 1
@@ -147,10 +188,20 @@ def _summary(entry: dict[str, Any]) -> dict[str, Any]:
         )
     if len(entry["trs"]) > 1:
         notes.append(f"TRs differ within the series: {sorted(map(str, entry['trs']))}")
+    numbers = sorted(entry["numbers"])
+    if len(numbers) > 1:
+        notes.append(
+            f"one run in {len(numbers)} series ({numbers[0]}-{numbers[-1]}): an XA MFSPLIT export gives every volume "
+            "a series of its own; intake follows them as one run"
+        )
     return {
         "series_uid": entry["uid"],
         "series_number": entry["number"],
         "description": entry["description"],
+        "vendor": entry["vendor"],
+        "export": entry["export"],
+        "volumes_told_by": entry["volumes_from"],
+        "slices_told_by": entry["slices_from"],
         "epi": entry["epi"],
         "not_epi_because": entry["not_epi_because"],
         "format": entry["formats"].most_common(1)[0][0],
@@ -173,6 +224,8 @@ def format_report(report: dict[str, Any]) -> str:
         vox = "x".join(f"{v:g}" for v in s["voxel_size_mm"])
         tr = f"{s['tr_s']:g} s" if s["tr_s"] else "unknown"
         lines.append(f"  series {s['series_number']} {s['description']!r} [{epi}]")
+        lines.append(f"    {s['vendor'] or 'unknown vendor'}, export {s['export'] or 'unknown'}")
+        lines.append(f"    volumes told apart by {s['volumes_told_by']}; slices per volume from {s['slices_told_by']}")
         lines.append(f"    format {s['format']}, matrix {'x'.join(map(str, s['matrix']))}, voxel {vox} mm, TR {tr}")
         lines.append(f"    {s['volumes']} volume(s), acquisitions {s['acquisitions']}")
         if s["missing"]:
@@ -180,6 +233,7 @@ def format_report(report: dict[str, Any]) -> str:
         if s["duplicates"]:
             lines.append(f"    duplicated acquisitions: {s['duplicates']}")
         lines += [f"    note: {n}" for n in s["notes"]]
+    lines += [f"  advice: {a}" for a in report.get("advice", [])]
     if report["problems"]:
         lines.append(f"  problems ({len(report['problems'])}):")
         lines += [f"    {os.path.basename(p['file'])}: {p['kind']}: {p['reason']}" for p in report["problems"]]
