@@ -1,7 +1,7 @@
 """Network configurations of the VAE-GAN and its two presets, ``paper-128`` and ``small-64``.
 
 Each network has a frozen dataclass; :class:`VAEGANConfig` groups the three. ``paper-128`` is the architecture of
-VanRullen & Reddy (2019) exactly (PAPER.md); ``small-64`` keeps its structure at 64x64 with fewer channels, sized
+VanRullen & Reddy (2019) exactly (docs/paper.md); ``small-64`` keeps its structure at 64x64 with fewer channels, sized
 so that the decoder runs in a few milliseconds on a CPU at batch 1 and the demo trains in minutes on two cores.
 
 Examples

@@ -1,6 +1,6 @@
 """ONNX export of the VAE-GAN decoder and encoder, with a parity check against torch at every export.
 
-Contract (DESIGN.md, the bundle): ``decoder.onnx`` maps ``latent [N, L] float32`` to ``image [N, 3, H, W] float32``
+Contract (docs/bundle.md): ``decoder.onnx`` maps ``latent [N, L] float32`` to ``image [N, 3, H, W] float32``
 in [0, 1]; ``encoder.onnx`` maps ``image [N, 3, H, W]`` in [0, 1] to ``latent [N, L]`` (z_mu). Both have a dynamic
 batch axis and are single files (weights inside, no external data). onnx and onnxruntime are imported on use.
 """

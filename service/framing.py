@@ -1,9 +1,9 @@
 """How a face image is framed before it is resized to the face space's side: one function for the images a
 face space is trained on, the stimuli ``fmriface fit`` encodes, and a target face given to ``serve``.
 
-``central-80`` is PAPER.md's preprocessing of photographs (central square, keep its central 80%), ``square``
-the central square only, ``resize`` nothing (images already framed as faces, e.g. the twin's). A face space
-records its framing in ``facespace.json``; a bundle in its manifest's ``image_framing``.
+``central-80`` is the paper's preprocessing of photographs (central square, keep its central 80%; docs/paper.md),
+``square`` the central square only, ``resize`` nothing (images already framed as faces, e.g. the twin's). A face
+space records its framing in ``facespace.json``; a bundle in its manifest's ``image_framing``.
 """
 
 from __future__ import annotations

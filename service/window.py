@@ -1,7 +1,7 @@
 """The trial window estimate, shared by the offline fit and the live service.
 
 A trial's pattern is the mean of the volumes acquired 4 to 8 s after its onset minus the mean of a pre-onset
-baseline (PAPER.md: "a cheap single-trial estimate, well suited to real time"). The offline pipeline computes it
+baseline (docs/paper.md: the cheap single-trial estimate that suits real time). The offline pipeline computes it
 with :func:`window_estimate` on whole preprocessed runs; the service computes the same numbers volume by volume,
 asking :class:`TrialWindows` which trials became complete with each new volume and then calling
 :func:`window_estimate` (or :func:`estimate_from_indices`) on its buffer.

@@ -8,7 +8,7 @@ import socket
 import numpy as np
 import pytest
 
-# Re-raise inside the service's error policy instead of logging and going on (CONVENTIONS.md item 7).
+# Re-raise inside the service's error policy instead of logging and going on (docs/architecture.md, the error policy).
 os.environ.setdefault("FMRIFACE_RAISE", "1")
 os.environ.setdefault("FMRIFACE_QUIET", "1")
 

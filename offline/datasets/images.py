@@ -49,7 +49,7 @@ def list_images(root: Path, recursive: bool = True) -> list[Path]:
 
 
 def preprocess(image, size: int, crop: bool = True) -> np.ndarray:
-    """PAPER.md's preprocessing of a PIL image: central square crop, keep the central 80%, resize.
+    """The paper's preprocessing (docs/paper.md) of a PIL image: central square crop, keep the central 80%, resize.
 
     Returns ``uint8 [size, size, 3]``. With ``crop=False`` the image is only resized (already framed faces,
     e.g. procedural ones written by ``fmriface faces``).

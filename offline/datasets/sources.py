@@ -4,8 +4,8 @@ Every source yields batches that are a pure function of ``(seed, step, rank)``, 
 sees exactly the images an uninterrupted single run would have seen, and holds out a fixed set of faces that
 training never sees (for sample grids and the held-out reconstruction score).
 
-Preprocessing of real photographs follows PAPER.md: central square crop, keep the central 80% (trim 10% per
-side), resize to the network's size. Aligned CelebA (178x218) thus becomes a 144x144 crop.
+Preprocessing of real photographs follows the paper (docs/paper.md): central square crop, keep the central 80%
+(trim 10% per side), resize to the network's size. Aligned CelebA (178x218) thus becomes a 144x144 crop.
 
 Examples
 --------
@@ -129,7 +129,7 @@ class FolderSource(FaceSource):
     cache_limit : int
         Keep preprocessed images in memory when the folder has at most this many.
     crop : bool
-        Apply PAPER.md's central crop (photographs); False only resizes (already framed faces).
+        Apply the paper's central crop (photographs; docs/paper.md); False only resizes (already framed faces).
     """
 
     def __init__(
@@ -236,8 +236,9 @@ def open_source(spec: str, size: int, seed: int = 0, n_held_out: int = 64, folde
     ``celeba:PATH`` expects ``PATH/img_align_celeba/*.jpg`` (or PATH itself holding the jpgs) and
     ``list_attr_celeba.txt`` beside it; without the attribute file it trains without attributes and says so in
     ``notes``. ``folder:PATH`` takes every image below PATH; an ``attributes.csv`` (``image_id`` then 1/-1
-    columns, as ``fmriface faces`` writes) provides attributes. CelebA photographs get PAPER.md's central crop;
-    folder images only with ``folder_crop`` (by default they are taken as already framed faces and only resized).
+    columns, as ``fmriface faces`` writes) provides attributes. CelebA photographs get the paper's central crop
+    (docs/paper.md); folder images only with ``folder_crop`` (by default they are taken as already framed faces and
+    only resized).
 
     Raises
     ------

@@ -1,4 +1,4 @@
-"""Write the bundle that ``fmriface serve`` reads (DESIGN.md; contract in :mod:`service.bundle`).
+"""Write the bundle that ``fmriface serve`` reads (docs/bundle.md; contract in :mod:`service.bundle`).
 
 The offline fit hands over the reference, the mask, the mapping as one linear map on standardised voxels, the
 face space's ONNX decoder and encoder, the attribute directions and the stimulus latents; this module writes

@@ -1,7 +1,7 @@
 """The authors' released decoders for OpenNeuro ds001761: read them and score them as they did.
 
 Per subject the derivatives hold MATLAB v7.3 files (HDF5, read with h5py; MATLAB writes column-major, so every
-array comes back transposed). PAPER.md lists them; this module uses
+array comes back transposed). docs/paper.md lists them; this module uses
 
 - ``ROI_VAEGAN.mat``: ``W`` (MATLAB 1025 x voxels: the encoding weights of the 1024 latents plus a bias row),
   optionally ``invcovW`` (1025 x 1025, ``(W W^T)^-1``) and ``validindices`` (1-based voxel indices);

@@ -1,6 +1,6 @@
 """Scoring decoded faces as the paper does: pairwise identification, gender, imagery, a permutation control.
 
-Pairwise decoding (PAPER.md): the Pearson correlation between every predicted and every true feature vector;
+Pairwise decoding (docs/paper.md): the Pearson correlation between every predicted and every true feature vector;
 for each prediction, the fraction of the other items whose correlation with it is lower than that of its own
 true item (ties count one half); averaged; chance 50 %. The binomial p-value treats the ``N (N - 1)``
 comparisons as independent trials of a fair coin (one-sided); they are not fully independent, so it is a

@@ -36,7 +36,7 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class ParadigmConfig:
-    """Runs and trials (PAPER.md): faces every ``soa_s`` for ``stim_s``; imagery trials of 12 s + 6 s fixation.
+    """Runs and trials (docs/paper.md): faces every ``soa_s`` for ``stim_s``; imagery trials of 12 s + 6 s fixation.
 
     Face runs hold ``volumes_per_run`` volumes; their slots (after ``lead_in_s``, before ``tail_s``) are filled
     with Fix events (``fix_fraction``), one-back repeats (``oneback_fraction``) and new faces. A test run shows

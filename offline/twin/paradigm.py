@@ -1,4 +1,4 @@
-"""The twin's paradigm (PAPER.md): training, test and imagery runs as BIDS events.
+"""The twin's paradigm (docs/paper.md): training, test and imagery runs as BIDS events.
 
 Face runs: after ``lead_in_s``, one trial every ``soa_s`` s, each shown ``stim_s`` s: new faces, Fix events
 (``stim_file`` 'n/a') and one-back repeats (the previous face again, ``oneback`` 1). Training runs show each

@@ -14,7 +14,7 @@ EXPECTED = {"simulate", "faces", "train-vaegan", "encode", "fit", "export", "rea
 
 def test_every_designed_command_is_registered():
     missing = EXPECTED - set(commands())
-    assert not missing, f"commands in DESIGN.md not yet registered: {sorted(missing)}"
+    assert not missing, f"commands in docs/architecture.md not yet registered: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("name", sorted(commands()))

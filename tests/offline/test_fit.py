@@ -59,7 +59,7 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
         == 0
     )
 
-    # the bundle: exactly DESIGN.md's files, accepted by the service's loader
+    # the bundle: exactly docs/bundle.md's files, accepted by the service's loader
     bundle_dir = out / "bundle"
     assert sorted(p.name for p in bundle_dir.iterdir()) == sorted([*BUNDLE_FILES, "manifest.json"])
     bundle = load_bundle(bundle_dir)

@@ -22,7 +22,7 @@ from offline.decoding.mapping import EncodingMapping, RidgeMapping, centred_corr
     ids=["ridge", "encoding", "ridge-rescaled", "encoding-components-rescaled"],
 )
 def test_sklearn_estimator_checks(est):
-    # One deliberate departure from scikit-learn's checks: predict accepts one pattern [V] (CONVENTIONS.md:
+    # One deliberate departure from scikit-learn's checks: predict accepts one pattern [V] (docs/architecture.md:
     # "one volume or a batch"), so a 1-D input is not refused.
     expected = {"check_fit2d_predict1d": "predict takes one pattern [V] by design"}
     # on_skip=None: the array-API check skips itself without SCIPY_ARRAY_API; that is not a failure.
