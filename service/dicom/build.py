@@ -55,7 +55,11 @@ def to_stored(data: np.ndarray, vendor: str) -> Stored:
     if vendor == "philips":
         # Philips stores values that are not the real ones: scale by 2 when that stays exact, so a reader
         # that ignores the private scale slope is caught.
-        if integral and 2 * (hi - lo) <= 65535:
+        if integral and lo >= 0 and 2 * hi <= 65535:
+            # magnitude images, as Philips writes them: no rescale intercept, stored values twice the real ones
+            values = np.round(data * 2).astype(np.uint16)
+            slope, intercept = 0.5, 0.0
+        elif integral and 2 * (hi - lo) <= 65535:
             values = np.round((data - lo) * 2).astype(np.uint16)
             slope, intercept = 0.5, lo
         else:

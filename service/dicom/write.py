@@ -104,22 +104,20 @@ def enhanced_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
     )
     if common["tr"] is not None:
         shared[0].MRTimingAndRelatedParametersSequence = item(RepetitionTime=float(common["tr"]) * 1000.0)
-    if vendor != "philips":
-        shared[0].PixelValueTransformationSequence = rescale
     frames = []
     for k in range(n):
         frame = item(
             FrameContentSequence=item(
                 StackID="1",
                 InStackPositionNumber=k + 1,
-                TemporalPositionIndex=1,
+                TemporalPositionIndex=max(int(common["acquisition"]), 1),  # the volume, as XA writes it
                 FrameAcquisitionNumber=common["acquisition"],
                 DimensionIndexValues=[1, k + 1],
             ),
             PlanePositionSequence=item(ImagePositionPatient=[ds_text(v) for v in geom.positions[k]]),
         )[0]
+        frame.PixelValueTransformationSequence = rescale  # per frame, as XA and Philips write it
         if vendor == "philips":
-            frame.PixelValueTransformationSequence = rescale
             # Philips keeps the scale slope in a private per-frame sequence (2005,140F) of "DD 005"
             private = item()[0]
             private.private_block(0x2005, PHILIPS_CREATOR, create=True).add_new(0x0E, "FL", float(stored.philips_ss))
@@ -138,26 +136,65 @@ def enhanced_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
     return ds
 
 
+#: Private creators of the vendor fields that say how many slices a volume has (read by service.dicom.read).
+GE_RELA_CREATOR = "GEMS_RELA_01"
+PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"
+XA_PROTOCOL_CREATOR = "SIEMENS MR SDS 01"
+
+
 def slice_datasets(data, geom: Geometry, image_type, **common) -> list[Dataset]:
+    """One classic MR Image per slice, laid out as each vendor's real-time export does.
+
+    - ``siemens``: XA "Interoperability" (MFSPLIT): every volume its own series, numbered ``1000 * series +
+      volume``, pointing at the run's source series (RelatedSeriesSequence); AcquisitionNumber is the volume,
+      InstanceNumber restarts at 1; no ImagesInAcquisition, no CSA header; the slice count only in the protocol
+      text (0021,1019), as XA writes it.
+    - ``ge``: real-time EPI: AcquisitionNumber 1 throughout, InstanceNumber counts slices across the run,
+      ImagesInAcquisition and GE's locations in acquisition (0021,104F) give the slices per volume.
+    - ``philips``: classic: TemporalPositionIdentifier numbers the volumes, AcquisitionNumber stays 1, InstanceNumber
+      counts across the run, the slice count is in ImagesInAcquisition and Philips' (2001,1018).
+    """
     cols, rows, n = data.shape
     vendor, acq = common["vendor"], common["acquisition"]
     stored = to_stored(data, vendor)
+    if vendor == "siemens":
+        series = common["series_number"]
+        split = {**common, "series_number": 1000 * series + acq}
+        default_type = ["ORIGINAL", "PRIMARY", "M", "ND", "MFSPLIT"]
+        source_uid = generate_uid(entropy_srcs=[str(common["session"]), "series", str(series)])
+    else:
+        split, default_type = (
+            common,
+            ["ORIGINAL", "PRIMARY", "EPI", "NONE"] if vendor == "ge" else ["ORIGINAL", "PRIMARY", "M", "FFE"],
+        )
     out = []
     for k in range(n):
+        across = (acq - 1) * n + k + 1 if acq >= 1 else k + 1
         ds = base_dataset(
             sop_class=MR_IMAGE,
-            instance=(acq - 1) * n + k + 1 if acq >= 1 else k + 1,
+            instance=k + 1 if vendor == "siemens" else across,
             instance_key=f"slice{k}",
-            image_type=image_type_or(image_type, ["ORIGINAL", "PRIMARY", "M", "ND"]),
+            image_type=image_type_or(image_type, default_type),
             stored=stored,
             rows=rows,
             cols=cols,
-            **common,
+            **split,
         )
-        if vendor != "siemens":
+        if vendor == "siemens":
+            ds.Manufacturer = "Siemens Healthineers"
+            ds.SoftwareVersions = "syngo MR XA30"
+            ds.RelatedSeriesSequence = item(StudyInstanceUID=ds.StudyInstanceUID, SeriesInstanceUID=source_uid)
+            protocol = f"### ASCCONV BEGIN ###\nsSliceArray.lSize = {n}\n### ASCCONV END ###\n".encode()
+            ds.private_block(0x0021, XA_PROTOCOL_CREATOR, create=True).add_new(0x19, "OB", protocol)
+        elif vendor == "ge":
             ds.AcquisitionNumber = 1
-        ds.TemporalPositionIdentifier = acq
-        ds.ImagesInAcquisition = n
+            ds.ImagesInAcquisition = n
+            ds.private_block(0x0021, GE_RELA_CREATOR, create=True).add_new(0x4F, "SS", n)
+        else:
+            ds.AcquisitionNumber = 1
+            ds.TemporalPositionIdentifier = acq
+            ds.ImagesInAcquisition = n
+            ds.private_block(0x2001, PHILIPS_IMAGING_CREATOR, create=True).add_new(0x18, "SL", n)
         plane(ds, geom, geom.positions[k])
         ds.SliceLocation = ds_text(float(geom.positions[k] @ geom.normal))
         add_rescale(ds, stored)

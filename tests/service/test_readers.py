@@ -299,7 +299,8 @@ def test_slice_count_from_vendor_headers_when_images_in_acquisition_is_absent(tm
         )
         for p in paths:
             ds = pydicom.dcmread(p)
-            del ds.ImagesInAcquisition
+            if "ImagesInAcquisition" in ds:  # the real layouts of these vendors write none
+                del ds.ImagesInAcquisition
             if vendor == "siemens":
                 block = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
                 block.add_new(
