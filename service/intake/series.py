@@ -22,7 +22,10 @@ class SeriesFilter:
 
     number: int | None = None
     chosen: str | None = None
-    prefer: int | None = None  # while catching up at start: the newest EPI series present
+    chosen_label: str = ""
+    prefer: str | None = None  # while catching up at start: the run UID of the newest EPI series (on the grid)
+    prefer_reason: str = "newest EPI series present"
+    prefer_why: dict[str, str] = field(default_factory=dict)  # run UID -> why it is not the preferred one
     _reported: set[str] = field(default_factory=set)
 
     def offer(
@@ -37,19 +40,29 @@ class SeriesFilter:
         if self.chosen is not None:
             if uid == self.chosen:
                 return True, []
-            return False, self._once(uid, path, f"{label} is not the series being followed")
+            if uid in self.prefer_why:  # present at start, and passed over then
+                reason = f"{label} {self.prefer_why[uid]} ({self.prefer_reason})"
+            elif exclusion is None and self.number is None:
+                reason = (
+                    f"{label} is a new EPI series while {self.chosen_label} is followed (a run restarted on the "
+                    "console, or the next run): ignored; start serve again for it, or set [watcher] series"
+                )
+            else:
+                reason = f"{label} is not the series being followed" + (f": {exclusion}" if exclusion else "")
+            return False, self._once(uid, path, reason)
         if self.number is not None:
             if number != self.number and self.number not in aliases:
                 return False, self._once(uid, path, f"{label} is not the configured series {self.number}")
         elif exclusion is not None:
             return False, self._once(uid, path, f"{label} is not an EPI series: {exclusion}")
-        elif self.prefer is not None and number != self.prefer:
-            return False, self._once(uid, path, f"{label} is an earlier EPI series than series {self.prefer}")
-        self.chosen = uid
+        elif self.prefer is not None and uid != self.prefer:
+            why = self.prefer_why.get(uid, f"is not the {self.prefer_reason}")
+            return False, self._once(uid, path, f"{label} {why} ({self.prefer_reason})")
+        self.chosen, self.chosen_label = uid, label
         how = (
             "configured"
             if self.number is not None
-            else "newest EPI series present"
+            else self.prefer_reason
             if self.prefer is not None
             else "first EPI series"
         )

@@ -94,6 +94,9 @@ class WatcherConfig:
         Slices in one volume of a slice-per-file export whose headers do not say (Siemens XA interoperability
         without its protocol, for one): ``serve`` sets it from the bundle's reference grid, so that a volume is
         handed on as soon as its last slice is in. Headers that state it win.
+    reference_shape : tuple of int or None
+        The bundle's grid (``serve`` sets it): at start, the newest EPI series on this matrix is followed, so a
+        scout or a run of another protocol saved later is not taken for the run.
     """
 
     folder: str = "."
@@ -110,6 +113,7 @@ class WatcherConfig:
     gap_timeout_s: float = 3.0
     parse_process: Literal["auto", "off"] = "auto"
     slices_per_volume: int | None = None
+    reference_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.polling not in ("auto", "on", "off"):
@@ -499,6 +503,17 @@ class VolumeWatcher:
         del self._slices[key]
         return self._assemble(list(group.images.values()), group.t_seen)
 
+    def _on_grid(self, got: DicomImage | Volume) -> bool:
+        """Whether a file's volume has the reference grid's matrix (True when no reference is given)."""
+        ref = self.config.reference_shape
+        if ref is None:
+            return True
+        if isinstance(got, Volume):
+            return tuple(got.shape) == tuple(ref)
+        frames, rows, cols = got.frames.shape
+        slices = frames if got.fmt != "slice" else (got.slices_expected or self.config.slices_per_volume or 0)
+        return (cols, rows, slices) == tuple(ref)
+
     def _catch_up(self, names: list[str]) -> None:
         """Process the files present at start: EPI files first, in acquisition order.
 
@@ -506,7 +521,7 @@ class VolumeWatcher:
         service goes on with the run in progress, not with an earlier run left in the folder.
         """
         now = time.time()
-        rows = []  # (is EPI, mtime, acquisition, name, series number)
+        rows = []  # (is EPI, mtime, acquisition, name, run (series) UID, on the reference grid)
         for name in names:
             self._files[name] = _File(t_seen=now)
             try:
@@ -516,12 +531,25 @@ class VolumeWatcher:
                 raw, st = self._read_bytes(checked[0])
                 got = read_image(name, raw, pixels=False)
                 epi = isinstance(got, Volume) or got.exclusion is None
-                rows.append((epi, st.st_mtime, got.acquisition, name, got.series_number))
+                run = f"nifti:{got.series}" if isinstance(got, Volume) else got.run_uid
+                rows.append((epi, st.st_mtime, got.acquisition, name, run, self._on_grid(got)))
             except (IntakeError, OSError):
-                rows.append((False, 0.0, 0, name, None))
+                rows.append((False, 0.0, 0, name, None, False))
         epi_rows = [r for r in rows if r[0]]
+        on_grid = [r for r in epi_rows if r[5]]
         if epi_rows:
-            self._series.prefer = max(epi_rows, key=lambda r: r[1])[4]
+            self._series.prefer = max(on_grid or epi_rows, key=lambda r: r[1])[4]
+            gridded = bool(on_grid) and self.config.reference_shape is not None
+            self._series.prefer_reason = (
+                "newest EPI series on the bundle's grid" if gridded else "newest EPI series present"
+            )
+            grid = "x".join(map(str, self.config.reference_shape or ()))
+            self._series.prefer_why = {
+                r[4]: "is an earlier EPI series than the one followed"
+                if r[5] or not on_grid
+                else f"is not on the bundle's grid {grid}"
+                for r in epi_rows
+            }
         for row in sorted(rows, key=lambda r: (not r[0], r[2], r[3])):
             self._consider(row[3], now)
         self._series.prefer = None

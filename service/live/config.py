@@ -78,6 +78,9 @@ class ServeConfig:
         fsync every volume record (survives a power cut; slower).
     json_log : bool
         Log lines as JSON objects on stderr.
+    discard : int
+        Leading dummy volumes (index < ``discard``): motion-corrected and recorded (``status`` ``discarded``) but
+        kept out of detrending, scaling, frames and trials, as OpenNFT's ``nrSkipVol`` and MURFI's ``discard``.
     watcher : WatcherConfig
         Intake settings (TOML table ``[watcher]``: pattern, polling, series, ...); its ``folder`` is ``watch``.
     """
@@ -96,6 +99,7 @@ class ServeConfig:
     poly_order: int = 2
     motion_regressors: bool = True
     min_volumes: int = 10
+    discard: int = 0
     scale: str = "psc"
     window_start: float = 4.0
     window_stop: float = 8.0
@@ -125,7 +129,16 @@ class ServeConfig:
         for name in ("hwm", "frame_average", "feedback_smooth", "threads", "blas_threads", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("tr", "hrf_lag", "max_volumes", "idle_timeout", "startup_timeout", "poly_order", "min_volumes"):
+        for name in (
+            "tr",
+            "hrf_lag",
+            "max_volumes",
+            "idle_timeout",
+            "startup_timeout",
+            "poly_order",
+            "min_volumes",
+            "discard",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat <= 0:

@@ -88,7 +88,8 @@ class Pipeline:
         self.history = VolumeHistory(bundle.n_voxels)
         self.last_params_ = np.zeros(6)
         self.last_fd_ = 0.0
-        self.n_ok_ = self.n_errors_ = self.n_duplicates_ = 0
+        self._have_motion = False  # FD needs a previous volume's motion (a discarded one counts)
+        self.n_ok_ = self.n_errors_ = self.n_duplicates_ = self.n_discarded_ = 0
         self.done_files_: set[tuple[str, str]] = set()
         self.latency_: list[float] = []
         self.stage_ms_: dict[str, list[float]] = {k: [] for k in _STAGES}
@@ -135,6 +136,10 @@ class Pipeline:
             try:
                 x, params = self._correct(vol, t, w0, p0)
                 rec.update(motion=[float(p) for p in params], fd=round(self.last_fd_, 5))  # full precision: resume
+                if int(vol.index) < self.cfg.discard:  # a dummy volume: its motion tracked, nothing else
+                    self._discard(rec)
+                    self.done_files_.add(key)
+                    continue
                 z = self.online_.update(x, int(vol.index), params)
                 self.history.store(int(vol.index), x, params, z)
                 self.trials_.advance(int(vol.index), publish=False)  # estimated under this volume's fit
@@ -204,7 +209,7 @@ class Pipeline:
         if not np.all(np.isfinite(x)):
             raise VolumeError("volume has non-finite values inside the mask")
         t["motion"] = w0 + time.perf_counter() - p0
-        first = self.history.last_index < 0
+        first, self._have_motion = not self._have_motion, True
         self.last_fd_ = 0.0 if first else float(framewise_displacement(np.stack([self.last_params_, params]))[-1])
         self.last_params_ = np.asarray(params, np.float64)
         return np.asarray(x, np.float32), self.last_params_
@@ -239,6 +244,11 @@ class Pipeline:
         self.sent_frames_[("frame", rec["frame_seq"])] = (rec["volume"], t["file_ready"], t["sent"])
         while len(self.sent_frames_) > 4096:
             self.sent_frames_.popitem(last=False)
+
+    def _discard(self, rec: dict[str, Any]) -> None:
+        self.n_discarded_ += 1
+        rec.update(status="discarded", reason=f"one of the first {self.cfg.discard} (discard): dummy volumes")
+        self.runlog.volume(rec, None, None)
 
     def _record_error(self, rec: dict[str, Any], exc: BaseException) -> None:
         self.n_errors_ += 1
@@ -303,6 +313,7 @@ class Pipeline:
         return {
             "volumes": self.n_ok_,
             "failed": self.n_errors_,
+            "discarded": self.n_discarded_,
             "last_volume": self.history.last_index,
             "motion": [round(float(p), 4) for p in self.last_params_],
             "fd": round(self.last_fd_, 4),
@@ -329,6 +340,12 @@ class Pipeline:
         for rec in rs.volumes:
             if rec.get("file") and rec.get("sha256"):
                 self.done_files_.add((rec["file"], rec["sha256"]))
+            if rec.get("status") == "discarded":
+                self.n_discarded_ += 1
+                if rec.get("motion"):
+                    self.last_params_ = self.reg_.previous_ = np.asarray(rec["motion"], np.float64)
+                    self._have_motion = True
+                continue
             if rec.get("status") != "ok":
                 self.n_errors_ += 1
                 continue
@@ -337,6 +354,7 @@ class Pipeline:
             self.history.store(int(rec["volume"]), voxels[rec["voxel_row"]], params, z)
             self.last_params_ = params
             self.reg_.previous_ = params
+            self._have_motion = True
             self.n_ok_ += 1
         self.trials_.restore(rs)
         # state.json is saved about once a second, so after a crash its counters can lag the records: the
@@ -361,6 +379,7 @@ class Pipeline:
         return {
             "volumes_ok": self.n_ok_,
             "volumes_failed": self.n_errors_,
+            "volumes_discarded": self.n_discarded_,
             "duplicates_ignored": self.n_duplicates_,
             "trials": self.trials_.n_published,
             "sent": dict(self.pub.sent),

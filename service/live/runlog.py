@@ -5,12 +5,13 @@ Layout of ``<root>/<run_id>/``:
 ``manifest.json``    run id, config, bundle path and hash, software versions, state (running, stopped or
                      ended), summary
 ``volumes.jsonl``    one line per volume taken: file (relative to the watched folder), SHA-256, acquisition,
-                     stage timestamps, motion, FD, status (``ok``/``error``/``skipped``) and the error
+                     stage timestamps, motion, FD, status (``ok``/``error``/``skipped``/``discarded``) and the error
 ``voxels.npy``       masked motion-corrected voxels of each ``ok`` volume [n, V] (resume replays them)
 ``latents.npy``      per-volume decoded latents [n, L]; ``volumes.jsonl`` gives each volume's row
 ``trial_latents.npy`` per-trial latents [m, L]; ``trials.tsv`` one row per published trial
 ``events.jsonl``     the experiment's events (whitelisted fields only); ``flips.jsonl`` display flip acks
                      with the end-to-end latency (file ready -> on screen)
+``intake.jsonl``     intake's decisions: which series is followed and why, which are ignored and why
 ``state.json``       sequence counters and the neurofeedback target, rewritten atomically
 
 A line is written and flushed after its arrays, so after a crash every line refers to rows that exist; on
@@ -158,7 +159,7 @@ class RunLog:
         self.manifest = {"state": "running", **manifest, "run_id": self.run_id}
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         _atomic_json(mpath, self.manifest)
-        for name in ("volumes.jsonl", "events.jsonl", "flips.jsonl"):
+        for name in ("volumes.jsonl", "events.jsonl", "flips.jsonl", "intake.jsonl"):
             self._files[name] = open(self.dir / name, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         new_tsv = not (self.dir / "trials.tsv").exists()
         self._files["trials.tsv"] = open(self.dir / "trials.tsv", "a", encoding="utf-8", newline="")  # noqa: SIM115
@@ -201,6 +202,14 @@ class RunLog:
     def event(self, header: dict[str, Any]) -> None:
         """Record an inbound event (whitelisted fields)."""
         self._line("events.jsonl", {k: header[k] for k in EVENT_FIELDS if k in header})
+
+    def intake(self, kind: str, reason: str, path: Any = None) -> None:
+        """Record one of intake's decisions (the series followed, a series or file ignored): the file name only,
+        never its folder (export folders are often named after the patient)."""
+        record: dict[str, Any] = {"kind": kind, "reason": reason, "t": time.time()}
+        if path is not None:
+            record["file"] = Path(path).name
+        self._line("intake.jsonl", record)
 
     def flip(self, record: dict[str, Any]) -> None:
         """Record a display's flip ack."""

@@ -62,6 +62,7 @@ class Service:
         self._stop = threading.Event()
         self.stop_reason = ""
         self.summary_: dict[str, Any] = {}
+        self.series_ = ""  # which series intake follows and why (its "series" event)
 
     # --- start-up ---------------------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class Service:
             latent = decoder.encode_image(read_target_image(cfg.target_image, bundle))
             self.pipeline_.set_target(latent, {"image": Path(cfg.target_image).name})
         if self.source is None:
-            self.source = _make_watcher(cfg, bundle.reference.shape[2])
+            self.source = _make_watcher(cfg, bundle.reference.shape)
         log.info(
             "serving run %s (%s): bundle %s, %d voxels, latent %d, decoder on %s; publishing on %s, events on %s",
             run_id,
@@ -195,6 +196,10 @@ class Service:
             self.pipeline_.intake_problem(ev.kind, ev.reason, ev.path, ev.acquisition, ev.acquisitions)
         else:
             log.info("intake %s: %s", ev.kind, ev.reason)
+            if ev.kind in ("series", "ignored", "polling", "parse-process"):
+                self.runlog_.intake(ev.kind, ev.reason, ev.path)
+            if ev.kind == "series":
+                self.series_ = ev.reason
 
     def _heartbeat(self, state: str, uptime: float) -> None:
         pipe = self.pipeline_
@@ -228,7 +233,7 @@ class Service:
         reason = self.stop_reason or "stopped"
         self._drain_inbound()
         ended = reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
-        self.summary_ = {"reason": reason, **self.pipeline_.summary()}
+        self.summary_ = {"reason": reason, **self.pipeline_.summary(), "series": self.series_}
         self.pub_.send("end", {"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
         self.pipeline_.save_state()
         self.runlog_.close(self.summary_, ended=ended)
@@ -242,12 +247,14 @@ def _is_loopback(address: str) -> bool:
     return address.startswith(("ipc://", "inproc://")) or host in ("localhost", "::1") or host.startswith("127.")
 
 
-def _make_watcher(cfg: ServeConfig, reference_slices: int) -> Any:
+def _make_watcher(cfg: ServeConfig, reference_shape: tuple[int, ...]) -> Any:
     """The folder watcher; a slice-per-file volume whose headers do not give its slice count is complete when it
     has as many slices as the bundle's reference grid (a ``[watcher] slices_per_volume`` of its own wins)."""
     from dataclasses import replace
 
     from service.intake.watcher import VolumeWatcher
 
-    slices = cfg.watcher.slices_per_volume or reference_slices
-    return VolumeWatcher(replace(cfg.watcher, folder=str(cfg.watch), slices_per_volume=slices))
+    slices = cfg.watcher.slices_per_volume or reference_shape[2]
+    return VolumeWatcher(
+        replace(cfg.watcher, folder=str(cfg.watch), slices_per_volume=slices, reference_shape=tuple(reference_shape))
+    )

@@ -99,8 +99,9 @@ def serve(
         for frames in inbound or []:
             push.send_multipart(frames)
         time.sleep(0.05 if inbound else 0.0)
-        for v in volumes:
-            v.t_seen = v.t_ready = time.time()
+        for v in volumes:  # volumes, or intake events as the watcher would hand them on
+            if isinstance(v, Volume):
+                v.t_seen = v.t_ready = time.time()
             source.q.put(v)
             if pace:
                 time.sleep(pace)
