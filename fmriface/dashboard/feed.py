@@ -158,14 +158,18 @@ class RecordsFeed(threading.Thread):
         self._tails: tuple[str, Tail, Tail] | None = None
         self._runs: list[dict[str, Any]] | None = None
         self.poke = threading.Event()
+        self._list_soon = 0
 
     def run(self) -> None:
         next_list = 0.0
         while not self.stopping.is_set():
             try:
                 now = time.monotonic()
-                if now >= next_list or self.poke.is_set():
+                if self.poke.is_set():  # a run began or ended: its manifest changes within moments
                     self.poke.clear()
+                    self._list_soon = 4
+                if now >= next_list or self._list_soon:
+                    self._list_soon = max(0, self._list_soon - 1)
                     next_list = now + self.list_every
                     self._list()
                 self._tail()

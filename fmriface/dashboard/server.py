@@ -213,6 +213,8 @@ class Dashboard:
         chunks = []
         for item in items:
             for name, data in self.state.apply(item):
+                if name in ("end", "snapshot") and self.records is not None:
+                    self.records.poke.set()  # the runs' list changes with a run's start and end
                 try:
                     chunks.append(sse(name, data))
                 except (TypeError, ValueError):

@@ -228,7 +228,7 @@
     ["frames", "frames received"], ["ok", "volumes ok (service)"], ["failed", "failed (service)"],
     ["missing", "missing volume numbers"], ["lost", "frames lost on the way"],
     ["discarded", "discarded (dummy volumes)"], ["skipped", "skipped by intake"], ["intake.incomplete", "incomplete"], ["intake.corrupt", "corrupt"],
-    ["intake.gap", "gaps (acquisitions never arrived)"], ["intake.duplicate", "duplicate"], ["intake.late", "late"],
+    ["intake.gap", "gaps (never arrived)"], ["intake.duplicate", "duplicate"], ["intake.late", "late"],
     ["intake.mismatch", "mismatch"], ["duplicates_ignored", "duplicates ignored (service)"],
     ["errors", "volume errors"], ["fd_above", "FD above threshold"], ["trials", "trials"],
     ["trials_pending", "trials pending"], ["flips", "display flips"], ["malformed", "malformed messages"],
@@ -428,13 +428,14 @@
     text($("problems-empty"), ul.childElementCount ? "" : "no problems so far");
   }
 
-  function kvTable(tbl, obj) {
-    tbl.replaceChildren();
+  function kvTable(box, obj) {
+    box.replaceChildren();
     for (const [k, v] of Object.entries(obj || {})) {
-      const tr = el("tr");
-      tr.append(el("th", "", k), el("td", "", Array.isArray(v) ? v.join(", ") : v === null ? "–" : String(v)));
-      tbl.append(tr);
+      const row = el("div", "kv-row");
+      row.append(el("span", "k", k), el("span", "v", Array.isArray(v) ? v.join(", ") : v === null ? "–" : String(v)));
+      box.append(row);
     }
+    box.dataset.count = String(box.childElementCount);
   }
 
   function renderSummary() {
@@ -459,15 +460,15 @@
     a.href = "#/runs/" + encodeURIComponent(r.run_id);
     const td = el("td");
     td.append(a);
-    tr.append(td, el("td", "", r.state || "–"), el("td", "", r.created || "–"),
-      el("td", "num", num(r.volumes_ok)), el("td", "num", num(r.volumes_failed)), el("td", "num", num(r.trials)),
-      el("td", "num", num(r.latency_p50_ms, 1)), el("td", "num", num(r.latency_p99_ms, 1)));
+    td.title = (r.created || "") + (r.ended ? " – " + r.ended : "");
+    tr.append(td, el("td", "", r.state || "–"), el("td", "num", num(r.volumes_ok)), el("td", "num", num(r.volumes_failed)),
+      el("td", "num", num(r.trials)), el("td", "num", num(r.latency_p50_ms, 1)), el("td", "num", num(r.latency_p99_ms, 1)));
     if (r.run_id === S.runId) tr.classList.add("current");
     return tr;
   }
   function runsHead() {
     const tr = el("tr");
-    for (const h of ["run", "state", "created", "ok", "failed", "trials", "p50 ms", "p99 ms"]) tr.append(el("th", "", h));
+    for (const h of ["run", "state", "ok", "failed", "trials", "p50 ms", "p99 ms"]) tr.append(el("th", "", h));
     return tr;
   }
   function renderRuns() {

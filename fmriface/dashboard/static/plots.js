@@ -34,6 +34,7 @@
     if (a >= 10) return v.toFixed(0);
     if (a >= 1) return v.toFixed(1);
     if (a >= 0.01) return v.toFixed(2);
+    if (a >= 0.001) return v.toFixed(3);
     return v.toExponential(0);
   }
 
