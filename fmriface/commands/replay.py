@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default=None, help="BIDS task of the run (e.g. faces, imagery)")
     p.add_argument("--to", type=Path, required=True, help="the folder to write into (the service watches it)")
     p.add_argument("--format", default="mosaic", choices=["mosaic", "enhanced", "slices", "nifti"])
+    p.add_argument(
+        "--vendor",
+        default="siemens",
+        choices=["siemens", "ge", "philips"],
+        help="whose export: slices as Siemens XA interoperability, GE real-time EPI or Philips classic",
+    )
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--tr", type=float, help="seconds between volumes (default: the run's TR)")
     pace.add_argument("--speed", type=float, help="pace factor: 2 writes twice as fast as the scanner")
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         tr=tr,
         out_dir=args.to,
         fmt=args.format,
+        vendor=args.vendor,
         speed=speed,
         asap=args.asap,
         faults=faults,
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     n = emu.n_volumes
     pace = "as fast as possible" if args.asap else f"every {tr / speed:.3f} s (TR {tr:g} s, x{speed:g})"
-    print(f"replaying {bold.name}: {n} volumes as {args.format} into {args.to}, {pace}", file=sys.stderr)
+    print(f"replaying {bold.name}: {n} volumes as {args.vendor} {args.format} into {args.to}, {pace}", file=sys.stderr)
     bar = progress(total=n, desc="replay", unit="vol")
     with emu:
         print(f"trigger (first volume) at {emu.trigger_time or time.time():.3f}", file=sys.stderr)

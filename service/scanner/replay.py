@@ -81,6 +81,9 @@ class ScannerEmulator:
     out_dir : path
         The folder the service watches.
     fmt : {"mosaic", "enhanced", "slices", "nifti"}
+    vendor : {"siemens", "ge", "philips"}
+        Whose export to write (``slices``: Siemens XA interoperability, GE real-time EPI or Philips classic;
+        ``enhanced``: Siemens XA or Philips; see :func:`service.scanner.writers.write_volume`).
     speed : float
         Pace factor (2 = twice as fast as the scanner). Ignored with ``asap``.
     asap : bool
@@ -105,6 +108,7 @@ class ScannerEmulator:
     tr: float
     out_dir: Path
     fmt: str = "mosaic"
+    vendor: str = "siemens"
     speed: float = 1.0
     asap: bool = False
     faults: Sequence[str] = ()
@@ -129,6 +133,10 @@ class ScannerEmulator:
             raise ValueError(f"replay needs a 4-D run [X, Y, Z, T], got shape {self.data.shape}")
         if self.fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, not {self.fmt!r}")
+        if self.vendor not in ("siemens", "ge", "philips") or (self.fmt == "mosaic" and self.vendor != "siemens"):
+            raise ValueError(
+                f"vendor {self.vendor!r} cannot write {self.fmt} (mosaic: siemens; others: siemens, ge, philips)"
+            )
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
         if unknown:
             raise ValueError(f"unknown fault kind(s) {unknown}; known: {', '.join(FAULT_KINDS)}")
@@ -310,6 +318,7 @@ class ScannerEmulator:
                 tr=self.tr,
                 series_number=self.series_number,
                 patient=self.patient,
+                vendor=self.vendor,
             )
             for f in files:
                 blob = f.read_bytes()
@@ -336,6 +345,7 @@ class ScannerEmulator:
             series_number=self.series_number,
             chunked=self.chunked,
             patient=self.patient,
+            vendor=self.vendor,
         )
         if fault is not None and not job.copy:
             self._record(job, acq, target)
