@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault-rate", type=float, default=0.05, help="probability of a fault per volume (0.05)")
     p.add_argument("--rate", type=float, default=100.0, help="volumes written per second (default 100)")
     p.add_argument("--format", default="mosaic", choices=["mosaic", "enhanced", "slices", "nifti"])
+    p.add_argument("--vendor", default="siemens", choices=["siemens", "ge", "philips"], help="whose export layout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, default=None, help="keep the watched folder and run records here")
 
@@ -44,6 +45,7 @@ def soak(
     fmt: str = "mosaic",
     seed: int = 0,
     say=None,
+    vendor: str = "siemens",
 ) -> dict[str, Any]:
     """Run the soak in ``workdir`` (created); returns the result dict (see the module docstring)."""
     from fmriface.benchmarks.soak_harness import (
@@ -95,6 +97,7 @@ def soak(
             tr=tr,
             out_dir=watch,
             fmt=fmt,
+            vendor=vendor,
             speed=tr * rate,
             faults=FAULT_KINDS,
             fault_rate=fault_rate,
@@ -193,6 +196,6 @@ def run(args: argparse.Namespace) -> dict:
     if args.keep is not None:
         if args.keep.exists():
             shutil.rmtree(args.keep)
-        return soak(args.keep, args.volumes, args.fault_rate, args.rate, args.format, args.seed)
+        return soak(args.keep, args.volumes, args.fault_rate, args.rate, args.format, args.seed, vendor=args.vendor)
     with tempfile.TemporaryDirectory(prefix="fmriface-soak-") as tmp:
-        return soak(Path(tmp), args.volumes, args.fault_rate, args.rate, args.format, args.seed)
+        return soak(Path(tmp), args.volumes, args.fault_rate, args.rate, args.format, args.seed, vendor=args.vendor)
