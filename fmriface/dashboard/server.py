@@ -108,8 +108,15 @@ class DashboardConfig:
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a bind address or a Host header's name) is this machine only."""
-    host = host.strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    import ipaddress
+
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only "localhost" is this machine for sure
+        return False
 
 
 def _host_name(header: str) -> str:

@@ -74,7 +74,8 @@ class Browser:
             raise
 
     def page(self, url: str | None = None, *, csp: bool = False, wait_live: bool = True, **context: Any) -> Any:
-        """A new page in a context of its own (its own cookies); ``page.errors`` collects script errors.
+        """A new page in a context of its own (its own cookies); ``page.errors`` collects script errors and
+        ``page.console`` the console's error lines (a refused connection while the dashboard is down is one).
 
         Playwright's ``wait_for_function`` evaluates its predicate as a string, which the page's Content
         Security Policy forbids; ``csp=False`` lets the test bypass the policy (``csp=True`` keeps it, and the
@@ -82,9 +83,9 @@ class Browser:
         """
         ctx = self.browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=not csp, **context)
         page = ctx.new_page()
-        page.errors = []  # type: ignore[attr-defined]
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        page.on("console", lambda m: page.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.errors, page.console = [], []  # type: ignore[attr-defined]
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))  # script errors: none allowed
+        page.on("console", lambda m: page.console.append(m.text) if m.type == "error" else None)
         if url is not None:
             page.goto(url)
             if wait_live:
@@ -219,7 +220,7 @@ class DashboardProcess:
 
 
 def http(url: str, *, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict, bytes]:
-    """GET without following redirects: (status, headers, body); reads at most 64 kB of a stream."""
+    """GET without following redirects: (status, headers, body); of a stream, its first snapshot."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -228,7 +229,14 @@ def http(url: str, *, headers: dict[str, str] | None = None, timeout: float = 5.
     try:
         conn.request("GET", u.path + (f"?{u.query}" if u.query else ""), headers=headers or {})
         resp = conn.getresponse()
-        body = resp.read(65536) if resp.getheader("Content-Type", "").startswith("text/event-stream") else resp.read()
+        if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
+            return resp.status, dict(resp.getheaders()), resp.read()
+        body = b""  # a stream: what it sends first (up to its first snapshot)
+        while b"event: snapshot" not in body or not body.endswith(b"\n\n"):
+            chunk = resp.read1(65536)
+            if not chunk:
+                break
+            body += chunk
         return resp.status, dict(resp.getheaders()), body
     finally:
         conn.close()
@@ -398,3 +406,78 @@ def clean_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+# --- a fake service: messages no real one sends ----------------------------------------------------------------
+
+
+class FakeService:
+    """A PUB socket the dashboard subscribes to, sending whatever a test makes (well formed or not)."""
+
+    def __init__(self, run_id: str = "fake", hwm: int = 100000) -> None:
+        import zmq
+
+        from service import protocol as P
+
+        self.P = P
+        self.ctx = zmq.Context()
+        self.address = free_address()
+        self.pub = P.publisher(self.ctx, self.address, hwm=hwm)
+        self.run_id = run_id
+        self.seq = P.SeqCounter()
+        self.sent = 0
+        self.rng = np.random.default_rng(0)
+
+    def image(self, size: int = 16) -> np.ndarray:
+        return self.rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+    def send(self, topic: str, header: dict[str, Any], image: np.ndarray | None = None) -> dict[str, Any]:
+        header = {"run_id": self.run_id, "seq": self.seq.next(topic), **header}
+        payload = b""
+        if image is not None:
+            fields, payload = self.P.encode_image(image)
+            header.update(fields)
+        assert self.P.send(self.pub, topic, header, payload)
+        self.sent += 1
+        return header
+
+    def frame(self, volume: int, image: np.ndarray | None = None, **fields: Any) -> dict[str, Any]:
+        now = time.time()
+        t = {"file_ready": now - 0.006, "read": now - 0.005, "dequeued": now - 0.004, "motion": now - 0.003}
+        t.update(decoded=now - 0.001, sent=now)
+        h = {
+            "volume": volume,
+            "acquisition": volume + 1 if isinstance(volume, int) else volume,
+            "t": t,
+            "motion": [0.0] * 6,
+            "fd": 0.05,
+            "tr": 2.0,
+        }
+        h.update({"feedback": {"projections": {}}, **fields})
+        return self.send("frame", h, self.image() if image is None else image)
+
+    def status(self, **fields: Any) -> dict[str, Any]:
+        h = {"state": "running", "uptime_s": 1.0, "volumes": 0, "failed": 0, "last_volume": -1, "trials": 0}
+        return self.send("status", {**h, **fields})
+
+    def raw(self, frames: list[bytes]) -> None:
+        import zmq
+
+        self.pub.send_multipart(frames, flags=zmq.NOBLOCK)
+        self.sent += 1
+
+    def until(self, page: Any, predicate: str, timeout: float = 20.0) -> None:
+        """Send heartbeats until ``predicate`` holds in the page (the subscription is up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.status()
+            try:
+                page.wait_for_function(predicate, timeout=200)
+                return
+            except Exception:  # noqa: BLE001 - playwright's TimeoutError: send another heartbeat
+                if time.monotonic() > deadline:
+                    raise
+
+    def close(self) -> None:
+        self.pub.close(linger=0)
+        self.ctx.term()
