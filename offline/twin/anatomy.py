@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["make_anatomy", "grey_matter", "scanner_affine", "mni_to_scanner", "BRAIN_CENTRE_MNI"]
+__all__ = ["make_anatomy", "anatomy_on_grid", "grey_matter", "scanner_affine", "mni_to_scanner", "BRAIN_CENTRE_MNI"]
 
 #: MNI position (mm) of the scanner's world origin: roughly the centre of the brain (between the thalami).
 BRAIN_CENTRE_MNI = np.array([0.0, -18.0, 16.0])
@@ -129,20 +129,40 @@ def _epi_contrast(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray, affine: np.n
 
 
 @functools.lru_cache(maxsize=4)
-def _anatomy(
-    shape: tuple[int, int, int], voxel_size: tuple[float, float, float], oblique_deg: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _filtered_templates(voxel_size: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The EPI-contrast template and a soft brain mask, blurred for a grid of ``voxel_size`` (2 mm template grid)."""
     gm, wm, mask, t_aff = _templates()
     img = _epi_contrast(gm, wm, mask, t_aff)
     # EPI point-spread function plus the anti-aliasing needed to go from 2 mm to the coarser grid.
     sigma_mm = np.sqrt(np.maximum(np.asarray(voxel_size) ** 2 - 2.0**2, 0.0) / (8 * np.log(2)) + 1.2**2)
     img = ndimage.gaussian_filter(img, sigma_mm / 2.0, mode="constant")
     soft_mask = ndimage.gaussian_filter(mask.astype(np.float32), 0.5 * sigma_mm / 2.0, mode="constant")
+    return img, soft_mask
 
-    affine = scanner_affine(shape, voxel_size, oblique_deg)
+
+@functools.lru_cache(maxsize=4)
+def _anatomy(
+    shape: tuple[int, int, int], voxel_size: tuple[float, float, float], oblique_deg: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return _anatomy_on(shape, scanner_affine(shape, voxel_size, oblique_deg), voxel_size, None)
+
+
+def _anatomy_on(
+    shape: tuple[int, int, int], affine: np.ndarray, voxel_size, head: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The twin's EPI anatomy sampled from the 2 mm templates on any grid, the head moved rigidly by ``head``
+    (6 parameters, the service's convention: a head point at world x lies at ``rigid_matrix(head) @ x``)."""
+    from offline.twin.motion import rigid_matrix
+
+    gm, wm, mask, t_aff = _templates()
+    img, soft_mask = _filtered_templates(tuple(float(v) for v in voxel_size))
+    affine = np.array(affine, dtype=np.float64)
     ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
     world = affine[:3, :3] @ ijk + affine[:3, 3:]
-    mni = world + BRAIN_CENTRE_MNI[:, None]
+    head_world = (
+        world if head is None else (np.linalg.inv(rigid_matrix(head)) @ np.vstack([world, np.ones(world.shape[1])]))[:3]
+    )
+    mni = head_world + BRAIN_CENTRE_MNI[:, None]
     t_inv = np.linalg.inv(t_aff)
     tvox = t_inv[:3, :3] @ mni + t_inv[:3, 3:]
     data = ndimage.map_coordinates(img, tvox, order=1, mode="constant", cval=0.0).reshape(shape)
@@ -193,6 +213,19 @@ def make_anatomy(
     """
     data, affine, brain, _ = _anatomy(*_key(shape, voxel_size), float(oblique_deg))
     return data.copy(), affine.copy(), brain.copy()
+
+
+def anatomy_on_grid(
+    affine: np.ndarray, shape: tuple[int, int, int], head: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The twin's EPI anatomy on any scanner grid (another session's slab: affine and matrix), with the head
+    at pose ``head`` (6 rigid parameters, mm and degrees; None: at rest). Sampled from the 2 mm templates
+    directly, not from another grid's image, so a registration between two such volumes is a real one.
+    The coil shading stays with the scanner, not the head. Returns ``(data, brain_mask)``."""
+    voxel = tuple(float(v) for v in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))
+    head_arr = None if head is None else np.asarray(head, dtype=float)
+    data, _, brain, _ = _anatomy_on(tuple(int(v) for v in shape), affine, voxel, head_arr)
+    return data.copy(), brain.copy()
 
 
 def grey_matter(

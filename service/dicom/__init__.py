@@ -16,7 +16,15 @@ from service.dicom.build import (
 )
 from service.dicom.csa import CSA_CREATOR, ascconv, csa_int, csa_vector, read_csa, write_csa
 from service.dicom.geometry import LPS_RAS, Geometry, affine_from_dicom, ds_text, geometry_from_affine, mosaic_ipp
-from service.dicom.read import IMAGE_SOP_CLASSES, DicomImage, exclusion_reason, parse_dicom
+from service.dicom.read import (
+    IMAGE_SOP_CLASSES,
+    DicomImage,
+    exclusion_reason,
+    parse_dicom,
+    slices_per_volume,
+    volume_key,
+    volume_number,
+)
 from service.dicom.values import (
     apply_scale,
     blank_frames,
@@ -57,6 +65,9 @@ __all__ = [
     "parse_dicom",
     "IMAGE_SOP_CLASSES",
     "exclusion_reason",
+    "slices_per_volume",
+    "volume_number",
+    "volume_key",
     "group_value",
     "first_item",
     "philips_scale_slope",

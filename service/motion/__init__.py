@@ -4,9 +4,10 @@ points, trilinear sampling and the conventions of its six parameters (see
 """
 
 from service.motion.geometry import framewise_displacement, params_from_matrix, rigid_inverse, rigid_matrix
-from service.motion.interp import TrilinearSampler, downsample2, level_affine
+from service.motion.interp import TrilinearSampler, cubic_sample, downsample2, level_affine
 from service.motion.points import Level, auto_mask, build_levels
 from service.motion.registration import GridMismatchError, RigidRegistration, realign_run
+from service.motion.session import SessionRegistration, SessionRegistrationError, register_session, session_registration
 
 __all__ = [
     "framewise_displacement",
@@ -14,6 +15,7 @@ __all__ = [
     "rigid_inverse",
     "rigid_matrix",
     "TrilinearSampler",
+    "cubic_sample",
     "downsample2",
     "level_affine",
     "Level",
@@ -22,4 +24,8 @@ __all__ = [
     "GridMismatchError",
     "RigidRegistration",
     "realign_run",
+    "SessionRegistration",
+    "SessionRegistrationError",
+    "register_session",
+    "session_registration",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TrilinearSampler", "downsample2", "level_affine"]
+__all__ = ["TrilinearSampler", "cubic_sample", "downsample2", "level_affine"]
 
 
 class TrilinearSampler:
@@ -122,3 +122,18 @@ def level_affine(affine: np.ndarray, factor: int) -> np.ndarray:
     scale = np.diag([factor, factor, factor, 1.0])
     scale[:3, 3] = (factor - 1) / 2.0
     return affine @ scale
+
+
+def cubic_sample(volume: np.ndarray, matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Cubic B-spline values of ``volume`` at ``matrix[:3] @ points`` (homogeneous voxel coordinates ``[4, N]``).
+
+    ``scipy.ndimage.map_coordinates(order=3)`` after one ``spline_filter`` of the volume, zero outside
+    (``mode="grid-constant"``, as the trilinear sampler). Unlike trilinear interpolation it does not smooth by an
+    amount that depends on the sub-voxel shift.
+    """
+    from scipy import ndimage
+
+    coords = (np.asarray(matrix, dtype=np.float64)[:3] @ points.astype(np.float64)).astype(np.float32)
+    coeffs = ndimage.spline_filter(np.asarray(volume, dtype=np.float32), order=3, mode="grid-constant")
+    out = ndimage.map_coordinates(coeffs, coords, order=3, mode="grid-constant", cval=0.0, prefilter=False)
+    return out.astype(np.float32, copy=False)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from service.motion.geometry import framewise_displacement, params_from_matrix, rigid_inverse, rigid_matrix
-from service.motion.interp import TrilinearSampler, downsample2
+from service.motion.interp import TrilinearSampler, cubic_sample, downsample2, level_affine
 from service.motion.points import Level, auto_mask, build_levels
 
 __all__ = [
@@ -88,6 +88,15 @@ class RigidRegistration:
         Start each :meth:`estimate` from the previous volume's parameters when ``init`` is not given.
     seed : int
         Seed of the sample-point draw (the fit is deterministic).
+    other_grids : bool
+        Take volumes on any grid (another session's slab: another affine, matrix or voxel size). The warp maps
+        the reference's points into the volume's own voxels (``inv(A_volume) @ T @ A_reference``), so estimating
+        and resampling still interpolate the volume once, on its own grid. False: a volume must lie on the
+        reference's grid (:class:`GridMismatchError` otherwise).
+    interpolation : {"linear", "cubic"}
+        How :meth:`resample` interpolates: trilinear, or cubic B-spline (``scipy.ndimage.map_coordinates``,
+        order 3, the volume prefiltered once), which does not smooth by an amount that depends on the sub-voxel
+        shift. Estimation always samples trilinearly.
 
     Attributes
     ----------
@@ -118,6 +127,8 @@ class RigidRegistration:
         robust: bool = True,
         warm_start: bool = True,
         seed: int = 0,
+        other_grids: bool = False,
+        interpolation: str = "linear",
     ) -> None:
         self.levels = levels
         self.n_points = n_points
@@ -127,6 +138,8 @@ class RigidRegistration:
         self.robust = robust
         self.warm_start = warm_start
         self.seed = seed
+        self.other_grids = other_grids
+        self.interpolation = interpolation
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor's parameters (scikit-learn's estimator API, so ``sklearn.base.clone`` works)."""
@@ -160,6 +173,8 @@ class RigidRegistration:
         aff = np.asarray(affine, dtype=np.float64)
         if aff.shape != (4, 4) or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-9:
             raise ValueError(f"the affine must be an invertible 4x4 matrix, got {aff!r}")
+        if self.interpolation not in ("linear", "cubic"):
+            raise ValueError(f"interpolation must be linear or cubic, not {self.interpolation!r}")
         if not (len(self.levels) == len(self.n_points) == len(self.max_iter)):
             raise ValueError("levels, n_points and max_iter must have the same length")
         if mask is None:
@@ -195,10 +210,11 @@ class RigidRegistration:
         A result outside any plausible head motion (over 40 mm or 40 degrees, or not finite) does not seed the
         next volume's warm start.
         """
-        return self._estimate(self._check(volume, affine), init)
+        vol, vol_affine = self._check(volume, affine)
+        return self._estimate(vol, init, vol_affine)
 
-    def _estimate(self, vol: np.ndarray, init: Any) -> np.ndarray:
-        """:meth:`estimate` of a volume already checked against the reference grid."""
+    def _estimate(self, vol: np.ndarray, init: Any, vol_affine: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`estimate` of a checked volume (``vol_affine`` None: on the reference grid)."""
         photometric = None
         if init is not None:
             m = rigid_matrix(init)
@@ -214,7 +230,8 @@ class RigidRegistration:
                 while f < level.factor:
                     src, f = downsample2(src), f * 2
                 pyramid[level.factor] = src
-            m, photometric, n, converged = self._solve(level, pyramid[level.factor], m, photometric, cap)
+            moving = None if vol_affine is None else np.linalg.inv(level_affine(vol_affine, level.factor))
+            m, photometric, n, converged = self._solve(level, pyramid[level.factor], m, photometric, cap, moving)
             total += n
         params = params_from_matrix(m)
         plausible = (
@@ -227,7 +244,13 @@ class RigidRegistration:
         return params
 
     def _solve(
-        self, level: Level, vol: np.ndarray, m: np.ndarray, photometric: tuple[float, float] | None, cap: int
+        self,
+        level: Level,
+        vol: np.ndarray,
+        m: np.ndarray,
+        photometric: tuple[float, float] | None,
+        cap: int,
+        moving_inv: np.ndarray | None = None,
     ) -> tuple[np.ndarray, tuple[float, float], int, bool]:
         """Gauss-Newton iterations on one level; returns (matrix, (gain, offset), iterations, converged).
 
@@ -235,8 +258,9 @@ class RigidRegistration:
         under ``_ROBUST_FROM_MM``), then iteratively reweighted steps (Tukey weights, weighted Hessian) until
         they fall under the tolerance.
         """
-        sampler = self._samplers[level.shape]
+        sampler = self._sampler(vol.shape)
         sampler.load(vol)
+        inv = level.inv_affine if moving_inv is None else moving_inv
         tol2, r2, step2 = self.tol_mm**2, self.radius**2, _MAX_STEP_MM**2
         gain, offset = photometric if photometric is not None else (0.0, 0.0)
         low = high = 0.0
@@ -244,11 +268,14 @@ class RigidRegistration:
         resid = level.ref_values
         while n < cap and not converged:
             n += 1
-            coords = (level.inv_affine @ m @ level.affine)[:3].astype(np.float32) @ level.points
-            # Only points nearer to a face than the largest voxel displacement can have left the grid.
-            rot = m[:3, :3] - _EYE3
-            reach = math.sqrt(m[:3, 3] @ m[:3, 3]) + math.sqrt(np.vdot(rot, rot)) * level.radius_mm
-            k = int(np.searchsorted(level.margins, reach / level.mm_per_voxel_min))
+            coords = (inv @ m @ level.affine)[:3].astype(np.float32) @ level.points
+            if moving_inv is None:
+                # Only points nearer to a face than the largest voxel displacement can have left the grid.
+                rot = m[:3, :3] - _EYE3
+                reach = math.sqrt(m[:3, 3] @ m[:3, 3]) + math.sqrt(np.vdot(rot, rot)) * level.radius_mm
+                k = int(np.searchsorted(level.margins, reach / level.mm_per_voxel_min))
+            else:  # another grid: any point may lie outside it
+                k = coords.shape[1]
             outside = ~sampler.inside(coords[:, :k])
             resid = sampler.sample(coords)
             if n == 1:
@@ -295,7 +322,8 @@ class RigidRegistration:
         With ``mask`` (bool, reference grid): the values at ``np.flatnonzero(mask)``'s voxels ``[V]`` (the
         service's fast path); without: the whole realigned volume, float32, the reference's shape.
         """
-        return self._resample_checked(self._check(volume, affine), params, mask, loaded=False)
+        vol, vol_affine = self._check(volume, affine)
+        return self._resample_checked(vol, params, mask, loaded=False, vol_affine=vol_affine)
 
     def estimate_resample(
         self, volume: Any, mask: np.ndarray | None = None, init: Any = None, *, affine: np.ndarray | None = None
@@ -305,18 +333,38 @@ class RigidRegistration:
         The same numbers as the two calls (``init`` as for :meth:`estimate`), with the volume converted and copied
         into the sampler once (the service's path: one volume in, motion parameters and the mask's voxels out).
         """
-        vol = self._check(volume, affine)
-        params = self._estimate(vol, init)
-        # a finest level at full resolution has left ``vol`` in the full grid's sampler
-        return params, self._resample_checked(vol, params, mask, loaded=self.levels_[-1].factor == 1)
+        vol, vol_affine = self._check(volume, affine)
+        params = self._estimate(vol, init, vol_affine)
+        # a finest level at full resolution has left ``vol`` in its grid's sampler
+        loaded = self.levels_[-1].factor == 1
+        return params, self._resample_checked(vol, params, mask, loaded=loaded, vol_affine=vol_affine)
 
-    def _resample_checked(self, vol: np.ndarray, params: Any, mask: np.ndarray | None, loaded: bool) -> np.ndarray:
+    def _resample_checked(
+        self,
+        vol: np.ndarray,
+        params: Any,
+        mask: np.ndarray | None,
+        loaded: bool,
+        vol_affine: np.ndarray | None = None,
+    ) -> np.ndarray:
         points = self._grid_points(mask)
-        sampler = self._samplers[self.reference_.shape]
-        if not loaded:
-            sampler.load(vol)
-        values = sampler.sample_affine(self.inv_affine_ @ rigid_matrix(params) @ self.affine_, points)
+        inv = self.inv_affine_ if vol_affine is None else np.linalg.inv(vol_affine)
+        matrix = inv @ rigid_matrix(params) @ self.affine_
+        if self.interpolation == "cubic":
+            values = cubic_sample(vol, matrix, points)
+        else:
+            sampler = self._sampler(vol.shape)
+            if not loaded:
+                sampler.load(vol)
+            values = sampler.sample_affine(matrix, points)
         return values if mask is not None else values.reshape(self.reference_.shape)
+
+    def _sampler(self, shape: tuple[int, ...]) -> TrilinearSampler:
+        """The trilinear sampler of a grid shape (the reference's levels, or another session's grid)."""
+        sampler = self._samplers.get(shape)
+        if sampler is None:
+            sampler = self._samplers[shape] = TrilinearSampler(shape)
+        return sampler
 
     def transform(self, volume: Any, *, mask: np.ndarray | None = None) -> np.ndarray:
         """Estimate, then resample at ``mask``'s voxels (default: the fit mask ``mask_``).
@@ -354,7 +402,7 @@ class RigidRegistration:
         del self._mask_cache[_MASK_CACHE:]
         return points
 
-    def _check(self, volume: Any, affine: np.ndarray | None) -> np.ndarray:
+    def _check(self, volume: Any, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         if not hasattr(self, "levels_"):
             raise RuntimeError("RigidRegistration is not fitted: call fit(reference, affine, mask) first")
         data = _data_of(volume)
@@ -362,12 +410,17 @@ class RigidRegistration:
             affine = getattr(volume, "affine", None)
         shape_ok = data.shape == self.reference_.shape
         affine_ok = affine is None or _within(affine, self.affine_, self._affine_tol)
-        if not (shape_ok and affine_ok):
-            raise GridMismatchError(
-                f"the volume's grid (shape {data.shape}, affine {_fmt(affine)}) does not match the reference's "
-                f"(shape {self.reference_.shape}, affine {_fmt(self.affine_)})"
-            )
-        return data
+        if shape_ok and affine_ok:
+            return data, None
+        if self.other_grids and affine is not None and data.ndim == 3:
+            aff = np.asarray(affine, dtype=np.float64)
+            if aff.shape == (4, 4) and np.all(np.isfinite(aff)) and abs(np.linalg.det(aff[:3, :3])) > 1e-9:
+                return data, aff
+        raise GridMismatchError(
+            f"the volume's grid (shape {data.shape}, affine {_fmt(affine)}) does not match the reference's "
+            f"(shape {self.reference_.shape}, affine {_fmt(self.affine_)})"
+            + ("" if self.other_grids else "; other grids are taken with other_grids=True")
+        )
 
 
 def realign_run(
