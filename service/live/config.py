@@ -81,6 +81,9 @@ class ServeConfig:
     discard : int
         Leading dummy volumes (index < ``discard``): motion-corrected and recorded (``status`` ``discarded``) but
         kept out of detrending, scaling, frames and trials, as OpenNFT's ``nrSkipVol`` and MURFI's ``discard``.
+    interpolation : {"linear", "cubic"}
+        How the bundle's voxels are resampled from each motion-corrected volume: trilinear, or cubic B-spline
+        (``bench motion`` compares them).
     watcher : WatcherConfig
         Intake settings (TOML table ``[watcher]``: pattern, polling, series, ...); its ``folder`` is ``watch``.
     """
@@ -100,6 +103,7 @@ class ServeConfig:
     motion_regressors: bool = True
     min_volumes: int = 10
     discard: int = 0
+    interpolation: str = "linear"
     scale: str = "psc"
     window_start: float = 4.0
     window_stop: float = 8.0
@@ -143,6 +147,8 @@ class ServeConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat <= 0:
             raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
+        if self.interpolation not in ("linear", "cubic"):
+            raise ValueError(f"interpolation must be linear or cubic, got {self.interpolation!r}")
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if self.device not in ("cpu", "cuda", "auto"):

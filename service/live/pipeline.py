@@ -29,7 +29,7 @@ from service.live.policy import VolumeError, raise_errors
 from service.live.publisher import Publisher
 from service.live.runlog import ResumeState, RunLog
 from service.live.trials import TrialBook
-from service.motion import RigidRegistration, framewise_displacement
+from service.motion import RigidRegistration, framewise_displacement, params_from_matrix, rigid_matrix
 from service.online import OnlinePreprocessor
 
 __all__ = ["Pipeline", "StagedVolume", "VolumeError"]
@@ -80,7 +80,13 @@ class Pipeline:
             tr,
         )
         # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
-        self.reg_ = RigidRegistration().fit(bundle.reference, bundle.affine)
+        self.reg_ = RigidRegistration(other_grids=True, interpolation=cfg.interpolation).fit(
+            bundle.reference, bundle.affine
+        )
+        self.session_: dict[str, Any] | None = None  # another session's registration (offset, residual, time)
+        self.session_grid_: tuple[tuple[int, ...], np.ndarray] | None = None
+        self._session_offset = self._session_inverse = np.eye(4)
+        self._on_reference_grid = False  # a volume on the bundle's grid came first: no session registration then
         self.online_ = OnlinePreprocessor(
             bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes, scale=cfg.scale
         )
@@ -200,19 +206,87 @@ class Pipeline:
         self.trials_.flush()
 
     def _correct(self, vol: Any, t: dict[str, float], w0: float, p0: float) -> tuple[np.ndarray, np.ndarray]:
-        if vol.data.shape != self.bundle.reference.shape:
-            raise VolumeError(
-                f"volume has shape {vol.data.shape}, the bundle's reference {self.bundle.reference.shape}"
-            )
-        # warm start from the previous volume; checks the affine too; the volume is copied into the sampler once
+        """Motion-correct one volume: ``(mask voxels, motion)``; the motion is within the session.
+
+        On the bundle's grid the volume is tracked against the reference as always. On another grid (a later
+        session's slab), the first such volume is registered to the reference with a wide capture
+        (:func:`~service.motion.session.register_session`, timed apart as ``t["session"]``); from then on every
+        volume of that grid is tracked from the composed transform and the bundle's voxels are sampled from the
+        live grid through it, one interpolation. The motion reported, recorded and regressed is then the
+        within-session motion (the session offset taken out); a volume on a third grid is refused.
+        """
+        grid = self._grid_of(vol)
+        if grid == "other":
+            if self.session_ is not None or self._on_reference_grid:
+                ref = self.session_grid_[0] if self.session_ is not None else tuple(self.bundle.reference.shape)
+                raise VolumeError(
+                    f"volume has shape {tuple(vol.data.shape)} and a grid unlike this run's (shape {ref}): another"
+                    " protocol in the middle of the run?"
+                )
+            self._register_session(vol, t)
+        elif grid == "reference":
+            if self.session_ is not None:
+                raise VolumeError(
+                    "volume is on the bundle's grid, but this run's volumes are on another session's grid"
+                )
+            self._on_reference_grid = True
+        # warm start from the previous volume; the volume is copied into the sampler once
         params, x = self.reg_.estimate_resample(vol, self.bundle.mask)
         if not np.all(np.isfinite(x)):
             raise VolumeError("volume has non-finite values inside the mask")
+        if self.session_ is not None:  # within the session: the offset taken out
+            params = params_from_matrix(rigid_matrix(params) @ self._session_inverse)
         t["motion"] = w0 + time.perf_counter() - p0
         first, self._have_motion = not self._have_motion, True
         self.last_fd_ = 0.0 if first else float(framewise_displacement(np.stack([self.last_params_, params]))[-1])
         self.last_params_ = np.asarray(params, np.float64)
         return np.asarray(x, np.float32), self.last_params_
+
+    def _grid_of(self, vol: Any) -> str:
+        """``reference`` (the bundle's grid), ``session`` (this session's registered grid) or ``other``."""
+        shape, affine = tuple(vol.data.shape), np.asarray(vol.affine, dtype=np.float64)
+        ref = self.bundle.reference
+        if shape == tuple(ref.shape) and np.allclose(affine, self.bundle.affine, atol=1e-3):
+            return "reference"
+        if self.session_ is not None:
+            s_shape, s_affine = self.session_grid_
+            if shape == s_shape and np.allclose(affine, s_affine, atol=1e-3):
+                return "session"
+        return "other"
+
+    def _register_session(self, vol: Any, t: dict[str, float]) -> None:
+        from service.motion.session import SessionRegistrationError, register_session
+
+        start = time.perf_counter()
+        try:
+            result = register_session(self.bundle.reference, self.bundle.affine, vol.data, vol.affine)
+        except SessionRegistrationError as exc:
+            raise VolumeError(
+                f"a volume on another grid (shape {vol.data.shape}) could not be registered: {exc}"
+            ) from None
+        self.set_session(result.as_record(), (tuple(vol.data.shape), np.asarray(vol.affine, dtype=np.float64)))
+        t["session"] = time.perf_counter() - start
+        log.info(
+            "session registration: volume %s on grid %s, offset %s (mm, deg), residual %.3f, %.0f%% overlap, %.0f ms",
+            vol.index,
+            "x".join(map(str, vol.data.shape)),
+            self.session_["offset"],
+            result.cost,
+            100 * result.overlap,
+            1000 * result.seconds,
+        )
+
+    def set_session(self, record: dict[str, Any], grid: tuple[tuple[int, ...], np.ndarray]) -> None:
+        """Take a session registration (``record["offset"]``: reference -> session) and its live grid; the next
+        volume is tracked from the offset. Recorded in ``session.json`` (a resumed run reads it back)."""
+        self.session_, self.session_grid_ = dict(record), (tuple(grid[0]), np.asarray(grid[1], dtype=np.float64))
+        offset = rigid_matrix(np.asarray(record["offset"], dtype=np.float64))
+        self._session_offset = offset
+        self._session_inverse = np.linalg.inv(offset)
+        self.reg_.previous_ = np.asarray(record["offset"], dtype=np.float64)
+        self.runlog.save_session(
+            {**self.session_, "grid": {"shape": list(grid[0]), "affine": np.asarray(grid[1]).tolist()}}
+        )
 
     def _frame_header(self, vol: Any, t: dict[str, float], params: np.ndarray, latent: np.ndarray) -> dict[str, Any]:
         h, w, c = self.bundle.image_shape
@@ -320,6 +394,7 @@ class Pipeline:
             "trials": self.trials_.n_published,
             "trials_pending": self.trials_.pending,
             "target": self.feedback_.target_source_ or None,
+            "session": self.session_,
         }
 
     def save_state(self) -> None:
@@ -336,6 +411,9 @@ class Pipeline:
 
     def restore(self, rs: ResumeState) -> None:
         """Rebuild the state of a resumed run from its records (no message is published)."""
+        if rs.session:
+            grid = rs.session["grid"]
+            self.set_session(rs.session, (tuple(grid["shape"]), np.asarray(grid["affine"], dtype=np.float64)))
         voxels = rs.voxels if rs.voxels is not None else np.zeros((0, self.bundle.n_voxels), np.float32)
         for rec in rs.volumes:
             if rec.get("file") and rec.get("sha256"):
@@ -343,7 +421,8 @@ class Pipeline:
             if rec.get("status") == "discarded":
                 self.n_discarded_ += 1
                 if rec.get("motion"):
-                    self.last_params_ = self.reg_.previous_ = np.asarray(rec["motion"], np.float64)
+                    self.last_params_ = np.asarray(rec["motion"], np.float64)
+                    self.reg_.previous_ = params_from_matrix(rigid_matrix(self.last_params_) @ self._session_offset)
                     self._have_motion = True
                 continue
             if rec.get("status") != "ok":
@@ -353,7 +432,8 @@ class Pipeline:
             z = self.online_.update(voxels[rec["voxel_row"]].astype(np.float32), int(rec["volume"]), params)
             self.history.store(int(rec["volume"]), voxels[rec["voxel_row"]], params, z)
             self.last_params_ = params
-            self.reg_.previous_ = params
+            self.reg_.previous_ = params_from_matrix(rigid_matrix(params) @ self._session_offset)
+            self._on_reference_grid = self.session_ is None
             self._have_motion = True
             self.n_ok_ += 1
         self.trials_.restore(rs)
@@ -390,4 +470,5 @@ class Pipeline:
             "e2e_ms": pct(self.flips_),
             "last_motion": [round(float(p), 4) for p in self.last_params_],
             "last_fd": round(self.last_fd_, 4),
+            "session": self.session_,
         }

@@ -11,6 +11,8 @@ Layout of ``<root>/<run_id>/``:
 ``trial_latents.npy`` per-trial latents [m, L]; ``trials.tsv`` one row per published trial
 ``events.jsonl``     the experiment's events (whitelisted fields only); ``flips.jsonl`` display flip acks
                      with the end-to-end latency (file ready -> on screen)
+``session.json``     a run on another session's grid: its registration to the bundle's reference (offset,
+                     residual, overlap, time) and the live grid
 ``intake.jsonl``     intake's decisions: which series is followed and why, which are ignored and why
 ``state.json``       sequence counters and the neurofeedback target, rewritten atomically
 
@@ -74,6 +76,7 @@ class ResumeState:
     events: list[dict[str, Any]] = field(default_factory=list)
     trials: list[dict[str, str]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    session: dict[str, Any] | None = None  # session.json: the registration of a run on another grid
 
 
 def _cut_torn_line(path: Path) -> bytes:
@@ -147,6 +150,8 @@ class RunLog:
             rs.events = _read_jsonl(self.dir / "events.jsonl")
             spath = self.dir / "state.json"
             rs.state = json.loads(spath.read_text()) if spath.exists() else {}
+            session = self.dir / "session.json"
+            rs.session = json.loads(session.read_text()) if session.exists() else None
             rs.trials = self._read_trials()
             manifest = {**old, **manifest, "created": old.get("created"), "restarts": old.get("restarts", 0) + 1}
         ok = [v for v in rs.volumes if v.get("status") == "ok"]
@@ -202,6 +207,10 @@ class RunLog:
     def event(self, header: dict[str, Any]) -> None:
         """Record an inbound event (whitelisted fields)."""
         self._line("events.jsonl", {k: header[k] for k in EVENT_FIELDS if k in header})
+
+    def save_session(self, record: dict[str, Any]) -> None:
+        """The session registration of a run on another grid (offset, residual, time, the live grid), atomically."""
+        _atomic_json(self.dir / "session.json", record)
 
     def intake(self, kind: str, reason: str, path: Any = None) -> None:
         """Record one of intake's decisions (the series followed, a series or file ignored): the file name only,

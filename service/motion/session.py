@@ -10,7 +10,10 @@ the bundle's voxels are sampled from the live grid through one composed transfor
 
 A registration that fails is refused with what was measured: a residual above ``max_cost`` of the reference's
 RMS (another protocol, an empty, constant or flipped volume), too little overlap between the reference's brain
-and the live field of view, or an offset beyond ``max_mm`` / ``max_deg``.
+and the live field of view, an offset beyond ``max_mm`` / ``max_deg``, or a volume that fits the reference's
+left-right mirror image clearly better (``mirror_ratio``) than the reference: a flipped slab or header. Brains are
+nearly symmetric, so a flip is caught only where the images show enough asymmetry (on the twin: at 3 mm voxels,
+not at 6 mm).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def register_session(
     min_overlap: float = 0.6,
     max_mm: float = 30.0,
     max_deg: float = 20.0,
+    mirror_ratio: float = 0.85,
 ) -> SessionRegistration:
     """Register ``volume`` (any grid) to ``reference``; returns the session offset or raises
     :class:`SessionRegistrationError` naming what was measured."""
@@ -118,6 +122,21 @@ def register_session(
     start = np.zeros(6)
     start[:3] = _centroid(vol, volume_affine) - _centroid(reg.reference_, reg.affine_)
     params = reg.estimate(vol, init=start, affine=volume_affine)
+    cost, iterations = float(reg.cost_), reg.n_iter_
+    # A left-right flip is no rigid motion, but a nearly symmetric brain fits its mirror image almost as well:
+    # register the volume mirrored about the sagittal plane through its centroid too, and refuse it when the
+    # mirror fits clearly better.
+    centre = _centroid(vol, volume_affine)
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
+    mirror[0, 3] = 2.0 * centre[0]
+    mirrored = reg.estimate(vol, init=start, affine=mirror @ volume_affine)
+    mirrored_cost = float(reg.cost_)
+    reg.estimate(vol, init=params, affine=volume_affine)  # leave the registration's state at the right answer
+    if mirrored_cost < mirror_ratio * cost and np.all(np.isfinite(mirrored)):
+        raise SessionRegistrationError(
+            f"the volume fits the reference's left-right mirror image better (residual {mirrored_cost:.3f}) than the"
+            f" reference (residual {cost:.3f}): a flipped slab or header; a left-right flip is not a rigid motion"
+        )
     finest = reg.levels_[-1]
     coords = (np.linalg.inv(volume_affine) @ rigid_matrix(params) @ finest.affine)[:3] @ finest.points.astype(
         np.float64
@@ -125,7 +144,7 @@ def register_session(
     inside = np.all((coords >= 0) & (coords <= np.array(vol.shape)[:, None] - 1), axis=0)
     overlap = float(inside.mean())
     result = SessionRegistration(
-        np.asarray(params, dtype=np.float64), float(reg.cost_), overlap, time.perf_counter() - t0, reg.n_iter_
+        np.asarray(params, dtype=np.float64), cost, overlap, time.perf_counter() - t0, iterations
     )
     shown = ", ".join(f"{v:.2f}" for v in params)
     if overlap < min_overlap:
