@@ -30,8 +30,9 @@ $(STAMP): $(PY) pyproject.toml $(CONSTRAINTS) Makefile
 
 install: $(STAMP)
 
-# Xvfb for the PsychoPy window tests. Installed where we may (root + apt); elsewhere those tests are skipped
-# with the reason printed.
+# Xvfb for the PsychoPy window tests and Debian's Chromium for the dashboard's browser tests (Playwright drives
+# the system's browser; it never downloads one). Installed where we may (root + apt); elsewhere those tests are
+# skipped with the reason printed.
 system-deps:
 	@if command -v xvfb-run >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -39,6 +40,12 @@ system-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth libglu1-mesa >/dev/null) \
 		|| echo "warning: could not install xvfb; window tests will be skipped"; \
 	else echo "note: xvfb-run not found and not root; window tests will be skipped"; fi
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (apt-get) for the dashboard's browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "warning: could not install chromium; the dashboard's browser tests will be skipped"; \
+	else echo "note: /usr/bin/chromium not found and not root; the dashboard's browser tests will be skipped"; fi
 
 lint: install
 	$(VENV)/bin/ruff check .

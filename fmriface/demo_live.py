@@ -1,4 +1,4 @@
-"""The live part of ``fmriface demo``: serve + scanner emulator + headless display, on loopback."""
+"""The live part of ``fmriface demo``: serve + scanner emulator + headless display + the dashboard, on loopback."""
 
 from __future__ import annotations
 
@@ -100,6 +100,7 @@ class LiveResult:
     faults: list[Any] = field(default_factory=list)
     display_note: str = ""
     serve_log: Path | None = None
+    dashboard_url: str = ""
 
 
 class _Collector(threading.Thread):
@@ -179,7 +180,8 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
         serve = subprocess.Popen(
             [sys.executable, "-m", "fmriface", "serve", "--config", str(serve_cfg)], stdout=log, stderr=log, env=env
         )
-    display = None
+    display = dashboard = None
+    dashboard_url = ""
     try:
         t_wait = time.time()
         while not collector.ready.wait(0.2):
@@ -187,6 +189,7 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
                 raise UsageError(f"the service exited with status {serve.returncode} at start-up; see {serve_log}")
             if time.time() - t_wait > 120:
                 raise UsageError(f"the service sent no heartbeat within 120 s; see {serve_log}")
+        dashboard, dashboard_url = _start_dashboard(out, pub, runs, _stimuli_of(holdout), env, say)
         display, frames_dir, note = _start_display(cfg, out, pub, pull, n, env, say)
         say(f"replaying {holdout.name}: {n} volumes as {cfg.replay_format}, x{cfg.replay_speed:g} (TR {tr:g} s)")
         emu = ScannerEmulator(
@@ -211,9 +214,11 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
         collector.join(10)
         note = _finish_display(display, note, say)
         display = None
+        _finish_dashboard(dashboard, out, runs, holdout, say)
+        dashboard = None
     finally:
         collector.stop.set()
-        for proc in (serve, display):  # a failed run leaves no service or display behind
+        for proc in (serve, display, dashboard):  # a failed run leaves no service, display or dashboard behind
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
@@ -234,6 +239,7 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
         faults=list(emu.injected),
         display_note=note,
         serve_log=serve_log,
+        dashboard_url=dashboard_url,
     )
 
 
@@ -281,3 +287,54 @@ def _finish_display(proc: Any, note: str, say) -> str:
         note = f"display exited with status {rc} (see display.log)"
     say(note or "display finished")
     return note
+
+
+def _stimuli_of(holdout: Path) -> Path | None:
+    """The BIDS data set's ``stimuli/`` folder above a bold file (a trial's ``stim_file`` is a path inside it)."""
+    return next((p / "stimuli" for p in holdout.parents if (p / "stimuli").is_dir()), None)
+
+
+def _start_dashboard(out: Path, pub: str, runs: Path, stimuli: Path | None, env: dict, say) -> tuple[Any, str]:
+    """``fmriface dashboard`` beside the replay (its own process, a free port); its address is printed."""
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp") is None:
+        say("dashboard skipped: aiohttp is not installed (pip install -e '.[dashboard]')")
+        return None, ""
+    log_path = out / "dashboard.log"
+    cmd = [sys.executable, "-m", "fmriface", "dashboard", "--sub", pub, "--port", "0", "--runs", str(runs)]
+    if stimuli is not None:
+        cmd += ["--stimuli", str(stimuli)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    t0 = time.time()
+    while time.time() - t0 < 30:
+        text = log_path.read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("fmriface dashboard: http"):
+                url = line.split(": ", 1)[1].strip()
+                say(f"dashboard: open {url} in a browser to watch the run live (log: {log_path})")
+                return proc, url
+        if proc.poll() is not None:
+            say(f"dashboard exited with status {proc.returncode} at start-up (see {log_path}); the demo goes on")
+            return None, ""
+        time.sleep(0.1)
+    say(f"dashboard printed no address within 30 s (see {log_path}); the demo goes on")
+    return proc, ""
+
+
+def _finish_dashboard(proc: Any, out: Path, runs: Path, holdout: Path, say) -> None:
+    """Stop the dashboard (it has shown the run's end) and say how to look at the run again."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    again = f"fmriface dashboard --runs {runs}"
+    stimuli = _stimuli_of(holdout)
+    if stimuli is not None:
+        again += f" --stimuli {stimuli}"
+    say(f"dashboard stopped; to browse the run's records again: {again}")

@@ -7,6 +7,10 @@ correction -> ~5,000 mask voxels -> online detrending -> mapping -> decoder.onnx
 in its own process, as in a session, and a ZeroMQ subscriber in this one receives every frame. Latency is
 measured from the rename to the frame being sent (header ``t.sent``), and per stage from the frame headers. The decoder is an untrained small-64 VAE-GAN exported to ONNX
 (same graph and cost as a trained one; ``--decoder matmul`` uses a MatMul graph of the same sizes instead).
+
+``--browsers 0,3`` runs the whole benchmark once per count, one after another: with ``N`` > 0 an ``fmriface
+dashboard`` (its own process) subscribes to the service's stream and ``N`` headless Chromium browsers show its
+page throughout (``fmriface.benchmarks.dashboard.attach_pages``); ``side_by_side`` lists each run's figures.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ def add_arguments(p) -> None:
     p.add_argument("--format", default="mosaic", choices=("mosaic", "enhanced", "nifti"), help="scanner file format")
     p.add_argument("--decoder", default="small-64", choices=("small-64", "matmul"), help="decoder.onnx to use")
     p.add_argument("--warmup", type=int, default=5, help="first volumes of each run left out of the statistics")
+    p.add_argument(
+        "--browsers",
+        default="0",
+        help="browsers on a dashboard of the stream, a comma list run one after another (0,3: side by side)",
+    )
 
 
 def _decoder_files(kind: str, out: Path) -> tuple[Path | None, int, int]:
@@ -79,9 +88,13 @@ def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Pa
     return paths
 
 
-def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: float, paced: bool) -> dict[str, Any]:
+def _serve_phase(
+    bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: float, paced: bool, browsers: int = 0
+) -> dict[str, Any]:
     """Run `fmriface serve` (its own process, as in a session) while moving ``staged`` into ``watch`` (every
-    ``tr`` s, or back to back); per-frame timings from its frame headers and its end-of-run summary."""
+    ``tr`` s, or back to back); per-frame timings from its frame headers and its end-of-run summary. With
+    ``browsers``, a dashboard and that many browsers watch the stream meanwhile."""
+    import contextlib
     import json
     import subprocess
     import sys
@@ -105,12 +118,18 @@ def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: 
     renamed: dict[int, float] = {}
     frames: list[tuple[dict[str, Any], float]] = []
     wthread = None
+    pages: dict[str, Any] = {"browsers": browsers}
+    watchers = contextlib.ExitStack()
     try:
         deadline = time.monotonic() + 60
         while (msg := P.recv(sub, 500)) is None or msg.topic != "status":
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError(f"the service sent no status within 60 s:\n{proc.communicate()[1][-2000:]}")
+        if browsers:
+            from fmriface.benchmarks.dashboard import attach_pages
+
+            pages = watchers.enter_context(attach_pages(pub, browsers, watch.parent, runs))
 
         def writer() -> None:
             t0 = time.time() + 0.2
@@ -135,11 +154,13 @@ def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: 
                     break
         finally:
             bar.close()
+        watchers.close()
         out, err = proc.communicate(timeout=60)
         if proc.returncode != 0:
             raise RuntimeError(f"the service exited with status {proc.returncode}:\n{err[-2000:]}")
         summary = json.loads(out.strip().splitlines()[-1])
     finally:
+        watchers.close()
         if wthread is not None:
             wthread.join(30)
         if proc.poll() is None:
@@ -147,7 +168,7 @@ def _serve_phase(bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: 
             proc.communicate()
         sub.close(linger=0)
         ctx.term()
-    return {"frames": frames, "renamed": renamed, "summary": summary}
+    return {"frames": frames, "renamed": renamed, "summary": summary, "pages": pages}
 
 
 _STAGES = (
@@ -178,6 +199,38 @@ def _analyse(phase: dict[str, Any], warmup: int) -> dict[str, Any]:
     return {"latency": _pct(lat), "stages": stages, "n": len(rows)}
 
 
+def _browser_counts(text: str) -> list[int]:
+    from fmriface.common import UsageError
+
+    try:
+        counts = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--browsers must be a comma list of counts like 0,3; got {text!r}") from None
+    if not counts or any(c < 0 or c > 8 for c in counts):
+        raise UsageError(f"--browsers counts must be 0-8; got {text!r}")
+    return counts
+
+
+def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers: int) -> dict[str, Any]:
+    """One run's headline figures: paced latency, as-fast-as-possible throughput and latency, the pages."""
+    p, a = _analyse(paced, warmup), _analyse(asap, warmup)
+    first = min(asap["renamed"].values())
+    last_sent = max(h["t"]["sent"] for h, _ in asap["frames"])
+    out = {
+        "browsers": browsers,
+        "p50_ms": p["latency"]["p50"],
+        "p95_ms": p["latency"]["p95"],
+        "p99_ms": p["latency"]["p99"],
+        "volumes_per_s": round(len(asap["frames"]) / (last_sent - first), 1),
+        "asap_p50_ms": a["latency"]["p50"],
+        "asap_p99_ms": a["latency"]["p99"],
+    }
+    if browsers:
+        out["page_frames"] = {"paced": paced["pages"].get("page_frames"), "asap": asap["pages"].get("page_frames")}
+        out["page_errors"] = paced["pages"].get("page_errors", 0) + asap["pages"].get("page_errors", 0)
+    return out
+
+
 def run(args) -> dict[str, Any]:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -194,19 +247,27 @@ def run(args) -> dict[str, Any]:
             onnx_dir=onnx_dir,
         )  # fmt: skip
         vols, _ = _make_run(anatomy[0], anatomy[1], args.n_paced + args.n_asap, seed=0)
-        paced_files = _stage(vols[: args.n_paced], anatomy[1], args.tr, args.format, work / "stage-paced", 1)
-        asap_files = _stage(vols[args.n_paced :], anatomy[1], args.tr, args.format, work / "stage-asap", 2)
-        paced = _serve_phase(bundle, paced_files, work / "watch-paced", work / "runs", args.tr, paced=True)
-        asap = _serve_phase(bundle, asap_files, work / "watch-asap", work / "runs", args.tr, paced=False)
+        side: list[dict[str, Any]] = []
+        for i, n_browsers in enumerate(_browser_counts(args.browsers)):
+            tag = "" if i == 0 else f"-{i}"  # each run its own staged files, watched folder and run id
+            paced_files = _stage(vols[: args.n_paced], anatomy[1], args.tr, args.format, work / f"stage-paced{tag}", 1)
+            asap_files = _stage(vols[args.n_paced :], anatomy[1], args.tr, args.format, work / f"stage-asap{tag}", 2)
+            runs = work / "runs"
+            paced = _serve_phase(bundle, paced_files, work / f"watch-paced{tag}", runs, args.tr, True, n_browsers)
+            asap = _serve_phase(bundle, asap_files, work / f"watch-asap{tag}", runs, args.tr, False, n_browsers)
+            side.append(_figures(paced, asap, args.warmup, n_browsers))
+            if i == 0:
+                first_paced, first_asap = paced, asap
+        paced, asap = first_paced, first_asap
         p = _analyse(paced, args.warmup)
         a = _analyse(asap, args.warmup)
-        first = min(asap["renamed"].values())
-        last_sent = max(h["t"]["sent"] for h, _ in asap["frames"])
         return {
             "p50_ms": p["latency"]["p50"],
             "p95_ms": p["latency"]["p95"],
             "p99_ms": p["latency"]["p99"],
-            "volumes_per_s": round(len(asap["frames"]) / (last_sent - first), 1),
+            "volumes_per_s": side[0]["volumes_per_s"],
+            "browsers": side[0]["browsers"],
+            **({"side_by_side": side} if len(side) > 1 else {}),
             "stages": p["stages"],
             "asap": {
                 "latency_ms": a["latency"],

@@ -384,7 +384,7 @@ class Dashboard:
         self.url = self._url(port)
         t0 = time.monotonic()
         if announce is not None:
-            announce(self._announcement(port))
+            announce(self.announcement(port))
         try:
             while not stop.is_set():
                 try:
@@ -426,7 +426,7 @@ class Dashboard:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/" + (f"?token={self.token}" if self.token else "")
 
-    def _announcement(self, port: int) -> list[str]:
+    def announcement(self, port: int) -> list[str]:
         cfg = self.cfg
         link = "CurveZMQ" if cfg.curve_secret is not None else "plain TCP"
         lines = [f"fmriface dashboard: {self.url}"]

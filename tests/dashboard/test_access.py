@@ -23,7 +23,7 @@ def fake():
 def test_bound_beyond_loopback_a_token_is_made_required_and_said():
     d = Dashboard(DashboardConfig(host="0.0.0.0", port=8050))
     assert len(d.token) >= 24
-    text = "\n".join(d._announcement(8050)) if hasattr(d, "_announcement") else ""
+    text = "\n".join(d.announcement(8050))
     assert "token is required" in text and "bound beyond this host (0.0.0.0)" in text
     assert Dashboard(DashboardConfig()).token == ""  # loopback: none
     assert Dashboard(DashboardConfig(token="given")).token == "given"

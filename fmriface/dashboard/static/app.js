@@ -21,7 +21,7 @@
       problems_kept: 200, stages: ["read", "queue", "motion", "decode", "send"] },
     lastMessage: 0, pageLatency: [],
   };
-  const page = { latency: [], pending: [], events: 0, snapshots: 0, errors: 0, lastError: "", renders: 0,
+  const page = { latency: [], pending: [], events: 0, snapshots: 0, errors: 0, lastError: "", renders: 0, renderMs: 0,
     connected: false, connects: 0 };
   window.fmrifaceDashboard = { state: S, page };
 
@@ -30,7 +30,12 @@
     arr.push(item);
     if (arr.length > cap) arr.splice(0, arr.length - cap);
   }
-  function text(el, s) { if (el) el.textContent = s === null || s === undefined ? "–" : String(s); }
+  function text(el, s) {  // only when it changed: a text node replaced is a layout to redo
+    if (!el) return;
+    const v = s === null || s === undefined ? "–" : String(s);
+    if (el.textContent !== v) el.textContent = v;
+  }
+  function setData(el, key, v) { if (el.dataset[key] !== v) el.dataset[key] = v; }
   function num(v, digits) {
     if (v === null || v === undefined || typeof v !== "number" || !isFinite(v)) return "–";
     return digits === undefined ? String(v) : v.toFixed(digits);
@@ -57,10 +62,14 @@
   }
 
   // ---- dirty marks, one render per animation frame ------------------------------------------------------
+  // The plots are redrawn at most 10 times a second (a burst of a backlog would otherwise redraw them at every
+  // animation frame, for no eye); the face, the counts and everything else at the next animation frame.
+  const PLOTS = new Set(["motion", "latency", "feedback"]);
+  const PLOT_PERIOD_MS = 100;
   const dirty = new Set();
-  let rafPending = false;
+  let rafPending = false, lastPlots = -1e9, plotTimer = null;
   function mark(...what) {
-    for (const w of what) dirty.add(w);
+    for (const w of what) if (w) dirty.add(w);
     if (!rafPending) { rafPending = true; requestAnimationFrame(render); }
   }
 
@@ -173,10 +182,22 @@
 
   // ---- rendering ----------------------------------------------------------------------------------------------
   function render() {
+    const t0 = performance.now();
+    try { renderAll(); } finally { page.renderMs += performance.now() - t0; }
+  }
+
+  function renderAll() {
     rafPending = false;
-    const todo = new Set(dirty);
-    dirty.clear();
-    const all = todo.has("all");
+    const all = dirty.has("all");
+    const tnow = performance.now();
+    const plotsDue = all || tnow - lastPlots >= PLOT_PERIOD_MS;
+    const todo = new Set();
+    for (const w of dirty) if (plotsDue || !PLOTS.has(w)) todo.add(w);
+    for (const w of todo) dirty.delete(w);
+    if (dirty.size && !plotTimer) {  // plots held back: drawn when their period is over
+      plotTimer = setTimeout(() => { plotTimer = null; mark(); }, PLOT_PERIOD_MS - (tnow - lastPlots));
+    }
+    if ([...todo].some((w) => PLOTS.has(w)) || all) lastPlots = tnow;
     const has = (w) => all || todo.has(w);
     page.renders += 1;
     if (currentView() !== "live") { stampPending(); return; }
@@ -191,8 +212,8 @@
     if (has("runs")) renderRuns();
     let decoding = null;
     if (has("face")) decoding = renderFaces();
-    document.body.dataset.run = S.runId || "";
-    document.body.dataset.renders = String(page.renders);
+    setData(document.body, "run", S.runId || "");
+    if (dirty.size) return;  // the frames wait for the plots that show them: stamped then
     if (decoding) decoding.then(stampPending, stampPending); else stampPending();
   }
 
@@ -205,7 +226,7 @@
       if (r.sent !== null && typeof r.v === "number") push(S.pageLatency, { v: r.v, ms: t - r.sent }, S.config.history);
     }
     page.pending = [];
-    document.body.dataset.updated = String(page.latency.length);
+    setData(document.body, "updated", String(page.latency.length));
   }
 
   function renderHeader() {
@@ -257,7 +278,7 @@
       const dd = $("c-" + key.replace(".", "-"));
       let v = countValue(key);
       if (needsRuns.includes(key) && !S.info.runs) v = null;
-      dd.dataset.value = v === null || v === undefined ? "" : String(v);
+      setData(dd, "value", v === null || v === undefined ? "" : String(v));
       text(dd, v === null || v === undefined ? "–" : v);
       dd.parentElement.classList.toggle("alert", typeof v === "number" && v > 0 &&
         ["failed", "missing", "lost", "skipped", "errors", "fd_above", "malformed"].includes(key));
@@ -368,17 +389,22 @@
     const tg = S.target;
     setImage($("face-target"), tg ? tg.url : null, "the neurofeedback target");
     text($("face-target-caption"), tg ? "target " + tg.name : "no target");
+    // the strip: figures kept by frame, only the new ones made (each new image is decoded once)
     const film = $("film");
-    film.replaceChildren();
+    const want = new Set(S.film.map((f) => String(f.q)));
+    for (const fig of [...film.children]) if (!want.has(fig.dataset.q)) fig.remove();
+    const have = new Set([...film.children].map((fig) => fig.dataset.q));
     for (const f of S.film) {
+      if (have.has(String(f.q))) continue;
       const fig = el("figure");
+      fig.dataset.q = String(f.q);
       const im = el("img");
       im.src = f.img;
       im.alt = `volume ${f.v}`;
       fig.append(im, el("figcaption", "", String(f.v)));
       film.append(fig);
     }
-    film.dataset.count = String(S.film.length);
+    setData(film, "count", String(film.childElementCount));
     return p;
   }
 
