@@ -6,6 +6,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,27 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     )
 
 
-def prepare_out_dir(out: str | Path, force: bool) -> Path:
-    """Create ``out``; refuse a non-empty folder unless ``force`` (then it is emptied)."""
+def prepare_out_dir(out: str | Path, force: bool, inputs: Sequence[str | Path | None] = ()) -> Path:
+    """Create ``out``; refuse a non-empty folder unless ``force`` (then it is emptied).
+
+    ``inputs`` are the command's input files and folders (None is skipped): ``--force`` never empties a folder
+    that is one of them or holds one (``export --vaegan V --out V`` would delete the model it exports). An --out
+    inside an input folder (``fit --bids B --out B/derivatives/fit``) is fine: emptying it deletes no input.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise UsageError(f"--out {out} is not empty; choose another folder or pass --force to overwrite it")
+        target = out.resolve()
+        for given in inputs:
+            if given is None or str(given) == "":
+                continue
+            src = Path(given).resolve()
+            if src == target or target in src.parents:
+                where = "that folder" if src == target else "inside it"
+                raise UsageError(f"--force would delete {out}, and the input {given} is {where}: choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from offline.facespace import load_facespace
 
     space = load_facespace(args.vaegan)
-    out = prepare_out_dir(args.out, args.force)
+    out = prepare_out_dir(args.out, args.force, inputs=[args.vaegan])
     report = space.export_onnx(out)
     report.update(source=str(args.vaegan), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from offline.datasets.bids import load_bids
 
     load_bids(args.bids, cfg.subject or None)  # a bad data set is refused before anything is written
-    out = prepare_out_dir(args.out, args.force)
+    out = prepare_out_dir(args.out, args.force, inputs=[args.bids, args.vaegan, cfg_path])
 
     import os
 

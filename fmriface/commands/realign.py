@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     mask = None
     if args.mask is not None:
         mask = _on_grid(_load(args.mask, "mask"), img, args.mask, args.bold, GridMismatchError) > 0
-    out = prepare_out_dir(args.out, args.force)
+    out = prepare_out_dir(args.out, args.force, inputs=[args.bold, args.reference, args.mask])
 
     data = np.asarray(img.get_fdata(dtype=np.float32))
     reg = RigidRegistration(

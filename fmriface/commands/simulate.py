@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     size = sum(r.n_volumes for r in plan.runs) * int(np.prod(cfg.grid.shape))
     # Worker processes take a second or two to start: worth it only for data sets of some size.
     workers = args.workers if args.workers > 0 else (min(2, os.cpu_count() or 1) if size > 20_000_000 else 1)
-    out = prepare_out_dir(out, args.force)
+    out = prepare_out_dir(out, args.force, inputs=[config])
     with progress(total=len(plan.runs), desc="simulate", unit="run") as bar:
         summary = write(plan, out, progress=bar.update, workers=workers)
     emit(summary, args.json)

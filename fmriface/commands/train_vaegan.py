@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
             raise UsageError(f"--resume: {out / 'checkpoint.pt'} does not exist")
     elif int(os.environ.get("RANK", "0")) == 0:
-        prepare_out_dir(out, args.force)
+        data_folder = (args.data or "").split(":", 1)[1] if ":" in (args.data or "") else None
+        prepare_out_dir(out, args.force, inputs=[config, data_folder])
     else:
         out.mkdir(parents=True, exist_ok=True)
     summary = train_vaegan(cfg, out, resume=args.resume)
