@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from service import jsonsafe as strict_json
 from service.jsonsafe import jsonable as _jsonable
 
 __all__ = [
@@ -157,6 +159,34 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise BundleError(f"{path} is not a readable .npz file: {exc}") from None
 
 
+#: Manifest numbers and their rule: (type, smallest value allowed or None).
+_MANIFEST_NUMBERS = {"n_voxels": (int, 1), "latent_size": (int, 1), "tr": (float, 0.0)}
+
+
+def _check_manifest_numbers(manifest: dict[str, Any], mpath: Path) -> None:
+    """Numbers of the manifest that the service uses: the right type, finite, in range (a clear message each)."""
+    for key, (kind, low) in _MANIFEST_NUMBERS.items():
+        if key not in manifest or manifest[key] is None:
+            continue
+        value = manifest[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (kind is int and not isinstance(value, int))
+        ):
+            raise BundleError(f"{mpath}: {key} is {value!r}, not {'a whole number' if kind is int else 'a number'}")
+        if not math.isfinite(value) or (low is not None and (value <= low if kind is float else value < low)):
+            bound = f"> {low:g}" if kind is float else f">= {low}"
+            raise BundleError(f"{mpath}: {key} is {value!r}; it must be {bound}")
+    image_shape = manifest.get("image_shape")
+    if image_shape is not None and not (
+        isinstance(image_shape, list)
+        and len(image_shape) == 3
+        and all(isinstance(v, int) and v > 0 for v in image_shape)
+    ):
+        raise BundleError(f"{mpath}: image_shape is {image_shape!r}, not [height, width, 3]")
+
+
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Load and check a bundle folder.
 
@@ -179,11 +209,16 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise BundleError(f"bundle {folder} is not a folder")
     mpath = folder / "manifest.json"
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = strict_json.loads(mpath.read_text())
     except FileNotFoundError:
         raise BundleError(f"bundle {folder} has no manifest.json (was it written by `fmriface fit`?)") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"{mpath} is not valid JSON: {exc}") from None
+    except strict_json.NonFiniteError as exc:
+        raise BundleError(f"{mpath}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mpath} must hold a JSON object, not a {type(manifest).__name__}")
+    _check_manifest_numbers(manifest, mpath)
     if manifest.get("schema") != BUNDLE_SCHEMA:
         raise BundleError(f"{mpath}: schema {manifest.get('schema')!r}, this service reads schema {BUNDLE_SCHEMA}")
     hashes = manifest.get("files", {})
@@ -220,6 +255,10 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     for key, size in (("bias", latent), ("x_mean", n_vox), ("x_scale", n_vox)):
         if mp[key].shape != (size,):
             raise BundleError(f"{folder / 'mapping.npz'}: {key} has shape {mp[key].shape}, expected ({size},)")
+    for key in _MAPPING_KEYS:
+        bad = int(np.size(mp[key]) - np.count_nonzero(np.isfinite(mp[key])))
+        if bad:
+            raise BundleError(f"{folder / 'mapping.npz'}: {key} holds {bad} NaN or infinite values")
     if not np.all(mp["x_scale"] > 0):
         raise BundleError(f"{folder / 'mapping.npz'}: x_scale has zero or negative entries")
     for key, val in (("latent_size", latent), ("n_voxels", n_vox)):

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from service import jsonsafe as strict_json
 from service.jsonsafe import jsonable as _jsonable
 from service.live.npy import AppendNpy
 
@@ -183,7 +184,7 @@ class RunLog:
 
     def _line(self, name: str, record: dict[str, Any], sync: bool = False) -> None:
         f = self._files[name]
-        f.write(json.dumps(record, default=_jsonable, allow_nan=False) + "\n")
+        f.write(strict_json.dumps(record) + "\n")
         f.flush()
         if sync:
             os.fsync(f.fileno())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,15 +42,31 @@ def read_events_tsv(path: str | Path) -> list[dict[str, Any]]:
             rows = list(csv.DictReader(f, delimiter="\t"))
     except FileNotFoundError:
         raise FileNotFoundError(f"events file {path} does not exist") from None
-    if rows and "onset" not in rows[0]:
-        raise ValueError(f"{path} has no 'onset' column (columns: {', '.join(rows[0])})")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"events file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except IsADirectoryError:
+        raise ValueError(f"events file {path} is a folder") from None
+    if not rows:
+        raise ValueError(f"events file {path} holds no trials (no rows under its header)")
+    if "onset" not in rows[0]:
+        raise ValueError(f"{path} has no 'onset' column (columns: {', '.join(map(str, rows[0]))})")
     out = []
     for i, row in enumerate(rows):
+        if None in row.values() or None in row:
+            raise ValueError(
+                f"{path} row {i + 2} has {'fewer' if None in row.values() else 'more'} fields than the header"
+            )
         try:
             onset = float(row["onset"])
             duration = float(row.get("duration") or 0.0)
         except ValueError:
             raise ValueError(f"{path} row {i + 2}: onset/duration are not numbers: {row}") from None
+        if not (math.isfinite(onset) and math.isfinite(duration)):
+            raise ValueError(
+                f"{path} row {i + 2}: onset {row['onset']!r} / duration {row.get('duration')!r} must be finite"
+            )
+        if onset < 0 or duration < 0:
+            raise ValueError(f"{path} row {i + 2}: onset {onset:g} s / duration {duration:g} s must not be negative")
         stim = row.get("stim_file") or row.get("stim_id") or ""
         out.append(
             {

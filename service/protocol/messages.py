@@ -21,7 +21,7 @@ Common header fields: ``schema``, ``run_id``, ``seq`` (per topic and sender, fro
 ``fd`` (mm), ``latent`` (list of floats, omitted when large), ``feedback``, ``shape``, ``dtype``. Receivers
 must tolerate unknown fields; this module only checks what it needs to decode a message safely.
 
-The package imports only numpy, pyzmq and the standard library: the stimulus programs import it.
+The package imports only numpy, pyzmq, the standard library and service.jsonsafe: the stimulus programs import it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from service import jsonsafe as strict_json
 
 __all__ = [
     "SCHEMA",
@@ -61,6 +63,8 @@ EVENT_KINDS = ("trigger", "onset", "target", "clear_target")
 MAX_HEADER_BYTES = 1 << 20
 #: Largest image payload we accept: 1024 x 1024 x 3.
 MAX_PAYLOAD_BYTES = 1024 * 1024 * 3
+#: Largest image side a receiver takes (a display cannot draw a 1 x 1,000,000 face).
+MAX_IMAGE_SIDE = 4096
 #: Default send high-water mark: a slow display never slows the service, it just misses old frames.
 DEFAULT_HWM = 16
 
@@ -107,14 +111,6 @@ class SeqCounter:
         return dict(self._next)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"cannot send {type(v).__name__} in a message header")
-
-
 def encode(topic: str, header: dict[str, Any], payload: bytes | memoryview | np.ndarray = b"") -> list[bytes]:
     """Encode a message as the three frames ``[topic, header, payload]``; ``schema`` is added if missing."""
     if not topic.isascii() or not topic:
@@ -123,7 +119,11 @@ def encode(topic: str, header: dict[str, Any], payload: bytes | memoryview | np.
         header = {"schema": SCHEMA, **header}
     if isinstance(payload, np.ndarray):
         payload = np.ascontiguousarray(payload).tobytes()
-    return [topic.encode("ascii"), json.dumps(header, default=_jsonable, allow_nan=False).encode(), bytes(payload)]
+    try:
+        text = strict_json.dumps(header)
+    except strict_json.NonFiniteError as exc:
+        raise ProtocolError(f"{topic} header: {exc}") from None
+    return [topic.encode("ascii"), text.encode(), bytes(payload)]
 
 
 def decode(frames: list[bytes] | list[Any], topics: tuple[str, ...] | None = None) -> Message:
@@ -151,9 +151,11 @@ def decode(frames: list[bytes] | list[Any], topics: tuple[str, ...] | None = Non
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        header = json.loads(header_b.decode("utf-8"))
+        header = strict_json.loads(header_b.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"header is not UTF-8 JSON: {exc}") from None
+    except strict_json.NonFiniteError as exc:
+        raise ProtocolError(f"header is not strict JSON: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a JSON object, got {type(header).__name__}")
     schema = header.get("schema")
@@ -187,6 +189,8 @@ def decode_image(header: dict[str, Any], payload: bytes) -> np.ndarray:
         raise ProtocolError(f"image shape {shape!r} is not [H, W, 3]")
     if shape[2] != 3:
         raise ProtocolError(f"image shape {shape} has {shape[2]} channels, expected 3")
+    if max(shape[0], shape[1]) > MAX_IMAGE_SIDE:
+        raise ProtocolError(f"image shape {shape} is larger than {MAX_IMAGE_SIDE} pixels on a side")
     expected = shape[0] * shape[1] * 3
     if len(payload) != expected:
         raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
