@@ -52,6 +52,19 @@ def prepare_out_dir(out: str | Path, force: bool, inputs: Sequence[str | Path | 
     return out
 
 
+def check_addresses(**addresses: str | None) -> None:
+    """Each ZeroMQ address given (``--sub=...``: option name -> value; None or '' skipped) is one this project can
+    use (:func:`service.protocol.check_address`), else a UsageError naming the option."""
+    from service.protocol import ProtocolError, check_address
+
+    for name, value in addresses.items():
+        if value:
+            try:
+                check_address(value, f"--{name.replace('_', '-')}")
+            except ProtocolError as exc:
+                raise UsageError(str(exc)) from None
+
+
 def emit(result: dict[str, Any], as_json: bool) -> None:
     """Print a bench or command result: one JSON object on stdout, or an indented summary."""
     if as_json:

@@ -16,6 +16,9 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import stat
 import sys
 import types
 import typing
@@ -74,12 +77,36 @@ def resolve_config(value: str | Path | None, prefix: str = "") -> Path | None:
     return preset_path(name)
 
 
+#: A config file larger than this is not a config file (a mistyped path to a data file).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a folder, a FIFO or device (never opened: it would block), an oversized file, text
+    that is not UTF-8 or not TOML are each a ConfigError naming the file."""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        st = os.stat(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"config file {path} is a folder, not a TOML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"config file {path} is not a regular file (a FIFO, socket or device); not opened")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} has {st.st_size} bytes: too large for a config (a data file?)")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): not a TOML file") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
@@ -136,6 +163,8 @@ def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: key {key!r} has value {value!r}, expected a number")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{source}: key {key!r} is {value!r}, expected a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fmriface.common import UsageError, emit, parser
+from fmriface.common import UsageError, check_addresses, emit, parser
 
 
 def _size(text: str) -> list[int]:
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "window.fullscr": args.fullscr, "window.size": args.size, "window.face_size": args.face_size,
     }  # fmt: skip
     cfg = load_config(DisplayConfig, resolve_config(args.config, "display"), overrides)
+    check_addresses(sub=cfg.sub, ack=cfg.ack)
     if cfg.headless and cfg.window.fullscr:
         raise UsageError("--headless and --fullscr exclude each other")
     emit(run_display(cfg), args.json)

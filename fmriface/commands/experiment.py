@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fmriface.common import emit, parser
+from fmriface.common import check_addresses, emit, parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "window.fullscr": args.fullscr, "max_duration": args.max_duration, "force": args.force,
     }  # fmt: skip
     cfg = load_config(ExperimentConfig, resolve_config(args.config, "experiment"), overrides)
+    check_addresses(service=cfg.service, feedback_sub=cfg.feedback_sub)
     result = run_experiment(cfg, plan_only=args.plan_only)
     emit(result, args.json)
     return 0

@@ -83,10 +83,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-volumes", type=int, default=None, help="replay only the first N volumes")
     args = p.parse_args(argv)
 
+    import math
+
     import nibabel as nib
     import numpy as np
 
-    from service.scanner.replay import ScannerEmulator
+    from service.protocol import ProtocolError, check_address
+    from service.scanner.replay import FAULT_KINDS, ScannerEmulator
+
+    # every number and address at the edge, before anything is read or written
+    for opt, value in (("--tr", args.tr), ("--speed", args.speed)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{opt} {value:g} must be a positive number of {'seconds' if opt == '--tr' else 'times'}")
+    if args.max_volumes is not None and args.max_volumes < 1:
+        raise UsageError(f"--max-volumes {args.max_volumes} must be at least 1")
+    if not 0.0 <= args.fault_rate <= 1.0:
+        raise UsageError(f"--fault-rate {args.fault_rate:g} must be between 0 and 1")
+    unknown = sorted({f for f in args.faults.split(",") if f} - set(FAULT_KINDS))
+    if unknown:
+        raise UsageError(
+            f"--faults {args.faults!r}: unknown kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}"
+        )
+    if args.to.exists() and not args.to.is_dir():
+        raise UsageError(f"--to {args.to} exists and is not a folder")
+    if args.events_to is not None:
+        try:
+            check_address(args.events_to, "--events-to")
+        except ProtocolError as exc:
+            raise UsageError(str(exc)) from None
 
     bold = find_bids_run(args.bids, args.subject, args.session, args.run, args.task) if args.bids else Path(args.run)
     if not bold.is_file():
@@ -98,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(img.shape) != 4:
         raise UsageError(f"{bold} is not a 4-D run (shape {img.shape})")
     data = np.asarray(img.dataobj)
-    if args.max_volumes:
+    if args.max_volumes is not None:
         data = data[..., : args.max_volumes]
     tr_run = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 2.0
     tr = tr_run if tr_run > 0 else 2.0
     speed = 1.0
-    if args.tr:
+    if args.tr is not None:
         speed = tr / args.tr
-    elif args.speed:
+    elif args.speed is not None:
         speed = args.speed
     faults = tuple(f for f in args.faults.split(",") if f)
     events = read_events(bold) if args.events_to else None

@@ -63,13 +63,34 @@ def plan_runs(cfg: ParadigmConfig) -> list[RunPlan]:
 
 
 def _no_immediate_repeats(items: list[int], rng: np.random.Generator) -> list[int]:
-    """Shuffle so that no item follows itself (repeats are only the deliberate one-back trials)."""
-    items = list(items)
-    for _ in range(200):
-        rng.shuffle(items)
-        if all(a != b for a, b in zip(items, items[1:])):
-            return items
-    raise ValueError("cannot order the test trials without accidental repeats; use more test faces")
+    """A random order in which no item follows itself (repeats are only the deliberate one-back trials).
+
+    Built step by step instead of by rejection (200 random shuffles failed for 1 seed in 8 of the demo preset):
+    each step draws among the items left, in proportion to how many copies are left, never the previous one,
+    and takes the most frequent item when leaving it for later would force a repeat. This succeeds whenever an
+    order exists at all, that is when no item fills more than half the list (rounded up).
+    """
+    counts: dict[int, int] = {}
+    for it in items:
+        counts[it] = counts.get(it, 0) + 1
+    left = len(items)
+    if left and max(counts.values()) > (left + 1) // 2:
+        raise ValueError("cannot order the test trials without accidental repeats; use more test faces")
+    out: list[int] = []
+    prev = None
+    while left:
+        top = max((c, k) for k, c in counts.items() if k != prev and c > 0)[1] if left > 1 else None
+        if top is not None and counts[top] > left // 2:
+            pick = top  # more than half of what is left: it must come now, or two copies would meet
+        else:
+            keys = sorted(k for k, c in counts.items() if c > 0 and k != prev)
+            weights = np.array([counts[k] for k in keys], dtype=float)
+            pick = keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
+        out.append(pick)
+        counts[pick] -= 1
+        left -= 1
+        prev = pick
+    return out
 
 
 def face_run_events(

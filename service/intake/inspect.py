@@ -100,6 +100,9 @@ def inspect_path(path: str | Path, recursive: bool = False, slices_per_volume: i
             continue
         _add(series, _volume(group, problems), group[0])
     summaries = [_summary(s) for s in sorted(series.values(), key=lambda s: (s["number"] is None, s["number"] or 0))]
+    if not summaries and not problems:
+        what = "no files" if not files else f"{len(files)} file(s), none a DICOM or NIfTI image volume"
+        problems.append({"file": str(path), "kind": "empty", "reason": f"{what}: nothing a scanner exported"})
     return {
         "path": str(path),
         "files": len(files),

@@ -155,5 +155,12 @@ class ServeConfig:
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         if (self.curve_secret is None) != (self.curve_allowed is None):
             raise ValueError("curve_secret and curve_allowed go together (the service's key and its allowed peers)")
+        for name in ("pub", "pull"):
+            value = getattr(self, name)
+            if value:  # pull "" means no inbound socket
+                try:
+                    P.check_address(value, name, bind=True)
+                except P.ProtocolError as exc:
+                    raise ValueError(str(exc)) from None
         if self.run_id and not all(c.isalnum() or c in "-_." for c in self.run_id):
             raise ValueError(f"run_id {self.run_id!r} may hold letters, digits, '-', '_' and '.' only")

@@ -30,7 +30,7 @@ from service.protocol.messages import (
     event_header,
     flip_header,
 )
-from service.protocol.sockets import apply_curve, publisher, puller, pusher, recv, send, subscriber
+from service.protocol.sockets import apply_curve, check_address, publisher, puller, pusher, recv, send, subscriber
 
 __all__ = [
     "SCHEMA",
@@ -62,4 +62,5 @@ __all__ = [
     "recv",
     "CurveKeys",
     "apply_curve",
+    "check_address",
 ]

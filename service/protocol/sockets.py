@@ -20,7 +20,7 @@ from service.protocol.messages import (
     encode,
 )
 
-__all__ = ["publisher", "subscriber", "pusher", "puller", "send", "recv", "apply_curve"]
+__all__ = ["publisher", "subscriber", "pusher", "puller", "send", "recv", "apply_curve", "check_address"]
 
 
 def apply_curve(sock: Any, curve: CurveKeys | None) -> Any:
@@ -129,3 +129,27 @@ def recv(sock: Any, timeout_ms: int, topics: tuple[str, ...] | None = None) -> M
         return None
     frames = sock.recv_multipart(copy=True)
     return decode(frames, topics)
+
+
+def check_address(address: str, what: str = "address", bind: bool = False) -> str:
+    """``address`` if it is a ZeroMQ endpoint this project can use, else ProtocolError naming ``what``.
+
+    ``tcp://HOST:PORT`` with a port in 1-65535 (``*`` for any free port when binding; ZeroMQ itself takes a port
+    such as 72645 and silently binds 72645 - 65536), ``ipc://PATH`` or ``inproc://NAME``.
+    """
+    text = str(address)
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        raise ProtocolError(f"{what} {text!r} is not a ZeroMQ address (tcp://HOST:PORT, ipc://PATH or inproc://NAME)")
+    if scheme != "tcp":
+        if not rest:
+            raise ProtocolError(f"{what} {text!r} names no {scheme} endpoint")
+        return text
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host:
+        raise ProtocolError(f"{what} {text!r} has no host and port (tcp://HOST:PORT)")
+    if port == "*" and bind:
+        return text
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ProtocolError(f"{what} {text!r}: port {port!r} is not a number from 1 to 65535")
+    return text

@@ -142,8 +142,13 @@ class ScannerEmulator:
             raise ValueError(f"unknown fault kind(s) {unknown}; known: {', '.join(FAULT_KINDS)}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be in [0, 1], got {self.fault_rate}")
-        if self.tr <= 0 or self.speed <= 0:
+        if not (np.isfinite(self.tr) and np.isfinite(self.speed)) or self.tr <= 0 or self.speed <= 0:
             raise ValueError(f"tr and speed must be positive (tr={self.tr}, speed={self.speed})")
+        if self.event_address is not None:
+            protocol.check_address(self.event_address, "the event address")
+        if self.events is not None:  # a run cut short (max_volumes) gets no events after its last volume
+            end = self.n_volumes * self.tr
+            self.events = [e for e in self.events if float(e["onset"]) < end]
         self.out_dir = Path(self.out_dir)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
