@@ -20,6 +20,7 @@ __all__ = [
     "EmulatedTrigger",
     "KeyTrigger",
     "SerialTrigger",
+    "TriggerError",
     "make_trigger",
     "KeyResponses",
     "EmulatedResponses",
@@ -97,6 +98,12 @@ class KeyTrigger:
         pass
 
 
+class TriggerError(RuntimeError):
+    """A trigger source that cannot be used (a serial port that is missing, busy or not allowed)."""
+
+    user_error = True
+
+
 class SerialTrigger:
     """The trigger arrives as a byte on a serial port, timed when read (poll once per frame).
 
@@ -111,7 +118,10 @@ class SerialTrigger:
         except ImportError:  # pragma: no cover - pyserial ships with the stimulus install
             raise ImportError("the serial trigger needs pyserial: pip install pyserial") from None
         self.byte, self.clock = byte, clock
-        self.port = serial.serial_for_url(port, baudrate=baudrate, timeout=0)
+        try:
+            self.port = serial.serial_for_url(port, baudrate=baudrate, timeout=0)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise TriggerError(f"trigger serial port {port!r} cannot be opened: {exc}") from None
 
     def start(self) -> None:
         self.port.reset_input_buffer()

@@ -9,7 +9,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WindowConfig", "import_psychopy", "open_window", "FramePacer", "Painter", "to_texture"]
+__all__ = ["WindowConfig", "import_psychopy", "open_window", "FramePacer", "Painter", "StimulusError", "to_texture"]
+
+
+class StimulusError(ValueError):
+    """A stimulus file the experiment cannot show (missing, truncated, corrupt): named, before the run starts."""
+
+    user_error = True
 
 
 @dataclass(frozen=True)
@@ -155,8 +161,11 @@ class Painter:
         """Read an image file into its own texture, ready for ``draw_face(key=key)`` (before the run)."""
         from PIL import Image
 
-        with Image.open(path) as im:
-            image = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated, corrupt, not an image
+            raise StimulusError(f"stimulus image {path} cannot be read: {exc}") from None
         stim = self.visual.ImageStim(self.win, image=to_texture(image), interpolate=True, autoLog=False)
         stim.size = self._fit(image)
         self._images[key] = (image, stim)
