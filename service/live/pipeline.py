@@ -27,7 +27,7 @@ from service.live.feedback import Feedback
 from service.live.history import VolumeHistory
 from service.live.policy import VolumeError, raise_errors
 from service.live.publisher import Publisher
-from service.live.runlog import ResumeState, RunLog
+from service.live.runlog import GuardedRunLog, ResumeState, RunLog
 from service.live.trials import TrialBook
 from service.motion import RigidRegistration, framewise_displacement, params_from_matrix, rigid_matrix
 from service.online import OnlinePreprocessor
@@ -71,14 +71,9 @@ class Pipeline:
     def __init__(
         self, bundle: Bundle, cfg: ServeConfig, publisher: Publisher, runlog: RunLog, decoder: LatentDecoder, tr: float
     ) -> None:
-        self.bundle, self.cfg, self.pub, self.runlog, self.decoder, self.tr = (
-            bundle,
-            cfg,
-            publisher,
-            runlog,
-            decoder,
-            tr,
-        )
+        self.bundle, self.cfg, self.pub, self.decoder, self.tr = bundle, cfg, publisher, decoder, tr
+        # records never stop the live path: a write that fails ends the run cleanly (``runlog.failure``)
+        self.runlog = runlog if isinstance(runlog, GuardedRunLog) else GuardedRunLog(runlog)
         # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
         self.reg_ = RigidRegistration(other_grids=True, interpolation=cfg.interpolation).fit(
             bundle.reference, bundle.affine
@@ -104,7 +99,7 @@ class Pipeline:
         center = bundle.stimulus_latents.mean(0) if len(bundle.stimulus_latents) else np.zeros(bundle.latent_size)
         self.feedback_ = Feedback(bundle.attribute_names, bundle.attribute_directions, center, cfg.feedback_smooth)
         self.trials_ = TrialBook(
-            tr, cfg, decoder, self.history, self.online_, self.feedback_, runlog, publisher.send, self.save_state
+            tr, cfg, decoder, self.history, self.online_, self.feedback_, self.runlog, publisher.send, self.save_state
         )
         self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
         self._tr_checked = False

@@ -255,3 +255,34 @@ def _tsv(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6f}"
     return str(v).replace("\t", " ").replace("\n", " ")
+
+
+class GuardedRunLog:
+    """A :class:`RunLog` whose writes cannot take the live path down: the first write that fails (disk full,
+    permissions, the folder gone) is kept as :attr:`failure`, logged once, and later writes are skipped; ``serve``
+    then ends the run cleanly, with an ``end`` message that says why. Everything else is the run log's own."""
+
+    _WRITES = ("volume", "trial", "event", "flip", "intake", "save_state", "save_session")
+
+    def __init__(self, runlog: RunLog) -> None:
+        self._runlog = runlog
+        self.failure: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._runlog, name)
+        if name not in self._WRITES:
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if self.failure is not None:
+                return None
+            try:
+                return value(*args, **kwargs)
+            except OSError as exc:
+                self.failure = f"run records cannot be written ({name}): {exc.strerror or exc}"
+                import logging
+
+                logging.getLogger("service.runlog").error("%s; the run ends", self.failure)
+                return None
+
+        return guarded

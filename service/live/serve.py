@@ -157,6 +157,9 @@ class Service:
                     t_last_volume = now
                 for msg in self.pub_.receive():
                     pipe.handle(msg)
+                if pipe.runlog.failure is not None:  # a run that cannot be recorded ends, cleanly and saying why
+                    self.stop(pipe.runlog.failure)
+                    break
                 if now >= next_beat:
                     self._heartbeat("running" if t_last_volume else "waiting", now - t0)
                     next_beat = now + cfg.heartbeat
@@ -235,8 +238,11 @@ class Service:
         ended = reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
         self.summary_ = {"reason": reason, **self.pipeline_.summary(), "series": self.series_}
         self.pub_.send("end", {"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
-        self.pipeline_.save_state()
-        self.runlog_.close(self.summary_, ended=ended)
+        self.pipeline_.save_state()  # guarded: skipped once the records have failed
+        try:
+            self.runlog_.close(self.summary_, ended=ended)
+        except OSError as exc:
+            log.error("run %s: its records could not be closed: %s", self.runlog_.run_id, exc.strerror or exc)
         time.sleep(0.05)  # let ZeroMQ hand the end message to connected subscribers before closing
         self.pub_.close()
         log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))

@@ -140,3 +140,37 @@ def test_an_events_file_that_is_not_text_is_refused(tmp_path):
     path.write_bytes(b"onset\tduration\n\xff\xfe\x00\n")
     with pytest.raises(ValueError, match="not UTF-8"):
         read_events_tsv(path)
+
+
+def test_records_that_become_unwritable_end_the_run_cleanly_saying_why(synth, tmp_path, monkeypatch):
+    from service.live.runlog import RunLog
+
+    monkeypatch.setenv("FMRIFACE_RAISE", "0")
+    n = 8
+    data = make_run(synth, [], n, amplitude=0.0, noise=1.0, drift=0.0, seed=1)
+    vols = [make_volume(i, data[i], synth.affine, TR) for i in range(n)]
+    real_volume = RunLog.volume
+    written = []
+
+    def disk_full_after_three(self, record, voxels, latent):
+        if len(written) >= 3:
+            raise OSError(28, "No space left on device")
+        written.append(record["volume"])
+        return real_volume(self, record, voxels, latent)
+
+    monkeypatch.setattr(RunLog, "volume", disk_full_after_three)
+    cfg = ServeConfig(
+        bundle=synth.path,
+        watch=tmp_path,
+        runs=tmp_path / "runs",
+        pub=f"tcp://127.0.0.1:{free_port()}",
+        pull=f"tcp://127.0.0.1:{free_port()}",
+        heartbeat=0.1,
+        max_volumes=n,
+        hwm=1000,
+    )
+    out = serve(cfg, vols)
+    end = out.topic("end")
+    assert end, "no end message"
+    assert "run records cannot be written" in end[0].header["reason"] and "No space left" in end[0].header["reason"]
+    assert written == [0, 1, 2]
