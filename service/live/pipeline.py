@@ -92,6 +92,8 @@ class Pipeline:
         self._have_motion = False  # FD needs a previous volume's motion (a discarded one counts)
         self.n_ok_ = self.n_errors_ = self.n_duplicates_ = self.n_discarded_ = 0
         self.done_files_: set[tuple[str, str]] = set()
+        self.earlier_files_: set[tuple[str, str]] = set()  # decoded by an ended run of this folder: skipped
+        self.n_earlier_ = 0
         self.latency_: list[float] = []
         self.stage_ms_: dict[str, list[float]] = {k: [] for k in _STAGES}
         self.sent_frames_: OrderedDict[tuple[str, int], tuple[int, float, float]] = OrderedDict()
@@ -124,6 +126,9 @@ class Pipeline:
         for vol in vols:
             w0, p0 = time.time(), time.perf_counter()
             key = self._file_key(vol)
+            if key in self.earlier_files_:
+                self.n_earlier_ += 1
+                continue
             if key in self.done_files_:
                 self.n_duplicates_ += 1
                 continue
@@ -456,6 +461,7 @@ class Pipeline:
             "volumes_failed": self.n_errors_,
             "volumes_discarded": self.n_discarded_,
             "duplicates_ignored": self.n_duplicates_,
+            "skipped_from_ended_runs": self.n_earlier_,
             "trials": self.trials_.n_published,
             "sent": dict(self.pub.sent),
             "malformed_inbound": self.pub.malformed,

@@ -28,6 +28,7 @@ from service.live.startup import (
     choose_run_id,
     config_record,
     default_run_id,
+    files_of_ended_runs,
     limit_blas,
     read_target_image,
     setup_logging,
@@ -104,6 +105,14 @@ class Service:
         self.pipeline_ = Pipeline(bundle, cfg, self.pub_, self.runlog_, decoder, self.tr_)
         if rs.resumed:
             self.pipeline_.restore(rs)
+        earlier, ended_runs = files_of_ended_runs(cfg, run_id)
+        if earlier:
+            self.pipeline_.earlier_files_ = earlier
+            log.info(
+                "%d files of the watch folder were decoded by ended run(s) %s: they are skipped, not decoded again",
+                len(earlier),
+                ", ".join(ended_runs),
+            )
         for ev in self._events:
             self.pipeline_.event(ev, record=False)
         if cfg.target_stim and not self.pipeline_.has_target():

@@ -19,6 +19,7 @@ __all__ = [
     "StartupError",
     "default_run_id",
     "choose_run_id",
+    "files_of_ended_runs",
     "setup_logging",
     "startup_checks",
     "check_bundle_estimator",
@@ -43,6 +44,37 @@ def default_run_id(watch: Path) -> str:
     The folder's name is not used: scanner export folders are often named after the patient.
     """
     return "run-" + hashlib.sha256(str(watch.resolve()).encode()).hexdigest()[:10]
+
+
+def files_of_ended_runs(cfg: ServeConfig, run_id: str) -> tuple[set[tuple[str, str]], list[str]]:
+    """(file name, SHA-256) of every volume that the ended runs of this watch folder (``run_id``'s base and its
+    numbered successors before it) already decoded, and those runs' ids: a serve restarted on the folder after
+    a run ended starts a new run, and must not decode the old run's files again as if they were new."""
+    base = cfg.run_id or default_run_id(Path(cfg.watch))
+    files: set[tuple[str, str]] = set()
+    runs: list[str] = []
+    n = 1
+    while True:
+        rid = base if n == 1 else f"{base}-{n}"
+        if rid == run_id:
+            return files, runs
+        folder = Path(cfg.runs) / rid
+        try:
+            state = json.loads((folder / "manifest.json").read_text()).get("state")
+        except (OSError, json.JSONDecodeError):
+            return files, runs
+        if state == "ended":
+            runs.append(rid)
+            for line in (
+                (folder / "volumes.jsonl").read_text().splitlines() if (folder / "volumes.jsonl").exists() else ()
+            ):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if rec.get("status") in ("ok", "discarded") and rec.get("file") and rec.get("sha256"):
+                    files.add((str(rec["file"]), str(rec["sha256"])))
+        n += 1
 
 
 def choose_run_id(cfg: ServeConfig) -> str:

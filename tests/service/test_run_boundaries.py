@@ -160,3 +160,42 @@ def test_the_followed_series_is_in_the_log_and_the_run_record(synth, tmp_path):
     assert out.summary["series"].startswith("following series 9")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["summary"]["series"].startswith("following series 9")
+
+
+def test_serve_restarted_on_an_ended_runs_folder_does_not_decode_its_volumes_again(synth, tmp_path):
+    import threading
+
+    import zmq
+
+    from fmriface.benchmarks.soak_harness import synthetic_run
+    from service import protocol as P
+    from service.live.serve import Service
+    from service.scanner.replay import ScannerEmulator
+
+    watch, runs = tmp_path / "watch", tmp_path / "runs"
+    watch.mkdir()
+    ScannerEmulator(synthetic_run(synth.reference, 6, seed=2), synth.affine, TR, watch, asap=True).start().wait(30)
+
+    def run_once(**kw):
+        cfg = _cfg(synth, tmp_path, watch=watch, runs=runs, max_volumes=6, **kw)
+        svc = Service(cfg).start()
+        ctx = zmq.Context()
+        sub = P.subscriber(ctx, cfg.pub, hwm=10000)
+        thread = threading.Thread(target=svc.run, daemon=True)
+        thread.start()
+        frames, end = [], None
+        while end is None:
+            msg = P.recv(sub, 30000, P.SERVICE_TOPICS)
+            assert msg is not None
+            frames += [msg] if msg.topic == "frame" else []
+            end = msg if msg.topic == "end" else None
+        thread.join(10)
+        sub.close(linger=0)
+        ctx.term()
+        return svc, frames, end
+
+    first, frames, end = run_once()
+    assert len(frames) == 6 and end.header["reason"] == "max_volumes"
+    second, frames, end = run_once(startup_timeout=1.0, idle_timeout=1.0)
+    assert second.runlog_.run_id != first.runlog_.run_id  # a new run
+    assert frames == [] and end.header["summary"]["skipped_from_ended_runs"] == 6
