@@ -134,6 +134,12 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
     if len(raw) < 132:
         raise IncompleteFileError(path, f"only {len(raw)} bytes, shorter than a DICOM preamble")
     force = raw[128:132] != b"DICM"
+    if not force and len(raw) >= 136 and raw[132:134] != b"\x02\x00":
+        # every DICOM file starts its elements with the file meta group (0002,xxxx); a zero-filled or garbage body
+        # would otherwise be parsed element by element for seconds
+        raise CorruptFileError(
+            path, f"the DICM preamble is not followed by the file meta group (0002,xxxx) but by {raw[132:136].hex()}"
+        )
     try:
         return pydicom.dcmread(io.BytesIO(raw), force=force)
     except (EOFError, OSError, struct.error) as exc:
@@ -141,6 +147,10 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
             raise _cut_or_corrupt(raw, path, f"DICOM ends early: {exc}") from None
         raise CorruptFileError(path, f"DICOM header unreadable: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - InvalidDicomError, BytesLengthException, ValueError, ...
+        if force:  # no DICM preamble and no readable header: not a scanner file at all (notes.dcm, a PDF, ...)
+            raise UnsupportedFileError(
+                path, f"not a DICOM file (no DICM preamble, no DICOM header: {type(exc).__name__})"
+            ) from None
         raise CorruptFileError(path, f"DICOM header unreadable: {type(exc).__name__}: {exc}") from None
 
 
@@ -298,6 +308,9 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
         ds.get("SOPClassUID") or (ds.file_meta.get("MediaStorageSOPClassUID") if hasattr(ds, "file_meta") else "")
     )
     if sop not in IMAGE_SOP_CLASSES:
+        known = ("SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID", "PixelData")
+        if raw[128:132] != b"DICM" and not any(k in ds for k in known):
+            raise UnsupportedFileError(path, "not a DICOM file (no DICM preamble and no DICOM element pydicom knows)")
         if "SeriesInstanceUID" not in ds and "PixelData" not in ds:
             raise IncompleteFileError(path, "DICOM header ends before the series and pixel data")
         raise UnsupportedFileError(path, f"not an MR image (SOP class {sop or 'missing'})")

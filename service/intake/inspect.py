@@ -47,7 +47,9 @@ def _files(path: Path, recursive: bool) -> list[Path]:
     return sorted(out)
 
 
-def inspect_path(path: str | Path, recursive: bool = False, slices_per_volume: int | None = None) -> dict[str, Any]:
+def inspect_path(
+    path: str | Path, recursive: bool = False, slices_per_volume: int | None = None, max_file_bytes: int = 64 << 20
+) -> dict[str, Any]:
     """Summarise a file or a folder; JSON-ready.
 
     Files are grouped into runs and volumes by intake's own rules (a Siemens XA MFSPLIT run, with a series per
@@ -63,6 +65,16 @@ def inspect_path(path: str | Path, recursive: bool = False, slices_per_volume: i
     files = _files(path, recursive)
     for f in files:
         try:
+            size = f.stat().st_size
+            if size > max_file_bytes:
+                problems.append(
+                    {
+                        "file": str(f),
+                        "kind": "too-large",
+                        "reason": f"{size} bytes, more than one volume can be; not read",
+                    }
+                )
+                continue
             with f.open("rb") as fh:
                 head = fh.read(132)
             if sniff(f, head) is None:

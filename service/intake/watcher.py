@@ -94,6 +94,10 @@ class WatcherConfig:
         Slices in one volume of a slice-per-file export whose headers do not say (Siemens XA interoperability
         without its protocol, for one): ``serve`` sets it from the bundle's reference grid, so that a volume is
         handed on as soon as its last slice is in. Headers that state it win.
+    max_file_bytes : int
+        A file larger than this is skipped unread (reported as ``ignored``), so one huge file dropped into the
+        folder cannot hold up the next volume; ``serve`` sets it from the reference grid (16 MiB at least).
+        0: no limit.
     reference_shape : tuple of int or None
         The bundle's grid (``serve`` sets it): at start, the newest EPI series on this matrix is followed, so a
         scout or a run of another protocol saved later is not taken for the run.
@@ -114,6 +118,7 @@ class WatcherConfig:
     parse_process: Literal["auto", "off"] = "auto"
     slices_per_volume: int | None = None
     reference_shape: tuple[int, ...] | None = None
+    max_file_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         if self.polling not in ("auto", "on", "off"):
@@ -191,6 +196,7 @@ class VolumeWatcher:
             on_give_up=lambda reason, path: self._emit(IntakeEvent("parse-process", reason, path=path)),
         )
         self.counts: dict[str, int] = {"volumes": 0}
+        self._lost = False
 
     # ------------------------------------------------------------------ public
     def start(self) -> VolumeWatcher:
@@ -324,9 +330,18 @@ class VolumeWatcher:
     def _scan(self) -> list[os.DirEntry]:
         try:
             entries = sorted(os.scandir(self.folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            self._folder_lost()
+            return []
         except OSError:
             return []
         return [e for e in entries if self._matches(e.name)]
+
+    def _folder_lost(self) -> None:
+        """The watch folder itself is gone (deleted, unmounted): reported once as ``lost``; serve ends the run."""
+        if not self._lost:
+            self._lost = True
+            self._emit(IntakeEvent("lost", f"the watch folder {self.folder} no longer exists (deleted or unmounted)"))
 
     def _matches(self, name: str) -> bool:
         if name.startswith(".") or name.endswith(".tmp"):
@@ -391,7 +406,10 @@ class VolumeWatcher:
         st = os.stat(path, follow_symlinks=False)
         target = path
         if stat.S_ISLNK(st.st_mode):
-            target = path.resolve()
+            try:
+                target = path.resolve(strict=True)
+            except (RuntimeError, OSError):  # a loop (a -> b -> a), or a link to nothing
+                return "symlink that loops or points nowhere; not followed"
             if self._root not in target.parents:
                 return "symlink pointing outside the watch folder; not followed"
             st = os.stat(target)
@@ -410,6 +428,12 @@ class VolumeWatcher:
             return raw, os.fstat(fd)
 
     def _read(self, path: Path, target: Path, info: _File, t: float) -> None:
+        cap = self.config.max_file_bytes
+        if cap and info.signature[0] > cap:  # never read: one huge file must not hold up the next volume
+            info.state = "done"
+            reason = f"{info.signature[0]} bytes, more than any volume here can take ({cap} bytes); skipped unread"
+            self._emit(IntakeEvent("ignored", reason, path=path))
+            return
         try:
             raw, st = self._read_bytes(target)
             seen = (st.st_size, st.st_mtime_ns)
@@ -533,7 +557,7 @@ class VolumeWatcher:
                 epi = isinstance(got, Volume) or got.exclusion is None
                 run = f"nifti:{got.series}" if isinstance(got, Volume) else got.run_uid
                 rows.append((epi, st.st_mtime, got.acquisition, name, run, self._on_grid(got)))
-            except (IntakeError, OSError):
+            except (IntakeError, OSError, RuntimeError):  # RuntimeError: a symlink loop (reported when considered)
                 rows.append((False, 0.0, 0, name, None, False))
         epi_rows = [r for r in rows if r[0]]
         on_grid = [r for r in epi_rows if r[5]]

@@ -342,7 +342,7 @@ class Pipeline:
             rec["file"] = Path(path).name
         rec["t"] = {"read": time.time()}
         self.n_errors_ += 1
-        log.warning("intake: %s", rec["error"])
+        log.warning("intake: %s%s", f"{rec['file']}: " if rec.get("file") else "", rec["error"])
         self.runlog.volume(rec, None, None)
 
     # --- inbound messages -------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from service.bundle import sha256_file
 from service.live.config import ServeConfig
 from service.live.decoder import LatentDecoder
@@ -208,10 +210,12 @@ class Service:
             self.pipeline_.intake_problem(ev.kind, ev.reason, ev.path, ev.acquisition, ev.acquisitions)
         else:
             log.info("intake %s: %s", ev.kind, ev.reason)
-            if ev.kind in ("series", "ignored", "polling", "parse-process"):
+            if ev.kind in ("series", "ignored", "polling", "parse-process", "lost"):
                 self.runlog_.intake(ev.kind, ev.reason, ev.path)
             if ev.kind == "series":
                 self.series_ = ev.reason
+            if ev.kind == "lost":
+                self.stop(f"watch folder lost: {ev.reason}")
 
     def _heartbeat(self, state: str, uptime: float) -> None:
         pipe = self.pipeline_
@@ -267,9 +271,19 @@ def _make_watcher(cfg: ServeConfig, reference_shape: tuple[int, ...]) -> Any:
     has as many slices as the bundle's reference grid (a ``[watcher] slices_per_volume`` of its own wins)."""
     from dataclasses import replace
 
-    from service.intake.watcher import VolumeWatcher
+    from service.intake.watcher import VolumeWatcher, WatcherConfig
 
     slices = cfg.watcher.slices_per_volume or reference_shape[2]
+    # the largest file a volume of this grid can be: 16-bit voxels, enhanced headers and a margin; 16 MiB at least
+    cap = cfg.watcher.max_file_bytes and max(16 << 20, 8 * int(np.prod(reference_shape)) * 2 + (4 << 20))
     return VolumeWatcher(
-        replace(cfg.watcher, folder=str(cfg.watch), slices_per_volume=slices, reference_shape=tuple(reference_shape))
+        replace(
+            cfg.watcher,
+            folder=str(cfg.watch),
+            slices_per_volume=slices,
+            reference_shape=tuple(reference_shape),
+            max_file_bytes=cap
+            if cfg.watcher.max_file_bytes == WatcherConfig.max_file_bytes
+            else cfg.watcher.max_file_bytes,
+        )
     )
