@@ -15,12 +15,16 @@ Keys: ``volumes``, ``faults`` (injected, by kind), ``accounted`` (bool), ``memor
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fmriface.common import UsageError, progress
 
@@ -33,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=100.0, help="volumes written per second (default 100)")
     p.add_argument("--format", default="mosaic", choices=["mosaic", "enhanced", "slices", "nifti"])
     p.add_argument("--vendor", default="siemens", choices=["siemens", "ge", "philips"], help="whose export layout")
+    p.add_argument(
+        "--bad-files",
+        type=int,
+        default=0,
+        help="bad files dropped into the watch folder during the run (30 MB zero-filled DICM, symlink loops, text "
+        "named .dcm, FIFOs, garbage after a DICM preamble), in turn",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, default=None, help="keep the watched folder and run records here")
 
@@ -46,6 +57,7 @@ def soak(
     seed: int = 0,
     say=None,
     vendor: str = "siemens",
+    bad_files: int = 0,
 ) -> dict[str, Any]:
     """Run the soak in ``workdir`` (created); returns the result dict (see the module docstring)."""
     from fmriface.benchmarks.soak_harness import (
@@ -105,6 +117,9 @@ def soak(
         )
         t0 = time.monotonic()
         bar = progress(total=n_volumes, desc="soak", unit="vol")
+        dropper = BadFiles(watch, bad_files, n_volumes / rate * 0.8, seed) if bad_files else None
+        if dropper is not None:
+            dropper.start()
         with emu:
             done = 0
             while not emu.wait(0.25):
@@ -113,6 +128,8 @@ def soak(
                 bar.update(frames - done)
                 done = frames
         t_written = time.monotonic() - t0
+        if dropper is not None:
+            dropper.join(30)
         alive_at_end = serve.alive()
         while serve.alive() and time.monotonic() - t0 < t_written + 180:
             m = serve.rss_mb()
@@ -132,6 +149,8 @@ def soak(
 
     faults = {f.acquisition: f.kind for f in emu.injected}
     records = read_jsonl(runs / "soak" / "volumes.jsonl")
+    bad_records = [r for r in records if str(r.get("file", "")).startswith(BadFiles.PREFIX)]
+    records = [r for r in records if not str(r.get("file", "")).startswith(BadFiles.PREFIX)]
     acc = account(records, n_volumes, faults)
     frames = collector.frames()
     vols = [f["volume"] for f in frames]
@@ -182,6 +201,8 @@ def soak(
         "exit_status": rc,
         "summary": {k: end_summary.get(k) for k in ("reason", "volumes_ok", "volumes_failed", "duplicates_ignored")},
         "latency_ms": end_summary.get("latency_ms"),
+        "bad_files": dict(sorted(Counter(dropper.dropped).items())) if dropper is not None else {},
+        "bad_file_records": len(bad_records),
         "problems": problems,
     }
     say(f"soak: {result['volumes_ok']} ok of {n_volumes}, {len(faults)} faults, growth {growth} MB")
@@ -196,6 +217,61 @@ def run(args: argparse.Namespace) -> dict:
     if args.keep is not None:
         if args.keep.exists():
             shutil.rmtree(args.keep)
-        return soak(args.keep, args.volumes, args.fault_rate, args.rate, args.format, args.seed, vendor=args.vendor)
+        return soak(
+            args.keep,
+            args.volumes,
+            args.fault_rate,
+            args.rate,
+            args.format,
+            args.seed,
+            vendor=args.vendor,
+            bad_files=args.bad_files,
+        )
     with tempfile.TemporaryDirectory(prefix="fmriface-soak-") as tmp:
-        return soak(Path(tmp), args.volumes, args.fault_rate, args.rate, args.format, args.seed, vendor=args.vendor)
+        return soak(
+            Path(tmp),
+            args.volumes,
+            args.fault_rate,
+            args.rate,
+            args.format,
+            args.seed,
+            vendor=args.vendor,
+            bad_files=args.bad_files,
+        )
+
+
+class BadFiles(threading.Thread):
+    """Drops ``n`` bad files of every kind in turn into ``folder``, spread over ``span_s`` seconds."""
+
+    PREFIX = "bad_"
+    KINDS = ("zero-dicm-30mb", "symlink-loop", "text-dcm", "fifo", "garbage-after-dicm")
+
+    def __init__(self, folder: Path, n: int, span_s: float, seed: int) -> None:
+        super().__init__(name="soak-bad-files", daemon=True)
+        self.folder, self.n, self.span_s = Path(folder), n, span_s
+        self.rng = np.random.default_rng(seed + 99)
+        self.dropped: list[str] = []
+
+    def run(self) -> None:
+        for i in range(self.n):
+            time.sleep(self.span_s / max(self.n, 1))
+            kind = self.KINDS[i % len(self.KINDS)]
+            name = f"{self.PREFIX}{i:04d}_{kind}"
+            tmp = self.folder.parent / f".{name}"
+            if kind == "zero-dicm-30mb":
+                with open(tmp, "wb") as f:
+                    f.write(bytes(128) + b"DICM")
+                    f.truncate(30 << 20)
+                os.replace(tmp, self.folder / f"{name}.dcm")
+            elif kind == "symlink-loop":
+                os.symlink(self.folder / f"{name}_b.dcm", self.folder / f"{name}_a.dcm")
+                os.symlink(self.folder / f"{name}_a.dcm", self.folder / f"{name}_b.dcm")
+            elif kind == "text-dcm":
+                tmp.write_text("operator notes\n" * 50)
+                os.replace(tmp, self.folder / f"{name}.dcm")
+            elif kind == "fifo":
+                os.mkfifo(self.folder / f"{name}.dcm")
+            else:
+                tmp.write_bytes(bytes(128) + b"DICM" + self.rng.integers(0, 256, 1 << 16, dtype=np.uint8).tobytes())
+                os.replace(tmp, self.folder / f"{name}.dcm")
+            self.dropped.append(kind)

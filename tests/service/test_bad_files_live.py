@@ -134,3 +134,12 @@ def test_a_watch_folder_deleted_mid_run_ends_the_run_saying_so(tmp_path):
         thread.join(10)
         sub.close(linger=0)
         ctx.term()
+
+
+def test_the_soak_with_bad_files_dropped_in_keeps_every_volume(tmp_path):
+    """bench soak --bad-files, short: every kind dropped into the folder during a replay; nothing lost."""
+    from fmriface.benchmarks.soak import soak
+
+    result = soak(tmp_path / "soak", n_volumes=40, fault_rate=0.0, rate=20.0, seed=2, bad_files=5)
+    assert result["problems"] == [] and result["volumes_ok"] == 40 and result["accounted"]
+    assert sorted(result["bad_files"]) == ["fifo", "garbage-after-dicm", "symlink-loop", "text-dcm", "zero-dicm-30mb"]
