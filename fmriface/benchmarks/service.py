@@ -41,6 +41,7 @@ def add_arguments(p) -> None:
         default="0",
         help="browsers on a dashboard of the stream, a comma list run one after another (0,3: side by side)",
     )
+    p.add_argument("--browser-nice", type=int, default=0, help="CPU priority given up by those browsers (0-19)")
 
 
 def _decoder_files(kind: str, out: Path) -> tuple[Path | None, int, int]:
@@ -89,7 +90,14 @@ def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Pa
 
 
 def _serve_phase(
-    bundle: Path, staged: list[Path], watch: Path, runs: Path, tr: float, paced: bool, browsers: int = 0
+    bundle: Path,
+    staged: list[Path],
+    watch: Path,
+    runs: Path,
+    tr: float,
+    paced: bool,
+    browsers: int = 0,
+    browser_nice: int = 0,
 ) -> dict[str, Any]:
     """Run `fmriface serve` (its own process, as in a session) while moving ``staged`` into ``watch`` (every
     ``tr`` s, or back to back); per-frame timings from its frame headers and its end-of-run summary. With
@@ -129,7 +137,7 @@ def _serve_phase(
         if browsers:
             from fmriface.benchmarks.dashboard import attach_pages
 
-            pages = watchers.enter_context(attach_pages(pub, browsers, watch.parent, runs))
+            pages = watchers.enter_context(attach_pages(pub, browsers, watch.parent, runs, browser_nice))
 
         def writer() -> None:
             t0 = time.time() + 0.2
@@ -253,8 +261,9 @@ def run(args) -> dict[str, Any]:
             paced_files = _stage(vols[: args.n_paced], anatomy[1], args.tr, args.format, work / f"stage-paced{tag}", 1)
             asap_files = _stage(vols[args.n_paced :], anatomy[1], args.tr, args.format, work / f"stage-asap{tag}", 2)
             runs = work / "runs"
-            paced = _serve_phase(bundle, paced_files, work / f"watch-paced{tag}", runs, args.tr, True, n_browsers)
-            asap = _serve_phase(bundle, asap_files, work / f"watch-asap{tag}", runs, args.tr, False, n_browsers)
+            nice = args.browser_nice
+            paced = _serve_phase(bundle, paced_files, work / f"watch-paced{tag}", runs, args.tr, True, n_browsers, nice)
+            asap = _serve_phase(bundle, asap_files, work / f"watch-asap{tag}", runs, args.tr, False, n_browsers, nice)
             side.append(_figures(paced, asap, args.warmup, n_browsers))
             if i == 0:
                 first_paced, first_asap = paced, asap
@@ -267,6 +276,7 @@ def run(args) -> dict[str, Any]:
             "p99_ms": p["latency"]["p99"],
             "volumes_per_s": side[0]["volumes_per_s"],
             "browsers": side[0]["browsers"],
+            "browser_nice": args.browser_nice,
             **({"side_by_side": side} if len(side) > 1 else {}),
             "stages": p["stages"],
             "asap": {

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-format", choices=["png", "jpeg"], help="how faces go to the page (default png)")
     p.add_argument("--curve-secret", type=Path, help="CurveZMQ: this dashboard's secret key file (fmriface keys)")
     p.add_argument("--curve-server-key", type=Path, help="CurveZMQ: the service's public key file")
+    p.add_argument("--nice", type=int, help="CPU priority to give up, 0-19 (default 10: the service comes first)")
     p.add_argument("--duration", type=float, help="stop after S seconds (default: run until stopped)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     args = p.parse_args(argv)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "sub": args.sub, "host": args.host, "port": args.port, "runs": args.runs, "stimuli": args.stimuli,
         "token": args.token, "require_token": args.require_token, "fd_threshold": args.fd_threshold,
         "history": args.history, "image_format": args.image_format, "curve_secret": args.curve_secret,
-        "curve_server_key": args.curve_server_key, "duration": args.duration,
+        "curve_server_key": args.curve_server_key, "duration": args.duration, "nice": args.nice,
     }  # fmt: skip
     cfg = load_config(DashboardConfig, resolve_config(args.config, "dashboard"), overrides)
     if cfg.stimuli is not None and not Path(cfg.stimuli).is_dir():

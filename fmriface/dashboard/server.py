@@ -89,6 +89,8 @@ class DashboardConfig:
     curve_server_key: Path | None = None
     #: Stop after this many seconds (0: until Ctrl-C / SIGTERM).
     duration: float = 0.0
+    #: CPU priority given up at start (``os.nice``): on the service's own machine the dashboard yields to it.
+    nice: int = 10
     keepalive_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -104,6 +106,8 @@ class DashboardConfig:
             raise ValueError("curve_secret and curve_server_key go together (this dashboard's key, the service's)")
         if self.fd_threshold <= 0:
             raise ValueError(f"fd_threshold must be positive, got {self.fd_threshold}")
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"nice must be 0-19, got {self.nice}")
 
 
 def is_loopback(host: str) -> bool:
@@ -363,6 +367,8 @@ class Dashboard:
 
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        if self.cfg.nice and hasattr(os, "nice"):
+            os.nice(self.cfg.nice)  # the service comes first on a shared machine (threads started later inherit it)
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, stop.set)

@@ -62,10 +62,10 @@
   }
 
   // ---- dirty marks, one render per animation frame ------------------------------------------------------
-  // The plots are redrawn at most 10 times a second (a burst of a backlog would otherwise redraw them at every
+  // The plots are redrawn at most 20 times a second (a burst of a backlog would otherwise redraw them at every
   // animation frame, for no eye); the face, the counts and everything else at the next animation frame.
   const PLOTS = new Set(["motion", "latency", "feedback"]);
-  const PLOT_PERIOD_MS = 100;
+  const PLOT_PERIOD_MS = 50;
   const dirty = new Set();
   let rafPending = false, lastPlots = -1e9, plotTimer = null;
   function mark(...what) {

@@ -10,6 +10,7 @@
   const PAD = { left: 46, right: 10, top: 18, bottom: 22 };
   const GRID = "rgba(148,163,184,0.18)";
   const AXIS = "#94a3b8";
+  const BG = "#0f172a";
 
   function niceStep(span, count) {
     const raw = span / Math.max(1, count);
@@ -45,7 +46,7 @@
       canvas.width = Math.round(w * dpr);
       canvas.height = Math.round(h * dpr);
     }
-    const ctx = canvas.getContext("2d");
+    const ctx = canvas.getContext("2d", { alpha: false });  // opaque: cheaper to composite
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     return { ctx, w, h };
   }
@@ -57,7 +58,8 @@
     const log = !!o.log;
     const floor = o.logFloor || 0.01;
     const ty = (v) => (log ? Math.log10(Math.max(v, floor)) : v);
-    ctx.clearRect(0, 0, w, h);
+    ctx.fillStyle = BG;
+    ctx.fillRect(0, 0, w, h);
     ctx.font = "11px system-ui, sans-serif";
     let lo = Infinity, hi = -Infinity;
     for (const s of series) {
