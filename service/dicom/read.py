@@ -147,7 +147,7 @@ def _read_dataset(raw: bytes, path: Path) -> Dataset:
             raise _cut_or_corrupt(raw, path, f"DICOM ends early: {exc}") from None
         raise CorruptFileError(path, f"DICOM header unreadable: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - InvalidDicomError, BytesLengthException, ValueError, ...
-        if force:  # no DICM preamble and no readable header: not a scanner file at all (notes.dcm, a PDF, ...)
+        if force and not _looks_like_dicom(raw):  # no preamble, no header, no DICOM trace: notes.dcm, a PDF, ...
             raise UnsupportedFileError(
                 path, f"not a DICOM file (no DICM preamble, no DICOM header: {type(exc).__name__})"
             ) from None
@@ -291,6 +291,14 @@ def parse_dicom(raw: bytes, path: str | Path, pixels: bool = True) -> DicomImage
 
 
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+#: The root of every standard DICOM UID (SOP classes, transfer syntaxes).
+_DICOM_UID_ROOT = b"1.2.840.10008"
+
+
+def _looks_like_dicom(raw: bytes) -> bool:
+    """A trace of DICOM in bytes whose header cannot be parsed: a standard UID or the pixel-data element (a
+    damaged scanner file is corrupt; a text file named .dcm is not DICOM at all)."""
+    return _DICOM_UID_ROOT in raw or raw.find(_PIXEL_TAG, 132) >= 0
 
 
 def _cut_or_corrupt(raw: bytes, path: Path, reason: str, caught=()) -> Exception:
@@ -309,7 +317,7 @@ def _parse(raw: bytes, path: Path, pixels: bool) -> DicomImage:
     )
     if sop not in IMAGE_SOP_CLASSES:
         known = ("SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID", "PixelData")
-        if raw[128:132] != b"DICM" and not any(k in ds for k in known):
+        if raw[128:132] != b"DICM" and not any(k in ds for k in known) and not _looks_like_dicom(raw):
             raise UnsupportedFileError(path, "not a DICOM file (no DICM preamble and no DICOM element pydicom knows)")
         if "SeriesInstanceUID" not in ds and "PixelData" not in ds:
             raise IncompleteFileError(path, "DICOM header ends before the series and pixel data")

@@ -407,9 +407,9 @@ class VolumeWatcher:
         target = path
         if stat.S_ISLNK(st.st_mode):
             try:
-                target = path.resolve(strict=True)
-            except (RuntimeError, OSError):  # a loop (a -> b -> a), or a link to nothing
-                return "symlink that loops or points nowhere; not followed"
+                target = path.resolve()
+            except (RuntimeError, OSError):  # a loop: a -> b -> a
+                return "symlink that loops (a link to a link back to it); not followed"
             if self._root not in target.parents:
                 return "symlink pointing outside the watch folder; not followed"
             st = os.stat(target)

@@ -50,5 +50,5 @@ def test_replay_bad_input_names_the_problem(twin, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), three_d)
     with pytest.raises(UsageError, match="not a 4-D run"):
         replay(["--run", str(three_d), "--to", str(tmp_path / "s")])
-    with pytest.raises(ValueError, match="unknown fault"):
+    with pytest.raises(UsageError, match="unknown fault"):
         replay(["--run", str(next(twin.rglob("*_bold.nii.gz"))), "--to", str(tmp_path / "s"), "--faults", "boom"])
