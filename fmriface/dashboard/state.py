@@ -276,6 +276,7 @@ def _new_counts() -> dict[str, Any]:
         "messages": 0,
         "frames": 0,
         "volumes_known": 0,
+        "seen": None,
         "ok": None,
         "failed": None,
         "missing": 0,
@@ -474,6 +475,7 @@ class RunState:
         c["ok"], c["failed"], c["trials_pending"] = st["volumes"], st["failed"], st["trials_pending"]
         if st["discarded"] is not None:
             c["discarded"] = st["discarded"]
+        self._seen()
         return [("status", {"status": st, "extra": self.status_extra, "counts": c, "target": self.target})]
 
     def _end(self, h: dict[str, Any], item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -486,12 +488,19 @@ class RunState:
         c["duplicates_ignored"] = as_int(summary.get("duplicates_ignored"))
         if as_int(summary.get("volumes_discarded")) is not None:
             c["discarded"] = as_int(summary.get("volumes_discarded"))
+        self._seen()
         self.end = {
             "reason": as_text(h.get("reason"), 120),
             "received": as_number(item.get("received")),
             "summary": scalars(summary, limit=60),
         }
         return [("end", {"end": self.end, "counts": c})]
+
+    def _seen(self) -> None:
+        """Volumes the service has taken: ok + failed (intake problems included) + discarded."""
+        c = self.counts
+        if c["ok"] is not None and c["failed"] is not None:
+            c["seen"] = c["ok"] + c["failed"] + (c["discarded"] or 0)
 
     # --- the run's records (the run folder) ---------------------------------------------------------------
 

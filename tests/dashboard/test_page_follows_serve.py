@@ -97,6 +97,8 @@ def test_counts_plots_and_faces_follow_the_stream(replay):
     assert end["reason"] == "idle_timeout" and summary["volumes_ok"] == n == N_VOLUMES - 1
     assert _value(page, "frames") == str(n)
     assert _value(page, "ok") == str(summary["volumes_ok"]) and _value(page, "failed") == str(summary["volumes_failed"])
+    seen = summary["volumes_ok"] + summary["volumes_failed"] + summary.get("volumes_discarded", 0)
+    assert _value(page, "seen") == str(seen)
     volumes = {f.header["volume"] for f in frames}
     assert _value(page, "missing") == str(max(volumes) + 1 - len(volumes)) == "1"
     for plot in ("plot-translation", "plot-rotation", "plot-fd", "plot-latency", "plot-feedback"):

@@ -53,8 +53,9 @@ def test_gaps_lost_frames_restarts_and_a_new_run():
     assert [p["kind"] for p in st.problems] == ["lost"]
     status = {"kind": "status", "received": 1.0}
     events_of(st, {**status, "header": {"run_id": "r1", "uptime_s": 50.0, "volumes": 4, "failed": 2}})
-    events_of(st, {**status, "header": {"run_id": "r1", "uptime_s": 0.4, "volumes": 4, "discarded": 3}})
+    events_of(st, {**status, "header": {"run_id": "r1", "uptime_s": 0.4, "volumes": 4, "failed": 2, "discarded": 3}})
     assert st.counts["restarts"] == 1 and st.counts["ok"] == 4 and st.counts["discarded"] == 3
+    assert st.counts["seen"] == 4 + 2 + 3  # ok + failed + discarded
     ev = events_of(st, frame_item(0, run="r2"))
     assert ev[0][0] == "snapshot" and st.run_id == "r2" and st.counts["frames"] == 1 and len(st.points) == 1
 

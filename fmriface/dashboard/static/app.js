@@ -246,7 +246,7 @@
   }
 
   const COUNTS = [
-    ["frames", "frames received"], ["ok", "volumes ok (service)"], ["failed", "failed (service)"],
+    ["seen", "volumes seen (service)"], ["frames", "frames received"], ["ok", "volumes ok (service)"], ["failed", "failed (service)"],
     ["missing", "missing volume numbers"], ["lost", "frames lost on the way"],
     ["discarded", "discarded (dummy volumes)"], ["skipped", "skipped by intake"], ["intake.incomplete", "incomplete"], ["intake.corrupt", "corrupt"],
     ["intake.gap", "gaps (never arrived)"], ["intake.duplicate", "duplicate"], ["intake.late", "late"],
