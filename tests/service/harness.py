@@ -38,6 +38,23 @@ class QueueSource:
             return None
 
 
+def serve_config(bundle_path: Path, tmp_path: Path, **overrides: Any) -> ServeConfig:
+    """A ServeConfig for an in-process test run: records under ``tmp_path/runs``, loopback ports, a 0.1 s
+    heartbeat and a send queue deep enough that the test's subscriber misses nothing."""
+    from tests.conftest import free_port
+
+    values: dict[str, Any] = dict(
+        bundle=bundle_path,
+        watch=tmp_path,
+        runs=tmp_path / "runs",
+        pub=f"tcp://127.0.0.1:{free_port()}",
+        pull=f"tcp://127.0.0.1:{free_port()}",
+        heartbeat=0.1,
+        hwm=1000,
+    )
+    return ServeConfig(**{**values, **overrides})
+
+
 def make_volume(i: int, data: np.ndarray, affine: np.ndarray, tr: float) -> Volume:
     t = time.time()
     sha = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()

@@ -14,10 +14,8 @@ from service import jsonsafe
 from service import protocol as P
 from service.bundle import BundleError, load_bundle, sha256_file
 from service.live.runlog import read_volumes
-from service.live.serve import ServeConfig
 from service.live.trials import read_events_tsv
-from tests.conftest import free_port
-from tests.service.harness import make_volume, serve
+from tests.service.harness import make_volume, serve, serve_config
 
 TR = 2.0
 
@@ -53,16 +51,7 @@ def test_a_nan_flip_ack_is_counted_and_the_run_ends_cleanly(synth, tmp_path, mon
     data = make_run(synth, [], n, amplitude=0.0, noise=1.0, drift=0.0, seed=1)
     vols = [make_volume(i, data[i], synth.affine, TR) for i in range(n)]
     nan_flip = [b"flip", b'{"schema": 1, "shown_topic": "frame", "shown_seq": 0, "flip_time": NaN}', b""]
-    cfg = ServeConfig(
-        bundle=synth.path,
-        watch=tmp_path,
-        runs=tmp_path / "runs",
-        pub=f"tcp://127.0.0.1:{free_port()}",
-        pull=f"tcp://127.0.0.1:{free_port()}",
-        heartbeat=0.1,
-        max_volumes=n,
-        hwm=1000,
-    )
+    cfg = serve_config(synth.path, tmp_path, max_volumes=n)
     out = serve(cfg, vols, inbound=[nan_flip])
     end = out.topic("end")
     assert end and end[0].header["reason"] == "max_volumes"
@@ -159,16 +148,7 @@ def test_records_that_become_unwritable_end_the_run_cleanly_saying_why(synth, tm
         return real_volume(self, record, voxels, latent)
 
     monkeypatch.setattr(RunLog, "volume", disk_full_after_three)
-    cfg = ServeConfig(
-        bundle=synth.path,
-        watch=tmp_path,
-        runs=tmp_path / "runs",
-        pub=f"tcp://127.0.0.1:{free_port()}",
-        pull=f"tcp://127.0.0.1:{free_port()}",
-        heartbeat=0.1,
-        max_volumes=n,
-        hwm=1000,
-    )
+    cfg = serve_config(synth.path, tmp_path, max_volumes=n)
     out = serve(cfg, vols)
     end = out.topic("end")
     assert end, "no end message"

@@ -16,8 +16,7 @@ from service.live.runlog import read_volumes
 from service.live.serve import ServeConfig
 from service.scanner.writers import write_volume
 from service.volume import IntakeEvent, Volume
-from tests.conftest import free_port
-from tests.service.harness import make_volume, serve
+from tests.service.harness import make_volume, serve, serve_config
 
 TR = 2.0
 N_VOL = 24
@@ -29,18 +28,7 @@ def synth(tmp_path_factory):
 
 
 def _cfg(synth, tmp_path, **kw) -> ServeConfig:
-    base = dict(
-        bundle=synth.path,
-        watch=tmp_path,
-        runs=tmp_path / "runs",
-        pub=f"tcp://127.0.0.1:{free_port()}",
-        pull=f"tcp://127.0.0.1:{free_port()}",
-        heartbeat=0.1,
-        max_volumes=N_VOL,
-        hwm=1000,
-        min_volumes=4,
-    )
-    return ServeConfig(**{**base, **kw})
+    return serve_config(synth.path, tmp_path, **{"max_volumes": N_VOL, "min_volumes": 4, **kw})
 
 
 def test_discarded_volumes_are_recorded_but_kept_out_of_frames_and_preprocessing(synth, tmp_path):

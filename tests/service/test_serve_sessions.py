@@ -12,10 +12,8 @@ import pytest
 from fmriface.benchmarks.synth import make_bundle
 from offline.twin.anatomy import anatomy_on_grid, make_anatomy, scanner_affine
 from service.live.runlog import read_volumes
-from service.live.serve import ServeConfig
 from service.motion import rigid_matrix
-from tests.conftest import free_port
-from tests.service.harness import make_volume, serve
+from tests.service.harness import make_volume, serve, serve_config
 
 TR = 2.0
 SHAPE, VOXEL = (32, 32, 20), (6.0, 6.0, 7.0)
@@ -56,18 +54,7 @@ def _session_run(n: int, shape=SHAPE, voxel=VOXEL, seed=0):
 
 
 def _cfg(synth, tmp_path, n, **kw):
-    base = dict(
-        bundle=synth.path,
-        watch=tmp_path,
-        runs=tmp_path / "runs",
-        pub=f"tcp://127.0.0.1:{free_port()}",
-        pull=f"tcp://127.0.0.1:{free_port()}",
-        heartbeat=0.1,
-        max_volumes=n,
-        hwm=1000,
-        min_volumes=3,
-    )
-    return ServeConfig(**{**base, **kw})
+    return serve_config(synth.path, tmp_path, max_volumes=n, min_volumes=3, **kw)
 
 
 def _displacement(a, b, synth) -> float:
