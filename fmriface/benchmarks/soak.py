@@ -214,30 +214,25 @@ def run(args: argparse.Namespace) -> dict:
         raise UsageError("--volumes must be at least 20")
     if not 0.0 <= args.fault_rate <= 1.0 or args.rate <= 0:
         raise UsageError("--fault-rate must be in [0, 1] and --rate positive")
+
+    def soak_in(folder: Path) -> dict:
+        return soak(
+            folder,
+            args.volumes,
+            args.fault_rate,
+            args.rate,
+            args.format,
+            args.seed,
+            vendor=args.vendor,
+            bad_files=args.bad_files,
+        )
+
     if args.keep is not None:
         if args.keep.exists():
             shutil.rmtree(args.keep)
-        return soak(
-            args.keep,
-            args.volumes,
-            args.fault_rate,
-            args.rate,
-            args.format,
-            args.seed,
-            vendor=args.vendor,
-            bad_files=args.bad_files,
-        )
+        return soak_in(args.keep)
     with tempfile.TemporaryDirectory(prefix="fmriface-soak-") as tmp:
-        return soak(
-            Path(tmp),
-            args.volumes,
-            args.fault_rate,
-            args.rate,
-            args.format,
-            args.seed,
-            vendor=args.vendor,
-            bad_files=args.bad_files,
-        )
+        return soak_in(Path(tmp))
 
 
 class BadFiles(threading.Thread):
