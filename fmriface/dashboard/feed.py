@@ -70,6 +70,10 @@ class Handoff:
 class StreamFeed(threading.Thread):
     """Subscribes to ``address`` (all service topics) and hands decoded items to ``out``.
 
+    A face is encoded (PNG) when it is the newest of its batch and the last one encoded is at least
+    ``face_period`` seconds old; otherwise its pixels go along unencoded, and the dashboard sends the newest of
+    them once that period is over (at a scanner's pace every face goes at once; a burst sends 20 a second).
+
     Parameters
     ----------
     address : str
@@ -81,7 +85,11 @@ class StreamFeed(threading.Thread):
         ``png`` or ``jpeg``.
     hwm : int
         The SUB socket's receive high-water mark (messages queued here before the thread reads them).
+    face_period : float
+        Seconds between two faces encoded and sent at once.
     """
+
+    FACE_PERIOD = 0.05
 
     def __init__(
         self, address: str, out: Handoff, curve: Any = None, image_format: str = "png", hwm: int = 10000
@@ -93,6 +101,7 @@ class StreamFeed(threading.Thread):
         self.ready = threading.Event()
         self.received = 0
         self.error: BaseException | None = None
+        self._last_face = -1e9
 
     def run(self) -> None:
         import zmq
@@ -126,9 +135,15 @@ class StreamFeed(threading.Thread):
         """Decode a batch; only the newest frame's image is encoded (a burst's older faces are never shown)."""
         newest = max((i for i, (f, _) in enumerate(batch) if f and f[0] == b"frame"), default=-1)
         items = []
+        now = time.monotonic()
         for i, (frames, received) in enumerate(batch):
             try:
-                items.append(prepare(frames, received, frames[0] != b"frame" or i == newest, self.image_format))
+                face = bool(frames) and frames[0] == b"frame"
+                encode = not face or (i == newest and now - self._last_face >= self.FACE_PERIOD)
+                item = prepare(frames, received, encode, self.image_format, keep_raw=face and i == newest)
+                if face and item.get("image"):
+                    self._last_face = now
+                items.append(item)
             except Exception as exc:  # noqa: BLE001 - whatever arrives, the feed goes on
                 items.append({"kind": "malformed", "error": f"{type(exc).__name__}: {exc}"[:300], "received": received})
         return items

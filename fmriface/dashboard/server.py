@@ -5,8 +5,9 @@ Routes (every one behind the token when one is required):
 ``/``                       the page (``static/index.html``)
 ``/static/NAME``            its script and style sheet (packaged with the project: no CDN)
 ``/events``                 the live stream: ``text/event-stream``, a ``snapshot`` event first, then one event
-                            per change (``frame``, ``trial``, ``status``, ``end``, ``problem``, ``points``,
-                            ``flips``, ``runs``, ``snapshot`` again when the run changes or the page fell behind)
+                            per change (``frame``, ``face``, ``trial``, ``status``, ``end``, ``problem``,
+                            ``points``, ``flips``, ``runs``, ``snapshot`` again when the run changes or the page
+                            fell behind)
 ``/api/state``              the snapshot as JSON
 ``/api/runs``               the session's runs (``--runs``); ``/api/runs/RUN_ID`` one run from its records
 ``/stimulus/PATH``          a stimulus image from ``--stimuli`` (the trial's ``stim_id``)
@@ -198,6 +199,7 @@ class Dashboard:
         self.stream: StreamFeed | None = None
         self.records: RecordsFeed | None = None
         self.url = ""
+        self._face_timer: Any = None
 
     # --- stimuli ------------------------------------------------------------------------------------------
 
@@ -233,10 +235,24 @@ class Dashboard:
         if dropped:
             self.stats["handoff_dropped"] += dropped
             chunks = [sse("snapshot", self.state.snapshot())]
+        self._broadcast(chunks)
+        if self.state.pending_face is not None and self._face_timer is None:
+            loop = asyncio.get_running_loop()
+            self._face_timer = loop.call_later(StreamFeed.FACE_PERIOD, self._flush_face)
+
+    def _broadcast(self, chunks: list[bytes]) -> None:
         self.stats["events"] += len(chunks)
         for client in self.clients:
             for chunk in chunks:
                 client.put(chunk)
+
+    def _flush_face(self) -> None:
+        """Send the newest face a burst held back (encoded here, on the loop: at most 20 a second)."""
+        from fmriface.dashboard.state import encode_image
+
+        self._face_timer = None
+        events = self.state.flush_face(lambda raw: encode_image(raw, self.cfg.image_format))
+        self._broadcast([sse(name, data) for name, data in events])
 
     def current_run(self) -> str | None:
         return self.state.run_id

@@ -184,10 +184,13 @@ def encode_image(image: Any, fmt: str = "png") -> str:
     return f"data:image/{fmt};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
-def prepare(frames: list[bytes], received: float, with_image: bool = True, fmt: str = "png") -> dict[str, Any]:
+def prepare(
+    frames: list[bytes], received: float, with_image: bool = True, fmt: str = "png", keep_raw: bool = False
+) -> dict[str, Any]:
     """One raw message as an item for :meth:`RunState.apply`: ``kind`` is its topic (``malformed`` when it
     cannot be decoded), ``header``, ``received`` and, for a face, ``image`` (a data URL; None when
-    ``with_image`` is False: a newer face was already waiting) or ``image_error``."""
+    ``with_image`` is False: a newer face was already waiting, or one was sent moments ago) or ``image_error``.
+    With ``keep_raw`` a face not encoded is kept as ``image_raw`` (the pixels, checked), to be encoded later."""
     try:
         msg = P.decode(frames, P.SERVICE_TOPICS)
     except P.ProtocolError as exc:
@@ -196,9 +199,13 @@ def prepare(frames: list[bytes], received: float, with_image: bool = True, fmt: 
     if msg.topic in ("frame", "trial"):
         if not msg.payload:
             item["image_error"] = "no image payload"
-        elif with_image:
+        elif with_image or keep_raw:
             try:
-                item["image"] = encode_image(P.decode_image(msg.header, msg.payload), fmt)
+                pixels = P.decode_image(msg.header, msg.payload)
+                if with_image:
+                    item["image"] = encode_image(pixels, fmt)
+                else:
+                    item["image_raw"] = pixels
             except (P.ProtocolError, ValueError, OSError) as exc:
                 item["image_error"] = str(exc)[:300]
     return item
@@ -332,6 +339,7 @@ class RunState:
         self.film: deque[dict[str, Any]] = deque(maxlen=cfg.film)
         self.problems: deque[dict[str, Any]] = deque(maxlen=cfg.problems_kept)
         self.latest: dict[str, Any] | None = None
+        self.pending_face: dict[str, Any] | None = None
         self.status: dict[str, Any] | None = None
         self.status_extra: dict[str, Any] = {}
         self.end: dict[str, Any] | None = None
@@ -398,6 +406,10 @@ class RunState:
         if image:
             self.latest = {"v": p["v"], "q": p["q"], "img": image, "fb": p["fb"], "sent": p["sent"]}
             self.film.append({"v": p["v"], "q": p["q"], "img": image})
+            self.pending_face = None
+        elif item.get("image_raw") is not None:  # sent with the next "face" event, unless a newer face comes first
+            self.pending_face = {"v": p["v"], "q": p["q"], "raw": item["image_raw"], "fb": p["fb"], "sent": p["sent"]}
+            c["images_skipped"] += 1
         elif not item.get("image_error"):
             c["images_skipped"] += 1
         else:
@@ -406,6 +418,16 @@ class RunState:
             return [*events, ("snapshot", self.snapshot())]
         events.append(("frame", {"p": p, "img": image, "counts": c, "target": self.target}))
         return events
+
+    def flush_face(self, encode: Callable[[Any], str]) -> list[tuple[str, dict[str, Any]]]:
+        """The newest face not sent yet (a burst's faces are sent at most so often), encoded now."""
+        pending, self.pending_face = self.pending_face, None
+        if pending is None:
+            return []
+        face = {"v": pending["v"], "q": pending["q"], "img": encode(pending["raw"])}
+        self.latest = {**face, "fb": pending["fb"], "sent": pending["sent"]}
+        self.film.append(face)
+        return [("face", {"face": self.latest})]
 
     def _add_point(self, p: dict[str, Any]) -> str:
         where = self.points.add(p)

@@ -183,3 +183,19 @@ def test_the_run_folder_is_read_incrementally_and_only_by_name(tmp_path):
     for bad in ("..", "../runs", "a/b", "", ".hidden", "x" * 300):
         assert not valid_run_id(bad) and run_detail(runs, bad) is None
     assert run_detail(runs, "nope") is None and list_runs(tmp_path / "none") == []
+
+
+def test_a_bursts_faces_wait_and_only_the_newest_is_sent():
+    st = RunState(StateConfig(film=4))
+    raw = np.zeros((2, 2, 3), np.uint8)
+    events_of(st, frame_item(0))
+    for v in (1, 2, 3):
+        item = {**frame_item(v), "image": None, "image_raw": raw + v}
+        (name, data), *_ = [e for e in st.apply(item) if e[0] == "frame"]
+        assert data["img"] is None
+    assert st.latest["v"] == 0 and st.pending_face["v"] == 3
+    ev = st.flush_face(lambda pixels: f"data:image/png;base64,{int(pixels[0, 0, 0])}")
+    assert ev == [("face", {"face": {"v": 3, "q": 3, "img": "data:image/png;base64,3", "fb": 0.5, "sent": 100.009}})]
+    assert st.latest["v"] == 3 and [f["v"] for f in st.film] == [0, 3] and st.flush_face(str) == []
+    events_of(st, {**frame_item(4), "image": None, "image_raw": raw}, frame_item(5))
+    assert st.pending_face is None  # a newer face went out with its frame: nothing held back

@@ -55,19 +55,16 @@
   function safe(fn) {
     return (ev) => {
       page.events += 1;
-      try { fn(JSON.parse(ev.data)); } catch (err) { page.errors += 1; page.lastError = String(err); }
-      document.body.dataset.events = String(page.events);
-      document.body.dataset.errors = String(page.errors);
+      try { fn(JSON.parse(ev.data)); } catch (err) { page.errors += 1; page.lastError = String(err); mark(); }
     };
   }
 
   // ---- dirty marks, one render per animation frame ------------------------------------------------------
-  // The plots are redrawn at most 20 times a second (a burst of a backlog would otherwise redraw them at every
-  // animation frame, for no eye); the face, the counts and everything else at the next animation frame.
-  const PLOTS = new Set(["motion", "latency", "feedback"]);
-  const PLOT_PERIOD_MS = 50;
+  // The page is redrawn at the next animation frame, but at most 20 times a second: a burst of a backlog (a
+  // restart catching up, a fast replay) would otherwise redraw it at every animation frame, for no eye.
+  const PERIOD_MS = 50;
   const dirty = new Set();
-  let rafPending = false, lastPlots = -1e9, plotTimer = null;
+  let rafPending = false, lastRender = -1e9, timer = null;
   function mark(...what) {
     for (const w of what) if (w) dirty.add(w);
     if (!rafPending) { rafPending = true; requestAnimationFrame(render); }
@@ -101,6 +98,7 @@
     };
     es.addEventListener("snapshot", safe(onSnapshot));
     es.addEventListener("frame", safe(onFrame));
+    es.addEventListener("face", safe(onFace));
     es.addEventListener("trial", safe(onTrial));
     es.addEventListener("status", safe(onStatus));
     es.addEventListener("end", safe(onEnd));
@@ -146,6 +144,12 @@
       img: !!d.img });
     mark("counts", "motion", "latency", "feedback", d.img ? "face" : null, "header");
   }
+  function onFace(d) {  // the newest face of a burst, sent after its frame
+    const f = d.face;
+    S.latest = f;
+    push(S.film, { v: f.v, q: f.q, img: f.img }, S.config.film);
+    mark("face");
+  }
   function onTrial(d) {
     S.counts = d.counts || S.counts;
     S.lastMessage = now();
@@ -190,14 +194,13 @@
     rafPending = false;
     const all = dirty.has("all");
     const tnow = performance.now();
-    const plotsDue = all || tnow - lastPlots >= PLOT_PERIOD_MS;
-    const todo = new Set();
-    for (const w of dirty) if (plotsDue || !PLOTS.has(w)) todo.add(w);
-    for (const w of todo) dirty.delete(w);
-    if (dirty.size && !plotTimer) {  // plots held back: drawn when their period is over
-      plotTimer = setTimeout(() => { plotTimer = null; mark(); }, PLOT_PERIOD_MS - (tnow - lastPlots));
+    if (!all && tnow - lastRender < PERIOD_MS) {  // held back: drawn when the period is over
+      if (!timer) timer = setTimeout(() => { timer = null; mark(); }, PERIOD_MS - (tnow - lastRender));
+      return;
     }
-    if ([...todo].some((w) => PLOTS.has(w)) || all) lastPlots = tnow;
+    lastRender = tnow;
+    const todo = new Set(dirty);
+    dirty.clear();
     const has = (w) => all || todo.has(w);
     page.renders += 1;
     if (currentView() !== "live") { stampPending(); return; }
@@ -213,7 +216,8 @@
     let decoding = null;
     if (has("face")) decoding = renderFaces();
     setData(document.body, "run", S.runId || "");
-    if (dirty.size) return;  // the frames wait for the plots that show them: stamped then
+    setData(document.body, "events", String(page.events));
+    setData(document.body, "errors", String(page.errors));
     if (decoding) decoding.then(stampPending, stampPending); else stampPending();
   }
 
