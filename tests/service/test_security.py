@@ -146,6 +146,24 @@ def keyring(tmp_path):
     return tmp_path
 
 
+def _until_subscribed(pub, sub, timeout: float = 30.0) -> None:
+    """Send ``status`` probes until ``sub`` receives one: its connection, handshake and subscription are live
+    (an event to wait on, instead of a sleep), then drop whatever probes are still queued."""
+    deadline = time.monotonic() + timeout
+    while P.recv(sub, 20, P.SERVICE_TOPICS) is None:
+        assert time.monotonic() < deadline, "the subscription never came up"
+        P.send(pub, "status", {"seq": 0, "probe": True})
+    while P.recv(sub, 50, P.SERVICE_TOPICS) is not None:
+        pass
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met within the timeout"
+        time.sleep(0.01)
+
+
 def _drain(sock, wait_ms: int = 300) -> list[P.Message]:
     out = []
     while (m := P.recv(sock, wait_ms)) is not None:
@@ -175,15 +193,18 @@ def test_curve_admits_listed_subscribers_and_pushers_only(keyring, capsys):
         "plain": P.pusher(peer_ctx, pull_addr),
     }
     try:
-        time.sleep(0.5)  # handshakes (and refusals) happen now
+        _until_subscribed(pub, subs["display"])  # the display's handshake and subscription are done
+        _wait_for(lambda: auth.refused >= 2)  # the intruder's subscriber and pusher were refused
         for i in range(10):
             P.send(pub, "frame", {"seq": i, "volume": i})
-            time.sleep(0.005)
-        got = {name: [m.header["volume"] for m in _drain(s)] for name, s in subs.items()}
+        got = {name: [m.header["volume"] for m in _drain(s)] for name, s in subs.items() if name != "display"}
+        got["display"] = [m.header["volume"] for m in _drain(subs["display"]) if m.topic == "frame"]
         assert got == {"display": list(range(10)), "intruder": [], "plain": []}
         for name, s in pushes.items():
             P.send(s, "event", P.event_header("trigger", 0, sender=name))
-        received = [m.header["sender"] for m in _drain(pull, 500)]
+        received = []
+        _wait_for(lambda: received.extend(m.header["sender"] for m in _drain(pull, 50)) or "experiment" in received)
+        received += [m.header["sender"] for m in _drain(pull, 300)]  # anything else that got in would be here
         assert received == ["experiment"]
         assert auth.accepted >= 2 and auth.refused >= 2
         assert set(auth.refused_keys) == {intruder.public.decode()}
@@ -256,10 +277,9 @@ def test_curve_traffic_is_encrypted_on_the_wire(keyring, encrypted):
     tap = _Tap(port)
     sub = P.subscriber(peer_ctx, f"tcp://127.0.0.1:{tap.port}", curve=cli)
     try:
-        time.sleep(0.4)
+        _until_subscribed(pub, sub)
         for i in range(5):
             P.send(pub, "frame", {"seq": i, "volume": i, "note": "VISIBLE-MARKER"}, b"PIXELS-MARKER")
-            time.sleep(0.005)
         got = _drain(sub)
         assert [m.header["volume"] for m in got] == list(range(5))  # the relay passes everything
         assert (b"VISIBLE-MARKER" in tap.seen) is not encrypted

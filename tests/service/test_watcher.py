@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -234,9 +235,10 @@ def test_configured_series_number(tmp_path):
 
 
 def test_files_present_at_start_are_processed_in_order(tmp_path):
-    for acq in (1, 2):  # an earlier run left in the folder
-        mosaic(tmp_path, acq, name=f"old_{acq}.dcm", series_number=2)
-    time.sleep(0.05)
+    for acq in (1, 2):  # an earlier run left in the folder, written a minute before the current one
+        old = mosaic(tmp_path, acq, name=f"old_{acq}.dcm", series_number=2)
+        when = time.time() - 60.0
+        os.utime(old, (when, when))
     for acq in (3, 1, 4, 2):
         mosaic(tmp_path, acq, series_number=4)
     with VolumeWatcher(fast(tmp_path, polling="off")) as watcher:
