@@ -70,11 +70,17 @@ class SessionRegistration:
         }
 
 
-def session_registration() -> RigidRegistration:
-    """The wide-capture configuration: three levels (4, 2, 1 voxel blocks), more points and iterations."""
-    return RigidRegistration(
-        levels=(4, 2, 1), n_points=(2000, 4000, 6000), max_iter=(60, 40, 30), tol_mm=1e-3, other_grids=True
-    )
+def session_registration(shape: tuple[int, ...] | None = None) -> RigidRegistration:
+    """The wide-capture configuration: three levels (4, 2, 1 voxel blocks), more points and iterations.
+
+    With the reference's ``shape``, a coarse level whose grid would be under 5 blocks along an axis is left out
+    (a 16-slice slab of 8 mm voxels keeps blocks of 2 and 1): too few voxels to estimate six parameters from.
+    """
+    levels, points, iters = (4, 2, 1), (2000, 4000, 6000), (60, 40, 30)
+    if shape is not None:
+        keep = [i for i, f in enumerate(levels) if f == 1 or min(shape) // f >= 5]
+        levels, points, iters = (tuple(v[i] for i in keep) for v in (levels, points, iters))
+    return RigidRegistration(levels=levels, n_points=points, max_iter=iters, tol_mm=1e-3, other_grids=True)
 
 
 def _centroid(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -118,7 +124,7 @@ def register_session(
     spread = float(np.percentile(vol, 99) - np.percentile(vol, 1))
     if not spread > 0:
         raise SessionRegistrationError(f"the volume is empty or constant (1-99% range {spread:g}): nothing to register")
-    reg = session_registration().fit(reference, reference_affine, mask)
+    reg = session_registration(np.shape(reference)).fit(reference, reference_affine, mask)
     start = np.zeros(6)
     start[:3] = _centroid(vol, volume_affine) - _centroid(reg.reference_, reg.affine_)
     params = reg.estimate(vol, init=start, affine=volume_affine)
