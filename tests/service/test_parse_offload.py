@@ -98,7 +98,7 @@ def test_watcher_parses_in_the_helper_while_volumes_wait_and_survives_its_death(
             assert watcher._parser.failure is None, watcher._parser.failure
             acq += 1
             mosaic(tmp_path, acq)
-            wait_for(lambda: watcher.counts["volumes"] >= acq, f"volume {acq} handed on")
+            wait_for(lambda n=acq: watcher.counts["volumes"] >= n, f"volume {acq} handed on")
         watcher._parser._proc.kill()
         watcher._parser._proc.wait(5)
         for _ in range(4):
