@@ -2,7 +2,8 @@
 
 Steps (each reported on stderr):
 
-1. index the BIDS subject; realign every run to the mean of the first run's volumes (:mod:`offline.decoding.estimates`);
+1. index the BIDS subject; realign every run to the mean of the first run's volumes, each later session (its own
+   slab and head position) registered to it across grids first (:mod:`offline.decoding.estimates`);
 2. trial estimates of the training, test and imagery trials: window estimates (what the service computes
    online) and per-image GLM betas; repeats averaged;
 3. latents of the stimuli in the VAE-GAN face space and in a PCA face space fitted on the training faces;
@@ -109,6 +110,9 @@ class FitData:
     imagery_trials: dict[str, tuple[np.ndarray, list[str]]]
     contrast: np.ndarray | None
     summary: dict[str, Any]
+    #: each session's offset from the reference (``SessionOffset.as_record()``), by BIDS session label
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference_session: str = ""
 
 
 def _align(x: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
@@ -158,9 +162,13 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
 
         total += nib.load(str(r.bold)).shape[3]
     estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
-    log(f"realigning to the mean of {runs[0].name}; per run: {' and '.join(estimates)} estimates, contrast")
+    log(
+        f"realigning to the mean of {runs[0].name} (session {runs[0].session or '-'}: the reference), other"
+        f" sessions registered to it first; per run: {' and '.join(estimates)} estimates, contrast"
+    )
     parts: dict[str, dict[str, list]] = {e: {"train": [], "test": [], "imagery": []} for e in estimates}
     terms, motion = [], {}
+    sessions: dict[str, Any] = {}
     trs = {r.tr for r in runs}
     if len(trs) > 1:
         raise BidsError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
@@ -182,6 +190,14 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
             if kind in ("train", "test"):
                 terms.append(contrast_terms(rr, cfg.hrf_model, cfg.high_pass))
             motion[rr.run.name] = rr.motion
+            if rr.session is not None and rr.session.label not in sessions:
+                sessions[rr.session.label] = rr.session
+                if rr.session.registration is not None:
+                    rec = rr.session.registration
+                    log(
+                        f"session {rr.session.label or '-'} registered to the reference: offset {rec['offset']}"
+                        f" (mm, degrees), residual {rec['cost']}, overlap {rec['overlap']:.0%}, {rec['seconds']:.2f} s"
+                    )
             del rr
     train, test, imagery = {}, {}, {}
     imagery_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
@@ -217,9 +233,22 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         "test_stimuli": len(test[first][1]),
         "imagery_stimuli": len(imagery[first][1]) if imagery else 0,
         "reference": f"mean of the volumes of {runs[0].name}",
+        "reference_session": runs[0].session,
     }
     return FitData(
-        reference, affine, brain, runs[0].tr, motion, train, test, imagery, imagery_trials, contrast, summary
+        reference,
+        affine,
+        brain,
+        runs[0].tr,
+        motion,
+        train,
+        test,
+        imagery,
+        imagery_trials,
+        contrast,
+        summary,
+        sessions={label: ses.as_record() for label, ses in sessions.items()},
+        reference_session=runs[0].session,
     )
 
 
@@ -394,7 +423,10 @@ def run_fit(
             "window": cfg.window.as_dict(),
             "estimate": cfg.estimate,
             "preprocessing": {
-                "detrend": "per run: Legendre drift + the 6 motion parameters (service.online.detrend_offline)",
+                "detrend": (
+                    "per run: Legendre drift + the 6 motion parameters within the session"
+                    " (service.online.detrend_offline)"
+                ),
                 "poly_order": cfg.poly_order,
                 "motion_regressors": True,
                 "scale": cfg.detrend_scale,
@@ -403,6 +435,8 @@ def run_fit(
             "alpha": float(main_fit.alpha_),
             "rescale": float(main_fit.scale_),
             **({"encoding_components": int(main_fit.n_components_)} if cfg.mapping == "encoding" else {}),
+            "reference_session": data.reference_session,
+            "sessions": data.sessions,
             "training": training,
             "evaluation": {k: evaluation[k] for k in ("pairwise", "pairwise_centred", "permutation", "chance")},
         },
@@ -430,5 +464,7 @@ def run_fit(
         "pairwise": evaluation["pairwise"],
         "permutation_mean": evaluation["permutation"].get("mean"),
         "n_voxels": bundle.n_voxels,
+        "reference_session": data.reference_session,
+        "session_offsets": {label: rec["offset"] for label, rec in data.sessions.items()},
         "timing_s": timing,
     }

@@ -1,8 +1,13 @@
 """Trial estimates from BIDS runs: realignment to one reference, window estimates and GLM betas.
 
-1. :func:`realign_subject`: the reference is the mean of the first run's volumes; every run is realigned to
-   it with the project's own motion correction (:class:`service.motion.RigidRegistration`, the code the service
-   runs), sampling the brain voxels only (the service's fast path), so each run becomes ``x [T, V]``.
+1. :func:`realign_subject`: the reference is the mean of the first run's volumes, and its session is the
+   reference session. Every other session (its own slab and head position: another affine, maybe another
+   matrix) is registered to the reference across grids (:func:`service.motion.register_session` on the mean of
+   the session's first run: the session offset); each volume is then tracked with the project's own motion
+   correction (:class:`service.motion.RigidRegistration` with ``other_grids``, the code the service runs) on its
+   own grid, warm-started from the offset, and its brain voxels sampled on the reference grid through the
+   composed transform in one interpolation, so each run becomes ``x [T, V]``. The motion kept (the regressors,
+   FD) is the motion within the session: the composed transform with the offset taken out.
 2. :func:`window_patterns`: the service's estimate. Each run is detrended with the service's own model
    (:func:`service.online.detrend_offline`: Legendre drift + the six motion parameters, residuals scaled per
    voxel, percent signal change by default), then :func:`service.window.window_estimate` (mean of 4-8 s after onset minus the pre-onset baseline).
@@ -17,7 +22,8 @@ Repeated presentations (one-back repeats, the test faces' repeats) are averaged 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +33,9 @@ from service.window import WindowSpec, last_volume_needed, window_estimate
 
 __all__ = [
     "RealignedRun",
+    "SessionOffset",
+    "register_run_session",
+    "track_run",
     "iter_realigned",
     "realign_subject",
     "trials_of",
@@ -39,17 +48,115 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class SessionOffset:
+    """Where a session lies relative to the reference: the transform reference -> session (motion convention).
+
+    ``label`` is the BIDS session (``""`` without one); ``registration`` is
+    :meth:`service.motion.SessionRegistration.as_record` (residual, overlap, time), None for the reference session.
+    """
+
+    label: str
+    params: np.ndarray  # [6] mm, degrees: reference world -> the session's world
+    shape: tuple[int, ...]
+    affine: np.ndarray  # [4, 4] the session's grid
+    source: str  # what was registered: "reference" or "mean of the volumes of <run>"
+    registration: dict[str, Any] | None = None
+    runs: list[str] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-ready, for the bundle's manifest."""
+        return {
+            "offset": [round(float(v), 4) for v in self.params],
+            "grid": {"shape": list(self.shape), "affine": np.round(self.affine, 6).tolist()},
+            "registered": self.source,
+            **({"registration": self.registration} if self.registration is not None else {}),
+            "runs": list(self.runs),
+        }
+
+
 @dataclass
 class RealignedRun:
     """A run realigned to the subject's reference: brain voxels over time and the estimated motion."""
 
     run: BidsRun
     x: np.ndarray  # float32 [T, V]: the brain mask's voxels, np.flatnonzero order
-    motion: np.ndarray  # [T, 6] mm, degrees
+    motion: np.ndarray  # [T, 6] mm, degrees: within the run's session (the session offset taken out)
+    session: SessionOffset | None = None  # the run's session (None: not recorded)
 
     @property
     def n_volumes(self) -> int:
         return self.x.shape[0]
+
+
+def _same_grid(shape, affine, ref_shape, ref_affine) -> bool:
+    return tuple(shape) == tuple(ref_shape) and bool(np.allclose(affine, ref_affine, atol=1e-3))
+
+
+def register_run_session(
+    reference: np.ndarray,
+    ref_affine: np.ndarray,
+    data: np.ndarray,
+    affine: np.ndarray,
+    label: str = "",
+    name: str = "the run",
+) -> SessionOffset:
+    """Register a session (the mean of ``data [X, Y, Z, T]``, one of its runs, on any grid) to the reference.
+
+    Raises :class:`service.motion.SessionRegistrationError` naming the run and what was measured.
+    """
+    from service.motion import SessionRegistrationError, register_session
+
+    mean = data.mean(axis=3, dtype=np.float64).astype(np.float32)
+    try:
+        result = register_session(reference, ref_affine, mean, affine)
+    except SessionRegistrationError as exc:
+        where = f"session {label} " if label else ""
+        raise SessionRegistrationError(
+            f"{name} ({where}mean volume) cannot be registered to the reference: {exc}"
+        ) from None
+    return SessionOffset(
+        label,
+        np.asarray(result.params, dtype=np.float64),
+        tuple(data.shape[:3]),
+        np.asarray(affine, dtype=np.float64),
+        f"mean of the volumes of {name}",
+        result.as_record(),
+    )
+
+
+def track_run(
+    registration: Any,
+    data: np.ndarray,
+    affine: np.ndarray,
+    mask: np.ndarray,
+    offset: np.ndarray | None = None,
+    on_volume: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Track every volume of a run (any grid) and sample ``mask``'s voxels on the reference grid.
+
+    ``registration`` is a :class:`service.motion.RigidRegistration` fitted on the reference (``other_grids=True``
+    for a run on another grid); the run's first volume starts from ``offset`` (the session offset, reference ->
+    session; None: no offset), each later one from the volume before it. Returns ``(x float32 [T, V], motion
+    [T, 6] within the session, total [T, 6] reference -> volume)``: ``rigid(total) = rigid(motion) @ rigid(offset)``.
+    """
+    from service.motion import params_from_matrix, rigid_matrix
+
+    n = data.shape[3]
+    x = np.empty((n, int(np.count_nonzero(mask))), dtype=np.float32)
+    total = np.zeros((n, 6))
+    start = np.zeros(6) if offset is None else np.asarray(offset, dtype=np.float64)
+    for k in range(n):
+        vol = np.ascontiguousarray(data[..., k])
+        # each run starts from its session's offset (not from the previous run's end), then warm-starts
+        total[k], x[k] = registration.estimate_resample(vol, mask, init=start if k == 0 else None, affine=affine)
+        if on_volume is not None:
+            on_volume()
+    if offset is None or not np.any(start):
+        return x, total, total
+    inverse = np.linalg.inv(rigid_matrix(start))
+    motion = np.array([params_from_matrix(rigid_matrix(p) @ inverse) for p in total])
+    return x, motion, total
 
 
 def iter_realigned(
@@ -61,7 +168,10 @@ def iter_realigned(
 
     Yields ``(reference float32 [X, Y, Z], affine [4, 4], brain_mask bool [X, Y, Z], RealignedRun)`` per run,
     in the given order, so a caller that keeps only what it derives from each run holds one run in memory.
-    The brain mask is nilearn's EPI mask of the reference.
+    The brain mask is nilearn's EPI mask of the reference. The first run's session is the reference session;
+    each other session (a BIDS session, and within one a grid of its own) is registered to the reference when
+    its first run comes (:func:`register_run_session`), and its runs tracked from that offset
+    (:func:`track_run`); ``RealignedRun.session`` says which, and ``motion`` is within the session.
     """
     import nibabel as nib
     from nilearn.masking import compute_epi_mask
@@ -73,24 +183,32 @@ def iter_realigned(
     reference = first.mean(axis=3, dtype=np.float64).astype(np.float32)
     brain = np.asarray(compute_epi_mask(nib.Nifti1Image(reference, affine)).dataobj) > 0
     brain.flags.writeable = False  # one mask for every run: motion correction finds its points by identity
-    reg = RigidRegistration().fit(reference, affine)
+    reg = RigidRegistration(other_grids=True).fit(reference, affine)
+    sessions: list[SessionOffset] = [
+        SessionOffset(runs[0].session, np.zeros(6), reference.shape, np.asarray(affine, np.float64), "reference")
+    ]
     for i, run in enumerate(runs):
         data, aff = (first, affine) if i == 0 else run.load()
         if i == 0:
             first = None  # the caller may drop the run after its turn
-        if data.shape[:3] != reference.shape or not np.allclose(aff, affine, atol=1e-3):
-            raise BidsError(f"{run.bold} is on another grid than the first run ({data.shape[:3]} vs {reference.shape})")
-        t = data.shape[3]
-        x = np.empty((t, int(brain.sum())), dtype=np.float32)
-        motion = np.zeros((t, 6))
-        for k in range(t):
-            vol = np.ascontiguousarray(data[..., k])
-            # each run starts from no motion (not from the previous run's end), then warm-starts volume to volume
-            motion[k], x[k] = reg.estimate_resample(vol, brain, init=np.zeros(6) if k == 0 else None)
-            if on_volume is not None:
-                on_volume()
+        if data.ndim != 4 or min(data.shape) < 2:
+            raise BidsError(f"{run.bold} has shape {data.shape}: not a run of 3-D volumes")
+        ses = next(
+            (s for s in sessions if s.label == run.session and _same_grid(data.shape[:3], aff, s.shape, s.affine)),
+            None,
+        )
+        if ses is None:  # a new session (or a new grid within one): register it to the reference
+            label = run.session + (
+                f" (grid {sum(s.label == run.session for s in sessions) + 1})"
+                if any(s.label == run.session for s in sessions)
+                else ""
+            )
+            ses = register_run_session(reference, affine, data, aff, label, run.name)
+            sessions.append(ses)
+        ses.runs.append(run.name)
+        x, motion, _ = track_run(reg, data, aff, brain, ses.params, on_volume)
         del data
-        yield reference, affine, brain, RealignedRun(run=run, x=x, motion=motion)
+        yield reference, affine, brain, RealignedRun(run=run, x=x, motion=motion, session=ses)
 
 
 def realign_subject(

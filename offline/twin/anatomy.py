@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["make_anatomy", "anatomy_on_grid", "grey_matter", "scanner_affine", "mni_to_scanner", "BRAIN_CENTRE_MNI"]
+__all__ = [
+    "make_anatomy",
+    "anatomy_on_grid",
+    "coil_shading",
+    "grey_matter",
+    "scanner_affine",
+    "mni_to_scanner",
+    "BRAIN_CENTRE_MNI",
+]
 
 #: MNI position (mm) of the scanner's world origin: roughly the centre of the brain (between the thalami).
 BRAIN_CENTRE_MNI = np.array([0.0, -18.0, 16.0])
@@ -147,11 +155,21 @@ def _anatomy(
     return _anatomy_on(shape, scanner_affine(shape, voxel_size, oblique_deg), voxel_size, None)
 
 
+def coil_shading(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The receive coil's sensitivity on a scanner grid: a smooth shading, brighter towards the back and sides
+    of the head, fixed to the scanner (float64 ``shape``)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    w = (affine[:3, :3] @ ijk + affine[:3, 3:]).reshape((3, *shape))
+    return 1.0 + 0.12 * np.tanh(-w[1] / 80.0) + 0.06 * (w[0] / 70.0) ** 2 - 0.05 * (w[2] / 60.0)
+
+
 def _anatomy_on(
-    shape: tuple[int, int, int], affine: np.ndarray, voxel_size, head: np.ndarray | None
+    shape: tuple[int, int, int], affine: np.ndarray, voxel_size, head: np.ndarray | None, coil: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The twin's EPI anatomy sampled from the 2 mm templates on any grid, the head moved rigidly by ``head``
-    (6 parameters, the service's convention: a head point at world x lies at ``rigid_matrix(head) @ x``)."""
+    (6 parameters, the service's convention: a head point at world x lies at ``rigid_matrix(head) @ x``);
+    ``coil=False`` leaves out the coil shading (:func:`coil_shading`)."""
     from offline.twin.motion import rigid_matrix
 
     gm, wm, mask, t_aff = _templates()
@@ -171,9 +189,7 @@ def _anatomy_on(
     gm_grid = np.clip(gm_grid, 0.0, 1.0).astype(np.float32) * brain
 
     # Receive-coil sensitivity: a smooth shading, brighter towards the back and sides of the head.
-    w = world.reshape((3, *shape))
-    bias = 1.0 + 0.12 * np.tanh(-w[1] / 80.0) + 0.06 * (w[0] / 70.0) ** 2 - 0.05 * (w[2] / 60.0)
-    data = (data * bias).astype(np.float32)
+    data = (data * coil_shading(affine, shape)).astype(np.float32) if coil else data.astype(np.float32)
     data.setflags(write=False)
     brain.setflags(write=False)
     affine.setflags(write=False)

@@ -56,7 +56,8 @@ class Subject:
     ident: np.ndarray  # [V] scale of the face-specific modulation, percent
     weights: np.ndarray  # [V, C] readout of the code
     s0_grey: float  # mean baseline in grey matter (defines tSNR)
-    grid: MovedGrid
+    grid: MovedGrid  # head frame -> the scanner grid the run is written on
+    coil: np.ndarray | None = None  # coil shading on that grid, applied after the move (None: in s0 already)
 
 
 def trial_amplitudes(
@@ -110,12 +111,12 @@ def synthesize_run(
     innov_sd = np.float32(phys_sd * np.sqrt(1 - noise.ar1**2))
     thermal = np.float32(subject.s0_grey / noise.tsnr * np.sqrt(1.0 - noise.physio_share))
 
-    shape = subject.head.shape
+    shape = subject.grid.shape  # the scanner grid (a later session's may differ from the head frame's)
     result = np.empty((n_volumes, *shape), np.int16)
     chunk = 16  # volumes per block: bounded memory, no page-fault storm on large runs
     clean = np.zeros((chunk, *shape), np.float32)  # outside the motion support it stays 0
     noisy = np.empty_like(clean)
-    frame = np.zeros(shape, np.float32)
+    frame = np.zeros(subject.head.shape, np.float32)
     flat_head = np.flatnonzero(subject.head)
     resp = subject.resp_in_head
     for t0 in range(0, n_volumes, chunk):
@@ -130,6 +131,8 @@ def synthesize_run(
         for k, t in enumerate(range(t0, t1)):
             frame.reshape(-1)[flat_head] = rel[k]
             subject.grid.move(frame, motion[t], out=clean[k])
+            if subject.coil is not None:
+                clean[k] *= subject.coil
         n = t1 - t0
         rng.standard_normal(out=noisy[:n], dtype=np.float32)
         noisy[:n] *= thermal

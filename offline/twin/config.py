@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["GridConfig", "ParadigmConfig", "SignalConfig", "NoiseConfig", "MotionConfig", "SimulateConfig"]
+__all__ = [
+    "GridConfig",
+    "ParadigmConfig",
+    "SignalConfig",
+    "NoiseConfig",
+    "MotionConfig",
+    "SessionsConfig",
+    "SimulateConfig",
+]
 
 
 def _check(ok: bool, message: str) -> None:
@@ -174,6 +182,40 @@ class MotionConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    """Where each session after the first lies: its slab prescription and the head's position, drawn per session.
+
+    Session 1 is the reference: the ``[grid]`` slab, the head at rest. Every later session gets a slab rotated
+    about a random axis through the scanner's isocentre by ``slab_max_deg / 2`` to ``slab_max_deg`` and shifted
+    in a random direction by ``slab_max_mm / 2`` to ``slab_max_mm`` (as an operator or auto-align prescribes it
+    anew), and a head pose of ``head_max_mm / 2`` to ``head_max_mm`` and ``head_max_deg / 2`` to ``head_max_deg``
+    the same way (the participant repositioned); the run's own motion comes on top. ``matrix`` and
+    ``voxel_size`` give later sessions another matrix or voxel size (empty: the ``[grid]``'s).
+    """
+
+    slab_max_deg: float = 8.0
+    slab_max_mm: float = 10.0
+    head_max_mm: float = 10.0
+    head_max_deg: float = 10.0
+    matrix: tuple[int, ...] = ()
+    voxel_size: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.slab_max_deg <= 30, f"sessions.slab_max_deg must be in [0, 30], got {self.slab_max_deg}")
+        _check(0 <= self.slab_max_mm <= 50, f"sessions.slab_max_mm must be in [0, 50], got {self.slab_max_mm}")
+        _check(0 <= self.head_max_mm <= 20, f"sessions.head_max_mm must be in [0, 20], got {self.head_max_mm}")
+        _check(0 <= self.head_max_deg <= 20, f"sessions.head_max_deg must be in [0, 20], got {self.head_max_deg}")
+        _check(
+            self.matrix == () or (len(self.matrix) == 3 and all(2 <= s <= 512 for s in self.matrix)),
+            f"sessions.matrix must be empty or 3 integers in [2, 512], got {list(self.matrix)}",
+        )
+        _check(
+            self.voxel_size == () or (len(self.voxel_size) == 3 and all(0.5 <= v <= 20 for v in self.voxel_size)),
+            f"sessions.voxel_size must be empty or 3 sizes in [0.5, 20] mm, got {list(self.voxel_size)}",
+        )
+
+
+@dataclass(frozen=True)
 class SimulateConfig:
     """Everything ``fmriface simulate`` needs; ``seed`` fixes the stimuli, trials, noise and motion."""
 
@@ -185,6 +227,7 @@ class SimulateConfig:
     signal: SignalConfig = field(default_factory=SignalConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
 
     def __post_init__(self) -> None:
         _check(self.subject.isalnum(), f"subject must be alphanumeric (a BIDS label), got {self.subject!r}")

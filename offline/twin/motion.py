@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from offline.twin.config import MotionConfig
 
-__all__ = ["rigid_matrix", "motion_trace", "MovedGrid"]
+__all__ = ["rigid_matrix", "params_from_matrix", "rotation_about", "motion_trace", "MovedGrid"]
 
 
 def rigid_matrix(params) -> np.ndarray:
@@ -28,6 +28,25 @@ def rigid_matrix(params) -> np.ndarray:
     m[:3, :3] = r_z @ r_y @ r_x
     m[:3, 3] = (tx, ty, tz)
     return m
+
+
+def params_from_matrix(matrix) -> np.ndarray:
+    """The six parameters ``[6]`` (mm, degrees) of a rigid 4x4 matrix, ``rot_y`` within +-90 degrees."""
+    m = np.asarray(matrix, dtype=float)
+    r = m[:3, :3]
+    ry = np.arcsin(np.clip(-r[2, 0], -1.0, 1.0))
+    rx = np.arctan2(r[2, 1], r[2, 2])
+    rz = np.arctan2(r[1, 0], r[0, 0])
+    return np.concatenate([m[:3, 3], np.rad2deg([rx, ry, rz])])
+
+
+def rotation_about(axis, degrees: float) -> np.ndarray:
+    """The 3x3 rotation by ``degrees`` (right-handed) about the unit vector along ``axis`` (Rodrigues)."""
+    u = np.asarray(axis, dtype=float)
+    u = u / np.linalg.norm(u)
+    a = np.deg2rad(degrees)
+    k = np.array([[0.0, -u[2], u[1]], [u[2], 0.0, -u[0]], [-u[1], u[0], 0.0]])
+    return np.eye(3) + np.sin(a) * k + (1.0 - np.cos(a)) * (k @ k)
 
 
 def motion_trace(n_volumes: int, cfg: MotionConfig, offset: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -72,28 +91,48 @@ class MovedGrid:
     Parameters
     ----------
     affine : ndarray [4, 4]
-        Voxel-to-world affine of the grid.
+        Voxel-to-world affine of the scanner grid the volumes are written on.
     shape : tuple
-        Grid shape.
+        That grid's shape.
     support : ndarray bool [X, Y, Z]
         Voxels where the moved head can be non-zero (the head dilated by the largest motion); the rest is 0.
     order : int
         Interpolation order (1: trilinear).
+    source_affine, source_shape : ndarray [4, 4], tuple, optional
+        The head-frame grid the volumes are built on (default: the scanner grid itself; a later session's
+        slab samples a head frame on session 1's grid, padded to cover the new slab).
+    pose : ndarray [6], optional
+        The head's position in this session (the motion convention); the run's motion comes on top of it, so
+        the head moves by ``rigid_matrix(params) @ rigid_matrix(pose)``.
     """
 
-    def __init__(self, affine: np.ndarray, shape, support: np.ndarray, order: int = 1) -> None:
+    def __init__(
+        self,
+        affine: np.ndarray,
+        shape,
+        support: np.ndarray,
+        order: int = 1,
+        *,
+        source_affine: np.ndarray | None = None,
+        source_shape=None,
+        pose=None,
+    ) -> None:
         self.affine = np.asarray(affine, dtype=float)
-        self.inv_affine = np.linalg.inv(self.affine)
         self.shape = tuple(shape)
+        self.source_affine = self.affine if source_affine is None else np.asarray(source_affine, dtype=float)
+        self.source_shape = self.shape if source_shape is None else tuple(source_shape)
+        self.inv_affine = np.linalg.inv(self.source_affine)
+        self.pose = np.eye(4) if pose is None else rigid_matrix(pose)
         self.order = order
         self.flat = np.flatnonzero(support)
         self.ijk = np.array(np.unravel_index(self.flat, self.shape), dtype=np.float32)
-        self._pad = np.zeros(tuple(s + 2 for s in self.shape), np.float32)  # one voxel of zeros all round
+        self._pad = np.zeros(tuple(s + 2 for s in self.source_shape), np.float32)  # one voxel of zeros all round
         self._strides = np.array([self._pad.shape[1] * self._pad.shape[2], self._pad.shape[2], 1])
 
     def voxel_map(self, params) -> np.ndarray:
-        """Voxel-to-voxel matrix: moved voxel j samples the reference volume at ``M @ j``."""
-        return self.inv_affine @ np.linalg.inv(rigid_matrix(params)) @ self.affine
+        """Voxel-to-voxel matrix: scanner voxel j samples the head-frame volume at ``M @ j``, with
+        ``M = inv(A_source) @ inv(rigid(params) @ rigid(pose)) @ A``."""
+        return self.inv_affine @ np.linalg.inv(rigid_matrix(params) @ self.pose) @ self.affine
 
     def move(self, volume: np.ndarray, params, out: np.ndarray | None = None) -> np.ndarray:
         """The volume as the scanner sees it after the head moved by ``params`` (values outside support: 0)."""

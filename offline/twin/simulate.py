@@ -2,7 +2,8 @@
 
 Randomness is split by purpose, so changing one part leaves the others alone: ``signal.code_seed`` fixes the
 brain (hidden code, responsive voxels, their tuning); ``seed`` fixes the stimuli, the trial order, the noise
-and the motion of every run (each run from its own stream).
+and the motion of every run (each run from its own stream) and where each later session's slab and head lie
+(each session from its own stream; :mod:`offline.twin.sessions`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ from offline.twin.config import SimulateConfig
 from offline.twin.motion import MovedGrid, motion_trace
 from offline.twin.neural import FaceCode, readout_weights, responsive_voxels
 from offline.twin.paradigm import RunPlan, face_run_events, face_slots, imagery_run_events, plan_runs
-from offline.twin.writer import write_dataset_files, write_nifti, write_run, write_tsv
+from offline.twin.sessions import SessionGeometry, draw_sessions, session_subject
+from offline.twin.writer import func_dir, write_dataset_files, write_json, write_nifti, write_run, write_tsv
 
 __all__ = ["Plan", "prepare", "write", "simulate"]
 
 
 @dataclass
 class Plan:
-    """Everything decided before writing: the subject, the stimuli, the runs with their events and motion."""
+    """Everything decided before writing: the subject, the stimuli, the runs with their events and motion, and
+    where each session lies (``motion``: each run's within-session motion, ``sessions[s - 1]``: session s's grid
+    and head pose; session 1 is ``affine`` with the head at rest)."""
 
     cfg: SimulateConfig
     anatomy: np.ndarray
@@ -45,6 +49,16 @@ class Plan:
     runs: list[RunPlan]
     events: list[pd.DataFrame]
     motion: list[np.ndarray]
+    sessions: list[SessionGeometry] = dataclasses.field(default_factory=list)
+    session_subjects: dict[int, Subject] = dataclasses.field(default_factory=dict)  # sessions after the first
+
+    def subject_of(self, run: RunPlan) -> Subject:
+        """The twin as the run's session sees it (session 1: ``subject``)."""
+        return self.session_subjects.get(run.session, self.subject)
+
+    def affine_of(self, run: RunPlan) -> np.ndarray:
+        """The affine of the run's session's grid."""
+        return self.sessions[run.session - 1].affine if self.sessions else self.affine
 
 
 def _test_params(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,7 +146,29 @@ def prepare(cfg: SimulateConfig) -> Plan:
             offsets[run.session] = mrng.uniform(-0.3, 0.3, 6) * limit
         start = offsets[run.session] + mrng.normal(0.0, 0.08, 6) * limit
         motion.append(motion_trace(run.n_volumes, cfg.motion, start, mrng))
-    return Plan(cfg, anatomy, affine, brain, responsive, subject, stimuli, code(params), runs, events, motion)
+    # Each later session on its own slab with the head in its own place (the motion above: within the session).
+    sessions = draw_sessions(cfg, affine)
+    session_subjects = {
+        g.session: session_subject(
+            subject, cfg, affine, responsive, g, [m for r, m in zip(runs, motion) if r.session == g.session]
+        )
+        for g in sessions[1:]
+    }
+    return Plan(
+        cfg,
+        anatomy,
+        affine,
+        brain,
+        responsive,
+        subject,
+        stimuli,
+        code(params),
+        runs,
+        events,
+        motion,
+        sessions,
+        session_subjects,
+    )
 
 
 def _write_stimuli(plan: Plan, root: Path, progress: Callable[[int], None] | None) -> None:
@@ -168,7 +204,7 @@ def _synthesize(i: int) -> np.ndarray:
     rng = np.random.default_rng([cfg.seed, 6, run.index])
     with threadpool_limits(1):
         return synthesize_run(
-            plan.subject,
+            plan.subject_of(run),
             plan.events[i],
             code_of,
             run.n_volumes,
@@ -182,7 +218,7 @@ def _synthesize(i: int) -> np.ndarray:
 
 def _run_job(i: int, path: Path) -> int:
     assert _PLAN is not None
-    write_nifti(path, _synthesize(i), _PLAN.affine, _PLAN.cfg.paradigm.tr)
+    write_nifti(path, _synthesize(i), _PLAN.affine_of(_PLAN.runs[i]), _PLAN.cfg.paradigm.tr)
     return i
 
 
@@ -213,6 +249,9 @@ def write(plan: Plan, out_dir: str | Path, progress: Callable[[int], None] | Non
     write_nifti(deriv / sub / "responsive_mask.nii.gz", plan.responsive.astype(np.uint8), plan.affine)
     write_nifti(deriv / sub / "brain_mask.nii.gz", plan.brain.astype(np.uint8), plan.affine)
     write_nifti(deriv / sub / "anatomy.nii.gz", plan.anatomy.astype(np.float32), plan.affine)
+    for g in plan.sessions:
+        stem = f"sub-{cfg.subject}_ses-{g.session:02d}"
+        write_json(func_dir(deriv, cfg.subject, g.session).parent / f"{stem}_session.json", g.as_record(cfg.subject))
     paths = [
         write_run(root, deriv, cfg.subject, r, ev, m, cfg.paradigm.tr)
         for r, ev, m in zip(plan.runs, plan.events, plan.motion)
@@ -237,7 +276,7 @@ def write(plan: Plan, out_dir: str | Path, progress: Callable[[int], None] | Non
                     pending.result()
                     if progress is not None:
                         progress(1)
-                pending = pool.submit(write_nifti, path, data, plan.affine, cfg.paradigm.tr)
+                pending = pool.submit(write_nifti, path, data, plan.affine_of(plan.runs[i]), cfg.paradigm.tr)
             if pending is not None:
                 pending.result()
                 if progress is not None:
@@ -255,6 +294,15 @@ def write(plan: Plan, out_dir: str | Path, progress: Callable[[int], None] | Non
         "test_faces": int((plan.stimuli["split"] == "test").sum()),
         "responsive_voxels": int(plan.responsive.sum()),
         "grid": list(cfg.grid.shape),
+        "sessions": [
+            {
+                "session": g.session,
+                "shape": list(g.shape),
+                "slab": [round(float(v), 3) for v in g.slab],
+                "head": [round(float(v), 3) for v in g.head],
+            }
+            for g in plan.sessions
+        ],
         "tr": cfg.paradigm.tr,
         "max_abs_motion": [round(float(v), 3) for v in np.abs(np.concatenate(plan.motion)).max(0)],
         "workers": workers,

@@ -8,6 +8,12 @@ Layout (F's loader reads it)::
     derivatives/twin/dataset_description.json, stimuli.tsv, codes.npz, simulate_config.json
     derivatives/twin/sub-01/{responsive_mask,brain_mask,anatomy}.nii.gz, readout.npz
     derivatives/twin/sub-01/ses-01/func/sub-01_ses-01_task-faces_run-01_motion.tsv
+    derivatives/twin/sub-01/ses-01/sub-01_ses-01_session.json
+
+The masks and the anatomy are on session 1's grid with the head at rest (the reference). A run's ``_motion.tsv``
+is its motion within the session; ``_session.json`` gives the session's grid (shape, voxel size, affine), its slab
+prescription and the head's pose (``offline.twin.sessions``): volume t of a run of session s lies at
+``rigid_matrix(motion_t) @ rigid_matrix(head_s)`` from session 1's head at rest.
 """
 
 from __future__ import annotations

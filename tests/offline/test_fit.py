@@ -72,6 +72,12 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
     assert bundle.n_voxels == int(bundle.mask.sum()) > 0
     assert all(sid.startswith(("train/", "test/")) for sid in bundle.stimulus_ids)
     assert "Male" in bundle.attribute_names
+    # two sessions: the reference is session 1's; session 2 (another slab, the head moved) registered to it
+    assert manifest["reference_session"] == "01" and sorted(manifest["sessions"]) == ["01", "02"]
+    assert manifest["sessions"]["01"]["offset"] == [0.0] * 6 and manifest["sessions"]["01"]["registered"] == "reference"
+    second = manifest["sessions"]["02"]
+    assert max(abs(v) for v in second["offset"]) > 2.0 and second["registration"]["cost"] < 0.2
+    assert len(second["runs"]) == 3 and np.asarray(second["grid"]["affine"]).shape == (4, 4)
 
     # every number in evaluation.json
     ev = json.loads((out / "report" / "evaluation.json").read_text())
@@ -85,7 +91,7 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
     assert set(ev["gender"]["vaegan"]["ridge"]) == set(ev["gender"]["pca"]["encoding"]) == {"projection", "classifier"}
     assert 0 <= ev["gender"]["vaegan"]["true_latents"]["projection"]["p_value"] <= 1
     assert ev["imagery"]["vaegan"]["latent"]["n_items"] == 2  # the bundle's estimate and mapping
-    assert ev["imagery"]["vaegan"]["trials"]["n_trials"] == 3  # simulate-tiny: 3 imagery trials
+    assert ev["imagery"]["vaegan"]["trials"]["n_trials"] == 6  # simulate-tiny: 3 imagery trials in each of 2 sessions
     assert set(ev["imagery"]["details"]["glm"]["encoding"]) == {"vaegan", "pca"}
     assert "discriminator" in ev["perceptual_space"]
     html = (out / "report" / "report.html").read_text()
