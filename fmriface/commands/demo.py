@@ -107,6 +107,22 @@ def _step(out: Path, name: str, key_parts: list[Any], fn) -> tuple[Path, float |
     return step.dir, dt
 
 
+def _session_note(bids: Path, holdout: Path) -> str:
+    """Which session the held-out run comes from, beside the reference's (the first session's first run).
+
+    ``last-test`` takes the last run with test faces, so with two or more sessions the live run comes from a later
+    session than the bundle's reference: its own slab and head position, registered by ``serve`` at its first
+    volume.
+    """
+    sessions = sorted({p.name for p in bids.glob("sub-*/ses-*") if p.is_dir()})
+    mine = next((part for part in holdout.parts if part.startswith("ses-")), None)
+    if not sessions or mine is None:
+        return ""
+    if mine == sessions[0]:
+        return f" ({mine}, the reference's session)"
+    return f" ({mine}; the bundle's reference is {sessions[0]}'s: another slab and head position)"
+
+
 def _preset_text(name: str) -> str:
     return preset_path(name).read_text()
 
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     holdout = live.choose_holdout(twin, cfg.holdout_run)
-    _say(f"held-out run for the live replay: {holdout.name}")
+    _say(f"held-out run for the live replay: {holdout.name}{_session_note(twin, holdout)}")
 
     def fit(d: Path) -> None:
         view = live.bids_view_without(twin, holdout, out / ".fit-bids")

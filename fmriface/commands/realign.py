@@ -6,13 +6,20 @@ same code the live service runs), and writes ``motion.tsv``: one row per volume,
 documented in ``service.motion``), as MCFLIRT's ``.par`` file serves FSL users. With ``--write-realigned`` the
 realigned run is written too (``<run>_realigned.nii.gz``, trilinear).
 
-The reference is ``--reference FILE`` (a 3-D volume on the run's grid), volume ``--reference-volume K`` of the
-run, or by default the mean of the run's volumes.
+The reference is ``--reference FILE`` (a 3-D volume), volume ``--reference-volume K`` of the run, or by default
+the mean of the run's volumes. A reference on another grid (another session's slab: another affine, maybe another
+matrix or voxel size, as ``bundle/reference.nii.gz`` for a later session's run) is taken the way ``serve`` and
+``fit`` take it: the mean of the run is registered to it with a wide capture (the session offset, reported and
+written to ``session.json``), every volume is tracked on its own grid from that offset, ``motion.tsv`` holds the
+motion within the session (the offset taken out), and the realigned run is written on the reference's grid
+(one interpolation). A registration that fails (no overlap, an empty or constant volume, a flipped slab) is
+refused with what was measured.
 
 examples:
   fmriface realign sub-01_task-faces_run-01_bold.nii.gz --out qc/run-01
   fmriface realign run.nii.gz --reference-volume 0 --out qc/run --write-realigned
   fmriface realign run.nii.gz --reference bundle/reference.nii.gz --mask brain_mask.nii.gz --out qc/run
+  fmriface realign ses-02_run.nii.gz --reference bundle/reference.nii.gz --out qc/ses-02 --write-realigned
 """
 
 from __future__ import annotations
@@ -50,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("realign", __doc__)
     p.add_argument("bold", type=Path, help="a 4-D NIfTI run")
     ref = p.add_mutually_exclusive_group()
-    ref.add_argument("--reference", type=Path, help="a 3-D reference volume on the run's grid")
+    ref.add_argument("--reference", type=Path, help="a 3-D reference volume (on the run's grid or another session's)")
     ref.add_argument("--reference-volume", type=int, help="use volume K of the run (0-based) as the reference")
     p.add_argument(
         "--mask",
         type=Path,
-        help="a brain (registration) mask on the run's grid (default: estimated from the reference)",
+        help="a brain (registration) mask on the reference's grid (default: estimated from the reference)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (motion.tsv, realigned run)")
     p.add_argument("--write-realigned", action="store_true", help="also write the realigned run")
@@ -68,7 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from fmriface.config import load_config, resolve_config
-    from service.motion import GridMismatchError, RigidRegistration, framewise_displacement, realign_run
+    from service.motion import (
+        GridMismatchError,
+        RigidRegistration,
+        SessionRegistrationError,
+        framewise_displacement,
+        params_from_matrix,
+        realign_run,
+        register_session,
+        rigid_matrix,
+    )
 
     config = resolve_config(args.config, "realign")
     cfg = load_config(RealignConfig, config, {})
@@ -80,11 +96,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference_volume is not None and not -n <= args.reference_volume < n:
         raise UsageError(f"--reference-volume {args.reference_volume} is outside the run's {n} volumes")
     reference = None
+    grid_img = img  # the grid of the reference (and of the mask): the run's, or another session's
     if args.reference is not None:
-        reference = _on_grid(_load(args.reference, "reference"), img, args.reference, args.bold, GridMismatchError)
+        ref_img = _load(args.reference, "reference")
+        if _same_grid(ref_img, img):
+            reference = _on_grid(ref_img, img, args.reference, args.bold, GridMismatchError)
+        else:
+            reference = _volume_of(ref_img, args.reference)
+            grid_img = ref_img
+        spread = float(np.percentile(reference, 99) - np.percentile(reference, 1)) if reference.size else 0.0
+        if not spread > 0:
+            raise SessionRegistrationError(
+                f"the reference {args.reference} (shape {reference.shape}) is empty or constant (1-99% range"
+                f" {spread:g}): nothing to register to"
+            )
+    across = grid_img is not img
     mask = None
     if args.mask is not None:
-        mask = _on_grid(_load(args.mask, "mask"), img, args.mask, args.bold, GridMismatchError) > 0
+        mask = _on_grid(_load(args.mask, "mask"), grid_img, args.mask, args.reference or args.bold, GridMismatchError)
+        mask = mask > 0
     out = prepare_out_dir(args.out, args.force, inputs=[args.bold, args.reference, args.mask])
 
     data = np.asarray(img.get_fdata(dtype=np.float32))
@@ -95,18 +125,36 @@ def main(argv: list[str] | None = None) -> int:
         tol_mm=cfg.tol_mm,
         warm_start=cfg.warm_start,
         seed=cfg.seed,
+        other_grids=across,
     )
-    with progress(total=n, desc="realign", unit="vol") as bar:
-        params, realigned = realign_run(
-            data,
-            img.affine,
-            reference=reference,
-            reference_volume=args.reference_volume,
-            mask=mask,
-            return_realigned=args.write_realigned,
-            registration=reg,
-            callback=lambda _t: bar.update(1),
-        )
+    session = None
+    if across:  # another session's grid: the session offset first, then every volume tracked from it
+        try:
+            session = register_session(
+                reference, grid_img.affine, data.mean(axis=3, dtype=np.float64).astype(np.float32), img.affine, mask
+            )
+        except SessionRegistrationError as exc:
+            raise SessionRegistrationError(
+                f"{args.bold} (its mean volume) cannot be registered to {args.reference}: {exc}"
+            ) from None
+        with progress(total=n, desc="realign", unit="vol") as bar:
+            total, realigned = _track(
+                reg, data, img.affine, reference, grid_img.affine, mask, session.params, args, bar.update
+            )
+        inverse = np.linalg.inv(rigid_matrix(session.params))
+        params = np.array([params_from_matrix(rigid_matrix(p) @ inverse) for p in total])
+    else:
+        with progress(total=n, desc="realign", unit="vol") as bar:
+            params, realigned = realign_run(
+                data,
+                img.affine,
+                reference=reference,
+                reference_volume=args.reference_volume,
+                mask=mask,
+                return_realigned=args.write_realigned,
+                registration=reg,
+                callback=lambda _t: bar.update(1),
+            )
     fd = framewise_displacement(params, radius=cfg.fd_radius)
     table = np.column_stack([params, fd])
     np.savetxt(out / "motion.tsv", table, fmt="%.6f", delimiter="\t", header="\t".join(HEADER), comments="")
@@ -116,14 +164,40 @@ def main(argv: list[str] | None = None) -> int:
         path = out / f"{stem}_realigned.nii.gz"
         header = img.header.copy()
         header.set_data_dtype(np.float32)
-        nib.save(nib.Nifti1Image(realigned, img.affine, header), path)
+        if across:  # on the reference's grid: its shape and affine, the run's TR
+            header.set_data_shape(realigned.shape)
+            header.set_sform(grid_img.affine, code=1)
+            header.set_qform(grid_img.affine, code=1)
+            zooms = [*np.linalg.norm(grid_img.affine[:3, :3], axis=0), img.header.get_zooms()[3]]
+            header.set_zooms(zooms)
+        nib.save(nib.Nifti1Image(realigned, grid_img.affine, header), path)
         written.append(path)
+    if session is not None:
+        import json
+
+        record = {
+            **session.as_record(),
+            "reference": str(args.reference),
+            "reference_grid": {"shape": list(reference.shape), "affine": np.round(grid_img.affine, 6).tolist()},
+            "run_grid": {"shape": list(img.shape[:3]), "affine": np.round(img.affine, 6).tolist()},
+            "motion": "motion.tsv holds the motion within the session: rigid(total) = rigid(motion) @ rigid(offset)",
+        }
+        (out / "session.json").write_text(json.dumps(record, indent=2) + "\n")
+        written.append(out / "session.json")
     summary = {
         "run": str(args.bold),
         "volumes": n,
         "reference": str(args.reference)
         if args.reference
         else (f"volume {args.reference_volume}" if args.reference_volume is not None else "mean of the run"),
+        **(
+            {
+                "session_offset": session.as_record()["offset"],
+                "session_registration": {k: v for k, v in session.as_record().items() if k != "offset"},
+            }
+            if session is not None
+            else {}
+        ),
         "max_abs_translation_mm": float(np.abs(params[:, :3]).max()),
         "max_abs_rotation_deg": float(np.abs(params[:, 3:]).max()),
         "mean_fd_mm": float(fd.mean()),
@@ -144,6 +218,42 @@ def _load(path: Path, what: str):
         return nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds for unreadable files
         raise UsageError(f"cannot read the {what} file {path} as NIfTI: {exc}") from None
+
+
+def _same_grid(img, run_img) -> bool:
+    import numpy as np
+
+    shape = img.shape[:3] if len(img.shape) == 4 and img.shape[3] == 1 else img.shape
+    return shape == run_img.shape[:3] and bool(np.allclose(img.affine, run_img.affine, atol=1e-4))
+
+
+def _volume_of(img, path: Path):
+    """The 3-D data of a reference on another grid (a 4-D image of one volume is taken as 3-D)."""
+    import numpy as np
+
+    shape = img.shape[:3] if len(img.shape) == 4 and img.shape[3] == 1 else img.shape
+    if len(shape) != 3:
+        raise UsageError(f"the reference {path} has shape {img.shape}; it must be one 3-D volume")
+    return np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+
+
+def _track(reg, data, affine, reference, ref_affine, mask, offset, args, step):
+    """Every volume tracked on its own grid from the session offset: ``(total [T, 6], realigned or None)``."""
+    import numpy as np
+
+    reg.fit(reference, ref_affine, mask)
+    n = data.shape[3]
+    total = np.zeros((n, 6))
+    realigned = np.empty((*reference.shape, n), dtype=np.float32) if args.write_realigned else None
+    for t in range(n):
+        vol = np.ascontiguousarray(data[..., t])
+        init = offset if t == 0 else None
+        if realigned is not None:
+            total[t], realigned[..., t] = reg.estimate_resample(vol, init=init, affine=affine)
+        else:
+            total[t] = reg.estimate(vol, init=init, affine=affine)
+        step(1)
+    return total, realigned
 
 
 def _on_grid(img, run_img, path: Path, run_path: Path, error: type[Exception]):

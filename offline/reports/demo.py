@@ -73,24 +73,26 @@ def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, 
     """Latents of ``trials`` computed offline from the whole held-out run, as ``fmriface fit`` computes them.
 
     The run is realigned to the bundle's reference with the service's own motion correction (warm-started
-    volume to volume), its mask voxels detrended over the whole run with :func:`service.online.detrend_offline`
+    volume to volume; a run on another session's grid registered to the reference first and tracked from that
+    offset, as the fit does: :func:`offline.decoding.estimates.track_run`), its mask voxels detrended over the
+    whole run (motion within the session) with :func:`service.online.detrend_offline`
     (the model the fit uses), each trial's window estimate taken with :func:`service.window.window_estimate`,
     and mapped with the bundle's linear map. The live service fits the same model causally, volume by volume.
     """
     import nibabel as nib
 
+    from offline.decoding.estimates import register_run_session, track_run
     from service.motion import RigidRegistration
     from service.online import detrend_offline
     from service.window import WindowSpec, window_estimate
 
     img = nib.load(str(holdout))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    reg = RigidRegistration().fit(bundle.reference, bundle.affine)  # a fresh fit: the first volume starts at 0
-    n = data.shape[3]
-    x = np.empty((n, bundle.n_voxels), np.float32)
-    motion = np.zeros((n, 6))
-    for k in range(n):
-        motion[k], x[k] = reg.estimate_resample(np.ascontiguousarray(data[..., k]), bundle.mask)
+    reg = RigidRegistration(other_grids=True).fit(bundle.reference, bundle.affine)  # a fresh fit
+    offset = None  # on the bundle's grid: the first volume starts at 0
+    if data.shape[:3] != bundle.reference.shape or not np.allclose(img.affine, bundle.affine, atol=1e-3):
+        offset = register_run_session(bundle.reference, bundle.affine, data, img.affine, name=holdout.name).params
+    x, motion, _ = track_run(reg, data, img.affine, bundle.mask, offset)
     resid = detrend_offline(
         x,
         motion if online_cfg.get("motion_regressors", True) else None,

@@ -10,7 +10,7 @@ import pytest
 
 from fmriface.commands import realign
 from fmriface.common import UsageError
-from service.motion import GridMismatchError, framewise_displacement
+from service.motion import GridMismatchError, SessionRegistrationError, framewise_displacement
 from tests.service.test_motion import Phantom, assert_close_params, grid_affine, make_run
 
 
@@ -81,8 +81,13 @@ def test_realign_errors(recorded, tmp_path):
         realign.main([str(folder / "reference.nii.gz"), "--out", str(tmp_path / "b")])
     other = tmp_path / "other.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(run.shape[:3], np.float32), grid_affine()), other)
-    with pytest.raises(GridMismatchError, match="other.nii.gz .* is not on the grid of"):
+    # a reference on another grid is registered across grids (another session's); an empty one cannot be
+    with pytest.raises(SessionRegistrationError, match="other.nii.gz .* is empty or constant"):
         realign.main([bold, "--reference", str(other), "--out", str(tmp_path / "c")])
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.uint8), grid_affine()), mask)
+    with pytest.raises(GridMismatchError, match="mask.nii.gz .* is not on the grid of"):
+        realign.main([bold, "--mask", str(mask), "--out", str(tmp_path / "c2")])
     with pytest.raises(UsageError, match="outside the run's 6 volumes"):
         realign.main([bold, "--reference-volume", "9", "--out", str(tmp_path / "d")])
     (tmp_path / "full").mkdir()
