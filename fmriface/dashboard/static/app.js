@@ -67,6 +67,7 @@
   let rafPending = false, lastRender = -1e9, timer = null;
   function mark(...what) {
     for (const w of what) if (w) dirty.add(w);
+    if (timer) return;  // held back already: the timer asks for the animation frame (none wasted meanwhile)
     if (!rafPending) { rafPending = true; requestAnimationFrame(render); }
   }
 
