@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted({f for f in args.faults.split(",") if f} - set(FAULT_KINDS))
     if unknown:
         raise UsageError(
-            f"--faults {args.faults!r}: unknown kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}"
+            f"--faults {args.faults!r}: unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}"
         )
     if args.to.exists() and not args.to.is_dir():
         raise UsageError(f"--to {args.to} exists and is not a folder")

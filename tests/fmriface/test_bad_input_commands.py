@@ -143,7 +143,7 @@ def run_file(tmp_path) -> Path:
         (["--speed", "0"], "--speed 0 must be a positive"),
         (["--tr", "0"], "--tr 0 must be a positive"),
         (["--max-volumes", "-1"], "--max-volumes -1 must be at least 1"),
-        (["--faults", "bogus"], "unknown kind"),
+        (["--faults", "bogus"], "unknown fault kind"),
     ],
     ids=["events-to-foo", "events-to-port", "speed-negative", "speed-0", "tr-0", "max-volumes-negative", "faults"],
 )
