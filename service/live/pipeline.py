@@ -464,6 +464,7 @@ class Pipeline:
             "skipped_from_ended_runs": self.n_earlier_,
             "trials": self.trials_.n_published,
             "sent": dict(self.pub.sent),
+            "dropped": dict(self.pub.dropped),
             "malformed_inbound": self.pub.malformed,
             "latency_ms": pct(self.latency_),
             "stage_ms": {k: pct(v, 1.0) for k, v in self.stage_ms_.items()},

@@ -3,6 +3,9 @@
 Publishing never blocks: the PUB socket has a bounded send high-water mark, so a subscriber that reads slowly
 or not at all only misses frames (ZeroMQ drops them for that subscriber alone). Inbound messages are drained
 without blocking; a malformed one is counted and logged, never raised.
+
+An address may name port ``*`` (``tcp://127.0.0.1:*``): the system picks a free port, and ``pub_address`` /
+``pull_address`` hold the endpoints actually bound.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def check_bindable(ctx: Any, address: str, what: str) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.bind(address)
-        sock.unbind(address)
+        sock.unbind(sock.getsockopt_string(zmq.LAST_ENDPOINT))  # the bound endpoint: "*" names no port to unbind
     except zmq.ZMQError as exc:
         raise PortInUseError(
             f"cannot bind the {what} address {address}: {exc.strerror}; another fmriface serve may be running "
@@ -62,11 +65,22 @@ class Publisher:
 
     Attributes
     ----------
-    sent, dropped : dict
-        Messages sent per topic; messages ZeroMQ refused (only when no peer can take them).
+    pub_address, pull_address : str
+        The endpoints bound (an address with port ``*`` reads back with the port the system chose).
+    sent : dict
+        Messages ZeroMQ accepted, per topic. Accepted is not delivered: a PUB socket queues a message for each
+        connected subscriber whose queue has room and drops it, silently and for that subscriber alone, where
+        the queue is full (no count here can see those).
+    dropped : dict
+        Messages ZeroMQ refused outright (``EAGAIN``), per topic: none with a plain PUB socket, which never
+        refuses; counted so that ``sent`` counts accepted messages only.
     malformed : int
         Inbound messages that could not be decoded.
     """
+
+    #: How long (ms) :meth:`close` lets ZeroMQ go on handing queued messages (the ``end`` message) to connected
+    #: subscribers: a peer that reads costs milliseconds, one that stopped reading holds the close this long.
+    CLOSE_LINGER_MS = 1000
 
     def __init__(
         self,
@@ -94,8 +108,12 @@ class Publisher:
                 self.auth.stop()
             self.ctx.destroy(linger=0)
             raise PortInUseError(f"cannot bind {pub} / {pull}: {exc.strerror}; pass other addresses") from None
+        self.pub_address = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.pull is not None:
+            self.pull_address = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self.seq = P.SeqCounter(seq)
         self.sent: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
         self.malformed = 0
 
     def send(self, topic: str, header: dict[str, Any], payload: bytes | np.ndarray = b"") -> int:
@@ -105,8 +123,9 @@ class Publisher:
         t = header.get("t")
         if isinstance(t, dict):
             t["sent"] = time.time()
-        if P.send(self.pub, topic, header, payload):  # a PUB socket drops at its high-water mark, silently
-            self.sent[topic] = self.sent.get(topic, 0) + 1
+        # accepted (queued for the subscribers with room; a PUB drops at a full queue silently) or refused
+        counts = self.sent if P.send(self.pub, topic, header, payload) else self.dropped
+        counts[topic] = counts.get(topic, 0) + 1
         return seq
 
     def receive(self, limit: int = 100) -> list[P.Message]:
@@ -126,8 +145,10 @@ class Publisher:
             out.append(msg)
         return out
 
-    def close(self) -> None:
-        self.pub.close(linger=0)
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the sockets: messages still queued (the ``end`` message) go on out to connected subscribers for
+        at most ``linger_ms`` (default :attr:`CLOSE_LINGER_MS`); the inbound socket closes at once."""
+        self.pub.close(linger=self.CLOSE_LINGER_MS if linger_ms is None else linger_ms)
         if self.pull is not None:
             self.pull.close(linger=0)
         if self.auth is not None:

@@ -256,8 +256,7 @@ class Service:
             self.runlog_.close(self.summary_, ended=ended)
         except OSError as exc:
             log.error("run %s: its records could not be closed: %s", self.runlog_.run_id, exc.strerror or exc)
-        time.sleep(0.05)  # let ZeroMQ hand the end message to connected subscribers before closing
-        self.pub_.close()
+        self.pub_.close()  # with a linger: the end message still goes out to connected subscribers
         log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))
 
 
