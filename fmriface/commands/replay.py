@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     for opt, value in (("--tr", args.tr), ("--speed", args.speed)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UsageError(f"{opt} {value:g} must be a positive number of {'seconds' if opt == '--tr' else 'times'}")
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed} must not be negative")
     if args.max_volumes is not None and args.max_volumes < 1:
         raise UsageError(f"--max-volumes {args.max_volumes} must be at least 1")
     if not 0.0 <= args.fault_rate <= 1.0:

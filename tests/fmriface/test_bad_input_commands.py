@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fmriface import cli
@@ -108,7 +108,9 @@ def _fuzz_config(data, tmp_path):
         assert str(path) in str(exc) or "defaults" in str(exc), exc
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_fuzz_the_config_loader_gives_a_config_or_a_named_error(data, tmp_path):
     _fuzz_config(data, tmp_path)
@@ -206,9 +208,7 @@ _argv_parts = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(parts=_argv_parts)
-def test_fuzz_replay_and_inspect_command_lines_give_no_traceback(parts, run_file, tmp_path, capsys):
+def _fuzz_command_lines(parts, run_file, tmp_path, capsys):
     out = tmp_path / "fuzz-scanner"
     for argv in (["replay", "--run", run_file, "--to", out, "--asap", *parts], ["inspect", tmp_path, *parts]):
         try:
@@ -218,3 +218,21 @@ def test_fuzz_replay_and_inspect_command_lines_give_no_traceback(parts, run_file
             capsys.readouterr()
             continue
         assert code in (0, 1)
+
+
+# the default pass is derandomized (the same cases every run: no test that fails by chance); the slow pass explores.
+# It found replay --seed -1 (a traceback from numpy), kept as an example.
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(parts=_argv_parts)
+@example(parts=["--seed", "-1"])
+def test_fuzz_replay_and_inspect_command_lines_give_no_traceback(parts, run_file, tmp_path, capsys):
+    _fuzz_command_lines(parts, run_file, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=_argv_parts)
+def test_fuzz_command_lines_long(parts, run_file, tmp_path, capsys):
+    _fuzz_command_lines(parts, run_file, tmp_path, capsys)
