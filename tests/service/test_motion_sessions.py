@@ -205,3 +205,23 @@ def test_realign_refuses_what_cannot_be_registered_across_grids(twin, tmp_path):
     with pytest.raises(SessionRegistrationError, match="cannot be registered to .*far.nii.gz"):
         realign.main([str(bold), "--reference", str(far), "--out", str(tmp_path / "b")])
     assert not (tmp_path / "a" / "motion.tsv").exists() and not (tmp_path / "b" / "motion.tsv").exists()
+
+
+def test_realign_refuses_a_flipped_slab_on_another_grid(reference, tmp_path):
+    """A later session's run at 3 mm, its data flipped left-right with the affine unchanged."""
+    from fmriface.commands import realign
+
+    ref, affine, _ = reference
+    ses = _session(6)
+    vol, _ = anatomy_on_grid(ses.affine, ses.shape, ses.head)
+    rng = np.random.default_rng(7)
+    run = np.stack([vol + rng.normal(0, NOISE, vol.shape).astype(np.float32) for _ in range(3)], axis=-1)
+    ref_path, good, flipped = tmp_path / "ref.nii.gz", tmp_path / "good_bold.nii.gz", tmp_path / "flipped_bold.nii.gz"
+    nib.save(nib.Nifti1Image(ref, affine), ref_path)
+    nib.save(nib.Nifti1Image(run, ses.affine), good)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(run[::-1]), ses.affine), flipped)
+    assert realign.main([str(good), "--reference", str(ref_path), "--out", str(tmp_path / "good")]) == 0
+    offset = json.loads((tmp_path / "good" / "session.json").read_text())["offset"]
+    assert brain_error(offset, ses.head, affine, reference[2]) < 0.1
+    with pytest.raises(SessionRegistrationError, match="flipped_bold.nii.gz .* mirror image"):
+        realign.main([str(flipped), "--reference", str(ref_path), "--out", str(tmp_path / "flipped")])
