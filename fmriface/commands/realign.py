@@ -115,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.mask is not None:
         mask = _on_grid(_load(args.mask, "mask"), grid_img, args.mask, args.reference or args.bold, GridMismatchError)
         mask = mask > 0
+        if not mask.any():
+            raise UsageError(f"the mask {args.mask} selects no voxel (all zero): nothing to register on")
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    bad = [t for t in range(data.shape[3]) if not np.all(np.isfinite(data[..., t]))]
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        raise UsageError(f"{args.bold}: volume(s) {shown} hold NaN or infinite values (0-based); nothing was written")
     out = prepare_out_dir(args.out, args.force, inputs=[args.bold, args.reference, args.mask])
 
-    data = np.asarray(img.get_fdata(dtype=np.float32))
     reg = RigidRegistration(
         levels=cfg.levels,
         n_points=cfg.n_points,

@@ -76,3 +76,19 @@ def test_fit_into_its_bids_folder_deletes_nothing(tmp_path, capsys):
     )
     assert "--force would delete" in capsys.readouterr().err
     assert _files(bids) == before
+
+
+def test_realign_refuses_an_all_zero_mask_and_a_nan_volume_naming_them(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    data = rng.random((8, 8, 6, 4)).astype(np.float32)
+    run = tmp_path / "run.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), run)
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 6), np.uint8), np.eye(4)), mask)
+    assert cli.main(["realign", str(run), "--mask", str(mask), "--out", str(tmp_path / "a")]) == 1
+    assert "mask.nii.gz selects no voxel" in capsys.readouterr().err
+    data[2, 3, 1, 2] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), run)
+    assert cli.main(["realign", str(run), "--out", str(tmp_path / "b")]) == 1
+    assert "volume(s) 2 hold NaN" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
