@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -165,18 +166,27 @@ class Authenticator:
         self.refused = 0
         self.refused_keys: list[str] = []
         self._auth: Any = None
+        self._judged = threading.Condition()  # notified at every handshake judged
 
     def callback(self, domain: str, key: bytes) -> bool:
         """The credentials provider pyzmq calls for each CURVE handshake (``key`` is Z85)."""
         ok = key in self.allowed
-        if ok:
-            self.accepted += 1
-        else:
-            self.refused += 1
-            text = key.decode("ascii", "replace")
-            self.refused_keys.append(text)
-            log.warning("refused a CURVE peer with unknown public key %s", text)
+        with self._judged:
+            if ok:
+                self.accepted += 1
+            else:
+                self.refused += 1
+                self.refused_keys.append(key.decode("ascii", "replace"))
+            self._judged.notify_all()
+        if not ok:
+            log.warning("refused a CURVE peer with unknown public key %s", self.refused_keys[-1])
         return ok
+
+    def wait_for_handshakes(self, accepted: int = 0, refused: int = 0, timeout: float = 10.0) -> bool:
+        """Block until at least ``accepted`` / ``refused`` handshakes were judged (or ``timeout`` s pass): a start-up
+        check or a test can know a peer was let in or turned away without polling. True if they were."""
+        with self._judged:
+            return self._judged.wait_for(lambda: self.accepted >= accepted and self.refused >= refused, timeout)
 
     def start(self) -> Authenticator:
         from zmq.auth.thread import ThreadAuthenticator

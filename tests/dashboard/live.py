@@ -301,7 +301,7 @@ class Watcher(threading.Thread):
         self.messages: list[Any] = []
         self.stop_ = threading.Event()
         self.ready = threading.Event()
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()  # guards messages; notified at each one, so waits need no polling
 
     def run(self) -> None:
         import zmq
@@ -322,6 +322,7 @@ class Watcher(threading.Thread):
                     continue
                 with self.lock:
                     self.messages.append(msg)
+                    self.lock.notify_all()
                 if msg.topic == "status":
                     self.ready.set()
                 if msg.topic == "frame" and push is not None:
@@ -338,11 +339,10 @@ class Watcher(threading.Thread):
             return [m for m in self.messages if m.topic == name]
 
     def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
+        """Block until ``predicate()`` holds, woken by each message received (no polling)."""
+        with self.lock:
+            if not self.lock.wait_for(predicate, timeout):
                 raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.02)
 
     def close(self) -> None:
         self.stop_.set()

@@ -4,6 +4,7 @@ intake thread, nothing lost when the helper dies, and the watcher using it only 
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 
 import numpy as np
@@ -86,13 +87,22 @@ def test_watcher_parses_in_the_helper_while_volumes_wait_and_survives_its_death(
     for acq in range(1, 4):  # three volumes waiting at start: a backlog, which starts the helper
         mosaic(tmp_path, acq)
 
-    def wait_for(condition, what):
-        deadline = time.monotonic() + 30
-        while not condition():
-            assert time.monotonic() < deadline, f"{what} within 30 s (parse process: {watcher._parser.failure})"
-            time.sleep(0.005)
+    changed = threading.Condition()  # notified at each volume or event the watcher hands on
 
-    with VolumeWatcher(fast(tmp_path, polling="off", gap_timeout_s=5.0)) as watcher:
+    def wait_for(condition, what):
+        with changed:
+            assert changed.wait_for(condition, 30), f"{what} within 30 s (parse process: {watcher._parser.failure})"
+
+    watcher = VolumeWatcher(fast(tmp_path, polling="off", gap_timeout_s=5.0))
+    emit = watcher._emit
+
+    def emit_and_notify(item):
+        emit(item)
+        with changed:
+            changed.notify_all()
+
+    watcher._emit = emit_and_notify
+    with watcher:
         acq = 3
         while watcher._parser.n_offloaded < 3:  # nobody takes the volumes: the backlog grows
             assert watcher._parser.failure is None, watcher._parser.failure
