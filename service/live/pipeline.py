@@ -244,13 +244,11 @@ class Pipeline:
 
     def _grid_of(self, vol: Any) -> str:
         """``reference`` (the bundle's grid), ``session`` (this session's registered grid) or ``other``."""
-        shape, affine = tuple(vol.data.shape), np.asarray(vol.affine, dtype=np.float64)
-        ref = self.bundle.reference
-        if shape == tuple(ref.shape) and np.allclose(affine, self.bundle.affine, atol=1e-3):
+        if self.reg_.on_reference_grid(vol.data.shape, vol.affine):
             return "reference"
         if self.session_ is not None:
             s_shape, s_affine = self.session_grid_
-            if shape == s_shape and np.allclose(affine, s_affine, atol=1e-3):
+            if tuple(vol.data.shape) == s_shape and np.allclose(vol.affine, s_affine, atol=1e-3):
                 return "session"
         return "other"
 

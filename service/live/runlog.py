@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ import numpy as np
 from service import jsonsafe as strict_json
 from service.jsonsafe import jsonable as _jsonable
 from service.live.npy import AppendNpy
+
+log = logging.getLogger("service.runlog")
 
 __all__ = ["RunLog", "ResumeState", "TRIAL_COLUMNS", "EVENT_FIELDS", "read_volumes"]
 
@@ -280,9 +283,7 @@ class GuardedRunLog:
                 return value(*args, **kwargs)
             except OSError as exc:
                 self.failure = f"run records cannot be written ({name}): {exc.strerror or exc}"
-                import logging
-
-                logging.getLogger("service.runlog").error("%s; the run ends", self.failure)
+                log.error("%s; the run ends", self.failure)
                 return None
 
         return guarded

@@ -273,16 +273,10 @@ def _make_watcher(cfg: ServeConfig, reference_shape: tuple[int, ...]) -> Any:
     from service.intake.watcher import VolumeWatcher, WatcherConfig
 
     slices = cfg.watcher.slices_per_volume or reference_shape[2]
-    # the largest file a volume of this grid can be: 16-bit voxels, enhanced headers and a margin; 16 MiB at least
-    cap = cfg.watcher.max_file_bytes and max(16 << 20, 8 * int(np.prod(reference_shape)) * 2 + (4 << 20))
-    return VolumeWatcher(
-        replace(
-            cfg.watcher,
-            folder=str(cfg.watch),
-            slices_per_volume=slices,
-            reference_shape=tuple(reference_shape),
-            max_file_bytes=cap
-            if cfg.watcher.max_file_bytes == WatcherConfig.max_file_bytes
-            else cfg.watcher.max_file_bytes,
-        )
+    cap = cfg.watcher.max_file_bytes  # a limit of the config's own (0: none) wins over the grid's
+    if cap == WatcherConfig.max_file_bytes:  # the largest file a volume of this grid can be, 16 MiB at least
+        cap = max(16 << 20, 8 * int(np.prod(reference_shape)) * 2 + (4 << 20))
+    watcher = replace(
+        cfg.watcher, folder=str(cfg.watch), slices_per_volume=slices, reference_shape=tuple(reference_shape)
     )
+    return VolumeWatcher(replace(watcher, max_file_bytes=cap))

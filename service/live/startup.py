@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from service.bundle import Bundle, BundleError, load_bundle
 from service.live.config import ServeConfig
 from service.live.publisher import check_bindable
+from service.live.runlog import read_volumes
 from service.live.trials import read_events_tsv
 
 __all__ = [
@@ -46,54 +48,45 @@ def default_run_id(watch: Path) -> str:
     return "run-" + hashlib.sha256(str(watch.resolve()).encode()).hexdigest()[:10]
 
 
-def files_of_ended_runs(cfg: ServeConfig, run_id: str) -> tuple[set[tuple[str, str]], list[str]]:
-    """(file name, SHA-256) of every volume that the ended runs of this watch folder (``run_id``'s base and its
-    numbered successors before it) already decoded, and those runs' ids: a serve restarted on the folder after
-    a run ended starts a new run, and must not decode the old run's files again as if they were new."""
+def _runs_of_folder(cfg: ServeConfig) -> Iterator[tuple[str, str | None]]:
+    """The runs of this watch folder in order, ``(run id, state)``: the base id, then ``<base>-2``, ``-3`` ...,
+    up to and including the first that has not ended (state None: no manifest yet, or one that cannot be read)."""
     base = cfg.run_id or default_run_id(Path(cfg.watch))
-    files: set[tuple[str, str]] = set()
-    runs: list[str] = []
     n = 1
     while True:
-        rid = base if n == 1 else f"{base}-{n}"
-        if rid == run_id:
-            return files, runs
-        folder = Path(cfg.runs) / rid
+        run_id = base if n == 1 else f"{base}-{n}"
         try:
-            state = json.loads((folder / "manifest.json").read_text()).get("state")
-        except (OSError, json.JSONDecodeError):
-            return files, runs
-        if state == "ended":
-            runs.append(rid)
-            for line in (
-                (folder / "volumes.jsonl").read_text().splitlines() if (folder / "volumes.jsonl").exists() else ()
-            ):
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("status") in ("ok", "discarded") and rec.get("file") and rec.get("sha256"):
-                    files.add((str(rec["file"]), str(rec["sha256"])))
+            state = json.loads((Path(cfg.runs) / run_id / "manifest.json").read_text()).get("state")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            state = None
+        yield run_id, state
+        if state != "ended":
+            return
         n += 1
+
+
+def files_of_ended_runs(cfg: ServeConfig, run_id: str) -> tuple[set[tuple[str, str]], list[str]]:
+    """(file name, SHA-256) of every volume that the ended runs of this watch folder before ``run_id`` already
+    decoded, and those runs' ids: a serve restarted on the folder after a run ended starts a new run, and must
+    not decode the old run's files again as if they were new."""
+    files: set[tuple[str, str]] = set()
+    runs: list[str] = []
+    for rid, state in _runs_of_folder(cfg):
+        if rid == run_id or state != "ended":
+            break
+        runs.append(rid)
+        for rec in read_volumes(Path(cfg.runs) / rid):
+            if rec.get("status") in ("ok", "discarded") and rec.get("file") and rec.get("sha256"):
+                files.add((str(rec["file"]), str(rec["sha256"])))
+    return files, runs
 
 
 def choose_run_id(cfg: ServeConfig) -> str:
-    base = cfg.run_id or default_run_id(Path(cfg.watch))
-    run_id, n = base, 1
-    while True:
-        manifest = Path(cfg.runs) / run_id / "manifest.json"
-        if not manifest.exists():
-            return run_id
-        try:
-            state = json.loads(manifest.read_text()).get("state")
-        except (OSError, json.JSONDecodeError):
-            state = None
-        if state != "ended":
-            return run_id  # resume it
-        if cfg.run_id:
-            raise StartupError(f"run {manifest.parent} already ended; pass another --run-id or --runs folder")
-        n += 1
-        run_id = f"{base}-{n}"
+    """The run to serve: the first of this folder's runs that has not ended (a new one, or one to resume)."""
+    for run_id, state in _runs_of_folder(cfg):
+        if state == "ended" and cfg.run_id:
+            raise StartupError(f"run {Path(cfg.runs) / run_id} already ended; pass another --run-id or --runs folder")
+    return run_id
 
 
 class _JsonFormatter(logging.Formatter):

@@ -359,6 +359,11 @@ class RigidRegistration:
             values = sampler.sample_affine(matrix, points)
         return values if mask is not None else values.reshape(self.reference_.shape)
 
+    def on_reference_grid(self, shape: tuple[int, ...], affine: np.ndarray) -> bool:
+        """Whether a volume of ``shape`` and ``affine`` lies on the reference's grid (the check :meth:`estimate`
+        makes, with its tolerance computed once)."""
+        return tuple(shape) == self.reference_.shape and _within(affine, self.affine_, self._affine_tol)
+
     def _sampler(self, shape: tuple[int, ...]) -> TrilinearSampler:
         """The trilinear sampler of a grid shape (the reference's levels, or another session's grid)."""
         sampler = self._samplers.get(shape)

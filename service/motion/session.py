@@ -137,7 +137,6 @@ def register_session(
     mirror[0, 3] = 2.0 * centre[0]
     mirrored = reg.estimate(vol, init=start, affine=mirror @ volume_affine)
     mirrored_cost = float(reg.cost_)
-    reg.estimate(vol, init=params, affine=volume_affine)  # leave the registration's state at the right answer
     if mirrored_cost < mirror_ratio * cost and np.all(np.isfinite(mirrored)):
         raise SessionRegistrationError(
             f"the volume fits the reference's left-right mirror image better (residual {mirrored_cost:.3f}) than the"

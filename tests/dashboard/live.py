@@ -27,22 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from fmriface.benchmarks.dashboard import CHROMIUM, CHROMIUM_ARGS  # one place for the headless flags
 from fmriface.benchmarks.soak_harness import ServeProcess
 from fmriface.benchmarks.synth import SynthBundle, make_bundle, make_run
 from fmriface.common import free_address
-
-CHROMIUM = os.environ.get("FMRIFACE_CHROMIUM", "/usr/bin/chromium")
-#: Flags of a quiet, sandbox-free headless Chromium (as root in CI) that reaches nothing outside.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def browser_missing() -> str | None:
