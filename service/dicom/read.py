@@ -103,10 +103,10 @@ class DicomImage:
         """This slice file with the slices per volume known from elsewhere (the bundle's reference grid, live):
         the volume number is derived again by :func:`volume_number`'s rule."""
         self.slices_expected, self.slices_from = slices, source
-        if self.volume_from == "AcquisitionNumber" and (self.acquisition_number or 0) <= 1 and self.instance:
-            if self.instance > slices:
-                self.acquisition = (self.instance - 1) // slices + 1
-                self.volume_from = f"InstanceNumber with {slices} slices per volume"
+        if self.volume_from == "AcquisitionNumber":  # not a temporal position: the rule may now use the instance
+            acq, rule = _acquisition_or_instance(self.acquisition_number, self.instance, slices)
+            if acq is not None:
+                self.acquisition, self.volume_from = acq, rule
         return self
 
     @property
@@ -217,7 +217,12 @@ def volume_number(ds: Dataset, slices: int | None) -> tuple[int | None, str]:
     temporal = to_int(ds.get("TemporalPositionIdentifier"))
     if temporal is not None:
         return temporal, "TemporalPositionIdentifier"
-    acq, instance = to_int(ds.get("AcquisitionNumber")), to_int(ds.get("InstanceNumber"))
+    return _acquisition_or_instance(to_int(ds.get("AcquisitionNumber")), to_int(ds.get("InstanceNumber")), slices)
+
+
+def _acquisition_or_instance(acq: int | None, instance: int | None, slices: int | None) -> tuple[int | None, str]:
+    """:func:`volume_number`'s rule without a temporal position: AcquisitionNumber when it counts volumes, else
+    InstanceNumber over the slices per volume."""
     if acq is not None and acq > 1:
         return acq, "AcquisitionNumber"
     if slices and instance is not None and instance >= 1 and (instance > slices or acq is None):
