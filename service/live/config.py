@@ -54,6 +54,18 @@ class ServeConfig:
         Neurofeedback target as an image file (encoded with the bundle's encoder.onnx).
     feedback_smooth : int
         Volumes the frame feedback correlation is averaged over.
+    sham_source : path, optional
+        Sham (yoked) feedback: a recorded live run (``runs/<run_id>/``, another participant's or session's) whose
+        frames' and trials' feedback, latents and faces are sent in place of this run's, volume by volume and
+        trial by trial; this run's own values are still computed and recorded beside them (``service.live.sham``).
+    allocation : path, optional
+        Blinded allocation: a TSV (``participant_id``, ``condition`` live or sham, ``source_run``) read by the
+        service, so the experimenter need not know the condition; ``participant`` names the row.
+    participant : str
+        The participant's ID in the allocation file.
+    blind_operator : bool
+        With an allocation, status messages say ``condition: blinded`` (the operator's view cannot unblind the
+        experimenter); false shows ``live`` or ``sham`` there. An explicit ``sham_source`` is always shown.
     max_volumes : int
         Stop after this many volumes (0 = no limit).
     idle_timeout : float
@@ -113,6 +125,10 @@ class ServeConfig:
     target_stim: str = ""
     target_image: Path | None = None
     feedback_smooth: int = 3
+    sham_source: Path | None = None
+    allocation: Path | None = None
+    participant: str = ""
+    blind_operator: bool = True
     max_volumes: int = 0
     idle_timeout: float = 0.0
     startup_timeout: float = 0.0
@@ -162,5 +178,11 @@ class ServeConfig:
                     P.check_address(value, name, bind=True)
                 except P.ProtocolError as exc:
                     raise ValueError(str(exc)) from None
+        if self.allocation is not None and not self.participant:
+            raise ValueError("allocation needs participant (the participant's ID in the allocation file)")
+        if self.participant and self.allocation is None:
+            raise ValueError("participant is read only with an allocation file (allocation = PATH)")
+        if self.allocation is not None and self.sham_source is not None:
+            raise ValueError("give sham_source or an allocation, not both (the allocation names the source run)")
         if self.run_id and not all(c.isalnum() or c in "-_." for c in self.run_id):
             raise ValueError(f"run_id {self.run_id!r} may hold letters, digits, '-', '_' and '.' only")
