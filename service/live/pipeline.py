@@ -28,6 +28,7 @@ from service.live.history import VolumeHistory
 from service.live.policy import VolumeError, raise_errors
 from service.live.publisher import Publisher
 from service.live.runlog import GuardedRunLog, ResumeState, RunLog
+from service.live.sham import ShamFeedback
 from service.live.trials import TrialBook
 from service.motion import RigidRegistration, framewise_displacement, params_from_matrix, rigid_matrix
 from service.online import OnlinePreprocessor
@@ -66,12 +67,26 @@ class Pipeline:
         Already built (session warmed up).
     tr : float
         Repetition time used for trial windows and ``stim_time``.
+    sham : ShamFeedback, optional
+        A sham run: each frame and trial shows the source run's feedback, latent and face in place of this run's
+        (which are still computed and recorded: ``feedback.jsonl``); see :mod:`service.live.sham`.
+    condition : str
+        What ``status`` messages say of the run: ``live``, ``sham`` or ``blinded``.
     """
 
     def __init__(
-        self, bundle: Bundle, cfg: ServeConfig, publisher: Publisher, runlog: RunLog, decoder: LatentDecoder, tr: float
+        self,
+        bundle: Bundle,
+        cfg: ServeConfig,
+        publisher: Publisher,
+        runlog: RunLog,
+        decoder: LatentDecoder,
+        tr: float,
+        sham: ShamFeedback | None = None,
+        condition: str = "live",
     ) -> None:
         self.bundle, self.cfg, self.pub, self.decoder, self.tr = bundle, cfg, publisher, decoder, tr
+        self.sham, self.condition = sham, condition
         # records never stop the live path: a write that fails ends the run cleanly (``runlog.failure``)
         self.runlog = runlog if isinstance(runlog, GuardedRunLog) else GuardedRunLog(runlog)
         # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
@@ -101,7 +116,16 @@ class Pipeline:
         center = bundle.stimulus_latents.mean(0) if len(bundle.stimulus_latents) else np.zeros(bundle.latent_size)
         self.feedback_ = Feedback(bundle.attribute_names, bundle.attribute_directions, center, cfg.feedback_smooth)
         self.trials_ = TrialBook(
-            tr, cfg, decoder, self.history, self.online_, self.feedback_, self.runlog, publisher.send, self.save_state
+            tr,
+            cfg,
+            decoder,
+            self.history,
+            self.online_,
+            self.feedback_,
+            self.runlog,
+            publisher.send,
+            self.save_state,
+            sham=sham,
         )
         self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
         self._tr_checked = False
@@ -174,29 +198,41 @@ class Pipeline:
             )
 
     def _decode_and_send(self, staged: list[StagedVolume]) -> None:
+        sham = self.sham
         try:
             if len(staged) == 1:
                 latents = self.decoder.latent(staged[0].frame_x, out=self._latent)[None]
-                images = self.decoder.decode(latents[0])[None]
             else:
                 latents = self.decoder.latents(np.stack([s.frame_x for s in staged]))
-                images = self.decoder.decode_batch(latents)
+            # a sham run shows the source's latent (decoded here, at a live frame's cost) in place of its own
+            shown = [sham.frame(int(s.vol.index)) for s in staged] if sham is not None else None
+            faces = latents if shown is None else np.stack([f[0] for f in shown])
+            images = self.decoder.decode(faces[0])[None] if len(staged) == 1 else self.decoder.decode_batch(faces)
         except Exception as exc:  # noqa: BLE001
             if raise_errors():
                 raise
             for s in staged:
                 self._record_error(s.rec, exc)
             return
-        for s, latent, image in zip(staged, latents, images):
+        for k, (s, latent, image) in enumerate(zip(staged, latents, images)):
             vol, rec, t = s.vol, s.rec, s.t
             t["decoded"] = s.clock_offset + time.perf_counter()
             try:
-                header = self._frame_header(vol, t, s.params, latent)
+                real = self.feedback_.frame(latent)
+                header = self._frame_header(vol, t, s.params, latent if shown is None else shown[k][0])
+                header["feedback"] = real if shown is None else shown[k][1]
                 seq = self.pub.send("frame", header, image)
                 rec.update(status="ok", frame_seq=seq)
                 if "value" in header["feedback"]:
                     rec["feedback"] = header["feedback"]["value"]
+                if shown is not None and "value" in real:
+                    rec["feedback_real"] = real["value"]
                 self.runlog.volume(rec, s.x, latent)
+                line = {"topic": "frame", "volume": rec["volume"], "seq": seq, "latent_row": rec.get("latent_row")}
+                line["shown"] = header["feedback"]
+                if shown is not None:
+                    line.update(real=real, source=shown[k][2])
+                self.runlog.feedback(line)
             except Exception as exc:  # noqa: BLE001
                 if raise_errors():
                     raise
@@ -298,7 +334,7 @@ class Pipeline:
             "tr": self.tr,
             "stim_time": round(int(vol.index) * self.tr - self.cfg.hrf_lag, 4),
             "ready": self.online_.ready,
-            "feedback": self.feedback_.frame(latent),
+            "feedback": {},  # set by the caller: the live or the sham feedback, in this place of the header
             "shape": [h, w, c],
             "dtype": "uint8",
         }
@@ -393,6 +429,7 @@ class Pipeline:
             "trials_pending": self.trials_.pending,
             "target": self.feedback_.target_source_ or None,
             "session": self.session_,
+            "condition": self.condition,
         }
 
     def save_state(self) -> None:
@@ -445,6 +482,10 @@ class Pipeline:
             "resumed run %s: %d volumes, %d trials already recorded", self.runlog.run_id, self.n_ok_, len(rs.trials)
         )
 
+    def sham_counts(self) -> dict[str, int]:
+        """Frames and trials of a sham run shown out of place (by the held rule of :mod:`service.live.sham`)."""
+        return {"held_frames": self.sham.held_frames, "held_trials": self.sham.held_trials}
+
     def summary(self) -> dict[str, Any]:
         """Counts and latency percentiles of the run so far."""
 
@@ -471,4 +512,7 @@ class Pipeline:
             "last_motion": [round(float(p), 4) for p in self.last_params_],
             "last_fd": round(self.last_fd_, 4),
             "session": self.session_,
+            "condition": self.condition,
+            # the end message goes to the displays too: a blinded run's summary says nothing of the sham
+            **({"sham": self.sham_counts()} if self.sham is not None and self.condition == "sham" else {}),
         }

@@ -11,6 +11,8 @@ Layout of ``<root>/<run_id>/``:
 ``trial_latents.npy`` per-trial latents [m, L]; ``trials.tsv`` one row per published trial
 ``events.jsonl``     the experiment's events (whitelisted fields only); ``flips.jsonl`` display flip acks
                      with the end-to-end latency (file ready -> on screen)
+``feedback.jsonl``   one line per frame and trial sent: the feedback shown, its latent row, and in a sham run
+                     the participant's own (``real``) and which source frame or trial was shown
 ``session.json``     a run on another session's grid: its registration to the bundle's reference (offset,
                      residual, overlap, time) and the live grid
 ``intake.jsonl``     intake's decisions: which series is followed and why, which are ignored and why
@@ -168,7 +170,9 @@ class RunLog:
         self.manifest = {"state": "running", **manifest, "run_id": self.run_id}
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         _atomic_json(mpath, self.manifest)
-        for name in ("volumes.jsonl", "events.jsonl", "flips.jsonl", "intake.jsonl"):
+        if (self.dir / "feedback.jsonl").exists():
+            _cut_torn_line(self.dir / "feedback.jsonl")
+        for name in ("volumes.jsonl", "events.jsonl", "flips.jsonl", "intake.jsonl", "feedback.jsonl"):
             self._files[name] = open(self.dir / name, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         new_tsv = not (self.dir / "trials.tsv").exists()
         self._files["trials.tsv"] = open(self.dir / "trials.tsv", "a", encoding="utf-8", newline="")  # noqa: SIM115
@@ -201,12 +205,18 @@ class RunLog:
         self._line("volumes.jsonl", record, self.fsync)
         return record
 
-    def trial(self, row: dict[str, Any], latent: np.ndarray) -> None:
-        """Record one published trial and its latent."""
+    def trial(self, row: dict[str, Any], latent: np.ndarray) -> int:
+        """Record one published trial and its latent; returns its row in ``trial_latents.npy``."""
         row = {**row, "latent_row": self.trial_latents.append(latent)}
         f = self._files["trials.tsv"]
         f.write("\t".join(_tsv(row.get(c)) for c in TRIAL_COLUMNS) + "\n")
         f.flush()
+        return row["latent_row"]
+
+    def feedback(self, record: dict[str, Any]) -> None:
+        """Record the feedback of one message sent (``topic``, ``volume`` or ``trial``, ``seq``, ``latent_row``,
+        ``shown``; in a sham run also ``real`` and ``source``), after the record it refers to."""
+        self._line("feedback.jsonl", record)
 
     def event(self, header: dict[str, Any]) -> None:
         """Record an inbound event (whitelisted fields)."""
@@ -265,7 +275,7 @@ class GuardedRunLog:
     permissions, the folder gone) is kept as :attr:`failure`, logged once, and later writes are skipped; ``serve``
     then ends the run cleanly, with an ``end`` message that says why. Everything else is the run log's own."""
 
-    _WRITES = ("volume", "trial", "event", "flip", "intake", "save_state", "save_session")
+    _WRITES = ("volume", "trial", "event", "flip", "intake", "save_state", "save_session", "feedback")
 
     def __init__(self, runlog: RunLog) -> None:
         self._runlog = runlog

@@ -25,6 +25,7 @@ from service.live.decoder import LatentDecoder
 from service.live.pipeline import Pipeline
 from service.live.publisher import Publisher
 from service.live.runlog import RunLog
+from service.live.sham import control_condition
 from service.live.startup import (
     StartupError,
     choose_run_id,
@@ -76,6 +77,20 @@ class Service:
         self.bundle_ = bundle
         self._blas = limit_blas(cfg.blas_threads)
         self.tr_ = cfg.tr or bundle.tr
+        n_trials = sum(1 for ev in self._events if ev.get("trial_type") not in cfg.skip_trial_types)
+        try:
+            sham, control, condition = control_condition(
+                cfg.sham_source,
+                cfg.allocation,
+                cfg.participant,
+                cfg.blind_operator,
+                self.tr_,
+                bundle.latent_size,
+                cfg.max_volumes,
+                n_trials,
+            )
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         decoder = LatentDecoder(bundle, device=cfg.device, threads=cfg.threads).build()
         run_id = choose_run_id(cfg)
         self.runlog_ = RunLog(cfg.runs, run_id, bundle.latent_size, bundle.n_voxels, fsync=cfg.fsync)
@@ -89,6 +104,7 @@ class Service:
             "tr": self.tr_,
             "provider": decoder.provider_,
             "versions": versions(),
+            "control": control,
         }
         rs = self.runlog_.open(manifest)
         self.run_dir_ = self.runlog_.dir
@@ -104,7 +120,7 @@ class Service:
         self.pub_ = Publisher(
             cfg.pub, cfg.pull, hwm=cfg.hwm, seq=rs.state.get("seq"), curve=curve, allowed=cfg.curve_allowed
         )
-        self.pipeline_ = Pipeline(bundle, cfg, self.pub_, self.runlog_, decoder, self.tr_)
+        self.pipeline_ = Pipeline(bundle, cfg, self.pub_, self.runlog_, decoder, self.tr_, sham, condition)
         if rs.resumed:
             self.pipeline_.restore(rs)
         earlier, ended_runs = files_of_ended_runs(cfg, run_id)
@@ -252,12 +268,25 @@ class Service:
         self.summary_ = {"reason": reason, **self.pipeline_.summary(), "series": self.series_}
         self.pub_.send("end", {"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
         self.pipeline_.save_state()  # guarded: skipped once the records have failed
+        if self.pipeline_.sham is not None:  # the record keeps what a blinded end message leaves out
+            self.runlog_.manifest.setdefault("control", {})["held"] = self.pipeline_.sham_counts()
         try:
             self.runlog_.close(self.summary_, ended=ended)
         except OSError as exc:
             log.error("run %s: its records could not be closed: %s", self.runlog_.run_id, exc.strerror or exc)
         self.pub_.close()  # with a linger: the end message still goes out to connected subscribers
+        self._write_report()
         log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))
+
+    def _write_report(self) -> None:
+        """Leave ``report.md`` (the run's CRED-nf items, :mod:`service.live.report`) in the run's folder."""
+        from service.live.report import format_reports, run_report
+
+        try:
+            text = format_reports([run_report(self.run_dir_)])
+            (self.run_dir_ / "report.md").write_text(f"# Run {self.runlog_.run_id}\n\n{text}\n", encoding="utf-8")
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the records stand; the summary is a convenience
+            log.error("run %s: report.md not written: %s", self.runlog_.run_id, exc)
 
 
 def _is_loopback(address: str) -> bool:

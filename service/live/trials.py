@@ -26,6 +26,7 @@ from service.live.feedback import Feedback
 from service.live.history import VolumeHistory
 from service.live.policy import raise_errors
 from service.live.runlog import ResumeState, RunLog
+from service.live.sham import ShamFeedback
 from service.online import OnlinePreprocessor
 from service.window import ReadyTrial, TrialWindows, WindowSpec, estimate_from_indices
 
@@ -104,6 +105,7 @@ class TrialBook:
         runlog: RunLog,
         send: Callable[[str, dict[str, Any], np.ndarray], int],
         save_state: Callable[[], None],
+        sham: ShamFeedback | None = None,
     ) -> None:
         self.spec = WindowSpec(cfg.window_start, cfg.window_stop, cfg.baseline_start, cfg.baseline_stop)
         self.windows_ = TrialWindows(tr, self.spec)
@@ -111,6 +113,7 @@ class TrialBook:
         # what the trials read (the run's volumes and online fit) and write (feedback target, messages, records)
         self.history, self.online, self.feedback, self.runlog = history, online, feedback, runlog
         self._send, self._save_state = send, save_state
+        self.sham = sham  # a sham run: the k-th trial published shows the source run's k-th
         self.trials_: dict[Any, dict[str, Any]] = {}
         self.published_: set[str] = set()
         self.n_published = 0
@@ -216,7 +219,9 @@ class TrialBook:
     def _publish(self, r: ReadyTrial, win: np.ndarray, base: np.ndarray, est: np.ndarray, ready: bool) -> None:
         w0, p0 = time.time(), time.perf_counter()
         latent = self.decoder.latent(est, out=self._latent)
-        image = self.decoder.decode(latent)
+        shown = None if self.sham is None else self.sham.trial(self.n_published)
+        image = self.decoder.decode(latent if shown is None else shown[0])
+        real = self.feedback.trial(latent)
         info = self.trials_[r.key]
         h, w, c = self.decoder.bundle.image_shape
         header: dict[str, Any] = {
@@ -227,16 +232,20 @@ class TrialBook:
             "baseline": [int(base[0]), int(base[-1])],
             "t": {"read": w0, "decoded": w0 + time.perf_counter() - p0},
             "ready": ready,
-            "feedback": self.feedback.trial(latent),
+            "feedback": real if shown is None else shown[1],
             "shape": [h, w, c],
             "dtype": "uint8",
         }
         if self.decoder.bundle.latent_size <= self.cfg.latent_in_header:
-            header["latent"] = [round(float(v), 5) for v in latent]
+            header["latent"] = [round(float(v), 5) for v in (latent if shown is None else shown[0])]
         seq = self._send("trial", header, image)
         row = {**info, "first_volume": int(win[0]), "last_volume": int(win[-1]), "seq": seq}
         row.update(feedback=header["feedback"].get("value"), t_sent=header["t"]["sent"])
-        self.runlog.trial(row, latent)
+        line = {"topic": "trial", "trial": info["trial"], "seq": seq, "latent_row": self.runlog.trial(row, latent)}
+        line["shown"] = header["feedback"]
+        if shown is not None:
+            line.update(real=real, source=shown[2])
+        self.runlog.feedback(line)
         self.published_.add(r.key)
         self.n_published += 1
 
