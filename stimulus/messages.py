@@ -126,6 +126,11 @@ def operator_lines(state: DisplayState) -> list[str]:
     st = state.status or {}
     run = h.get("run_id") or st.get("run_id") or "-"
     lines = [f"run {run}   volume {_fmt(h.get('volume', st.get('volume')), 'd')}   seq {_fmt(h.get('seq'), 'd')}"]
+    condition = st.get("condition")
+    if condition == "sham":  # the operator's view marks a sham run; the participant's modes never show it
+        lines.append("SHAM FEEDBACK (yoked to a recorded run)")
+    elif condition == "blinded":
+        lines.append("feedback condition: blinded (allocation file)")
     motion = h.get("motion", st.get("motion"))
     fd = h.get("fd", st.get("fd"))
     if isinstance(motion, list) and len(motion) == 6:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmriface.common import emit, parser
+import math
+
+from fmriface.common import UsageError, emit, parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     from service.live.report import FD_THRESHOLD_MM, format_reports, run_report
 
     threshold = FD_THRESHOLD_MM if args.fd_threshold is None else args.fd_threshold
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise UsageError(f"--fd-threshold must be a positive number of mm, got {threshold}")
     reports = [run_report(r, threshold) for r in args.runs]
     if args.json:
         emit({"runs": reports}, True)

@@ -38,6 +38,9 @@ _OPTIONS = {
     "--device": ("device", str, "onnxruntime device: cpu, cuda or auto"),
     "--threads": ("threads", int, "onnxruntime threads"),
     "--heartbeat": ("heartbeat", float, "seconds between status messages (default 1)"),
+    "--sham-source": ("sham_source", str, "sham (yoked) feedback: a finished run folder runs/<run_id>/ to replay"),
+    "--allocation": ("allocation", str, "blinded allocation TSV (participant_id, condition, source_run)"),
+    "--participant": ("participant", str, "the participant's ID in the allocation file"),
     "--curve-secret": ("curve_secret", str, "CurveZMQ: the service's secret key file (fmriface keys)"),
     "--curve-allowed": ("curve_allowed", str, "CurveZMQ: folder of the peers' allowed public keys"),
 }
@@ -49,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     for opt, (_, typ, help_) in _OPTIONS.items():
         p.add_argument(opt, type=typ, default=None, help=help_)
     p.add_argument("--json-log", action="store_true", default=None, help="log one JSON object per line on stderr")
+    p.add_argument(
+        "--unblind-operator",
+        action="store_true",
+        help="with --allocation, status messages name the condition (live or sham) instead of 'blinded'",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the bundle's SHA-256 check at start")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -58,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {key: getattr(args, opt[2:].replace("-", "_")) for opt, (key, _, _) in _OPTIONS.items()}
     overrides["json_log"] = args.json_log
+    if args.unblind_operator:
+        overrides["blind_operator"] = False
     if args.no_verify:
         overrides["verify_bundle"] = False
     cfg = load_config(ServeConfig, resolve_config(args.config, "serve"), overrides)

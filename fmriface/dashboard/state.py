@@ -470,7 +470,7 @@ class RunState:
             c["restarts"] += 1
         self.last_uptime = uptime if uptime is not None else self.last_uptime
         known = ("run_id", "state", "uptime_s", "volumes", "failed", "last_volume", "motion", "fd", "trials")
-        known += ("trials_pending", "target", "malformed_inbound", "seq", "schema", "discarded")
+        known += ("trials_pending", "target", "malformed_inbound", "seq", "schema", "discarded", "condition")
         st = {
             "state": as_text(h.get("state"), 40),
             "uptime_s": uptime,
@@ -483,6 +483,7 @@ class RunState:
             "trials": as_int(h.get("trials")),
             "trials_pending": as_int(h.get("trials_pending")),
             "malformed_inbound": as_int(h.get("malformed_inbound")),
+            "condition": as_text(h.get("condition"), 20),
             "received": as_number(item.get("received")),
         }
         target = h.get("target")

@@ -199,3 +199,15 @@ def test_a_bursts_faces_wait_and_only_the_newest_is_sent():
     assert st.latest["v"] == 3 and [f["v"] for f in st.film] == [0, 3] and st.flush_face(str) == []
     events_of(st, {**frame_item(4), "image": None, "image_raw": raw}, frame_item(5))
     assert st.pending_face is None  # a newer face went out with its frame: nothing held back
+
+
+def test_the_control_condition_of_a_status_reaches_the_page_and_stays_bounded():
+    st = RunState()
+    status = {"kind": "status", "received": 1.0}
+    ev = events_of(st, {**status, "header": {"run_id": "r1", "volumes": 1, "condition": "sham"}})
+    assert st.status["condition"] == "sham" and "condition" not in st.status_extra
+    assert ev[-1][1]["status"]["condition"] == "sham"
+    events_of(st, {**status, "header": {"run_id": "r1", "volumes": 2, "condition": "x" * 500}})
+    assert len(st.status["condition"]) <= 20  # a bad peer's long text is cut, not passed on whole
+    events_of(st, {**status, "header": {"run_id": "r1", "volumes": 3}})
+    assert st.status["condition"] is None  # an older service sends none: the page hides the pill

@@ -278,3 +278,21 @@ def test_the_report_shows_a_live_and_a_sham_run_side_by_side(source, sham_and_ow
     assert "| control condition | live | sham; source run" in text
     assert "Pearson correlation between the decoded latent and the target" in text
     assert (sham.service.run_dir_ / "report.md").read_text().startswith(f"# Run {sham.service.run_dir_.name}")
+
+
+def test_report_names_a_folder_that_is_not_a_run_and_a_damaged_record(source, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FMRIFACE_RAISE", "0")  # as a user runs it: one line on stderr, exit status 1
+    assert cli.main(["report", str(tmp_path)]) == 1
+    assert f"{tmp_path} is not a run folder (no manifest.json)" in capsys.readouterr().err
+    assert cli.main(["report", str(source.service.run_dir_), "--fd-threshold", "nan"]) == 1
+    assert "--fd-threshold must be a positive number" in capsys.readouterr().err
+    run = tmp_path / "copy"
+    shutil.copytree(source.service.run_dir_, run)
+    with open(run / "volumes.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"volume": 99, "sta')  # a crash's torn last line: the report still reads the run
+    assert cli.main(["report", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["volumes"]["ok"] == N_VOL
+    lines = (run / "volumes.jsonl").read_text().splitlines()
+    (run / "volumes.jsonl").write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
+    assert cli.main(["report", str(run)]) == 1
+    assert f"{run / 'volumes.jsonl'} line 2 is not JSON" in capsys.readouterr().err

@@ -95,3 +95,14 @@ def test_operator_lines_use_status_before_first_frame():
     s.ingest(P.encode("status", {"run_id": "rX", "seq": 0, "volume": 7, "fd": 0.5}), 0.0)
     lines = operator_lines(s)
     assert lines[0].startswith("run rX   volume 7") and lines[1] == "FD 0.50 mm"
+
+
+@pytest.mark.parametrize(("condition", "marked"), [("sham", "SHAM FEEDBACK"), ("blinded", "blinded"), ("live", None)])
+def test_the_operator_view_marks_a_sham_run_and_the_participants_view_does_not(condition, marked):
+    s = DisplayState("frame")
+    s.ingest(P.encode("status", {"run_id": "rX", "seq": 0, "fd": 0.1, "condition": condition}), 0.0)
+    s.ingest(P.encode("frame", {"run_id": "rX", "seq": 0, "volume": 0, "feedback": {"value": 0.3}}), 0.0)
+    operator = " | ".join(what_to_show(s, "operator").lines)
+    assert (marked in operator) if marked else ("SHAM" not in operator and "blinded" not in operator)
+    for mode in ("face", "feedback"):  # what the participant sees carries no text at all
+        assert what_to_show(s, mode).lines == []

@@ -241,6 +241,11 @@
     text(pill, st);
     pill.className = "pill " + (st === "running" ? "ok" : st === "ended" ? "info" : "warn");
     document.body.dataset.state = st;
+    const cond = S.status ? S.status.condition : null, cp = $("condition");
+    cp.hidden = !cond;  // live, sham (yoked feedback) or blinded (allocated by a file the operator need not see)
+    text(cp, cond === "sham" ? "SHAM feedback" : cond === "blinded" ? "feedback: blinded" : "feedback: " + (cond || ""));
+    cp.className = "pill " + (cond === "sham" ? "bad" : cond === "blinded" ? "info" : "ok");
+    document.body.dataset.condition = cond || "";
     const up = S.status && typeof S.status.uptime_s === "number" ? S.status.uptime_s : null;
     text($("uptime"), up === null ? "" : "up " + formatDuration(up));
   }
