@@ -193,6 +193,16 @@ def attach_pages(pub: str, n: int, workdir: Path, runs: Path | None = None, nice
             for p in pages:  # the dashboard hears the service (its heartbeat) before the bench begins
                 p.wait_for_function("window.fmrifaceDashboard.state.runId !== null", timeout=30000)
             yield info
+            # the pages lag the bench's own subscriber (another process, then the browser): wait for each to
+            # have the run's end before counting what it got, so a fast run is not counted before it arrived
+            settled = []
+            for p in pages:
+                try:
+                    p.wait_for_function("window.fmrifaceDashboard.state.end !== null", timeout=30000)
+                    settled.append(True)
+                except Exception:  # noqa: BLE001 - a page that never got the end is reported, not hidden
+                    settled.append(False)
+            info["pages_got_end"] = settled
             info["page_frames"] = [p.evaluate("window.fmrifaceDashboard.state.counts.frames || 0") for p in pages]
             info["page_errors"] = sum(p.evaluate("window.fmrifaceDashboard.page.errors") for p in pages)
     finally:

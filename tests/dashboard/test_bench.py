@@ -41,15 +41,11 @@ def test_bench_dashboard_samples_the_pages_memory_over_a_replay(tmp_path):
     assert out["frames_on_page"] == out["volumes_ok"] == out["points_plotted"] > 200 and out["page_errors"] == 0
 
 
-@pytest.mark.skip(
-    reason="known flake, left for issue #19: in the full slow pass (twice of two) the page saw none of the "
-    "as-fast-as-possible phase's 30 frames, while the test passes alone; the bench's pages are not waited for "
-    "between its two phases"
-)
 def test_bench_service_runs_side_by_side_with_and_without_browsers(tmp_path):
     args = ["--n-paced", "12", "--n-asap", "30", "--tr", "0.2", "--decoder", "matmul", "--voxels", "500"]
     out = _bench(tmp_path, "service", *args, "--browsers", "0,1")
     side = out["side_by_side"]
     assert [r["browsers"] for r in side] == [0, 1] and out["browsers"] == 0
     assert side[1]["page_frames"]["asap"] == [30] and side[1]["page_errors"] == 0
+    assert side[1]["pages_got_end"] == {"paced": [True], "asap": [True]}
     assert all(r["p50_ms"] > 0 and r["volumes_per_s"] > 0 for r in side)
