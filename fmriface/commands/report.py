@@ -14,9 +14,8 @@ examples:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 from fmriface.common import UsageError, emit, parser
 
