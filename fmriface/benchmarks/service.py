@@ -235,7 +235,10 @@ def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers:
     }
     if browsers:
         out["page_frames"] = {"paced": paced["pages"].get("page_frames"), "asap": asap["pages"].get("page_frames")}
-        out["pages_got_end"] = {"paced": paced["pages"].get("pages_got_end"), "asap": asap["pages"].get("pages_got_end")}
+        out["pages_got_end"] = {
+            "paced": paced["pages"].get("pages_got_end"),
+            "asap": asap["pages"].get("pages_got_end"),
+        }
         out["page_errors"] = paced["pages"].get("page_errors", 0) + asap["pages"].get("page_errors", 0)
     return out
 
