@@ -160,9 +160,37 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def draw_rigid(rng: np.random.Generator, max_mm: float, max_deg: float, low: float = 0.25) -> np.ndarray:
+    """Rigid parameters whose translation is at most ``max_mm`` long and whose rotation turns at most ``max_deg``
+    in all (about a random axis), each magnitude uniform in [``low``, 1] of its limit: the stated range, not the
+    per-axis box (drawn per axis, +-10 mm and +-10 degrees reach 17 mm and 17 degrees)."""
+    from scipy.spatial.transform import Rotation
+
+    from service.motion import params_from_matrix
+
+    def direction() -> np.ndarray:
+        v = rng.normal(size=3)
+        return v / np.linalg.norm(v)
+
+    shift = direction() * rng.uniform(low, 1.0) * max_mm
+    rotvec = direction() * np.deg2rad(rng.uniform(low, 1.0) * max_deg)
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
+    return np.concatenate([shift, params_from_matrix(m)[3:]])
+
+
+def rigid_size(params: np.ndarray) -> tuple[float, float]:
+    """(translation length in mm, total rotation angle in degrees) of rigid parameters."""
+    from service.motion import rigid_matrix
+
+    r = rigid_matrix(params)[:3, :3]
+    angle = np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)))
+    return float(np.linalg.norm(params[:3])), float(angle)
+
+
 def cross_grid(reference, affine, brain, points, n, noise, rng) -> dict:
     """A later session: the slab rotated up to 8 degrees and shifted up to 10 mm, the head moved up to 10 mm /
-    10 degrees, on the same matrix and on another (72x72x40 at 2.7x2.7x3.2 mm). The live volumes are the twin's
+    10 degrees (magnitudes, :func:`draw_rigid`), on the same matrix and on another (72x72x40 at 2.7x2.7x3.2 mm). The live volumes are the twin's
     anatomy sampled from the templates on the live grid (``anatomy_on_grid``), not resampled from the reference.
     Reported: the session registration's time and error, and the per-volume tracking on the live grid (a
     further 0-1 mm / 0-1 degree of motion) beside the same-grid figures above."""
@@ -176,10 +204,11 @@ def cross_grid(reference, affine, brain, points, n, noise, rng) -> dict:
         ("same_matrix", (64, 64, 36), (3.0, 3.0, 3.5)),
         ("other_matrix", (72, 72, 40), (2.7, 2.7, 3.2)),
     ):
-        ms, errors, track_ms, track_err = [], [], [], []
+        ms, errors, track_ms, track_err, sizes = [], [], [], [], []
         for _ in range(n):
-            head = np.concatenate([rng.uniform(-10, 10, 3), rng.uniform(-10, 10, 3)])
-            slab = rigid_matrix([*rng.uniform(-10, 10, 3), *rng.uniform(-8, 8, 3)]) @ scanner_affine(shape, voxel)
+            head, slab_params = draw_rigid(rng, 10.0, 10.0), draw_rigid(rng, 10.0, 8.0)
+            sizes.append([*rigid_size(head), *rigid_size(slab_params)])
+            slab = rigid_matrix(slab_params) @ scanner_affine(shape, voxel)
             live, _ = anatomy_on_grid(slab, shape, head)
             live = (live + rng.normal(0.0, sd, live.shape)).astype(np.float32)
             result = register_session(reference, affine, live, slab, brain)
@@ -204,6 +233,10 @@ def cross_grid(reference, affine, brain, points, n, noise, rng) -> dict:
             "tracking_median_ms": round(float(np.median(track_ms)), 2),
             "tracking_mean_error_mm": round(float(np.mean(track_err)), 4),
             "sessions": n,
+            # the largest offsets drawn: head shift (mm) and turn (deg), slab shift (mm) and turn (deg)
+            "largest_drawn": dict(
+                zip(("head_mm", "head_deg", "slab_mm", "slab_deg"), np.round(np.max(sizes, axis=0), 2).tolist())
+            ),
         }
     return out
 

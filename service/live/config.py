@@ -9,7 +9,7 @@ from service import protocol as P
 from service.intake.watcher import WatcherConfig
 from service.online import SCALES
 
-__all__ = ["ServeConfig"]
+__all__ = ["ServeConfig", "interpolation_of"]
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,11 @@ class ServeConfig:
     discard : int
         Leading dummy volumes (index < ``discard``): motion-corrected and recorded (``status`` ``discarded``) but
         kept out of detrending, scaling, frames and trials, as OpenNFT's ``nrSkipVol`` and MURFI's ``discard``.
-    interpolation : {"linear", "cubic"}
+    interpolation : {"", "linear", "cubic"}
         How the bundle's voxels are resampled from each motion-corrected volume: trilinear, or cubic B-spline
-        (``bench motion`` compares them).
+        (``bench motion`` compares them). Empty (the default): the bundle's, the kernel ``fit`` resampled its
+        training volumes with (``manifest.json`` ``interpolation``; linear for a bundle without it), so the live
+        voxels are smoothed as the mapping's training voxels were.
     watcher : WatcherConfig
         Intake settings (TOML table ``[watcher]``: pattern, polling, series, ...); its ``folder`` is ``watch``.
     """
@@ -115,7 +117,7 @@ class ServeConfig:
     motion_regressors: bool = True
     min_volumes: int = 10
     discard: int = 0
-    interpolation: str = "linear"
+    interpolation: str = ""
     scale: str = "psc"
     window_start: float = 4.0
     window_stop: float = 8.0
@@ -163,8 +165,10 @@ class ServeConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat <= 0:
             raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
-        if self.interpolation not in ("linear", "cubic"):
-            raise ValueError(f"interpolation must be linear or cubic, got {self.interpolation!r}")
+        if self.interpolation not in ("", "linear", "cubic"):
+            raise ValueError(
+                f"interpolation must be linear or cubic (or empty: the bundle's), got {self.interpolation!r}"
+            )
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -186,3 +190,8 @@ class ServeConfig:
             raise ValueError("give sham_source or an allocation, not both (the allocation names the source run)")
         if self.run_id and not all(c.isalnum() or c in "-_." for c in self.run_id):
             raise ValueError(f"run_id {self.run_id!r} may hold letters, digits, '-', '_' and '.' only")
+
+
+def interpolation_of(cfg: ServeConfig, bundle_manifest: dict) -> str:
+    """The resampling kernel a run uses: ``cfg.interpolation`` when set, else the bundle's (linear without one)."""
+    return cfg.interpolation or str(bundle_manifest.get("interpolation") or "linear")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle import Bundle
-from service.live.config import ServeConfig
+from service.live.config import ServeConfig, interpolation_of
 from service.live.decoder import LatentDecoder
 from service.live.feedback import Feedback
 from service.live.history import VolumeHistory
@@ -90,7 +90,8 @@ class Pipeline:
         # records never stop the live path: a write that fails ends the run cleanly (``runlog.failure``)
         self.runlog = runlog if isinstance(runlog, GuardedRunLog) else GuardedRunLog(runlog)
         # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
-        self.reg_ = RigidRegistration(other_grids=True, interpolation=cfg.interpolation).fit(
+        self.interpolation = interpolation_of(cfg, bundle.manifest)
+        self.reg_ = RigidRegistration(other_grids=True, interpolation=self.interpolation).fit(
             bundle.reference, bundle.affine
         )
         self.session_: dict[str, Any] | None = None  # another session's registration (offset, residual, time)

@@ -56,6 +56,7 @@ def _pct(values: list[float] | np.ndarray) -> dict[str, float] | None:
 
 def _feedback_signal(manifest: dict[str, Any], state: dict[str, Any], events: list[dict[str, Any]]) -> dict:
     cfg = manifest.get("config") or {}
+    interpolation = manifest.get("interpolation") or cfg.get("interpolation") or "linear"
     target = (state.get("target") or {}).get("source")
     targets = [e.get("stim_id") or "image" for e in events if e.get("kind") == "target"]
     if cfg.get("target_stim"):
@@ -76,7 +77,7 @@ def _feedback_signal(manifest: dict[str, Any], state: dict[str, Any], events: li
             f"onset minus {cfg.get('baseline_start')}-{cfg.get('baseline_stop')} s), decoded, unsmoothed"
         ),
         "preprocessing": (
-            f"rigid motion correction to the bundle's reference ({cfg.get('interpolation', 'linear')} resampling), "
+            f"rigid motion correction to the bundle's reference ({interpolation} resampling), "
             f"online Legendre drift order {cfg.get('poly_order')}"
             f"{' + 6 motion regressors' if cfg.get('motion_regressors') else ''}, scale {cfg.get('scale')}"
         ),

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle import sha256_file
-from service.live.config import ServeConfig
+from service.live.config import ServeConfig, interpolation_of
 from service.live.decoder import LatentDecoder
 from service.live.pipeline import Pipeline
 from service.live.publisher import Publisher
@@ -103,6 +103,7 @@ class Service:
             "bundle_summary": {k: bundle.manifest.get(k) for k in ("latent_size", "image_shape", "n_voxels", "tr")},
             "tr": self.tr_,
             "provider": decoder.provider_,
+            "interpolation": interpolation_of(cfg, bundle.manifest),
             "versions": versions(),
             "control": control,
         }

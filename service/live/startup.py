@@ -145,6 +145,14 @@ def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
     except BundleError as exc:
         raise StartupError(f"{exc}; rebuild the bundle with `fmriface fit` or point --bundle at another") from None
     check_bundle_estimator(cfg, bundle)
+    fitted = bundle.manifest.get("interpolation")
+    if cfg.interpolation and fitted and cfg.interpolation != fitted:  # allowed (to compare), but said
+        log.warning(
+            "interpolation %s was asked for, but the bundle's training volumes were resampled %s: the live voxels "
+            "will be smoothed differently from those the mapping was fitted on",
+            cfg.interpolation,
+            fitted,
+        )
     runs = Path(cfg.runs)
     runs.mkdir(parents=True, exist_ok=True)
     if not os.access(runs, os.W_OK):

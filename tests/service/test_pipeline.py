@@ -273,3 +273,21 @@ def test_a_target_image_file_is_framed_as_the_face_space_was_trained(tmp_path):
     (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(StartupError, match="cut.png cannot be read"):
         read_target_image(tmp_path / "cut.png", bundle(image_framing="square"))
+
+
+def test_the_run_resamples_with_the_bundles_interpolation_unless_told_otherwise(synth, run_data, tmp_path, caplog):
+    import shutil
+
+    cubic = tmp_path / "cubic-bundle"
+    shutil.copytree(synth.path, cubic)
+    manifest = json.loads((cubic / "manifest.json").read_text())
+    (cubic / "manifest.json").write_text(json.dumps({**manifest, "interpolation": "cubic"}))
+    vols = _volumes(synth, run_data, range(12))
+    runs = {}
+    for name, bundle, asked in (("default", synth.path, ""), ("fitted", cubic, ""), ("asked", cubic, "linear")):
+        cfg = _cfg(synth, tmp_path / name, bundle=bundle, interpolation=asked, max_volumes=12, verify_bundle=False)
+        out = serve(cfg, vols)
+        assert out.service.pipeline_.reg_.interpolation == out.service.pipeline_.interpolation
+        runs[name] = json.loads((out.service.run_dir_ / "manifest.json").read_text())["interpolation"]
+    assert runs == {"default": "linear", "fitted": "cubic", "asked": "linear"}
+    assert "interpolation linear was asked for, but the bundle's training volumes were resampled cubic" in caplog.text
