@@ -74,6 +74,9 @@ class FitConfig:
     perceptual: bool = True
     seed: int = 0
     threads: int = 2
+    #: how each volume is resampled onto the reference grid: ``linear`` or ``cubic`` B-spline (in the bundle,
+    #: so ``serve`` resamples live volumes the same way)
+    interpolation: Literal["linear", "cubic"] = "linear"
 
     def __post_init__(self) -> None:
         if self.n_splits < 2:
@@ -85,6 +88,8 @@ class FitConfig:
         if self.n_permutations < 0 or self.pca_components < 0 or self.threads < 1:
             raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
         WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)  # validates
+        if self.interpolation not in ("linear", "cubic"):
+            raise ValueError(f"interpolation must be linear or cubic, got {self.interpolation!r}")
 
     @property
     def window(self) -> WindowSpec:
@@ -174,7 +179,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         raise BidsError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
     # one run in memory at a time: realign it, keep only its estimates, contrast terms and motion
     with progress(total=total, desc="realign + estimates", unit="vol") as bar:
-        realigned = iter_realigned(subject, runs, on_volume=lambda: bar.update(1))
+        realigned = iter_realigned(subject, runs, on_volume=lambda: bar.update(1), interpolation=cfg.interpolation)
         for gi, item in enumerate(realigned):
             reference, affine, brain, rr = item  # the same reference, affine and mask for every run
             kind = rr.run.kind
@@ -422,6 +427,7 @@ def run_fit(
             "tr": data.tr,
             "window": cfg.window.as_dict(),
             "estimate": cfg.estimate,
+            "interpolation": cfg.interpolation,
             "preprocessing": {
                 "detrend": (
                     "per run: Legendre drift + the 6 motion parameters within the session"

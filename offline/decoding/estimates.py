@@ -163,8 +163,12 @@ def iter_realigned(
     subject: BidsSubject,
     runs: Sequence[BidsRun] | None = None,
     on_volume: Callable[[], None] | None = None,
+    interpolation: str = "linear",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, RealignedRun]]:
     """Realign the runs (default all) to the mean of the first run's volumes, one run at a time.
+
+    ``interpolation`` (``linear`` or ``cubic`` B-spline) is the kernel each volume is resampled with onto the
+    reference grid; ``serve`` resamples live volumes with the bundle's (``manifest.json`` ``interpolation``).
 
     Yields ``(reference float32 [X, Y, Z], affine [4, 4], brain_mask bool [X, Y, Z], RealignedRun)`` per run,
     in the given order, so a caller that keeps only what it derives from each run holds one run in memory.
@@ -183,7 +187,7 @@ def iter_realigned(
     reference = first.mean(axis=3, dtype=np.float64).astype(np.float32)
     brain = np.asarray(compute_epi_mask(nib.Nifti1Image(reference, affine)).dataobj) > 0
     brain.flags.writeable = False  # one mask for every run: motion correction finds its points by identity
-    reg = RigidRegistration(other_grids=True).fit(reference, affine)
+    reg = RigidRegistration(other_grids=True, interpolation=interpolation).fit(reference, affine)
     sessions: list[SessionOffset] = [
         SessionOffset(runs[0].session, np.zeros(6), reference.shape, np.asarray(affine, np.float64), "reference")
     ]
