@@ -33,7 +33,16 @@ else:  # pragma: no cover - Python 3.10
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "config_to_dict", "config_hash", "CONFIG_DIR", "preset_path", "resolve_config"]
+__all__ = [
+    "ConfigError",
+    "load_config",
+    "config_to_dict",
+    "config_hash",
+    "CONFIG_DIR",
+    "preset_path",
+    "preset_or_file",
+    "resolve_config",
+]
 
 
 def _preset_dir() -> Path:
@@ -51,6 +60,16 @@ CONFIG_DIR = _preset_dir()
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be used; the message names the key and the source."""
+
+
+def preset_or_file(name: str) -> Path:
+    """A shipped preset by name, or a TOML file by path (a name ending in ``.toml``: a variant to try)."""
+    if name.endswith(".toml"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"preset file {path} does not exist")
+        return path
+    return preset_path(name)
 
 
 def preset_path(name: str) -> Path:

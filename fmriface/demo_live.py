@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fmriface.common import UsageError, free_address, write_toml
-from fmriface.config import preset_path
+from fmriface.config import preset_or_file
 
 try:
     import tomllib
@@ -156,7 +156,7 @@ def run_live(cfg: Any, bundle: Path, holdout: Path, out: Path, say: Callable[[st
     n = int(data.shape[3])
     pub, pull = free_address(), free_address()
 
-    with open(preset_path(cfg.serve), "rb") as f:
+    with open(preset_or_file(cfg.serve), "rb") as f:
         serve_values = tomllib.load(f)
     serve_values.update(
         bundle=str(bundle),

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from fmriface.common import UsageError, parser
-from fmriface.config import config_hash, load_config, preset_path
+from fmriface.config import config_hash, load_config, preset_or_file, preset_path
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """What the demo runs: the preset of every step and how the live part is paced."""
 
+    #: each step's preset: a shipped preset's name, or a path to a TOML file (ending in .toml)
     simulate: str = "simulate-demo"
     vaegan: str = "vaegan-demo"
     fit: str = "fit-demo"
@@ -124,7 +125,7 @@ def _session_note(bids: Path, holdout: Path) -> str:
 
 
 def _preset_text(name: str) -> str:
-    return preset_path(name).read_text()
+    return preset_or_file(name).read_text()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fmriface import demo_live as live
 
-    sim_cfg = live.merged_toml(preset_path(cfg.simulate), cfg.simulate_overrides, out / ".simulate.toml")
+    sim_cfg = live.merged_toml(preset_or_file(cfg.simulate), cfg.simulate_overrides, out / ".simulate.toml")
     twin, times["simulate"] = _step(
         out,
         "twin",
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "train-vaegan",
                 "--config",
-                preset_path(cfg.vaegan),
+                preset_or_file(cfg.vaegan),
                 "--data",
                 "procedural",
                 "--out",
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def fit(d: Path) -> None:
         view = live.bids_view_without(twin, holdout, out / ".fit-bids")
-        _run_cli(["fit", "--config", preset_path(cfg.fit), "--bids", view, "--vaegan", vaegan, "--out", d])
+        _run_cli(["fit", "--config", preset_or_file(cfg.fit), "--bids", view, "--vaegan", vaegan, "--out", d])
 
     fitted, times["fit"] = _step(
         out,

@@ -90,3 +90,16 @@ def test_resolve_config_takes_files_presets_and_short_preset_names(tmp_path):
     assert resolve_config("paper", "experiment") == CONFIG_DIR / "experiment-paper.toml"
     with pytest.raises(ConfigError, match="no preset named 'serve-nothing'"):
         resolve_config("nothing", "serve")
+
+
+def test_a_step_preset_is_a_shipped_name_or_a_toml_path(tmp_path):
+    from fmriface.config import preset_or_file, preset_path
+
+    assert preset_or_file("fit-demo") == preset_path("fit-demo")
+    variant = tmp_path / "fit-cubic.toml"
+    variant.write_text('interpolation = "cubic"\n')
+    assert preset_or_file(str(variant)) == variant
+    with pytest.raises(ConfigError, match="preset file .*missing.toml does not exist"):
+        preset_or_file(str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="no preset named 'fit-nope'"):
+        preset_or_file("fit-nope")
