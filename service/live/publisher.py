@@ -11,6 +11,7 @@ An address may name port ``*`` (``tcp://127.0.0.1:*``): the system picks a free 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -115,6 +116,8 @@ class Publisher:
         self.sent: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.malformed = 0
+        self.inbound = 0  # inbound messages taken off the socket, malformed ones included
+        self._inbound_cv = threading.Condition()
 
     def send(self, topic: str, header: dict[str, Any], payload: bytes | np.ndarray = b"") -> int:
         """Send one message; its ``seq`` (returned) is assigned here and ``t.sent`` stamped just before."""
@@ -133,6 +136,7 @@ class Publisher:
         out: list[P.Message] = []
         if self.pull is None:
             return out
+        malformed_before = self.malformed
         for _ in range(limit):
             try:
                 msg = P.recv(self.pull, 0, P.INBOUND_TOPICS)
@@ -143,7 +147,18 @@ class Publisher:
             if msg is None:
                 break
             out.append(msg)
+        taken = len(out) + self.malformed - malformed_before
+        if taken:
+            with self._inbound_cv:
+                self.inbound += taken
+                self._inbound_cv.notify_all()
         return out
+
+    def wait_inbound(self, n: int, timeout: float) -> bool:
+        """Block until ``n`` inbound messages in all have been taken (the worker handles a batch before it takes
+        the next volume); False at ``timeout``. For whoever feeds the service and must know it heard them."""
+        with self._inbound_cv:
+            return self._inbound_cv.wait_for(lambda: self.inbound >= n, timeout)
 
     def close(self, linger_ms: int | None = None) -> None:
         """Close the sockets: messages still queued (the ``end`` message) go on out to connected subscribers for

@@ -115,7 +115,8 @@ def serve(
             raise AssertionError("no status heartbeat within 10 s")
         for frames in inbound or []:
             push.send_multipart(frames)
-        time.sleep(0.05 if inbound else 0.0)
+        if inbound:  # the service has taken them (and handles them before its next volume)
+            assert svc.pub_.wait_inbound(len(inbound), 10), f"the service took {svc.pub_.inbound} of {len(inbound)}"
         for v in volumes:  # volumes, or intake events as the watcher would hand them on
             if isinstance(v, Volume):
                 v.t_seen = v.t_ready = time.time()
@@ -131,8 +132,7 @@ def serve(
                 frames_seen += 1
                 if on_frame is not None:
                     on_frame(msg, push)
-                if stop_after and frames_seen == len(volumes):
-                    time.sleep(0.1)
+                if stop_after and frames_seen == len(volumes):  # the flag is read after the batch in hand
                     svc.stop("SIGTERM")
             if msg.topic == "end":
                 break

@@ -219,41 +219,35 @@ def test_garbage_from_the_experiment_is_counted_logged_and_ignored(peer_run):
 
 
 @pytest.mark.slow
-def test_a_stalled_subscriber_costs_no_throughput(tmp_path):
-    """The same fast replay with and without a subscriber that never reads: the service's rate is the same."""
+def test_a_stalled_subscriber_holds_nothing_back(tmp_path):
+    """A fast replay while a subscriber never reads (a one-message queue, a 4 kB socket buffer): every volume is
+    processed and every frame reaches the subscriber that reads. What it costs in time is `bench service`'s to
+    measure, not a test's."""
     sb = make_bundle(tmp_path / "bundle", shape=(14, 16, 10), n_voxels=60, image_size=64, tr=TR)
     data = synthetic_run(sb.reference, 150, seed=2)
-    rates = {}
-    for stalled in (False, True, False, True):
-        key = f"{'stalled' if stalled else 'plain'}-{len(rates)}"
-        watch, runs = tmp_path / key / "scanner", tmp_path / key / "runs"
-        watch.mkdir(parents=True)
-        pub = free_address()
-        values = dict(bundle=sb.path, watch=watch, runs=runs, run_id="t", pub=pub, pull=free_address())
-        values.update(idle_timeout=2.0, startup_timeout=60.0, min_volumes=3, heartbeat=0.2)
-        collector = Collector(pub)
-        collector.start()
-        ctx = zmq.Context()
-        lazy = P.subscriber(ctx, pub, hwm=1)
-        lazy.setsockopt(zmq.RCVBUF, 4096)
-        serve = ServeProcess(values, tmp_path / key).start()
-        try:
-            assert wait_until(lambda s=serve, c=collector: c.ready.is_set() or not s.alive(), 60)
-            if not stalled:
-                lazy.close(linger=0)
-            emu = ScannerEmulator(data=data, affine=sb.affine, tr=TR, out_dir=watch, fmt="nifti", asap=True)
-            with emu:
-                emu.wait(60)
-            assert serve.wait(60) == 0
-        finally:
-            collector.close()
-            lazy.close(linger=0)
-            ctx.term()
-            serve.kill()
-        ok = [r for r in read_jsonl(runs / "t" / "volumes.jsonl") if r.get("status") == "ok"]
-        assert len(ok) == 150
-        span = ok[-1]["t"]["sent"] - ok[0]["t"]["file_ready"]
-        rates[key] = 150 / span
-    plain = np.median([v for k, v in rates.items() if k.startswith("plain")])
-    stalled_rate = np.median([v for k, v in rates.items() if k.startswith("stalled")])
-    assert stalled_rate >= 0.7 * plain, rates
+    watch, runs = tmp_path / "scanner", tmp_path / "runs"
+    watch.mkdir(parents=True)
+    pub = free_address()
+    values = dict(bundle=sb.path, watch=watch, runs=runs, run_id="t", pub=pub, pull=free_address(), hwm=1000)
+    values.update(idle_timeout=2.0, startup_timeout=60.0, min_volumes=3, heartbeat=0.2)
+    collector = Collector(pub)
+    collector.start()
+    ctx = zmq.Context()
+    lazy = P.subscriber(ctx, pub, hwm=1)
+    lazy.setsockopt(zmq.RCVBUF, 4096)
+    serve = ServeProcess(values, tmp_path).start()
+    try:
+        assert wait_until(lambda: collector.ready.is_set() or not serve.alive(), 60)
+        emu = ScannerEmulator(data=data, affine=sb.affine, tr=TR, out_dir=watch, fmt="nifti", asap=True)
+        with emu:
+            emu.wait(60)
+        assert serve.wait(60) == 0
+        assert collector.ended.wait(30)
+    finally:
+        collector.close()
+        lazy.close(linger=0)
+        ctx.term()
+        serve.kill()
+    ok = [r for r in read_jsonl(runs / "t" / "volumes.jsonl") if r.get("status") == "ok"]
+    assert len(ok) == 150
+    assert [f["volume"] for f in collector.frames()] == list(range(150))
