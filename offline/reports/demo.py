@@ -88,7 +88,9 @@ def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, 
 
     img = nib.load(str(holdout))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    reg = RigidRegistration(other_grids=True).fit(bundle.reference, bundle.affine)  # a fresh fit
+    # a fresh fit, resampling with the kernel the bundle was fitted with (as serve does by default)
+    interpolation = str(bundle.manifest.get("interpolation") or "linear")
+    reg = RigidRegistration(other_grids=True, interpolation=interpolation).fit(bundle.reference, bundle.affine)
     offset = None  # on the bundle's grid: the first volume starts at 0
     if data.shape[:3] != bundle.reference.shape or not np.allclose(img.affine, bundle.affine, atol=1e-3):
         offset = register_run_session(bundle.reference, bundle.affine, data, img.affine, name=holdout.name).params
