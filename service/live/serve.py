@@ -124,6 +124,8 @@ class Service:
         self.pipeline_ = Pipeline(bundle, cfg, self.pub_, self.runlog_, decoder, self.tr_, sham, condition)
         if rs.resumed:
             self.pipeline_.restore(rs)
+            if sham is not None:
+                sham.resume(self.run_dir_)
         earlier, ended_runs = files_of_ended_runs(cfg, run_id)
         if earlier:
             self.pipeline_.earlier_files_ = earlier

@@ -16,7 +16,8 @@ The rules, stated once:
   again, which is what the source's display kept showing; before the source's first frame, its first. Each frame
   shown out of place is counted (``held``) and marked in the record.
 - **By trial order.** The ``k``-th trial published shows the source's ``k``-th; beyond the source's trials, its
-  last (counted as ``held``).
+  last (counted as ``held``). A source that published no trials (a frame-only run): this run sends no ``trial``
+  message either, as the source's display got none; its trials are still decoded and recorded (``withheld``).
 - **Refused at start** (:class:`ShamError`, saying what was found): a source that is not a finished run (no
   manifest, or still ``running``), a source that was itself a sham run, one recorded before ``feedback.jsonl``
   existed, a TR that differs from this run's by more than 1%, another latent size, and a run whose length is
@@ -236,7 +237,7 @@ class ShamFeedback:
                 f"this run is set to {max_volumes} volumes (max_volumes) but sham source {src.dir} has "
                 f"{src.n_volumes}: choose a longer source run or lower max_volumes"
             )
-        if n_trials and n_trials > len(src.trials):
+        if n_trials and src.trials and n_trials > len(src.trials):  # a frame-only source: trials are withheld
             raise ShamError(
                 f"this run's events hold {n_trials} trials to decode but sham source {src.dir} published "
                 f"{len(src.trials)}: choose a source run with as many trials"
@@ -257,11 +258,22 @@ class ShamFeedback:
                 )
         return f.latent, f.feedback, {"source_volume": f.volume, "held": held}
 
-    def trial(self, k: int) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
-        """(latent, feedback, where from) shown for the ``k``-th trial published (0-based)."""
+    def resume(self, run_dir: Path) -> None:
+        """Count what a resumed run had already shown out of place (its own ``feedback.jsonl``)."""
+        for line in _jsonl(Path(run_dir) / "feedback.jsonl"):
+            src = line.get("source") or {}
+            if src.get("held"):
+                if line.get("topic") == "frame":
+                    self.held_frames += 1
+                elif line.get("topic") == "trial":
+                    self.held_trials += 1
+
+    def trial(self, k: int) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]] | None:
+        """(latent, feedback, where from) shown for the ``k``-th trial published (0-based); None when the
+        source published no trials: its display saw none, so this one sees none (the trial is recorded only)."""
         trials = self.source.trials
         if not trials:
-            raise ShamError(f"sham source {self.source.dir} published no trials: a trial cannot be shown")
+            return None
         held = k >= len(trials)
         self.held_trials += held
         j = min(k, len(trials) - 1)

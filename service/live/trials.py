@@ -220,9 +220,17 @@ class TrialBook:
         w0, p0 = time.time(), time.perf_counter()
         latent = self.decoder.latent(est, out=self._latent)
         shown = None if self.sham is None else self.sham.trial(self.n_published)
+        info = self.trials_[r.key]
+        if self.sham is not None and shown is None:  # the source sent no trials: nor does this run (sham.py)
+            real = self.feedback.trial(latent)
+            row = {**info, "first_volume": int(win[0]), "last_volume": int(win[-1]), "seq": None, "feedback": None}
+            line = {"topic": "trial", "trial": info["trial"], "seq": None, "latent_row": self.runlog.trial(row, latent)}
+            self.runlog.feedback({**line, "shown": None, "real": real, "source": {"withheld": True, "held": False}})
+            self.published_.add(r.key)
+            self.n_published += 1
+            return
         image = self.decoder.decode(latent if shown is None else shown[0])
         real = self.feedback.trial(latent)
-        info = self.trials_[r.key]
         h, w, c = self.decoder.bundle.image_shape
         header: dict[str, Any] = {
             "run_id": self.runlog.run_id,

@@ -4,6 +4,7 @@ live run, refuses sources it cannot replay, and honours a blinded allocation; th
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -296,3 +297,32 @@ def test_report_names_a_folder_that_is_not_a_run_and_a_damaged_record(source, tm
     (run / "volumes.jsonl").write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
     assert cli.main(["report", str(run)]) == 1
     assert f"{run / 'volumes.jsonl'} line 2 is not JSON" in capsys.readouterr().err
+
+
+def test_a_frame_only_source_withholds_the_trials_and_a_resumed_sham_run_keeps_its_counts(
+    synth, source, other_data, tmp_path
+):
+    src = tmp_path / "frames-only"
+    shutil.copytree(source.service.run_dir_, src)
+    frames_only = [x for x in _lines(src) if x["topic"] == "frame" and x["volume"] < 40]
+    (src / "feedback.jsonl").write_text("".join(json.dumps(x) + "\n" for x in frames_only))
+    runs = tmp_path / "runs"
+    # first part: 44 volumes then a stop (as a crash or SIGTERM), volumes 40-43 held at the source's 39
+    cfg = _cfg(synth, tmp_path / "a", sham_source=src, max_volumes=0, runs=runs, run_id="sham-resume")
+    first = serve(cfg, _volumes(synth, other_data, 44), inbound=_onsets(synth, OTHER_TRIALS), stop_after=True)
+    assert first.topic("trial") == []  # the source's display got no trial message, nor does this one
+    withheld = [x for x in _lines(first.service.run_dir_) if x["topic"] == "trial"]
+    assert withheld and all(x["shown"] is None and x["source"]["withheld"] and x["real"] for x in withheld)
+    with open(first.service.run_dir_ / "trials.tsv", encoding="utf-8") as f:
+        seqs = [row["seq"] for row in csv.DictReader(f, delimiter="\t")]
+    assert seqs == ["n/a"] * len(withheld)  # recorded, never sent
+    # resumed with the same run id: the counts go on from the records
+    vols = _volumes(synth, other_data, N_VOL)[44:]
+    cfg2 = _cfg(
+        synth, tmp_path / "a", sham_source=src, max_volumes=0, idle_timeout=0.5, runs=runs, run_id="sham-resume"
+    )
+    second = serve(cfg2, vols)
+    assert [m.header["volume"] for m in second.topic("frame")] == list(range(44, N_VOL))
+    assert second.summary["sham"]["held_frames"] == N_VOL - 40  # 4 before the restart, 4 after
+    manifest = json.loads((second.service.run_dir_ / "manifest.json").read_text())
+    assert manifest["control"]["held"]["held_frames"] == N_VOL - 40
