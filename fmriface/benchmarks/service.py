@@ -8,6 +8,10 @@ in its own process, as in a session, and a ZeroMQ subscriber in this one receive
 measured from the rename to the frame being sent (header ``t.sent``), and per stage from the frame headers. The decoder is an untrained small-64 VAE-GAN exported to ONNX
 (same graph and cost as a trained one; ``--decoder matmul`` uses a MatMul graph of the same sizes instead).
 
+``--grids same,other`` runs it on the bundle's grid and on a later session's (another slab and head position,
+sampled from the twin's templates on that grid; ``serve`` registers it at its first volume, which the warm-up
+leaves out), one after the other: the cross-grid cost per volume, side by side.
+
 ``--browsers 0,3`` runs the whole benchmark once per count, one after another: with ``N`` > 0 an ``fmriface
 dashboard`` (its own process) subscribes to the service's stream and ``N`` headless Chromium browsers show its
 page throughout (``fmriface.benchmarks.dashboard.attach_pages``); ``side_by_side`` lists each run's figures.
@@ -42,6 +46,12 @@ def add_arguments(p) -> None:
         help="browsers on a dashboard of the stream, a comma list run one after another (0,3: side by side)",
     )
     p.add_argument("--browser-nice", type=int, default=0, help="CPU priority given up by those browsers (0-19)")
+    p.add_argument(
+        "--grids",
+        default="same",
+        help="the run's grid, a comma list run one after another: same (the bundle's) or other (a later "
+        "session's slab and head position, registered by serve at its first volume); same,other: side by side",
+    )
 
 
 def _decoder_files(kind: str, out: Path) -> tuple[Path | None, int, int]:
@@ -73,6 +83,33 @@ def _make_run(reference: np.ndarray, affine: np.ndarray, n: int, seed: int) -> t
     for k in range(n):
         vols[k] = reg.resample(reference, params[k]) + rng.normal(scale=8.0, size=reference.shape)
     return np.clip(vols, 0, None), params
+
+
+#: The later session of ``--grids other``: its slab and head offsets from the bundle's (drawn once, seed 7, within
+#: the ranges of issue 17: 10 mm / 10 degrees for the head, 10 mm / 8 degrees for the slab).
+def _other_session() -> tuple[np.ndarray, np.ndarray]:
+    from fmriface.benchmarks.motion import draw_rigid
+
+    rng = np.random.default_rng(7)
+    return draw_rigid(rng, 10.0, 10.0, low=0.5), draw_rigid(rng, 10.0, 8.0, low=0.5)
+
+
+def _make_other_grid_run(walk: np.ndarray, shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same head-motion walk in a later session: volumes sampled from the twin's templates on that session's
+    own grid (not resampled from the bundle's), with the head at its pose; returns (volumes, the grid's affine)."""
+    from offline.twin.anatomy import anatomy_on_grid, scanner_affine
+    from service.motion import params_from_matrix, rigid_matrix
+
+    head, slab = _other_session()
+    affine = rigid_matrix(slab) @ scanner_affine(shape, (3.0, 3.0, 3.5))
+    rng = np.random.default_rng(seed)
+    vols = np.empty((len(walk), *shape), np.float32)
+    with progress(total=len(walk), desc="other-grid run", unit="vol") as bar:
+        for k, p in enumerate(walk):
+            data, _ = anatomy_on_grid(affine, shape, params_from_matrix(rigid_matrix(p) @ rigid_matrix(head)))
+            vols[k] = data + rng.normal(scale=8.0, size=shape)
+            bar.update(1)
+    return np.clip(vols, 0, None), affine
 
 
 def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Path, series: int) -> list[Path]:
@@ -219,6 +256,15 @@ def _browser_counts(text: str) -> list[int]:
     return counts
 
 
+def _grid_list(text: str) -> list[str]:
+    from fmriface.common import UsageError
+
+    grids = [g.strip() for g in text.split(",") if g.strip()]
+    if not grids or any(g not in ("same", "other") for g in grids):
+        raise UsageError(f"--grids must be a comma list of same and other; got {text!r}")
+    return grids
+
+
 def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers: int) -> dict[str, Any]:
     """One run's headline figures: paced latency, as-fast-as-possible throughput and latency, the pages."""
     p, a = _analyse(paced, warmup), _analyse(asap, warmup)
@@ -249,6 +295,7 @@ def run(args) -> dict[str, Any]:
     from fmriface.benchmarks.synth import make_bundle
     from offline.twin import make_anatomy
 
+    grids, browsers = _grid_list(args.grids), _browser_counts(args.browsers)  # refused before any work
     work = Path(tempfile.mkdtemp(prefix="fmriface-bench-service-"))
     try:
         anatomy = make_anatomy((64, 64, 36), (3.0, 3.0, 3.5))
@@ -258,17 +305,24 @@ def run(args) -> dict[str, Any]:
             bundle, n_voxels=args.voxels, latent_size=latent, image_size=size, tr=2.0, anatomy=anatomy,
             onnx_dir=onnx_dir,
         )  # fmt: skip
-        vols, _ = _make_run(anatomy[0], anatomy[1], args.n_paced + args.n_asap, seed=0)
+        vols, walk = _make_run(anatomy[0], anatomy[1], args.n_paced + args.n_asap, seed=0)
+        runs_of = {"same": (vols, anatomy[1])}
+        if "other" in grids:
+            runs_of["other"] = _make_other_grid_run(walk, anatomy[0].shape, seed=0)
         side: list[dict[str, Any]] = []
-        for i, n_browsers in enumerate(_browser_counts(args.browsers)):
+        plan = [(n, g) for n in browsers for g in grids]
+        for i, (n_browsers, grid) in enumerate(plan):
             tag = "" if i == 0 else f"-{i}"  # each run its own staged files, watched folder and run id
-            paced_files = _stage(vols[: args.n_paced], anatomy[1], args.tr, args.format, work / f"stage-paced{tag}", 1)
-            asap_files = _stage(vols[args.n_paced :], anatomy[1], args.tr, args.format, work / f"stage-asap{tag}", 2)
+            data, aff = runs_of[grid]
+            paced_files = _stage(data[: args.n_paced], aff, args.tr, args.format, work / f"stage-paced{tag}", 1)
+            asap_files = _stage(data[args.n_paced :], aff, args.tr, args.format, work / f"stage-asap{tag}", 2)
             runs = work / "runs"
             nice = args.browser_nice
             paced = _serve_phase(bundle, paced_files, work / f"watch-paced{tag}", runs, args.tr, True, n_browsers, nice)
             asap = _serve_phase(bundle, asap_files, work / f"watch-asap{tag}", runs, args.tr, False, n_browsers, nice)
-            side.append(_figures(paced, asap, args.warmup, n_browsers))
+            side.append({"grid": grid, **_figures(paced, asap, args.warmup, n_browsers)})
+            if grid == "other":
+                side[-1]["session"] = paced["summary"].get("session")
             if i == 0:
                 first_paced, first_asap = paced, asap
         paced, asap = first_paced, first_asap
@@ -280,6 +334,7 @@ def run(args) -> dict[str, Any]:
             "p99_ms": p["latency"]["p99"],
             "volumes_per_s": side[0]["volumes_per_s"],
             "browsers": side[0]["browsers"],
+            "grid": side[0]["grid"],
             "browser_nice": args.browser_nice,
             **({"side_by_side": side} if len(side) > 1 else {}),
             "stages": p["stages"],

@@ -21,3 +21,25 @@ def test_bench_service_times_every_frame_of_a_short_run(tmp_path):
     assert out["service_summary_paced"]["volumes_ok"] == 12 and out["service_summary_paced"]["volumes_failed"] == 0
     assert 0 < out["p50_ms"] <= out["p95_ms"] <= out["p99_ms"] and out["volumes_per_s"] > 0
     assert set(out["stages"]) == {"detect", "read", "queue", "motion", "decode", "send", "subscriber"}
+
+
+@pytest.mark.slow
+def test_bench_service_runs_a_later_sessions_grid_beside_the_bundles(tmp_path):
+    argv = [sys.executable, "-m", "fmriface", "bench", "service", "--json", "--grids", "same,other"]
+    argv += ["--n-paced", "10", "--n-asap", "20", "--tr", "0.2", "--decoder", "matmul", "--voxels", "500"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    same, other = json.loads(done.stdout)["side_by_side"]
+    assert same["grid"] == "same" and same.get("session") is None
+    assert other["grid"] == "other" and other["p50_ms"] > 0 and other["volumes_per_s"] > 0
+    # serve registered the later session at its first volume: the drawn head offset, seen from the new slab
+    session = other["session"]
+    assert session["overlap"] > 0.8 and session["cost"] < 0.1 and len(session["offset"]) == 6
+
+
+def test_bench_service_refuses_an_unknown_grid(capsys, monkeypatch):
+    from fmriface import cli
+
+    monkeypatch.setenv("FMRIFACE_RAISE", "0")
+    assert cli.main(["bench", "service", "--grids", "same,tilted"]) == 1
+    assert "--grids must be a comma list of same and other; got 'same,tilted'" in capsys.readouterr().err
