@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from service.live.runlog import RecordError, read_records
+
 __all__ = ["ReportError", "run_report", "format_reports", "FD_THRESHOLD_MM"]
 
 #: Framewise displacement (Power et al. 2012, 50 mm head radius) above which a volume is counted as a spike.
@@ -32,19 +34,11 @@ class ReportError(ValueError):
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if n != len(lines):  # a torn last line is a crash's; anything else is damage
-                raise ReportError(f"{path} line {n} is not JSON: {exc.msg}") from None
-    return out
+    """A JSON-lines record of a run, read without changing it (a torn last line left out)."""
+    try:
+        return read_records(path)
+    except RecordError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _pct(values: list[float] | np.ndarray) -> dict[str, float] | None:

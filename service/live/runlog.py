@@ -42,7 +42,7 @@ from service.live.npy import AppendNpy
 
 log = logging.getLogger("service.runlog")
 
-__all__ = ["RunLog", "ResumeState", "TRIAL_COLUMNS", "EVENT_FIELDS", "read_volumes"]
+__all__ = ["RunLog", "ResumeState", "TRIAL_COLUMNS", "EVENT_FIELDS", "read_volumes", "read_records", "RecordError"]
 
 TRIAL_COLUMNS = (
     "trial",
@@ -100,6 +100,32 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in _cut_torn_line(path).decode("utf-8").splitlines() if line.strip()]
+
+
+class RecordError(ValueError):
+    """A run record that is damaged (not a crash's torn last line); the message names the file and the line."""
+
+    user_error = True
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The lines of a JSON-lines record, read without changing the file (another run's, or one still written):
+    a torn last line (a crash while it was written) is left out, any other line that is not JSON raises
+    :class:`RecordError`; a missing file has no lines."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if n != len(lines):
+                raise RecordError(f"{path} line {n} is not JSON: {exc.msg}") from None
+    return out
 
 
 def read_volumes(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from service.live.runlog import RecordError, read_records
+
 __all__ = [
     "ShamError",
     "SourceRun",
@@ -66,19 +68,11 @@ class ShamError(ValueError):
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    """The lines of a JSON-lines record; a torn last line (the source crashed while writing it) is left out."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if n == len(lines):
-                break
-            raise ShamError(f"{path} line {n} is not JSON: {exc.msg}") from None
-    return out
+    """A JSON-lines record of a run, read without changing it (a torn last line left out)."""
+    try:
+        return read_records(path)
+    except RecordError as exc:
+        raise ShamError(str(exc)) from None
 
 
 def _load_rows(path: Path) -> np.ndarray:

@@ -18,8 +18,7 @@ from fmriface.benchmarks.synth import make_bundle, make_run
 from service import protocol as P
 from service.live.serve import ServeConfig, Service, StartupError
 from service.live.sham import SOURCE_FILES, ShamError, SourceRun, read_allocation
-from tests.conftest import free_port
-from tests.service.harness import make_volume, serve
+from tests.service.harness import make_volume, serve, serve_config
 
 TR = 2.0
 N_VOL = 48
@@ -35,18 +34,8 @@ def synth(tmp_path_factory):
 
 def _cfg(synth, folder, **kw) -> ServeConfig:
     folder.mkdir(parents=True, exist_ok=True)
-    base = dict(
-        bundle=synth.path,
-        watch=folder,
-        runs=folder / "runs",
-        pub=f"tcp://127.0.0.1:{free_port()}",
-        pull=f"tcp://127.0.0.1:{free_port()}",
-        heartbeat=0.1,
-        max_volumes=N_VOL,
-        hwm=1000,
-        target_stim=synth.stim_ids[1].split("/")[-1],
-    )
-    return ServeConfig(**{**base, **kw})
+    base = dict(max_volumes=N_VOL, target_stim=synth.stim_ids[1].split("/")[-1])
+    return serve_config(synth.path, folder, **{**base, **kw})
 
 
 def _onsets(synth, trials) -> list[bytes]:
