@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from service.live.runlog import RecordError, read_records
+from service.live.runlog import read_records
 
 __all__ = ["ReportError", "run_report", "format_reports", "FD_THRESHOLD_MM"]
 
@@ -31,14 +31,6 @@ class ReportError(ValueError):
     """A folder that is not a run's records, or records that cannot be read; the message names the file."""
 
     user_error = True
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    """A JSON-lines record of a run, read without changing it (a torn last line left out)."""
-    try:
-        return read_records(path)
-    except RecordError as exc:
-        raise ReportError(str(exc)) from None
 
 
 def _pct(values: list[float] | np.ndarray) -> dict[str, float] | None:
@@ -93,10 +85,10 @@ def run_report(run_dir: str | Path, fd_threshold: float = FD_THRESHOLD_MM) -> di
         state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"{run_dir}: manifest.json or state.json is not valid JSON: {exc}") from None
-    volumes = _jsonl(run_dir / "volumes.jsonl")
-    flips = _jsonl(run_dir / "flips.jsonl")
-    events = _jsonl(run_dir / "events.jsonl")
-    feedback = _jsonl(run_dir / "feedback.jsonl")
+    volumes = read_records(run_dir / "volumes.jsonl")
+    flips = read_records(run_dir / "flips.jsonl")
+    events = read_records(run_dir / "events.jsonl")
+    feedback = read_records(run_dir / "feedback.jsonl")
     trials = []
     if (run_dir / "trials.tsv").exists():
         with open(run_dir / "trials.tsv", encoding="utf-8", newline="") as f:

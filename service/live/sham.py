@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from service.live.runlog import RecordError, read_records
+from service.live.runlog import read_records
 
 __all__ = [
     "ShamError",
@@ -65,14 +65,6 @@ class ShamError(ValueError):
     """A sham source or allocation that cannot be used; the message names the file and what was found."""
 
     user_error = True
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    """A JSON-lines record of a run, read without changing it (a torn last line left out)."""
-    try:
-        return read_records(path)
-    except RecordError as exc:
-        raise ShamError(str(exc)) from None
 
 
 def _load_rows(path: Path) -> np.ndarray:
@@ -138,7 +130,7 @@ class SourceRun:
         self.run_id = str(self.manifest.get("run_id") or self.dir.name)
         self.tr = float(self.manifest.get("tr") or 0.0)
         self.latent_size = int((self.manifest.get("bundle_summary") or {}).get("latent_size") or 0)
-        lines = _jsonl(fpath)
+        lines = read_records(fpath)
         latents = _load_rows(self.dir / "latents.npy")
         trial_latents = (
             _load_rows(self.dir / "trial_latents.npy") if (self.dir / "trial_latents.npy").exists() else None
@@ -254,7 +246,7 @@ class ShamFeedback:
 
     def resume(self, run_dir: Path) -> None:
         """Count what a resumed run had already shown out of place (its own ``feedback.jsonl``)."""
-        for line in _jsonl(Path(run_dir) / "feedback.jsonl"):
+        for line in read_records(Path(run_dir) / "feedback.jsonl"):
             src = line.get("source") or {}
             if src.get("held"):
                 if line.get("topic") == "frame":
