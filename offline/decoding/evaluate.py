@@ -9,6 +9,7 @@ descriptive figure, as in the paper.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -181,47 +182,54 @@ def permutation_control(
     n_permutations: int,
     rng: np.random.Generator,
     groups: np.ndarray | None = None,
+    split=None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Refit the mapping with the training pairs shuffled and score pairwise latent decoding; near 50 %.
 
     ``make_mapping()`` returns a fresh, unfitted mapping (with fixed hyperparameters, so each refit is cheap).
-    A ridge mapping with one penalty is linear in the latents it is fitted to, so its test predictions are
-    ``H (y - mean) + mean`` with one hat matrix ``H`` for every shuffle; the encoding model's shuffles reuse the
-    voxel Gram matrix. Both give the same numbers as refits (tested), much faster.
+    Shuffling the targets leaves the design unchanged, so one :class:`offline.decoding.mapping.Split` of
+    ``(x_train, x_test)`` (``split``: one already made, e.g. shared by the ridge and the encoding control) serves
+    every shuffle: a ridge mapping with one penalty is linear in the latents it is fitted to, so its test
+    predictions are ``H (y - mean) + mean`` with one hat matrix ``H``; the encoding model's shuffles permute the
+    rows of ``U`` in ``zc = U S Vt`` and reuse the Gram matrix (or ``xc^T`` in the primal form). Both give the
+    same numbers as refits (tested), much faster. ``on_step(i, n)`` is called after each shuffle (progress).
 
     The shuffled decoders are not rescaled (``fixed_params`` turns ``rescale`` off): a decoder fitted to shuffled
     pairs knows nothing of the test faces, so its own face and every other face are exchangeable and one positive
     factor on its predictions cannot move its expected accuracy off 50 %.
     """
-    from offline.decoding.mapping import EncodingFactors, EncodingMapping, RidgeMapping, standardise
+    from offline.decoding.mapping import EncodingMapping, RidgeMapping, Split, TargetFactors, encoding_predictions
 
     probe = make_mapping()
     single = np.size(getattr(probe, "alphas", ())) == 1 and not getattr(probe, "rescale", False)
-    x_train = np.asarray(x_train, np.float64)
-    x_test = np.asarray(x_test, np.float64)
+    y_train = np.asarray(y_train, np.float64)
+    fast_ridge = isinstance(probe, RidgeMapping) and single
+    fast_encoding = isinstance(probe, EncodingMapping) and single and np.size(probe.component_candidates()) == 1
+    if (fast_ridge or fast_encoding) and split is None:
+        split = Split(x_train, x_test)
     hat = fac = None
-    if isinstance(probe, RidgeMapping) and single:
-        hat = _ridge_hat(x_train, x_test, float(np.ravel(probe.alphas)[0]))
-    elif isinstance(probe, EncodingMapping) and single and np.size(probe.component_candidates()) == 1:
-        # shuffling the pairs permutes the rows of U in zc = U S Vt; the voxel Gram matrix stays (EncodingFactors)
-        mean, scale = standardise(x_train)
+    if fast_ridge:
+        hat = split.ridge_hat(float(np.ravel(probe.alphas)[0]))
+    elif fast_encoding:
         y_mean = y_train.mean(0)
-        fac = EncodingFactors.from_training(
-            (x_train - mean) / scale, y_train - y_mean, keep_data=True, rank_tol=probe.rank_tol
-        ).truncated(probe.component_candidates()[0])
-        xs_test = (x_test - mean) / scale
+        fac = TargetFactors.of(y_train - y_mean, probe.rank_tol).truncated(probe.component_candidates()[0])
     accs = []
-    for _ in range(n_permutations):
+    for i in range(n_permutations):
         perm = rng.permutation(len(y_train))
         if hat is not None:
             y = y_train[perm]
             pred = hat @ (y - y.mean(0)) + y.mean(0)
         elif fac is not None:
+            shuffled = fac.permuted(perm)
+            a, kmat = split.encoding_terms(shuffled.u)
             alpha = float(np.ravel(probe.alphas)[0])
-            pred = fac.predictions(xs_test, [alpha], probe.decode_alpha, u=fac.u[perm])[0] + y_mean
+            pred = encoding_predictions(a, kmat, shuffled, [alpha], probe.decode_alpha)[0] + y_mean
         else:
             pred = make_mapping().fit(x_train, y_train[perm], groups=groups).predict(x_test)
         accs.append(pairwise_accuracy(pred, y_test).accuracy)
+        if on_step is not None:
+            on_step(i + 1, n_permutations)
     arr = np.asarray(accs)
     return {
         "n_permutations": int(n_permutations),
@@ -253,10 +261,9 @@ def trialwise_identification(pred: np.ndarray, trial_ids: list[str], face_ids: l
 
 def _ridge_hat(x_train: np.ndarray, x_test: np.ndarray, alpha: float) -> np.ndarray:
     """``H [n_test, n_train]``: ridge predictions on ``x_test`` are ``H @ (y - mean(y)) + mean(y)``."""
-    from offline.decoding.mapping import ridge_predictions, standardise
+    from offline.decoding.mapping import Split
 
-    mean, scale = standardise(x_train)
-    return ridge_predictions((x_train - mean) / scale, np.eye(len(x_train)), (x_test - mean) / scale, [alpha])[0]
+    return Split(x_train, x_test).ridge_hat(alpha)
 
 
 def evaluate_decoders(
@@ -275,6 +282,7 @@ def evaluate_decoders(
     n_permutations: int,
     rng: np.random.Generator,
     log: Callable[[str], None] = print,
+    step: Callable[[str], None] | None = None,
 ) -> tuple[dict, dict]:
     """Fit and score every (estimate, mapping, face space) combination on the test faces.
 
@@ -287,12 +295,16 @@ def evaluate_decoders(
     spaces : space name -> FaceSpace (``decode``); make : mapping name -> unfitted mapping
     main : (estimate, mapping) of the bundle, whose numbers fill the top-level ``pairwise``
     male : {"train", "test"} -> labels 1 / -1, or None (no attributes: gender skipped)
+    log : a line per fit, fold and batch of shuffles; step : called with the name of each stage ("mappings",
+    "permutation control") as it starts (the caller times them)
 
     Returns
     -------
     (evaluation dict for evaluation.json, {(estimate, mapping, space): fitted mapping, "recon": {"<space>
     <mapping>": reconstructions of the test faces from the bundle's estimate type}})
     """
+    step = step or (lambda _name: None)
+    step("mappings")
     face_ids = list(imagery_ids or [])
     # mean training vector of each space, for the centred variant of the pairwise scores
     shared = {"pixel": images["train"].mean(axis=0)}
@@ -307,62 +319,88 @@ def evaluate_decoders(
     gender: dict = {}
     gender_models: dict = {}
     imag: dict = {}
+    from offline.decoding.mapping import Split, fit_shared
+
+    factors_cache: dict = {}  # the face spaces' latent factors per fold, shared by the estimate types
+    combos = [(mname, sname) for mname in ("ridge", "encoding") for sname in spaces]
     for est, (x_train, groups) in train.items():
-        for mname in ("ridge", "encoding"):
-            for sname, space in spaces.items():
-                z = latents[sname]
-                mapping = make(mname).fit(x_train, z["train"], groups=groups)
-                fitted[(est, mname, sname)] = mapping
-                pred = mapping.predict(test[est])
-                scores, rec = score_spaces(
-                    pred, z["test"], images["test"], space.decode, perceptual, true_feats, centres[sname]
+        # every mapping and face space on this estimate's patterns: one decomposition per fold
+        log(f"{est}: fitting {len(combos)} mappings (ridge, encoding x {', '.join(spaces)}) together")
+        t_est = time.perf_counter()
+        models = fit_shared(
+            [make(mname) for mname, _ in combos],
+            x_train,
+            [latents[sname]["train"] for _, sname in combos],
+            groups,
+            target_keys=[sname for _, sname in combos],
+            cache=factors_cache,
+            on_fold=lambda i, n, e=est, t=t_est: log(
+                f"{e}: cross-validation fold {i}/{n} done ({time.perf_counter() - t:.0f} s)"
+            ),
+        )
+        for (mname, sname), mapping in zip(combos, models):
+            space = spaces[sname]
+            z = latents[sname]
+            fitted[(est, mname, sname)] = mapping
+            pred = mapping.predict(test[est])
+            scores, rec = score_spaces(
+                pred, z["test"], images["test"], space.decode, perceptual, true_feats, centres[sname]
+            )
+            entry = {k: v.as_dict() for k, v in scores.items()}
+            entry["alpha"] = float(mapping.alpha_)
+            entry["cv_score"] = float(mapping.cv_score_)
+            entry["scale"] = float(mapping.scale_)
+            if mname == "encoding":
+                entry["n_components"] = int(mapping.n_components_)
+            details.setdefault(est, {}).setdefault(mname, {})[sname] = entry
+            shown = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in scores.items())
+            log(f"{est:>6} {mname:>8} {sname:>6}: {shown}")
+            if imagery and est in imagery and len(z["imagery"]) >= 2:
+                x_avg, x_trials, trial_ids = imagery[est]
+                iscores, _ = score_spaces(
+                    mapping.predict(x_avg),
+                    z["imagery"],
+                    images["imagery"],
+                    space.decode,
+                    perceptual,
+                    img_feats,
+                    centres[sname],
                 )
-                entry = {k: v.as_dict() for k, v in scores.items()}
-                entry["alpha"] = float(mapping.alpha_)
-                entry["cv_score"] = float(mapping.cv_score_)
-                entry["scale"] = float(mapping.scale_)
-                if mname == "encoding":
-                    entry["n_components"] = int(mapping.n_components_)
-                details.setdefault(est, {}).setdefault(mname, {})[sname] = entry
-                shown = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in scores.items())
-                log(f"{est:>6} {mname:>8} {sname:>6}: {shown}")
-                if imagery and est in imagery and len(z["imagery"]) >= 2:
-                    x_avg, x_trials, trial_ids = imagery[est]
-                    iscores, _ = score_spaces(
-                        mapping.predict(x_avg),
-                        z["imagery"],
-                        images["imagery"],
-                        space.decode,
-                        perceptual,
-                        img_feats,
-                        centres[sname],
-                    )
-                    entry = {k: v.as_dict() for k, v in iscores.items()}
-                    entry["trials"] = trialwise_identification(
-                        mapping.predict(x_trials), trial_ids, face_ids, z["imagery"]
-                    )
-                    imag.setdefault(est, {}).setdefault(mname, {})[sname] = entry
-                if est != main[0]:
-                    continue
-                recon[f"{sname} {mname}"] = rec
-                if male is not None:
-                    if sname not in gender_models:  # one Male direction and one classifier per face space
-                        men, women = z["train"][male["train"] > 0].mean(0), z["train"][male["train"] < 0].mean(0)
-                        clf = gender_classifier(z["train"], male["train"])
-                        gender_models[sname] = (men - women, (men + women) / 2, clf)
-                    direction, midpoint, clf = gender_models[sname]
-                    for key, latents_ in ((mname, pred), ("true_latents", z["test"])):
-                        gender.setdefault(sname, {})[key] = {
-                            "projection": gender_by_projection(latents_, male["test"], direction, midpoint),
-                            "classifier": _accuracy_dict(clf.predict(latents_), male["test"]),
-                        }
+                entry = {k: v.as_dict() for k, v in iscores.items()}
+                entry["trials"] = trialwise_identification(mapping.predict(x_trials), trial_ids, face_ids, z["imagery"])
+                imag.setdefault(est, {}).setdefault(mname, {})[sname] = entry
+            if est != main[0]:
+                continue
+            recon[f"{sname} {mname}"] = rec
+            if male is not None:
+                if sname not in gender_models:  # one Male direction and one classifier per face space
+                    men, women = z["train"][male["train"] > 0].mean(0), z["train"][male["train"] < 0].mean(0)
+                    clf = gender_classifier(z["train"], male["train"])
+                    gender_models[sname] = (men - women, (men + women) / 2, clf)
+                direction, midpoint, clf = gender_models[sname]
+                for key, latents_ in ((mname, pred), ("true_latents", z["test"])):
+                    gender.setdefault(sname, {})[key] = {
+                        "projection": gender_by_projection(latents_, male["test"], direction, midpoint),
+                        "classifier": _accuracy_dict(clf.predict(latents_), male["test"]),
+                    }
     est_main, map_main = main
     permutation: dict = {}
     if n_permutations:
+        step("permutation control")
         x_train, groups = train[est_main]
+        split = Split(x_train, test[est_main])  # one design for every shuffle of both mappings
         for mname in ("ridge", "encoding"):
             fixed = fitted[(est_main, mname, "vaegan")].fixed_params()
             log(f"permutation control: {mname}, {n_permutations} shuffles")
+            t_perm = time.perf_counter()
+            last = [t_perm]
+
+            def step(i, n, m=mname, t=t_perm, last=last):
+                now = time.perf_counter()
+                if now - last[0] >= 5.0 or i == n:
+                    last[0] = now
+                    log(f"permutation control: {m}, {i}/{n} shuffles ({now - t:.0f} s)")
+
             permutation[mname] = permutation_control(
                 lambda m=mname, kw=fixed: make(m, **kw),
                 x_train,
@@ -371,7 +409,10 @@ def evaluate_decoders(
                 latents["vaegan"]["test"],
                 n_permutations,
                 rng,
+                split=split,
+                on_step=step,
             )
+        del split
         permutation["mean"] = permutation[map_main]["mean"]
     main_scores = details[est_main][map_main]
     kinds = ("latent", "pixel", "perceptual")

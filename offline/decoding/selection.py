@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from offline.decoding.mapping import cv_splits
+from offline.decoding.mapping import cv_splits, standardise
 
-__all__ = ["Selection", "encoding_scores", "top_k", "mask_selection", "select_voxels"]
+__all__ = ["Selection", "encoding_scores", "top_k", "mask_selection", "select_voxels", "nested_ridge_predictions"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ def select_voxels(
     alphas: Sequence[float] = (1e2, 1e3, 1e4, 1e5),
     n_components: int = 64,
     n_splits: int = 5,
+    log=None,
 ) -> Selection:
     """Select voxels.
 
@@ -131,6 +132,8 @@ def select_voxels(
     n_splits : int
         Folds, grouped by run, of the encoding ranking and of ``auto``'s outer cross-validation (the ranking
         inside each ``auto`` fold uses 3).
+    log : callable, optional
+        Called with a line after each fold and ranking of ``auto`` (progress).
     """
     if method == "mask":
         if given is None:
@@ -156,7 +159,7 @@ def select_voxels(
         raise ValueError(f"unknown selection method {method!r}; choose mask, contrast, encoding or auto")
     ks = [k] if k > 0 else [c for c in candidates if c <= x.shape[1]] or [x.shape[1]]
     methods = [m for m in methods if m in scores]
-    cv = _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits)
+    cv = _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits, log)
     m, kk = max(cv, key=cv.get).split(":")
     return Selection(
         index=top_k(scores[m], int(kk)),
@@ -167,18 +170,67 @@ def select_voxels(
     )
 
 
-def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits) -> dict[str, float]:
+def _ranked(scores: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` highest finite scores' indices, best first (``order[:j]`` is :func:`top_k` ``(scores, j)``'s set)."""
+    s = np.where(np.isfinite(scores), scores, -np.inf)
+    k = int(min(k, np.isfinite(scores).sum()))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-s, k - 1)[:k]
+    return part[np.argsort(-s[part], kind="stable")]
+
+
+def nested_ridge_predictions(xs: np.ndarray, xe: np.ndarray, ks, yc: np.ndarray, alphas) -> dict[int, list]:
+    """Ridge predictions on ``xe`` for every penalty from the first ``k`` columns of ``xs``, for each ``k``.
+
+    ``xs [N, K]`` and ``xe [M, K]`` are standardised on the training rows with their columns in ranking order,
+    so each candidate's design is a prefix of the columns and the candidates share their products: the primal
+    Gram matrices (``k <= N``) are leading blocks of the largest one, and the dual ones (``k > N``) are summed
+    block by block from the previous candidate's. Each candidate then needs one decomposition
+    (:class:`offline.decoding.mapping.PenaltyPath`) for all penalties. The numbers are those of
+    :func:`offline.decoding.mapping.ridge_predictions` on each prefix.
+    """
+    from offline.decoding.mapping import PenaltyPath
+
+    n = len(xs)
+    ks = sorted(set(int(k) for k in ks))
+    out: dict[int, list] = {}
+    primal = [k for k in ks if k <= n]
+    gp = xs[:, : primal[-1]].T @ xs[:, : primal[-1]] if primal else None
+    gd = cd = None
+    done = 0
+    for k in ks:
+        if k <= n:
+            path = PenaltyPath(np.array(gp[:k, :k]), xe[:, :k])
+            out[k] = path.predictions(xs[:, :k].T @ yc, alphas)
+            continue
+        if gd is None:
+            gd, cd = xs[:, :k] @ xs[:, :k].T, xe[:, :k] @ xs[:, :k].T
+        else:
+            gd += xs[:, done:k] @ xs[:, done:k].T
+            cd += xe[:, done:k] @ xs[:, done:k].T
+        done = k
+        out[k] = PenaltyPath(gd, cd).predictions(yc, alphas)
+    return out
+
+
+def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits, log=None) -> dict[str, float]:
     """Held-out ridge decoding score of each (method, k), the encoding ranking redone inside every fold.
 
-    The score is the mean held-out centred latent correlation of the best penalty (one eigendecomposition per
-    fold and candidate gives every penalty), so the voxels a fold is scored on were ranked without it.
+    The score is the mean held-out centred latent correlation of the best penalty, so the voxels a fold is
+    scored on were ranked without it. Within a fold and method the candidates are nested (the top ``k`` of one
+    ranking), so they share one standardised design and its products (:func:`nested_ridge_predictions`), and each
+    candidate needs one decomposition for every penalty.
     """
-    from offline.decoding.mapping import centred_correlation, ridge_predictions, standardise
+    import time
+
+    from offline.decoding.mapping import centred_correlation
 
     folds = cv_splits(len(x), groups, n_splits)
     alphas = np.asarray(alphas, dtype=np.float64)
     totals = {f"{m}:{kk}": np.zeros(len(alphas)) for m in methods for kk in ks}
-    for train, test in folds:
+    t0 = time.perf_counter()
+    for fi, (train, test) in enumerate(folds):
         fold_scores = {}
         if "contrast" in methods:
             fold_scores["contrast"] = np.asarray(contrast, dtype=np.float64)
@@ -187,13 +239,28 @@ def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_spli
                 x[train], z[train], None if groups is None else groups[train], n_components=n_components, n_splits=3
             )
         y_mean = z[train].mean(0)
+        yc = z[train] - y_mean
         for m in methods:
+            order = _ranked(fold_scores[m], max(ks))
+            # a candidate beyond the finite scores keeps them all (as top_k does)
+            eff = {kk: min(kk, len(order)) for kk in ks}
+            cols = order[: max(eff.values())]
+            xt = x[np.ix_(train, cols)].astype(np.float64)
+            xe = x[np.ix_(test, cols)].astype(np.float64)
+            mean, scale = standardise(xt)
+            xt -= mean
+            xt /= scale
+            xe -= mean
+            xe /= scale
+            preds = nested_ridge_predictions(xt, xe, sorted(set(eff.values())), yc, alphas)
+            del xt, xe
             for kk in ks:
-                idx = top_k(fold_scores[m], kk)
-                cols = np.flatnonzero(idx)
-                xt = x[np.ix_(train, cols)].astype(np.float64)
-                xe = x[np.ix_(test, cols)].astype(np.float64)
-                mean, scale = standardise(xt)
-                preds = ridge_predictions((xt - mean) / scale, z[train] - y_mean, (xe - mean) / scale, alphas)
-                totals[f"{m}:{kk}"] += [centred_correlation(p + y_mean, z[test], y_mean) / len(folds) for p in preds]
+                totals[f"{m}:{kk}"] += [
+                    centred_correlation(p + y_mean, z[test], y_mean) / len(folds) for p in preds[eff[kk]]
+                ]
+            if log is not None:
+                log(
+                    f"voxel selection: fold {fi + 1}/{len(folds)}, {m} ranking, {len(ks)} candidates scored"
+                    f" ({time.perf_counter() - t0:.0f} s)"
+                )
     return {key: float(v.max()) for key, v in totals.items()}
