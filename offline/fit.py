@@ -26,7 +26,7 @@ import numpy as np
 from offline.decoding.mapping import DEFAULT_ALPHAS
 from service.window import WindowSpec
 
-__all__ = ["SelectionConfig", "FitConfig", "FitData", "prepare", "run_fit"]
+__all__ = ["SelectionConfig", "FitConfig", "FitData", "Heartbeat", "peak_rss_mb", "prepare", "run_fit"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,14 @@ class SelectionConfig:
     candidates: tuple[int, ...] = (500, 1000, 2000, 4000)
     mask: str = ""
     n_components: int = 64
+    #: outer folds of ``auto``'s nested cross-validation (0: the fit's ``n_splits``)
+    n_splits: int = 0
 
     def __post_init__(self) -> None:
         if self.k < 0 or any(c <= 0 for c in self.candidates):
             raise ValueError("selection.k must be >= 0 and selection.candidates positive")
+        if self.n_splits == 1 or self.n_splits < 0:
+            raise ValueError(f"selection.n_splits must be 0 (the fit's n_splits) or at least 2, got {self.n_splits}")
         if self.method == "mask" and not self.mask:
             raise ValueError("selection.method = 'mask' needs selection.mask (a NIfTI file on the data's grid)")
 
@@ -139,6 +143,100 @@ class _NoBar:
         pass
 
 
+class Heartbeat:
+    """A log that is never silent for long: when no line was written for ``interval`` seconds (and no progress
+    bar is open, which reports itself), it writes one naming the step that is running and its time so far.
+
+    Use as ``with Heartbeat(log) as hb:``; ``hb(msg)`` logs, ``hb.step(name)`` starts a step (and logs it),
+    ``hb.bar`` wraps a progress-bar factory so that its bars count as output. A daemon thread waits on an event
+    with a timeout (it never delays the fit). ``hb.times`` holds each finished step's seconds.
+    """
+
+    def __init__(self, log, interval: float = 10.0):
+        import threading
+
+        self._log = log
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fit-heartbeat", daemon=True)
+        self._last = time.monotonic()
+        self._name = ""
+        self._started = self._last
+        self._bars = 0
+        self.times: dict[str, float] = {}
+
+    def __call__(self, msg: str) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+        self._log(msg)
+
+    def step(self, name: str, msg: str | None = None) -> None:
+        """End the running step (its time into ``times``) and start ``name``."""
+        now = time.monotonic()
+        with self._lock:
+            if self._name:
+                self.times[self._name] = self.times.get(self._name, 0.0) + now - self._started
+            self._name, self._started = name, now
+        if msg is not None:
+            self(msg)
+
+    def bar(self, progress):
+        """``progress`` (a bar factory, or None) wrapped so that an open bar silences the heartbeat."""
+        if progress is None:
+            return None
+        hb = self
+
+        class _Bar:
+            def __init__(self, **kw):
+                self._bar = progress(**kw)
+
+            def __enter__(self):
+                with hb._lock:
+                    hb._bars += 1
+                return self._bar.__enter__()
+
+            def __exit__(self, *exc):
+                with hb._lock:
+                    hb._bars -= 1
+                    hb._last = time.monotonic()
+                return self._bar.__exit__(*exc)
+
+        return _Bar
+
+    def _run(self) -> None:
+        wait = self.interval
+        while not self._stop.wait(wait):
+            now = time.monotonic()
+            with self._lock:
+                quiet = now - self._last
+                name, started, bars = self._name, self._started, self._bars
+            if quiet >= self.interval and not bars:
+                self(f"{name or 'working'}: still running ({now - started:.0f} s in this step)")
+                wait = self.interval
+            else:
+                wait = max(0.2, self.interval - quiet)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.step("")
+        self._stop.set()
+        self._thread.join()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (``getrusage``)."""
+    import resource
+    import sys
+
+    scale = 1.0 / 1024 if sys.platform != "darwin" else 1.0 / 1024 / 1024  # kB on Linux, bytes on macOS
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(own * scale, 1)
+
+
 def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
     """Realign, then compute both kinds of trial estimates for training, test and imagery trials.
 
@@ -213,10 +311,12 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
             x = np.concatenate([p[0] for p in parts[est][kind]])
             ids = sum((p[1] for p in parts[est][kind]), [])
             groups = sum((p[2] for p in parts[est][kind]), [])
+            parts[est][kind] = []  # the per-run copies go: one copy of the trials in memory
             avg, uids, g, _ = average_by_stimulus(x, ids, groups)
             store[est] = (avg, uids, g) if kind == "train" else (avg, uids)
             if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
                 imagery_trials[est] = (x, ids)
+            del x
     # the same stimuli, in the same order, for every estimate type
     first = estimates[0]
     for est in estimates[1:]:
@@ -307,20 +407,36 @@ def run_fit(
 
     ``log(message)`` reports each step; ``progress`` makes progress bars (see :func:`prepare`).
     """
-    import torch
+    import os
 
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    threads = max(1, min(cfg.threads, cores))  # more threads than cores only oversubscribe them
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads, user_api="blas"), Heartbeat(log) as hb:
+        return _run_fit(cfg, Path(bids), Path(vaegan), Path(out), hb, progress, threads)
+
+
+def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat, progress, threads: int) -> dict:
     from offline.decoding.bundle_writer import LinearMap, write_bundle
     from offline.decoding.evaluate import evaluate_decoders
     from offline.decoding.mapping import make_mapping
     from offline.decoding.selection import mask_selection, select_voxels
     from offline.reports.fit_report import write_report
 
-    torch.set_num_threads(cfg.threads)
+    log = hb
     t0 = time.perf_counter()
-    bids, out = Path(bids), Path(out)
-    data = prepare(cfg, bids, log, progress)
+    hb.step("realign + estimates")
+    data = prepare(cfg, bids, log, hb.bar(progress))
     t_est = time.perf_counter() - t0
-    spaces, ids, images, latents, perceptual, attrs = _face_spaces(cfg, data, bids, Path(vaegan), log)
+    hb.step("face spaces")
+    spaces, ids, images, latents, perceptual, attrs = _face_spaces(cfg, data, bids, vaegan, log)
+    hb.step("voxel selection")
 
     x_sel, groups = data.train[cfg.estimate][0], data.train[cfg.estimate][2]
     given = None
@@ -340,7 +456,8 @@ def run_fit(
         candidates=cfg.selection.candidates,
         alphas=cfg.alphas,
         n_components=cfg.selection.n_components,
-        n_splits=cfg.n_splits,
+        n_splits=cfg.selection.n_splits or cfg.n_splits,
+        log=log,
     )
     log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
 
@@ -374,6 +491,7 @@ def run_fit(
         n_permutations=cfg.n_permutations,
         rng=np.random.default_rng(cfg.seed),
         log=log,
+        step=hb.step,
     )
     evaluation["selection"] = sel.summary()
     evaluation["perceptual_space"] = (
@@ -383,7 +501,7 @@ def run_fit(
     )
     t_eval = time.perf_counter() - t0
 
-    log("writing the bundle")
+    hb.step("bundle", "writing the bundle")
     if cfg.estimate != "window":
         log(
             f"note: the bundle's mapping is fitted on {cfg.estimate} estimates; `fmriface serve` computes window "
@@ -453,7 +571,7 @@ def run_fit(
         "evaluation_s": round(t_eval - t_est, 1),
         "bundle_s": round(t_bundle - t_eval, 1),
     }
-    log("writing the report")
+    hb.step("report", "writing the report")
     report = write_report(
         out / "report",
         evaluation=evaluation,
@@ -463,7 +581,11 @@ def run_fit(
         training=training,
         timing=timing,
     )
+    hb.step("")
+    timing["steps_s"] = {k: round(v, 1) for k, v in hb.times.items()}
     timing["total_s"] = round(time.perf_counter() - t0, 1)
+    peak = peak_rss_mb()
+    log(f"done in {timing['total_s']} s; peak memory {peak:.0f} MB; steps (s): {timing['steps_s']}")
     return {
         "bundle": str(bundle.path),
         "report": str(report),
@@ -473,4 +595,6 @@ def run_fit(
         "reference_session": data.reference_session,
         "session_offsets": {label: rec["offset"] for label, rec in data.sessions.items()},
         "timing_s": timing,
+        "peak_rss_mb": peak,
+        "threads": threads,
     }

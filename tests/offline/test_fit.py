@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fmriface.config import load_config, preset_path
 from offline.decoding.evaluate import pairwise_accuracy
@@ -29,16 +30,28 @@ def _codes(bids: Path) -> dict[str, np.ndarray]:
         return dict(zip((str(s) for s in z["stim_files"]), z["codes"]))
 
 
-def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny twin and a vaegan-tiny face space, made once for this module's tests."""
+    import torch
+
+    from fmriface.commands.train_vaegan import main as train_main
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tiny")
+    bids = _simulate(root / "twin")
+    assert train_main(["--config", "vaegan-tiny", "--out", str(root / "vaegan")]) == 0
+    return bids, root / "vaegan"
+
+
+def test_fit_end_to_end_on_the_tiny_twin(tmp_path, tiny):
     """Simulate-tiny + vaegan-tiny + fit-tiny: about 10 s of CPU (the VAE-GAN's 12 steps included)."""
     import torch
 
     from fmriface.commands.fit import main as fit_main
-    from fmriface.commands.train_vaegan import main as train_main
 
     torch.set_num_threads(1)
-    bids = _simulate(tmp_path / "twin")
-    assert train_main(["--config", "vaegan-tiny", "--out", str(tmp_path / "vaegan")]) == 0
+    bids, vaegan = tiny
     out = tmp_path / "fit"
     assert (
         fit_main(
@@ -48,7 +61,7 @@ def test_fit_end_to_end_on_the_tiny_twin(tmp_path):
                 "--bids",
                 str(bids),
                 "--vaegan",
-                str(tmp_path / "vaegan"),
+                str(vaegan),
                 "--out",
                 str(out),
                 "--threads",
@@ -125,3 +138,24 @@ def test_accuracy_rises_as_the_twins_noise_falls(tmp_path):
     print("pairwise accuracy by tSNR:", accuracy)
     assert accuracy[400.0] > accuracy[15.0]
     assert accuracy[400.0] >= 0.75
+
+
+def test_bench_fit_runs_the_real_fit_and_reports_every_score(tmp_path, tiny):
+    """bench fit on the tiny twin with fit-tiny: the agreed keys, the child's own time and memory, every score."""
+    import argparse
+
+    from fmriface.benchmarks import fit as bench
+
+    bids, vaegan = tiny
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    argv = ["--config", "fit-tiny", "--bids", str(bids), "--vaegan", str(vaegan), "--work", str(tmp_path)]
+    out = bench.run(p.parse_args([*argv, "--threads", "1", "--permutations", "2"]))
+    assert out["wall_s"] > 0 and out["peak_rss_mb"] > 50 and out["threads"] == 1
+    assert {"realign + estimates", "voxel selection", "mappings", "permutation control"} <= set(out["steps_s"])
+    for est in ("window", "glm"):
+        for mapping in ("ridge", "encoding"):
+            for space in ("vaegan", "pca"):
+                assert set(out["scores"][est][mapping][space]) == {"latent", "pixel", "perceptual"}
+    assert set(out["permutation"]) == {"ridge", "encoding"} and out["n_permutations"] == {"ridge": 2, "encoding": 2}
+    assert (tmp_path / "fit" / "bundle" / "manifest.json").is_file() and "prepare_s" not in out
