@@ -365,7 +365,11 @@ def average_by_stimulus(
     block = 4096
     for c0 in range(0, patterns.shape[1] if len(order) else 0, block):
         part = np.asarray(patterns[rows, c0 : c0 + block], dtype=np.float64)
-        out[:, c0 : c0 + block] = np.add.reduceat(part, starts, axis=0) / counts[:, None]
+        sums = part[starts]  # each stimulus's first trial, then its j-th repeat added for j = 1, 2, ...
+        for j in range(1, int(counts.max())):
+            more = np.flatnonzero(counts > j)
+            sums[more] += part[starts[more] + j]
+        out[:, c0 : c0 + block] = sums / counts[:, None]
     first = np.zeros(len(order), dtype=np.int64)
     if groups is not None:
         g = np.asarray(groups)
