@@ -151,8 +151,8 @@ class Service:
             bundle.n_voxels,
             bundle.latent_size,
             decoder.provider_,
-            cfg.pub,
-            cfg.pull or "(none)",
+            self.pub_.pub_address,  # the bound address (a port given as * is the one chosen)
+            self.pub_.pull_address or "(none)",
         )
         return self
 
