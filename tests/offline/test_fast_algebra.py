@@ -58,7 +58,13 @@ def test_split_ridge_equals_direct_solves_for_every_penalty(rng, n, v):
     _close(split.ridge_hat(10.0) @ (y - y.mean(0)) + y.mean(0), _direct_ridge(x, y, xt, 10.0))
 
 
-def test_penalty_path_tridiagonal_equals_solves(rng):
+@pytest.mark.parametrize("through", ["ctypes", "scipy"])
+def test_penalty_path_tridiagonal_equals_solves(rng, monkeypatch, through):
+    from offline.decoding import mapping
+
+    assert mapping._Lapack.lib() is not None  # SciPy's OpenBLAS found: the path that lets go of the GIL
+    if through == "scipy":
+        monkeypatch.setattr(mapping._Lapack, "_lib", None)
     n = 300
     a = rng.normal(size=(n, 2 * n))
     g = a @ a.T
