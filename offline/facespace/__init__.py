@@ -11,11 +11,20 @@ the PCA ("eigenface") baseline are interchangeable; both export the same ONNX co
 """
 
 from offline.facespace.base import FACESPACE_FILE, FaceSpace, FaceSpaceError, as_float_images, read_meta
-from offline.facespace.load import attribute_directions, encode_folder, load_facespace, perceptual_features
+from offline.facespace.load import (
+    attribute_directions,
+    attribute_readout,
+    directions_from_latents,
+    encode_folder,
+    load_facespace,
+    perceptual_features,
+)
 from offline.facespace.pca import PCAFaceSpace, fit_pca
 from offline.facespace.vaegan import VAEGANFaceSpace, write_vaegan_meta
 
 __all__ = [
+    "attribute_readout",
+    "directions_from_latents",
     "FACESPACE_FILE",
     "FaceSpace",
     "FaceSpaceError",

@@ -90,10 +90,13 @@ class VAEGANFaceSpace(FaceSpace):
         return folder
 
 
-def write_vaegan_meta(folder: Path, net_cfg: Any, framing: str | None, checkpoint: str = "checkpoint.pt") -> None:
+def write_vaegan_meta(
+    folder: Path, net_cfg: Any, framing: str | None, checkpoint: str = "checkpoint.pt", quality: dict | None = None
+) -> None:
     """``facespace.json`` of a VAE-GAN face space (``train-vaegan``'s output and :meth:`VAEGANFaceSpace.save`):
-    the network preset (``net_cfg``: name, latent and image size), its checkpoint file and the framing of its
-    training images (left out when unknown)."""
+    the network preset (``net_cfg``: name, latent and image size), its checkpoint file, the framing of its
+    training images (left out when unknown) and, from training, its ``quality`` (held-out reconstruction
+    correlation, each attribute's linear readout from the true latents, and their history)."""
     meta = {
         "kind": "vaegan",
         "checkpoint": checkpoint,
@@ -101,5 +104,6 @@ def write_vaegan_meta(folder: Path, net_cfg: Any, framing: str | None, checkpoin
         "latent_size": net_cfg.latent_size,
         "image_size": net_cfg.image_size,
         **({"framing": framing} if framing else {}),
+        **({"quality": quality} if quality else {}),
     }
     (Path(folder) / FACESPACE_FILE).write_text(json.dumps(meta, indent=2) + "\n")

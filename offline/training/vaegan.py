@@ -61,6 +61,13 @@ class TrainConfig:
     Before each sample grid and the final checkpoint, the batch-norm moving averages are recomputed exactly on
     ``bn_recalibration_images`` fresh training-distribution images (0 = keep the moving averages): after a
     short run the averages lag behind the weights and inference (eval mode, ONNX) would drift.
+
+    At each sample grid the face space's quality is measured (:func:`_quality`: the held-out reconstruction
+    correlation, and each attribute's cross-validated linear readout from the latents of the
+    ``n_attribute_faces`` labelled faces) and kept, with its history, in ``facespace.json`` and
+    ``quality.csv``. With ``plateau_checks`` = ``k`` > 0, training stops (``stopped_early``, reason
+    ``plateau``) once neither the reconstruction correlation nor the mean attribute readout has risen by more
+    than ``plateau_tol`` over the best of the checks before the last ``k``: converged, for this budget.
     """
 
     network: Literal["paper-128", "small-64"] = "small-64"
@@ -88,6 +95,8 @@ class TrainConfig:
     n_held_out: int = 64
     n_attribute_faces: int = 1000
     bn_recalibration_images: int = 256
+    plateau_checks: int = 0
+    plateau_tol: float = 0.002
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
@@ -96,6 +105,8 @@ class TrainConfig:
         for key in ("batch_size", "steps", "log_every", "sample_every", "checkpoint_every", "latent_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.plateau_checks < 0 or self.plateau_tol < 0:
+            raise ValueError("plateau_checks and plateau_tol must be >= 0")
         for key in ("lr_encoder", "lr_decoder", "lr_discriminator"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
@@ -170,22 +181,73 @@ def _samples(model: VAEGAN, held: np.ndarray, z_prior: torch.Tensor, device: tor
     return float(pixel_correlation(held.astype(np.float32) / 255.0, rec).mean())
 
 
-def _attribute_directions(model: VAEGAN, source: FaceSource, cfg: TrainConfig, device: torch.device, out: Path) -> dict:
-    """Encode labelled faces and save ``attributes.npz``; returns a summary (or why there is none)."""
-    from offline.facespace import VAEGANFaceSpace, attribute_directions
-
+def _labelled_faces(source: FaceSource, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``n_attribute_faces`` labelled faces (images, attributes), or None when the source has no labels."""
     if not source.attribute_names or cfg.n_attribute_faces < 2:
-        return {"attributes": "none (the data source has no attributes)"}
+        return None
     chunk = 100
     imgs, attrs = [], []
     for k in range((cfg.n_attribute_faces + chunk - 1) // chunk):
         im, at = source.batch(k, min(chunk, cfg.n_attribute_faces - k * chunk))
         imgs.append(im)
         attrs.append(at)
-    space = VAEGANFaceSpace(model, device=device)
-    names, dirs = attribute_directions(space, np.concatenate(imgs), np.concatenate(attrs), source.attribute_names)
-    np.savez(out / "attributes.npz", names=np.array(names), directions=dirs)
-    return {"attributes": list(names), "n_attribute_faces": int(sum(len(i) for i in imgs))}
+    return np.concatenate(imgs), np.concatenate(attrs)
+
+
+def _encode(model: VAEGAN, images: np.ndarray, device: torch.device) -> np.ndarray:
+    from offline.facespace import VAEGANFaceSpace
+
+    return VAEGANFaceSpace(model, device=device).encode(images)
+
+
+def _quality(model: VAEGAN, source: FaceSource, labelled, corr: float, device: torch.device) -> dict[str, Any]:
+    """The face space's quality now: held-out reconstruction correlation, and each attribute's cross-validated
+    linear readout (balanced accuracy) from the latents of the labelled faces, with their mean."""
+    from offline.facespace import attribute_readout
+
+    q: dict[str, Any] = {"heldout_pixel_corr": round(float(corr), 4)}
+    if labelled is not None:
+        readout = attribute_readout(_encode(model, labelled[0], device), labelled[1], source.attribute_names)
+        q["attribute_readout"] = readout
+        q["attribute_readout_mean"] = round(float(np.mean(list(readout.values()))), 4) if readout else None
+    return q
+
+
+def plateaued(history: list[dict[str, Any]], checks: int, tol: float) -> bool:
+    """Whether the last ``checks`` quality checks raised neither the reconstruction correlation nor the mean
+    attribute readout by more than ``tol`` above the best before them."""
+    if checks <= 0 or len(history) <= checks:
+        return False
+    for key in ("heldout_pixel_corr", "attribute_readout_mean"):
+        values = [h.get(key) for h in history]
+        if any(v is None for v in values):
+            continue
+        if max(values[-checks:]) > max(values[:-checks]) + tol:
+            return False
+    return True
+
+
+def _attribute_directions(model: VAEGAN, labelled, names: tuple[str, ...], device: torch.device, out: Path) -> dict:
+    """Save ``attributes.npz`` from the labelled faces' latents; returns a summary (or why there is none)."""
+    from offline.facespace import directions_from_latents
+
+    if labelled is None:
+        return {"attributes": "none (the data source has no attributes)"}
+    latents = _encode(model, labelled[0], device)
+    kept, dirs = directions_from_latents(latents, labelled[1], names, latents.shape[1])
+    np.savez(out / "attributes.npz", names=np.array(kept), directions=dirs)
+    return {"attributes": list(kept), "n_attribute_faces": len(labelled[0])}
+
+
+def _append_quality(path: Path, q: dict[str, Any]) -> None:
+    """One row of ``quality.csv`` per check: step, seconds, held-out correlation, mean readout, each attribute's."""
+    row = {k: v for k, v in q.items() if k != "attribute_readout"}
+    row.update({f"readout_{k}": v for k, v in (q.get("attribute_readout") or {}).items()})
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write(",".join(row) + "\n")
+        f.write(",".join("" if v is None else str(v) for v in row.values()) + "\n")
 
 
 def _budget_spent(t_start: float, minutes: float, distributed: bool, device: torch.device) -> bool:
@@ -243,6 +305,8 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
         )
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         held, _ = source.held_out(cfg.n_held_out)
+        labelled = _labelled_faces(source, cfg)
+        quality_log: list[dict[str, Any]] = []
         z_prior = torch.randn(cfg.n_samples, net_cfg.latent_size, generator=torch.Generator().manual_seed(cfg.seed + 1))
         metrics = MetricsLog(out / "metrics.csv", resume_step=start if resume else None)
 
@@ -270,7 +334,7 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
         total=cfg.steps, initial=start, disable=rank != 0 or os.environ.get("FMRIFACE_QUIET") == "1", file=sys.stderr
     )
     t_last, n_last, step = time.perf_counter(), 0, start
-    stopped_early = False
+    stopped_early, stop_reason = False, "steps"
     # The next batch is drawn in a background thread while this one trains (decoding JPEGs or rendering faces
     # overlaps the network's work); batches are pure functions of the step, so this changes nothing else.
     pool = ThreadPoolExecutor(1)
@@ -306,11 +370,31 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             _recalibrate(model, source, cfg, device)
             corr = _samples(model, held, z_prior, device, out / "samples" / f"step_{step:06d}.png")
             shutil.copyfile(out / "samples" / f"step_{step:06d}.png", out / "samples.png")
-            bar.write(f"step {step}: held-out pixel correlation {corr:.3f}")
+            q = {"step": step, "seconds": round(time.perf_counter() - t_start, 1)}
+            q.update(_quality(model, source, labelled, corr, device))
+            quality_log.append(q)
+            _append_quality(out / "quality.csv", q)
+            readout = q.get("attribute_readout_mean")
+            bar.write(
+                f"step {step}: held-out pixel correlation {corr:.3f}"
+                + (f", attribute readout {readout:.3f} (balanced accuracy, mean)" if readout is not None else "")
+            )
+        plateau = (
+            rank == 0 and step % cfg.sample_every == 0 and plateaued(quality_log, cfg.plateau_checks, cfg.plateau_tol)
+        )
+        if distributed:  # rank 0 decides for every rank, so they stop together
+            flag = torch.tensor([float(plateau)], device=device)
+            torch.distributed.broadcast(flag, 0)
+            plateau = bool(flag.item())
+        if plateau:
+            stopped_early, stop_reason = step < cfg.steps, "plateau"
+            if rank == 0:
+                bar.write(f"step {step}: quality plateaued over the last {cfg.plateau_checks} checks: stopping")
+            break
         if step % cfg.checkpoint_every == 0 and step != cfg.steps:
             checkpoint(step)
         if cfg.max_minutes > 0 and _budget_spent(t_start, cfg.max_minutes, distributed, device):
-            stopped_early = step < cfg.steps
+            stopped_early, stop_reason = step < cfg.steps, "max_minutes"
             break
     bar.close()
     pool.shutdown(wait=True)
@@ -322,12 +406,15 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
     if rank == 0:
         corr = _samples(model, held, z_prior, device, out / "samples.png")
         np.save(out / HELDOUT_FILE, held[:16])  # real faces for the export's parity check
+        final = {"step": step, **_quality(model, source, labelled, corr, device)}
+        quality = {**final, "history": quality_log, "stop_reason": stop_reason}
         summary = {
             "network": net_cfg.name,
             "latent_size": net_cfg.latent_size,
             "image_size": net_cfg.image_size,
             "steps": step,
             "stopped_early": stopped_early,
+            "stop_reason": stop_reason,
             "resumed_from": start if resume else None,
             "device": str(device),
             "world_size": world,
@@ -336,9 +423,10 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             "heldout_pixel_corr": corr,
             "n_held_out": int(len(held)),
             "data": source.describe(),
-            **_attribute_directions(model, source, cfg, device, out),
+            "attribute_readout_mean": final.get("attribute_readout_mean"),
+            **_attribute_directions(model, labelled, source.attribute_names, device, out),
         }
-        write_vaegan_meta(out, net_cfg, source.framing, CHECKPOINT_FILE)
+        write_vaegan_meta(out, net_cfg, source.framing, CHECKPOINT_FILE, quality=quality)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if distributed:
         torch.distributed.barrier()

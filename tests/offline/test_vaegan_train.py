@@ -51,6 +51,11 @@ def test_tiny_run_lowers_reconstruction_loss_and_writes_its_records(tmp_path: Pa
         assert "Male" in list(z["names"]) and z["directions"].shape[1] == 64
     meta = json.loads((tmp_path / "facespace.json").read_text())
     assert meta["kind"] == "vaegan" and meta["framing"] == "resize"  # procedural faces are already framed
+    q = meta["quality"]  # measured at each sample grid (steps 6 and 12) and at the end
+    assert [h["step"] for h in q["history"]] == [6, 12] and q["step"] == 14 and q["stop_reason"] == "steps"
+    assert -1 <= q["heldout_pixel_corr"] <= 1 and "Male" in q["attribute_readout"]
+    assert all(0 <= v <= 1 for v in q["attribute_readout"].values())
+    assert len((tmp_path / "quality.csv").read_text().splitlines()) == 3  # a header and two checks
     assert load_facespace(tmp_path).framing == "resize"
 
 
@@ -107,7 +112,7 @@ def test_command_line_and_bad_inputs(tmp_path: Path) -> None:
         main(["--config", "vaegan-tiny", "--out", str(tmp_path / "o3"), "--batch-size", "0"])
 
 
-@pytest.mark.parametrize("name", ["vaegan-tiny", "vaegan-demo", "vaegan-paper"])
+@pytest.mark.parametrize("name", ["vaegan-tiny", "vaegan-demo", "vaegan-paper", "vaegan-converged"])
 def test_presets_load(name: str) -> None:
     cfg = load_config(TrainConfig, preset_path(name))
     assert preset(cfg.network, cfg.latent_size).image_size in (64, 128)
@@ -151,3 +156,37 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert state["step"] == 4 and len(state["extra"]["generators"]) == 2
     assert len(read_metrics(out / "metrics.csv")) == 4
     shutil.rmtree(out)
+
+
+def test_training_stops_when_its_quality_plateaus(tmp_path: Path) -> None:
+    summary = train_vaegan(_cfg(steps=40, sample_every=2, plateau_checks=2, plateau_tol=1.0), tmp_path)
+    # a tolerance no change can beat: the third check (step 6) finds the last two no better than the first
+    assert summary["stop_reason"] == "plateau" and summary["stopped_early"] and summary["steps"] == 6
+    assert json.loads((tmp_path / "facespace.json").read_text())["quality"]["stop_reason"] == "plateau"
+
+
+def test_plateau_rule() -> None:
+    from offline.training.vaegan import plateaued
+
+    def h(*pairs):
+        return [{"heldout_pixel_corr": c, "attribute_readout_mean": r} for c, r in pairs]
+
+    assert not plateaued(h((0.5, 0.6), (0.6, 0.6)), 2, 0.01)  # too few checks to judge
+    assert plateaued(h((0.5, 0.6), (0.505, 0.605), (0.508, 0.6)), 2, 0.01)
+    assert not plateaued(h((0.5, 0.6), (0.505, 0.6), (0.52, 0.6)), 2, 0.01)  # the correlation still rises
+    assert not plateaued(h((0.5, 0.6), (0.5, 0.6), (0.5, 0.63)), 2, 0.01)  # the readout still rises
+    assert plateaued([{"heldout_pixel_corr": v, "attribute_readout_mean": None} for v in (0.5, 0.5, 0.5)], 2, 0.01)
+    assert not plateaued(h((0.5, 0.6), (0.5, 0.6), (0.5, 0.6)), 0, 0.01)  # 0: never
+
+
+def test_attribute_readout_reads_a_planted_attribute_and_not_noise() -> None:
+    from offline.facespace import attribute_readout
+
+    rng = np.random.default_rng(0)
+    n, d = 1000, 64
+    latents = rng.normal(size=(n, d))
+    planted = np.sign(latents @ rng.normal(size=d))  # a linear attribute of the latents
+    noise = np.where(rng.random(n) < 0.3, 1, -1)  # unrelated, unbalanced
+    out = attribute_readout(latents, np.stack([planted, noise], 1), ["Planted", "Noise"])
+    assert out["Planted"] > 0.85 and 0.35 < out["Noise"] < 0.65
+    assert attribute_readout(latents, np.zeros((n, 1)), ["None"]) == {}  # no face has it: not scored
