@@ -31,6 +31,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from offline.linalg import apply_q, sytrd, tridiagonal_solve
+
 __all__ = [
     "RidgeMapping",
     "EncodingMapping",
@@ -86,127 +88,6 @@ def _eigh_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(evals, 0.0), evecs
 
 
-class _Lapack:
-    """The four LAPACK routines of :class:`PenaltyPath` through ``ctypes`` from SciPy's own OpenBLAS, which let
-    go of the GIL while they run (SciPy's ``scipy.linalg.lapack`` wrappers of these hold it, so a progress line
-    from another thread would wait for the whole reduction); SciPy's wrappers where that library is not found."""
-
-    _lib = None
-    _tried = False
-
-    @classmethod
-    def lib(cls):
-        if not cls._tried:
-            cls._tried = True
-            try:
-                import ctypes
-                import glob
-                import os
-
-                import scipy
-
-                pattern = os.path.join(
-                    os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "libscipy_openblas*.so"
-                )
-                found = [f for f in sorted(glob.glob(pattern)) if "64_" not in os.path.basename(f)]
-                if found:
-                    lib = ctypes.CDLL(found[0])
-                    i, ptr, ch = ctypes.c_int32, ctypes.c_void_p, ctypes.c_char
-                    sig = {
-                        "scipy_LAPACKE_dsytrd": [ctypes.c_int, ch, i, ptr, i, ptr, ptr, ptr],
-                        "scipy_LAPACKE_dormqr": [ctypes.c_int, ch, ch, i, i, i, ptr, i, ptr, ptr, i],
-                        "scipy_LAPACKE_dpttrf": [i, ptr, ptr],
-                        "scipy_LAPACKE_dpttrs": [ctypes.c_int, i, i, ptr, ptr, ptr, i],
-                    }
-                    for name, args in sig.items():
-                        fn = getattr(lib, name)
-                        fn.restype, fn.argtypes = i, args
-                    cls._lib = lib
-            except (OSError, AttributeError, ImportError):  # pragma: no cover - another SciPy build
-                cls._lib = None
-        return cls._lib
-
-
-_COL_MAJOR = 102
-
-
-def _sytrd(g: np.ndarray):
-    """``G = Q T Q^T``: ``(reflectors as a Fortran array [n, n], diagonal d, off-diagonal e, tau)`` or None."""
-    n = len(g)
-    lib = _Lapack.lib()
-    if lib is None:
-        from scipy.linalg import lapack
-
-        lwork = int(lapack.dsytrd_lwork(n, lower=1)[0])
-        c, d, e, tau, info = lapack.dsytrd(g, lower=1, lwork=max(lwork, 1))
-        return None if info else (np.asfortranarray(c), d, e, tau)
-    a = np.array(g, dtype=np.float64, order="F")
-    d, e, tau = np.empty(n), np.empty(max(n - 1, 0)), np.empty(max(n - 1, 0))
-    info = lib.scipy_LAPACKE_dsytrd(
-        _COL_MAJOR, b"L", n, a.ctypes.data, n, d.ctypes.data, e.ctypes.data, tau.ctypes.data
-    )
-    return None if info else (a, d, e, tau)
-
-
-def _apply_q(tri, mat: np.ndarray, side: str) -> np.ndarray:
-    """``Q^T mat`` (side ``L``) or ``mat Q`` (side ``R``), ``Q`` from :func:`_sytrd` (``dormqr`` on rows or
-    columns 1..n-1, as ``dormtr`` does)."""
-    a, _, _, tau = tri
-    n = a.shape[0]
-    out = np.array(mat, dtype=np.float64, order="F", copy=True)
-    if n < 2 or out.size == 0:
-        return out
-    lib = _Lapack.lib()
-    if lib is None:
-        from scipy.linalg import lapack
-
-        refl = a[1:, : n - 1]
-        if side == "L":
-            res, _, info = lapack.dormqr("L", "T", refl, tau, out[1:], lwork=max(1, out.shape[1]) * 64)
-            out[1:] = res
-        else:
-            res, _, info = lapack.dormqr("R", "N", refl, tau, out[:, 1:], lwork=max(1, out.shape[0]) * 64)
-            out[:, 1:] = res
-    else:
-        rows, cols = out.shape
-        refl = a.ctypes.data + 8  # element (1, 0) of the Fortran array, leading dimension n
-        if side == "L":  # rows 1.. of out: m = n - 1, columns cols
-            info = lib.scipy_LAPACKE_dormqr(
-                _COL_MAJOR, b"L", b"T", n - 1, cols, n - 1, refl, n, tau.ctypes.data, out.ctypes.data + 8, rows
-            )
-        else:  # columns 1.. of out: rows rows, n - 1 columns
-            info = lib.scipy_LAPACKE_dormqr(
-                _COL_MAJOR, b"R", b"N", rows, n - 1, n - 1, refl, n, tau.ctypes.data, out.ctypes.data + 8 * rows, rows
-            )
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dormqr failed (info {info})")
-    return out
-
-
-def _tridiagonal_solve(d: np.ndarray, e: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
-    """``T^-1 rhs`` for the symmetric positive definite tridiagonal ``T`` (diagonal d, off-diagonal e); None when
-    ``T`` is not positive definite."""
-    lib = _Lapack.lib()
-    if lib is None:
-        from scipy.linalg import lapack
-
-        dd, ee, info = lapack.dpttrf(d, e)
-        if info != 0:
-            return None
-        w, _ = lapack.dpttrs(dd, ee, rhs)
-        return w
-    n = len(d)
-    dd, ee = np.array(d, dtype=np.float64), np.array(e, dtype=np.float64)
-    if lib.scipy_LAPACKE_dpttrf(n, dd.ctypes.data, ee.ctypes.data) != 0:
-        return None
-    w = np.array(rhs, dtype=np.float64, order="F", copy=True)
-    nrhs = w.shape[1] if w.ndim == 2 else 1
-    info = lib.scipy_LAPACKE_dpttrs(_COL_MAJOR, n, nrhs, dd.ctypes.data, ee.ctypes.data, w.ctypes.data, n)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dpttrs failed (info {info})")
-    return w
-
-
 class PenaltyPath:
     """``left (G + alpha I)^-1 right`` for many penalties and right-hand sides from one decomposition of a Gram
     matrix ``G [n, n]`` (``left [m, n]`` fixed: the test patterns against the design).
@@ -226,7 +107,7 @@ class PenaltyPath:
         self._left = left
         self._basis: np.ndarray | None = None
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
-        self._tri = _sytrd(g) if self.n >= self.TRIDIAGONAL_FROM else None
+        self._tri = sytrd(g) if self.n >= self.TRIDIAGONAL_FROM else None
         if self._tri is None:
             self._use_eig()
 
@@ -245,11 +126,11 @@ class PenaltyPath:
             return [(self._basis / (evals + a)) @ rb for a in alphas]
         _, d, e, _ = self._tri
         if self._basis is None:
-            self._basis = _apply_q(self._tri, self._left, "R")
-        rb = _apply_q(self._tri, right, "L")
+            self._basis = apply_q(self._tri, self._left, "R")
+        rb = apply_q(self._tri, right, "L")
         out = []
         for a in alphas:
-            w = _tridiagonal_solve(d + a, e, rb)
+            w = tridiagonal_solve(d + a, e, rb)
             if w is None:  # not positive definite at this penalty: the eigendecomposition instead
                 self._use_eig()
                 return self.predictions(right, alphas)

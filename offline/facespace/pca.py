@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from offline.facespace.base import FACESPACE_FILE, FaceSpace, FaceSpaceError, as_float_images, read_meta
+from offline.linalg import top_eigh
 
 __all__ = ["PCAFaceSpace", "fit_pca"]
 
@@ -163,9 +164,9 @@ def fit_pca(images: np.ndarray, n_components: int, image_size: int | None = None
     # SVD of the smaller Gram matrix: X X^T = U S^2 U^T, components = S^-1 U^T X.
     xc64 = xc.astype(np.float64)
     gram = xc64 @ xc64.T
-    evals, evecs = np.linalg.eigh(gram)
-    order = np.argsort(evals)[::-1][:k]
-    evals, evecs = np.clip(evals[order], 0, None), evecs[:, order]
+    # only the k leading eigenpairs (the tridiagonal reduction, then k eigenvectors, not all N)
+    evals, evecs = top_eigh(gram, k)
+    evals = np.clip(evals, 0, None)
     keep = evals > evals[0] * 1e-10 if k else np.zeros(0, bool)
     evals, evecs = evals[keep], evecs[:, keep]
     comps = (evecs.T @ xc64) / np.sqrt(evals)[:, None]  # [k, D], orthonormal rows

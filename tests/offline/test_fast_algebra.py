@@ -60,11 +60,11 @@ def test_split_ridge_equals_direct_solves_for_every_penalty(rng, n, v):
 
 @pytest.mark.parametrize("through", ["ctypes", "scipy"])
 def test_penalty_path_tridiagonal_equals_solves(rng, monkeypatch, through):
-    from offline.decoding import mapping
+    from offline.linalg import Lapack
 
-    assert mapping._Lapack.lib() is not None  # SciPy's OpenBLAS found: the path that lets go of the GIL
+    assert Lapack.lib() is not None  # SciPy's OpenBLAS found: the path that lets go of the GIL
     if through == "scipy":
-        monkeypatch.setattr(mapping._Lapack, "_lib", None)
+        monkeypatch.setattr(Lapack, "_lib", None)
     n = 300
     a = rng.normal(size=(n, 2 * n))
     g = a @ a.T
@@ -199,3 +199,14 @@ def test_average_by_stimulus_equals_the_plain_sum(rng):
     sums = np.zeros((4, 5000))
     np.add.at(sums, idx, x)
     assert np.array_equal(avg, (sums / counts[:, None]).astype(np.float32))
+
+
+def test_top_eigh_equals_the_full_eigendecomposition(rng):
+    from offline.linalg import top_eigh
+
+    a = rng.normal(size=(120, 300))
+    g = a @ a.T
+    evals, evecs = top_eigh(g, 10)
+    full_vals, full_vecs = np.linalg.eigh(g)
+    np.testing.assert_allclose(evals, full_vals[::-1][:10], rtol=1e-10)
+    np.testing.assert_allclose(np.abs(evecs.T @ full_vecs[:, ::-1][:, :10]), np.eye(10), atol=1e-8)
