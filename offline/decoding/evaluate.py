@@ -211,6 +211,8 @@ def permutation_control(
     hat = fac = None
     if fast_ridge:
         hat = split.ridge_hat(float(np.ravel(probe.alphas)[0]))
+        y_mean = y_train.mean(0)
+        y_centred = y_train - y_mean
     elif fast_encoding:
         y_mean = y_train.mean(0)
         fac = TargetFactors.of(y_train - y_mean, probe.rank_tol).truncated(probe.component_candidates()[0])
@@ -218,8 +220,11 @@ def permutation_control(
     for i in range(n_permutations):
         perm = rng.permutation(len(y_train))
         if hat is not None:
-            y = y_train[perm]
-            pred = hat @ (y - y.mean(0)) + y.mean(0)
+            # H (y[perm] - mean) + mean with the columns of H moved instead of the rows of y (the mean of the
+            # shuffled latents is theirs)
+            shuffled_hat = np.empty_like(hat)
+            shuffled_hat[:, perm] = hat
+            pred = shuffled_hat @ y_centred + y_mean
         elif fac is not None:
             shuffled = fac.permuted(perm)
             a, kmat = split.encoding_terms(shuffled.u)
