@@ -31,9 +31,11 @@ class Selection:
     k: int
     scores: np.ndarray | None = None
     cv: dict = field(default_factory=dict)
+    n_splits: int = 0  # outer folds of auto's nested cross-validation (0: none was run)
 
     def summary(self) -> dict:
-        return {"method": self.method, "k": self.k, "n_voxels": int(self.index.sum()), "cv": self.cv}
+        out = {"method": self.method, "k": self.k, "n_voxels": int(self.index.sum()), "cv": self.cv}
+        return {**out, "n_splits": self.n_splits} if self.n_splits else out
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -159,7 +161,7 @@ def select_voxels(
         raise ValueError(f"unknown selection method {method!r}; choose mask, contrast, encoding or auto")
     ks = [k] if k > 0 else [c for c in candidates if c <= x.shape[1]] or [x.shape[1]]
     methods = [m for m in methods if m in scores]
-    cv = _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits, log)
+    cv, n_folds = _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits, log)
     m, kk = max(cv, key=cv.get).split(":")
     return Selection(
         index=top_k(scores[m], int(kk)),
@@ -167,6 +169,7 @@ def select_voxels(
         k=int(kk),
         scores=scores[m],
         cv={key: round(v, 5) for key, v in cv.items()},
+        n_splits=n_folds,
     )
 
 
@@ -214,8 +217,11 @@ def nested_ridge_predictions(xs: np.ndarray, xe: np.ndarray, ks, yc: np.ndarray,
     return out
 
 
-def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits, log=None) -> dict[str, float]:
-    """Held-out ridge decoding score of each (method, k), the encoding ranking redone inside every fold.
+def _nested_cv(
+    x, z, groups, contrast, methods, ks, alphas, n_components, n_splits, log=None
+) -> tuple[dict[str, float], int]:
+    """Held-out ridge decoding score of each (method, k), the encoding ranking redone inside every fold, and the
+    number of folds.
 
     The score is the mean held-out centred latent correlation of the best penalty, so the voxels a fold is
     scored on were ranked without it. Within a fold and method the candidates are nested (the top ``k`` of one
@@ -263,4 +269,4 @@ def _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_spli
                     f"voxel selection: fold {fi + 1}/{len(folds)}, {m} ranking, {len(ks)} candidates scored"
                     f" ({time.perf_counter() - t0:.0f} s)"
                 )
-    return {key: float(v.max()) for key, v in totals.items()}
+    return {key: float(v.max()) for key, v in totals.items()}, len(folds)
