@@ -4,7 +4,8 @@ Runs the real command, ``fmriface fit --config fit-paper`` (``--config``), as a 
 (``--bids``; else one simulated with ``--simulate-config``, default simulate-paper, under ``--work``) and a face
 space (``--vaegan``; else one trained with ``--vaegan-config`` under ``--work``). Its progress lines go to
 stderr as they come. Reported: ``wall_s`` (the child's wall clock), ``peak_rss_mb`` (its peak resident memory,
-from ``wait4``), ``steps_s`` (realign + estimates, face spaces, voxel selection, mappings, permutation control,
+from ``wait4``), ``cpu_s`` (its user + system CPU time: other work on the machine lengthens the wall clock
+more than this), the load average before and after, ``steps_s`` (realign + estimates, face spaces, voxel selection, mappings, permutation control,
 bundle, report), the selection, and the pairwise scores: ``scores[estimate][mapping][space]`` = latent, pixel
 and perceptual accuracy (window and GLM estimates, ridge and encoding, VAE-GAN and PCA), ``pairwise`` (the
 bundle's estimate and mapping) and ``permutation`` (mean shuffled-pairs accuracy per mapping, chance 0.5). The
@@ -34,8 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--permutations", type=int, help="shuffles of the permutation control (default: the config's)")
 
 
-def _child(argv: list[str]) -> tuple[int, float, float, str]:
-    """Run ``python -m fmriface ARGV``; ``(exit status, wall s, peak RSS MB, stdout)``; stderr passes through."""
+def _child(argv: list[str]) -> tuple[int, float, float, str, float]:
+    """Run ``python -m fmriface ARGV``; ``(exit status, wall s, peak RSS MB, stdout, CPU s)``; stderr passes
+    through."""
     t = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen([sys.executable, "-m", "fmriface", *argv], stdout=out, stderr=None)
@@ -45,7 +47,7 @@ def _child(argv: list[str]) -> tuple[int, float, float, str]:
         out.seek(0)
         text = out.read().decode()
     peak = usage.ru_maxrss / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0)
-    return proc.returncode, wall, peak, text
+    return proc.returncode, wall, peak, text, usage.ru_utime + usage.ru_stime
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -56,14 +58,14 @@ def run(args: argparse.Namespace) -> dict:
     if bids is None:
         bids = work / "twin"
         print(f"bench fit: simulating {args.simulate_config} into {bids}", file=sys.stderr, flush=True)
-        rc, wall, _, _ = _child(["simulate", "--config", args.simulate_config, "--out", str(bids), "--force"])
+        rc, wall, *_ = _child(["simulate", "--config", args.simulate_config, "--out", str(bids), "--force"])
         if rc:
             raise RuntimeError(f"fmriface simulate failed (exit {rc})")
         prepare_s["simulate_s"] = round(wall, 1)
     if vaegan is None:
         vaegan = work / "vaegan"
         print(f"bench fit: training {args.vaegan_config} into {vaegan}", file=sys.stderr, flush=True)
-        rc, wall, _, _ = _child(["train-vaegan", "--config", args.vaegan_config, "--out", str(vaegan), "--force"])
+        rc, wall, *_ = _child(["train-vaegan", "--config", args.vaegan_config, "--out", str(vaegan), "--force"])
         if rc:
             raise RuntimeError(f"fmriface train-vaegan failed (exit {rc})")
         prepare_s["vaegan_s"] = round(wall, 1)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> dict:
         argv += ["--permutations", str(args.permutations)]
     print(f"bench fit: fmriface {' '.join(argv)}", file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    rc, wall, peak, text = _child(argv)
+    rc, wall, peak, text, cpu = _child(argv)
     if rc:
         raise RuntimeError(f"fmriface fit failed (exit {rc})")
     summary = json.loads(text.strip().splitlines()[-1])
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> dict:
         "vaegan": str(vaegan),
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(peak, 1),
+        "cpu_s": round(cpu, 1),
         "steps_s": summary["timing_s"].get("steps_s", {}),
         "fit_total_s": summary["timing_s"].get("total_s"),
         "threads": summary.get("threads"),

@@ -151,7 +151,7 @@ def test_bench_fit_runs_the_real_fit_and_reports_every_score(tmp_path, tiny):
     bench.add_arguments(p)
     argv = ["--config", "fit-tiny", "--bids", str(bids), "--vaegan", str(vaegan), "--work", str(tmp_path)]
     out = bench.run(p.parse_args([*argv, "--threads", "1", "--permutations", "2"]))
-    assert out["wall_s"] > 0 and out["peak_rss_mb"] > 50 and out["threads"] == 1
+    assert out["wall_s"] > 0 and out["cpu_s"] > 0 and out["peak_rss_mb"] > 50 and out["threads"] == 1
     assert {"realign + estimates", "voxel selection", "mappings", "permutation control"} <= set(out["steps_s"])
     for est in ("window", "glm"):
         for mapping in ("ridge", "encoding"):
