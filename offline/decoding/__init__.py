@@ -40,15 +40,26 @@ from offline.decoding.mapping import (
     DEFAULT_ALPHAS,
     EncodingFactors,
     EncodingMapping,
+    PenaltyPath,
     RidgeMapping,
+    Split,
+    TargetFactors,
     centred_correlation,
     cv_splits,
+    fit_shared,
     make_mapping,
     ridge_predictions,
     ridge_weights,
     standardise,
 )
-from offline.decoding.selection import Selection, encoding_scores, mask_selection, select_voxels, top_k
+from offline.decoding.selection import (
+    Selection,
+    encoding_scores,
+    mask_selection,
+    nested_ridge_predictions,
+    select_voxels,
+    top_k,
+)
 
 __all__ = [
     "LinearMap",
@@ -89,10 +100,15 @@ __all__ = [
     "ridge_weights",
     "standardise",
     "EncodingFactors",
+    "Split",
+    "PenaltyPath",
+    "TargetFactors",
+    "fit_shared",
     "DEFAULT_ALPHAS",
     "Selection",
     "encoding_scores",
     "top_k",
     "mask_selection",
     "select_voxels",
+    "nested_ridge_predictions",
 ]
