@@ -12,6 +12,13 @@ Steps (each reported on stderr):
    latent, pixel and perceptual space; gender, imagery and the permutation control
    (:func:`offline.decoding.evaluate.evaluate_decoders`);
 6. the bundle (the configured mapping on the configured estimate, VAE-GAN space) and the report.
+
+Every step writes a line at least every 10 s (:class:`Heartbeat`; the realignment's progress bar counts); the
+summary carries each step's seconds (``timing_s.steps_s``) and the peak resident memory (``peak_rss_mb``). The
+linear algebra is shared wherever the numbers allow: one decomposition per fold for every penalty, mapping and
+face space (:func:`offline.decoding.mapping.fit_shared`), one for every shuffle of the permutation control, and
+nested candidates of the voxel selection share their Gram blocks
+(:func:`offline.decoding.selection.nested_ridge_predictions`).
 """
 
 from __future__ import annotations
