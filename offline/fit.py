@@ -196,6 +196,13 @@ class Heartbeat:
 
         class _Bar:
             def __init__(self, **kw):
+                import sys
+
+                if not getattr(sys.stderr, "isatty", lambda: False)():
+                    # into a log file: a bar line every ~5 s (and at every update's check, not tqdm's adaptive
+                    # skipping), so that the bar, which silences the heartbeat, still writes within 10 s
+                    kw.setdefault("mininterval", 5.0)
+                    kw.setdefault("miniters", 1)
                 self._bar = progress(**kw)
 
             def __enter__(self):

@@ -159,3 +159,33 @@ def test_bench_fit_runs_the_real_fit_and_reports_every_score(tmp_path, tiny):
                 assert set(out["scores"][est][mapping][space]) == {"latent", "pixel", "perceptual"}
     assert set(out["permutation"]) == {"ridge", "encoding"} and out["n_permutations"] == {"ridge": 2, "encoding": 2}
     assert (tmp_path / "fit" / "bundle" / "manifest.json").is_file() and "prepare_s" not in out
+
+
+def test_heartbeat_times_steps_and_paces_a_bar_into_a_log():
+    """The heartbeat's bookkeeping (its firing is left to the end-to-end runs: no test waits on a clock)."""
+    import sys
+
+    from offline.fit import Heartbeat
+
+    lines, made = [], []
+
+    class Bar:
+        def __init__(self, **kw):
+            made.append(kw)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    with Heartbeat(lines.append, interval=3600.0) as hb:
+        hb.step("one", "starting one")
+        with hb.bar(Bar)(total=3, desc="d"):
+            assert hb._bars == 1
+        hb.step("two")
+    assert lines == ["starting one"] and set(hb.times) == {"one", "two"} and hb._bars == 0
+    assert made[0]["total"] == 3
+    if not sys.stderr.isatty():  # into a log (pytest captures stderr): a bar line every ~5 s
+        assert made[0]["mininterval"] == 5.0 and made[0]["miniters"] == 1
+    assert hb.bar(None) is None
