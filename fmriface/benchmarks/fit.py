@@ -55,20 +55,28 @@ def run(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     prepare_s: dict[str, float] = {}
     bids, vaegan = args.bids, args.vaegan
+
+    def prepare(what: str, argv: list[str], key: str) -> None:  # a twin or a face space, timed apart from the fit
+        print(f"bench fit: {what}", file=sys.stderr, flush=True)
+        rc, wall, *_ = _child([*argv, "--force"])
+        if rc:
+            raise RuntimeError(f"fmriface {argv[0]} failed (exit {rc})")
+        prepare_s[key] = round(wall, 1)
+
     if bids is None:
         bids = work / "twin"
-        print(f"bench fit: simulating {args.simulate_config} into {bids}", file=sys.stderr, flush=True)
-        rc, wall, *_ = _child(["simulate", "--config", args.simulate_config, "--out", str(bids), "--force"])
-        if rc:
-            raise RuntimeError(f"fmriface simulate failed (exit {rc})")
-        prepare_s["simulate_s"] = round(wall, 1)
+        prepare(
+            f"simulating {args.simulate_config} into {bids}",
+            ["simulate", "--config", args.simulate_config, "--out", str(bids)],
+            "simulate_s",
+        )
     if vaegan is None:
         vaegan = work / "vaegan"
-        print(f"bench fit: training {args.vaegan_config} into {vaegan}", file=sys.stderr, flush=True)
-        rc, wall, *_ = _child(["train-vaegan", "--config", args.vaegan_config, "--out", str(vaegan), "--force"])
-        if rc:
-            raise RuntimeError(f"fmriface train-vaegan failed (exit {rc})")
-        prepare_s["vaegan_s"] = round(wall, 1)
+        prepare(
+            f"training {args.vaegan_config} into {vaegan}",
+            ["train-vaegan", "--config", args.vaegan_config, "--out", str(vaegan)],
+            "vaegan_s",
+        )
     out = work / "fit"
     argv = ["fit", "--config", args.config, "--bids", str(bids), "--vaegan", str(vaegan), "--out", str(out)]
     argv += ["--force", "--json"]

@@ -220,8 +220,8 @@ class Pipeline:
             t["decoded"] = s.clock_offset + time.perf_counter()
             try:
                 real = self.feedback_.frame(latent)
-                header = self._frame_header(vol, t, s.params, latent if shown is None else shown[k][0])
-                header["feedback"] = real if shown is None else shown[k][1]
+                face_latent, feedback = (latent, real) if shown is None else shown[k][:2]
+                header = self._frame_header(vol, t, s.params, face_latent, feedback)
                 seq = self.pub.send("frame", header, image)
                 rec.update(status="ok", frame_seq=seq)
                 if "value" in header["feedback"]:
@@ -323,7 +323,9 @@ class Pipeline:
             {**self.session_, "grid": {"shape": list(grid[0]), "affine": np.asarray(grid[1]).tolist()}}
         )
 
-    def _frame_header(self, vol: Any, t: dict[str, float], params: np.ndarray, latent: np.ndarray) -> dict[str, Any]:
+    def _frame_header(
+        self, vol: Any, t: dict[str, float], params: np.ndarray, latent: np.ndarray, feedback: dict[str, Any]
+    ) -> dict[str, Any]:
         h, w, c = self.bundle.image_shape
         header: dict[str, Any] = {
             "run_id": self.runlog.run_id,
@@ -335,7 +337,7 @@ class Pipeline:
             "tr": self.tr,
             "stim_time": round(int(vol.index) * self.tr - self.cfg.hrf_lag, 4),
             "ready": self.online_.ready,
-            "feedback": {},  # set by the caller: the live or the sham feedback, in this place of the header
+            "feedback": feedback,
             "shape": [h, w, c],
             "dtype": "uint8",
         }

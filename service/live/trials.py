@@ -220,39 +220,39 @@ class TrialBook:
         w0, p0 = time.time(), time.perf_counter()
         latent = self.decoder.latent(est, out=self._latent)
         shown = None if self.sham is None else self.sham.trial(self.n_published)
+        # a sham run whose source sent no trials sends none either (sham.py): the trial is decoded and recorded
+        withheld = self.sham is not None and shown is None
         info = self.trials_[r.key]
-        if self.sham is not None and shown is None:  # the source sent no trials: nor does this run (sham.py)
-            real = self.feedback.trial(latent)
-            row = {**info, "first_volume": int(win[0]), "last_volume": int(win[-1]), "seq": None, "feedback": None}
-            line = {"topic": "trial", "trial": info["trial"], "seq": None, "latent_row": self.runlog.trial(row, latent)}
-            self.runlog.feedback({**line, "shown": None, "real": real, "source": {"withheld": True, "held": False}})
-            self.published_.add(r.key)
-            self.n_published += 1
-            return
-        image = self.decoder.decode(latent if shown is None else shown[0])
         real = self.feedback.trial(latent)
-        h, w, c = self.decoder.bundle.image_shape
-        header: dict[str, Any] = {
-            "run_id": self.runlog.run_id,
-            **info,
-            "volume": int(r.window[-1]),
-            "window": [int(win[0]), int(win[-1])],
-            "baseline": [int(base[0]), int(base[-1])],
-            "t": {"read": w0, "decoded": w0 + time.perf_counter() - p0},
-            "ready": ready,
-            "feedback": real if shown is None else shown[1],
-            "shape": [h, w, c],
-            "dtype": "uint8",
+        row = {**info, "first_volume": int(win[0]), "last_volume": int(win[-1]), "seq": None, "feedback": None}
+        if not withheld:
+            image = self.decoder.decode(latent if shown is None else shown[0])
+            h, w, c = self.decoder.bundle.image_shape
+            header: dict[str, Any] = {
+                "run_id": self.runlog.run_id,
+                **info,
+                "volume": int(r.window[-1]),
+                "window": [int(win[0]), int(win[-1])],
+                "baseline": [int(base[0]), int(base[-1])],
+                "t": {"read": w0, "decoded": w0 + time.perf_counter() - p0},
+                "ready": ready,
+                "feedback": real if shown is None else shown[1],
+                "shape": [h, w, c],
+                "dtype": "uint8",
+            }
+            if self.decoder.bundle.latent_size <= self.cfg.latent_in_header:
+                header["latent"] = [round(float(v), 5) for v in (latent if shown is None else shown[0])]
+            row["seq"] = self._send("trial", header, image)
+            row.update(feedback=header["feedback"].get("value"), t_sent=header["t"]["sent"])
+        line = {
+            "topic": "trial",
+            "trial": info["trial"],
+            "seq": row["seq"],
+            "latent_row": self.runlog.trial(row, latent),
         }
-        if self.decoder.bundle.latent_size <= self.cfg.latent_in_header:
-            header["latent"] = [round(float(v), 5) for v in (latent if shown is None else shown[0])]
-        seq = self._send("trial", header, image)
-        row = {**info, "first_volume": int(win[0]), "last_volume": int(win[-1]), "seq": seq}
-        row.update(feedback=header["feedback"].get("value"), t_sent=header["t"]["sent"])
-        line = {"topic": "trial", "trial": info["trial"], "seq": seq, "latent_row": self.runlog.trial(row, latent)}
-        line["shown"] = header["feedback"]
-        if shown is not None:
-            line.update(real=real, source=shown[2])
+        line["shown"] = None if withheld else header["feedback"]
+        if self.sham is not None:
+            line.update(real=real, source={"withheld": True, "held": False} if withheld else shown[2])
         self.runlog.feedback(line)
         self.published_.add(r.key)
         self.n_published += 1
