@@ -88,6 +88,12 @@ class FitConfig:
     #: how each volume is resampled onto the reference grid: ``linear`` or ``cubic`` B-spline (in the bundle,
     #: so ``serve`` resamples live volumes the same way)
     interpolation: Literal["linear", "cubic"] = "linear"
+    #: numbers of test repeats averaged for the accuracy-against-repeats curve (empty: not computed), each drawn
+    #: ``repeat_draws`` times at random from every face's repeats
+    repeats: tuple[int, ...] = ()
+    repeat_draws: int = 20
+    #: on a twin's data set: the ablation table from its ground truth (true voxels, noise-free BOLD, hidden code)
+    ablations: bool = False
 
     def __post_init__(self) -> None:
         if self.n_splits < 2:
@@ -99,6 +105,8 @@ class FitConfig:
         if self.n_permutations < 0 or self.pca_components < 0 or self.threads < 1:
             raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
         WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)  # validates
+        if any(n < 1 for n in self.repeats) or self.repeat_draws < 1:
+            raise ValueError("repeats must be positive numbers of repeats and repeat_draws at least 1")
         if self.interpolation not in ("linear", "cubic"):
             raise ValueError(f"interpolation must be linear or cubic, got {self.interpolation!r}")
 
@@ -129,6 +137,10 @@ class FitData:
     #: each session's offset from the reference (``SessionOffset.as_record()``), by BIDS session label
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     reference_session: str = ""
+    #: single test trials (window: one per trial; GLM: one beta per face and run) over brain voxels, with face ids
+    test_trials: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict)
+    #: the fitted runs: BIDS stem -> train | test | imagery
+    run_kinds: dict[str, str] = field(default_factory=dict)
 
 
 def _align(x: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
@@ -304,7 +316,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
                 else:
                     pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
                 parts[est][kind].append((pats, ids, [gi] * len(ids)))
-            if kind in ("train", "test"):
+            if kind == "train":  # the selection's face contrast: never from the runs the decoding is scored on
                 terms.append(contrast_terms(rr, cfg.hrf_model, cfg.high_pass))
             motion[rr.run.name] = rr.motion
             if rr.session is not None and rr.session.label not in sessions:
@@ -318,6 +330,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
             del rr
     train, test, imagery = {}, {}, {}
     imagery_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
+    test_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
     for est in estimates:
         for kind, store in (("train", train), ("test", test), ("imagery", imagery)):
             if not parts[est][kind]:
@@ -330,6 +343,8 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
             store[est] = (avg, uids, g) if kind == "train" else (avg, uids)
             if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
                 imagery_trials[est] = (x, ids)
+            elif kind == "test" and cfg.repeats:  # for the accuracy against the number of repeats averaged
+                test_trials[est] = (x, ids)
             del x
     # the same stimuli, in the same order, for every estimate type
     first = estimates[0]
@@ -368,6 +383,8 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         summary,
         sessions={label: ses.as_record() for label, ses in sessions.items()},
         reference_session=runs[0].session,
+        test_trials=test_trials,
+        run_kinds={r.name: r.kind for r in runs},
     )
 
 
@@ -403,6 +420,69 @@ def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
             attrs = {k: table.loc[ids[k], names].to_numpy(np.int8) for k in ("train", "test")}
             attrs["names"] = names
     return spaces, ids, floats, latents, perceptual, attrs
+
+
+def _where_accuracy_goes(cfg, data, index, bids, fitted, latents, images, spaces, perceptual, make, log) -> dict:
+    """The accuracy against the number of test repeats averaged, and the twin's ablation table (see
+    :mod:`offline.decoding.ablations`)."""
+    from offline.decoding.ablations import ablations, repeats_curve
+
+    out: dict[str, Any] = {}
+    est = cfg.estimate
+    if cfg.repeats:
+        if est != "window":
+            out["repeats"] = {"skipped": f"single test trials are window estimates; the fit's estimate is {est}"}
+        else:
+            x_trials, trial_ids = data.test_trials[est]
+            models = {(m, s): fitted[(est, m, s)] for m in ("ridge", "encoding") for s in spaces}
+            out["repeats"] = repeats_curve(
+                models,
+                x_trials[:, index],
+                trial_ids,
+                data.test[est][1],
+                latents,
+                images,
+                spaces,
+                perceptual,
+                cfg.repeats,
+                cfg.repeat_draws,
+                np.random.default_rng([cfg.seed, 18]),
+                log,
+            )
+    if cfg.ablations:
+        from offline.twin.truth import TruthError, load_plan
+
+        try:
+            plan = load_plan(bids)
+        except TruthError as exc:
+            log(f"ablations skipped: {exc}")
+            out["ablations"] = {"skipped": str(exc)}
+            return out
+        if "window" not in data.train:
+            out["ablations"] = {"skipped": "the ablations compare window estimates; this fit computed none"}
+            return out
+        x_train, train_ids, groups = data.train["window"]
+        out["ablations"] = ablations(
+            plan=plan,
+            bids_runs=data.run_kinds,
+            train_x=x_train,
+            train_ids=train_ids,
+            train_groups=np.asarray(groups),
+            test_x=data.test["window"][0],
+            test_ids=data.test["window"][1],
+            brain=data.brain,
+            affine=data.affine,
+            window=cfg.window,
+            poly_order=cfg.poly_order,
+            scale=cfg.detrend_scale,
+            latents=latents,
+            images=images,
+            spaces=spaces,
+            perceptual=perceptual,
+            make=make,
+            log=log,
+        )
+    return out
 
 
 def _package_version() -> str:
@@ -508,6 +588,11 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat,
         step=hb.step,
     )
     evaluation["selection"] = sel.summary()
+    if cfg.repeats or cfg.ablations:
+        hb.step("repeats + ablations")
+        evaluation.update(
+            _where_accuracy_goes(cfg, data, sel.index, bids, fitted, latents, images, spaces, perceptual, make, log)
+        )
     evaluation["perceptual_space"] = (
         "a hidden layer of the trained VAE-GAN's discriminator (no pretrained network can be downloaded here)"
         if cfg.perceptual

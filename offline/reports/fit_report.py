@@ -192,6 +192,23 @@ def write_report(
     _faces_figure(out / "figures" / "faces.png", test_images, recon)
     _accuracy_figure(out / "figures" / "accuracy.png", evaluation)
     _motion_figure(out / "figures" / "motion.png", motion)
+    from offline.reports.paper import ablation_html, repeats_figure
+
+    where = ""
+    if repeats_figure(out / "figures" / "repeats.png", evaluation):
+        where += (
+            "<h2>Accuracy against the number of test repeats averaged</h2><p>Each point: the fitted mappings on test"
+            " patterns averaged over that many repeats of each face, drawn at random (mean and SD over draws); dotted:"
+            " the twin's ceiling (a ridge map from its noise-free hidden code).</p>"
+            '<img src="figures/repeats.png" alt="accuracy against repeats">'
+        )
+    abl = ablation_html(evaluation)
+    if abl:
+        where += (
+            "<h2>Where the accuracy goes (the twin's ground truth)</h2><p>The ridge mapping refitted on what only the"
+            " twin knows: its responsive voxels, their BOLD without scanner noise or motion, and the hidden code"
+            " that drives them.</p>" + abl
+        )
     perm = evaluation.get("permutation", {})
     perm_html = (
         "<p>Permutation control (training pairs shuffled, mapping refitted, latent space, VAE-GAN): "
@@ -238,6 +255,7 @@ their midpoint), and by a logistic-regression classifier trained on the true lat
 (window estimates: one imagery trial; GLM: one run): the fraction of the other imagined faces beaten by the
 imagined one in correlation with the decoded latent.</p>
 {_imagery_html(evaluation["imagery"])}
+{where}
 <h2>Head motion</h2><img src="figures/motion.png" alt="motion trace">
 <h2>Timing</h2><p>{html.escape(json.dumps(timing))}</p>
 <p>Every number: <a href="evaluation.json">evaluation.json</a>.</p></body></html>

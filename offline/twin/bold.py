@@ -16,7 +16,7 @@ from scipy.special import gammaln
 from offline.twin.config import NoiseConfig, SignalConfig
 from offline.twin.motion import MovedGrid
 
-__all__ = ["hrf", "event_regressors", "Subject", "synthesize_run"]
+__all__ = ["hrf", "event_regressors", "Subject", "run_signal", "synthesize_run"]
 
 _DT = 0.05
 
@@ -71,18 +71,19 @@ def trial_amplitudes(
     return (gain * state)[:, None] * tuned + np.where(gain > 0, 1.0, 0.0)[:, None] * noise
 
 
-def synthesize_run(
+def run_signal(
     subject: Subject,
     events: pd.DataFrame,
     code_of: dict[str, np.ndarray],
     n_volumes: int,
     tr: float,
-    motion: np.ndarray,
     sig: SignalConfig,
-    noise: NoiseConfig,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """One run's volumes as int16 ``[X, Y, Z, T]`` (scanner frame, magnitude)."""
+    """The responsive voxels' BOLD signal ``[T, V]`` in percent: the trials' amplitudes (with their trial-to-trial
+    variability, drawn first from ``rng``) convolved with the HRF; no drift, physiological or thermal noise, no
+    motion. :func:`synthesize_run` draws it first from its ``rng``, so the same generator state gives the very
+    signal inside a run's data (``offline.twin.truth`` reads it back for the ablations)."""
     times = np.arange(n_volumes) * tr + tr / 2.0
     is_face = events["trial_type"].isin(["train_face", "test_face"]).to_numpy()
     is_img = (events["trial_type"] == "Img").to_numpy()
@@ -98,8 +99,23 @@ def synthesize_run(
         durations = np.concatenate([durations, np.ones(len(cue))])
     codes = np.stack([code_of[s] for s in rows["stim_file"]]) if len(rows) else np.zeros((0, subject.weights.shape[1]))
     amps = trial_amplitudes(subject, codes.astype(np.float64), kinds, sig, rng)
-    signal = event_regressors(times, onsets, durations) @ amps  # [T, V] percent
+    return event_regressors(times, onsets, durations) @ amps
 
+
+def synthesize_run(
+    subject: Subject,
+    events: pd.DataFrame,
+    code_of: dict[str, np.ndarray],
+    n_volumes: int,
+    tr: float,
+    motion: np.ndarray,
+    sig: SignalConfig,
+    noise: NoiseConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One run's volumes as int16 ``[X, Y, Z, T]`` (scanner frame, magnitude)."""
+    times = np.arange(n_volumes) * tr + tr / 2.0
+    signal = run_signal(subject, events, code_of, n_volumes, tr, sig, rng)  # [T, V] percent
     n_head = subject.s0.size
     basis = np.cos(np.pi * np.outer(times / (n_volumes * tr), np.arange(1, 4)))  # [T, 3] slow cosines
     coef = 0.7 * rng.standard_normal((3, 1)) + 0.5 * rng.standard_normal((3, n_head))
