@@ -60,7 +60,7 @@ def test_steps_are_reused_only_when_their_key_matches(tmp_path):
 
 
 def test_demo_presets_load_and_bad_values_are_refused(tmp_path):
-    for preset in ("demo-tiny", "demo-demo"):
+    for preset in ("demo-tiny", "demo-demo", "demo-paper"):
         cfg = load_config(DemoConfig, preset_path(preset))
         for name in (cfg.simulate, cfg.vaegan, cfg.fit, cfg.serve):
             assert preset_path(name).is_file()
@@ -87,3 +87,27 @@ def test_tiny_demo_completes_with_every_report_section(tmp_path, monkeypatch):
     assert s["record"]["trials"] > 0
     assert s["online_offline"]["median_r"] > 0.95
     assert set(s["offline_evaluation"]["pairwise"]) == {"vaegan", "pca"}
+
+
+@pytest.mark.slow
+def test_a_paper_shaped_demo_scores_every_repeat_and_writes_the_papers_table(tmp_path, monkeypatch):
+    """demo-paper's shape at the tiny scale: the live run stays in the fit's test set (all repeats scored offline),
+    the fit computes the repeats curve and the ablations, and the paper's table lands beside the demo report."""
+    from fmriface.cli import main
+
+    monkeypatch.delenv("FMRIFACE_RAISE", raising=False)
+    fit = tmp_path / "fit.toml"
+    fit.write_text("repeats = [1, 8]\nrepeat_draws = 2\nablations = true\n" + preset_path("fit-tiny").read_text())
+    demo = tmp_path / "demo.toml"
+    demo.write_text(
+        "holdout_in_fit = true\npaper_report = true\n"
+        + preset_path("demo-tiny").read_text().replace('fit = "fit-tiny"', f'fit = "{fit}"')
+    )
+    assert f'fit = "{fit}"' in demo.read_text()
+    assert main(["demo", "--config", str(demo), "--out", str(tmp_path / "out"), "--no-display"]) == 0
+    ev = json.loads((tmp_path / "out" / "fit" / "report" / "evaluation.json").read_text())
+    assert ev["training"]["runs"]["test"] == 2  # both test runs: the live one too
+    assert ev["repeats"]["max_repeats"] >= 8 and "hidden_code" in ev["ablations"]
+    md = (tmp_path / "out" / "report" / "paper.md").read_text()
+    assert "Where the accuracy goes" in md and "| ridge | vaegan |" in md
+    assert (tmp_path / "out" / "report" / "paper.html").is_file()
