@@ -8,8 +8,9 @@ from ``wait4``), ``cpu_s`` (its user + system CPU time: other work on the machin
 more than this), the load average before and after, ``steps_s`` (realign + estimates, face spaces, voxel selection, mappings, permutation control,
 bundle, report), the selection, and the pairwise scores: ``scores[estimate][mapping][space]`` = latent, pixel
 and perceptual accuracy (window and GLM estimates, ridge and encoding, VAE-GAN and PCA), ``pairwise`` (the
-bundle's estimate and mapping) and ``permutation`` (mean shuffled-pairs accuracy per mapping, chance 0.5). The
-time of making a twin or a face space is reported apart (``prepare_s``), never in ``wall_s``.
+bundle's estimate and mapping) and ``permutation`` (mean shuffled-pairs accuracy per mapping, chance 0.5); where
+the config asks for them (fit-paper does), ``repeats`` (latent accuracy against the repeats averaged) and
+``ablations`` (each rung's scores, see docs/paper-scale.md). The time of making a twin or a face space is reported apart (``prepare_s``), never in ``wall_s``.
 """
 
 from __future__ import annotations
@@ -121,6 +122,29 @@ def run(args: argparse.Namespace) -> dict:
         "scores": scores,
         "permutation": permutation,
         "n_permutations": {m: ev["permutation"][m]["n_permutations"] for m in permutation},
+        **_where_it_goes(ev),
         **({"prepare_s": prepare_s} if prepare_s else {}),
         "out": str(out),
     }
+
+
+def _where_it_goes(ev: dict) -> dict:
+    """The repeats curve (latent means) and the ablation rungs' scores, when the fit computed them."""
+    out: dict = {}
+    rep = ev.get("repeats", {})
+    if "curves" in rep:
+        out["repeats"] = {
+            "counts": rep["counts"],
+            **{name: [round(v, 4) for v in c["latent"]["mean"]] for name, c in rep["curves"].items()},
+        }
+    abl = ev.get("ablations", {})
+    if abl and "skipped" not in abl:
+        out["ablations"] = {
+            rung: {
+                s: {k: round(v[k], 4) for k in ("latent", "pixel", "perceptual") if k in v}
+                for s, v in e.items()
+                if isinstance(v, dict)
+            }
+            for rung, e in abl.items()
+        }
+    return out
