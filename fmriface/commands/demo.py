@@ -243,4 +243,14 @@ def _paper_report(out: Path, fitted: Path, vaegan: Path, live_result: Any, times
     extra = (
         f"Steps this time (reused steps have no time): {steps}. Fit timing: {json.dumps(evaluation.get('timing', {}))}"
     )
-    return write_paper_report(out / "report", evaluation, facespace, extra=extra)
+    pictures = {
+        "test-faces": (
+            fitted / "report" / "figures" / "faces.png",
+            "Test faces and their reconstructions (offline, every repeat averaged)",
+        ),
+        "facespace-samples": (
+            vaegan / "samples.png",
+            "The face space: held-out faces, their reconstructions, samples from the prior",
+        ),
+    }
+    return write_paper_report(out / "report", evaluation, facespace, extra=extra, pictures=pictures)

@@ -13,7 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PAPER", "paper_summary", "repeats_figure", "ablations_figure", "ablation_html", "write_paper_report"]
+__all__ = [
+    "PAPER",
+    "paper_summary",
+    "repeats_figure",
+    "ablations_figure",
+    "quality_figure",
+    "ablation_html",
+    "write_paper_report",
+]
 
 KINDS = ("latent", "pixel", "perceptual")
 
@@ -212,6 +220,30 @@ def ablations_figure(path: Path, summary: dict) -> bool:
     return True
 
 
+def quality_figure(path: Path, facespace: dict | None) -> bool:
+    """The face space's quality as it trained: held-out reconstruction r, Male and the mean attribute readout."""
+    hist = (facespace or {}).get("quality", {}).get("history") or []
+    if len(hist) < 2:
+        return False
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in hist]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(steps, [h["heldout_pixel_corr"] for h in hist], "k-", label="held-out reconstruction r")
+    ax.plot(
+        steps, [h["attribute_readout"].get("Male") for h in hist], "-", color="#3b6ea5", label="Male from the latents"
+    )
+    ax.plot(steps, [h["attribute_readout_mean"] for h in hist], "--", color="#888888", label="mean of the attributes")
+    ax.axhline(0.9, color="#3b6ea5", ls=":", lw=1, label="goal for Male (0.90)")
+    ax.set_xlabel("training batches")
+    ax.set_ylim(0.45, 1.0)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -283,8 +315,20 @@ def ablation_html(ev: dict) -> str:
     return _html_table(header, rows)
 
 
-def write_paper_report(out: str | Path, evaluation: dict, facespace: dict | None = None, extra: str = "") -> dict:
-    """``paper.html``, ``paper.md`` and ``paper.json`` (the summary) with figures into ``out``."""
+def write_paper_report(
+    out: str | Path,
+    evaluation: dict,
+    facespace: dict | None = None,
+    extra: str = "",
+    pictures: dict[str, tuple[Path, str]] | None = None,
+) -> dict:
+    """``paper.html``, ``paper.md`` and ``paper.json`` (the summary) with figures into ``out``.
+
+    ``pictures``: name -> (a PNG made elsewhere, its caption), copied into ``out/figures`` and shown first (the
+    fit's test faces and reconstructions, the face space's samples).
+    """
+    import shutil
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,6 +337,7 @@ def write_paper_report(out: str | Path, evaluation: dict, facespace: dict | None
     s = paper_summary(evaluation, facespace)
     has_rep = repeats_figure(out / "figures" / "repeats.png", evaluation)
     has_abl = ablations_figure(out / "figures" / "ablations.png", s)
+    has_q = quality_figure(out / "figures" / "facespace-quality.png", facespace)
     t = _tables(s)
     (out / "paper.json").write_text(json.dumps(s, indent=2) + "\n")
     notes = (
@@ -309,7 +354,7 @@ def write_paper_report(out: str | Path, evaluation: dict, facespace: dict | None
         if fs
         else ""
     )
-    md = ["# The paper's table on the paper-scale twin", "", notes, "", fs_line, ""]
+    md = ["# The paper's table on the twin", "", notes, "", fs_line, ""]
     for name, title in (
         ("main", "Pairwise identification (twin's ceiling beside each)"),
         ("other", "Gender, imagery, permutation control"),
@@ -323,10 +368,17 @@ def write_paper_report(out: str | Path, evaluation: dict, facespace: dict | None
         md += [extra, ""]
     (out / "paper.md").write_text("\n".join(md))
     figs = ""
+    shown = ""
+    for name, (src, caption) in (pictures or {}).items():
+        if Path(src).is_file():
+            shutil.copyfile(src, out / "figures" / f"{name}.png")
+            shown += f'<h2>{html.escape(caption)}</h2><img src="figures/{name}.png" alt="{html.escape(name)}">'
     if has_rep:
         figs += '<h2>Accuracy against the number of test repeats</h2><img src="figures/repeats.png" alt="repeats">'
     if has_abl:
         figs += '<h2>Ablations</h2><img src="figures/ablations.png" alt="ablations">'
+    if has_q:
+        figs += '<h2>The face space as it trained</h2><img src="figures/facespace-quality.png" alt="quality">'
     body = "".join(
         f"<h2>{html.escape(title)}</h2>{_html_table(*t[name])}"
         for name, title in (
@@ -341,8 +393,8 @@ def write_paper_report(out: str | Path, evaluation: dict, facespace: dict | None
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fmriface: the paper's table</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}img{{max-width:100%}}</style></head><body>
-<h1>The paper's experiment on the paper-scale twin</h1><p>{html.escape(notes)}</p><p>{html.escape(fs_line)}</p>
-{body}{figs}<pre>{html.escape(extra)}</pre></body></html>
+<h1>The paper's experiment on the twin</h1><p>{html.escape(notes)}</p><p>{html.escape(fs_line)}</p>
+{body}{figs}{shown}<pre>{html.escape(extra)}</pre></body></html>
 """
     (out / "paper.html").write_text(page)
     return {"html": out / "paper.html", "md": out / "paper.md", "summary": s, "text": "\n".join(md)}
