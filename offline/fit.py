@@ -64,7 +64,9 @@ class FitConfig:
     subject: str = ""
     estimate: Literal["window", "glm"] = "window"
     compare_estimates: bool = True
-    mapping: Literal["ridge", "encoding"] = "ridge"
+    #: the bundle's mapping: ``ridge``, ``encoding`` (the paper's) or ``auto`` (whichever cross-validates better on
+    #: the training runs; both are always fitted and scored)
+    mapping: Literal["ridge", "encoding", "auto"] = "ridge"
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     decode_alpha: float = 0.0
     encoding_components: tuple[int, ...] = (16, 32, 64, 128, 256, 0)
@@ -623,13 +625,14 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat,
     else:
         names, directions = [], np.zeros((0, vae.latent_size))
     training = {**data.summary, "estimate": cfg.estimate, "selection": sel.summary(), "vaegan": str(vaegan)}
-    main_fit = fitted[(cfg.estimate, cfg.mapping, "vaegan")]
+    mapping = evaluation["mapping"]  # cfg.mapping, or the one ``auto`` chose
+    main_fit = fitted[(cfg.estimate, mapping, "vaegan")]
     bundle = write_bundle(
         out / "bundle",
         reference=data.reference,
         affine=data.affine,
         mask=mask,
-        linear_map=LinearMap.from_mapping(main_fit, cfg.mapping),
+        linear_map=LinearMap.from_mapping(main_fit, mapping),
         export_onnx=vae.export_onnx,
         attribute_names=names,
         attribute_directions=directions,
@@ -657,7 +660,7 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat,
             },
             "alpha": float(main_fit.alpha_),
             "rescale": float(main_fit.scale_),
-            **({"encoding_components": int(main_fit.n_components_)} if cfg.mapping == "encoding" else {}),
+            **({"encoding_components": int(main_fit.n_components_)} if mapping == "encoding" else {}),
             "reference_session": data.reference_session,
             "sessions": data.sessions,
             "training": training,

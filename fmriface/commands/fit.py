@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="output folder (bundle/ and report/ go there)")
     p.add_argument("--subject", help="subject label, e.g. 01 (default: the first)")
     p.add_argument("--estimate", choices=["window", "glm"], help="trial estimate the bundle's mapping uses")
-    p.add_argument("--mapping", choices=["ridge", "encoding"], help="mapping stored in the bundle")
+    p.add_argument(
+        "--mapping",
+        choices=["ridge", "encoding", "auto"],
+        help="mapping stored in the bundle (auto: the better one in cross-validation on the training runs)",
+    )
     p.add_argument("--selection", choices=["auto", "mask", "contrast", "encoding"], help="voxel selection method")
     p.add_argument("--n-voxels", type=int, help="voxels to keep (0: chosen by cross-validation)")
     p.add_argument("--permutations", type=int, help="shuffles of the permutation control")

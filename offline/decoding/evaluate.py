@@ -298,7 +298,8 @@ def evaluate_decoders(
     imagery_ids : the F imagined faces, in the order of ``latents[...]["imagery"]``
     latents : space -> {"train", "test", "imagery"} -> [N, L]; images : split -> float [N, H, W, 3]
     spaces : space name -> FaceSpace (``decode``); make : mapping name -> unfitted mapping
-    main : (estimate, mapping) of the bundle, whose numbers fill the top-level ``pairwise``
+    main : (estimate, mapping) of the bundle, whose numbers fill the top-level ``pairwise``; mapping ``auto``:
+    ridge or encoding, whichever has the higher cross-validated score on the training runs (``mapping_choice``)
     male : {"train", "test"} -> labels 1 / -1, or None (no attributes: gender skipped)
     log : a line per fit, fold and batch of shuffles; step : called with the name of each stage ("mappings",
     "permutation control") as it starts (the caller times them)
@@ -389,6 +390,18 @@ def evaluate_decoders(
                         "classifier": _accuracy_dict(clf.predict(latents_), male["test"]),
                     }
     est_main, map_main = main
+    choice = None
+    if map_main == "auto":  # the bundle's mapping: the better held-out score on the training runs (never the test)
+        cv = {m: float(fitted[(est_main, m, "vaegan")].cv_score_) for m in ("ridge", "encoding")}
+        map_main = max(cv, key=lambda m: (cv[m], m == "ridge"))
+        choice = {
+            "by": "held-out centred latent correlation in the grouped cross-validation on the training runs (VAE-GAN)",
+            "cv_score": cv,
+            "chosen": map_main,
+        }
+        log(
+            f"the bundle's mapping: {map_main} (cross-validated {cv['ridge']:.4f} ridge, {cv['encoding']:.4f} encoding)"
+        )
     permutation: dict = {}
     if n_permutations:
         step("permutation control")
@@ -429,6 +442,7 @@ def evaluate_decoders(
         },
         "estimate": est_main,
         "mapping": map_main,
+        **({"mapping_choice": choice} if choice else {}),
         "chance": 0.5,
         "details": details,
         "permutation": permutation,

@@ -172,11 +172,17 @@ def test_fit_reports_repeats_ablations_and_the_papers_table(tmp_path, twin):
     torch.set_num_threads(1)
     assert train_main(["--config", "vaegan-tiny", "--out", str(tmp_path / "vaegan")]) == 0
     cfg = tmp_path / "fit.toml"
-    cfg.write_text("repeats = [1, 4, 8]\nrepeat_draws = 3\nablations = true\n" + preset_path("fit-tiny").read_text())
+    tiny = preset_path("fit-tiny").read_text().replace('mapping = "ridge"', 'mapping = "auto"')
+    cfg.write_text("repeats = [1, 4, 8]\nrepeat_draws = 3\nablations = true\n" + tiny)
     out = tmp_path / "fit"
     argv = ["--config", str(cfg), "--bids", str(twin), "--vaegan", str(tmp_path / "vaegan"), "--threads", "1"]
     assert fit_main([*argv, "--out", str(out)]) == 0
     ev = json.loads((out / "report" / "evaluation.json").read_text())
+    # mapping = auto: the bundle takes the mapping with the better cross-validated score on the training runs
+    cv = ev["mapping_choice"]["cv_score"]
+    assert ev["mapping"] == ev["mapping_choice"]["chosen"] == max(cv, key=cv.get)
+    assert cv[ev["mapping"]] == ev["details"]["window"][ev["mapping"]]["vaegan"]["cv_score"]
+    assert json.loads((out / "bundle" / "manifest.json").read_text())["mapping_method"] == ev["mapping"]
     assert ev["repeats"]["counts"] == [1, 4, 8] and set(ev["repeats"]["curves"]) == {
         "vaegan ridge",
         "pca ridge",
