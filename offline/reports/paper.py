@@ -82,6 +82,7 @@ def paper_summary(ev: dict, facespace: dict | None = None) -> dict[str, Any]:
     gender = ev.get("gender", {}).get("vaegan", {})
     main_map = ev["mapping"]
     g_true = gender.get("true_latents", {}).get("projection", {}).get("accuracy")
+    g_true_clf = gender.get("true_latents", {}).get("classifier", {}).get("accuracy")
     g_dec = gender.get(main_map, {}).get("projection", {}).get("accuracy")
     g_dec_clf = gender.get(main_map, {}).get("classifier", {}).get("accuracy")
     perm = ev.get("permutation", {}).get("mean")
@@ -103,6 +104,12 @@ def paper_summary(ev: dict, facespace: dict | None = None) -> dict[str, Any]:
     goal_rows = [
         {"goal": name, "value": v, "met": (v is not None and v >= target)} for name, (v, target) in goals.items()
     ]
+    # The gender goals are read by projection on the Male direction (the paper's reading and the issue's); the
+    # logistic classifier's reading of the same latents is shown beside them, not counted.
+    also = {"gender from the true latents >= 90%": g_true_clf, "gender from the decoded latents >= 75%": g_dec_clf}
+    for row in goal_rows:
+        if row["goal"] in also:
+            row["classifier"] = also[row["goal"]]
     goal_rows.append(
         {
             "goal": "permutation control within 50 +/- 3%",
@@ -118,6 +125,7 @@ def paper_summary(ev: dict, facespace: dict | None = None) -> dict[str, Any]:
         "best_latent": best,
         "gender": {
             "true": g_true,
+            "true_classifier": g_true_clf,
             "decoded_projection": g_dec,
             "decoded_classifier": g_dec_clf,
             "n": gender.get("true_latents", {}).get("projection", {}).get("n"),
@@ -269,6 +277,7 @@ def _tables(s: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     g = s["gender"]
     other = [
         ["gender, true latents (projection on Male)", _pct(g["true"]), PAPER["gender_true"]],
+        ["gender, true latents (classifier on true training latents)", _pct(g.get("true_classifier")), ""],
         ["gender, decoded latents (projection)", _pct(g["decoded_projection"]), PAPER["gender_decoded"]],
         ["gender, decoded latents (classifier on true latents)", _pct(g["decoded_classifier"]), ""],
         ["imagery, latent (imagined faces told apart)", _pct(s["imagery"].get("latent")), PAPER["imagery"]],
@@ -282,9 +291,12 @@ def _tables(s: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     goals = [
         [
             g["goal"],
-            _pct(g["value"])
-            if "ahead" not in g["goal"]
-            else (f"{100 * g['value']:+.1f} points" if g["value"] is not None else "-"),
+            (
+                _pct(g["value"])
+                if "ahead" not in g["goal"]
+                else (f"{100 * g['value']:+.1f} points" if g["value"] is not None else "-")
+            )
+            + (f" (projection; classifier {_pct(g['classifier'])})" if "classifier" in g else ""),
             "met" if g["met"] else "not met",
         ]
         for g in s["goals"]

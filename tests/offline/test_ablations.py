@@ -208,6 +208,15 @@ def test_fit_reports_repeats_ablations_and_the_papers_table(tmp_path, twin):
     ceiling = abl["hidden_code"]["vaegan"]["latent"]
     assert f"(ceiling {100 * ceiling:.1f}%)" in md
     assert len(rep["summary"]["goals"]) == 6
+    # gender from the true test latents read both ways, the classifier shown beside the goal (not counted)
+    g_true = ev["gender"]["vaegan"]["true_latents"]
+    assert rep["summary"]["gender"]["true_classifier"] == g_true["classifier"]["accuracy"]
+    assert (
+        f"| gender, true latents (classifier on true training latents) | {100 * g_true['classifier']['accuracy']:.1f}% |"
+        in md
+    )
+    goal = next(g for g in rep["summary"]["goals"] if g["goal"].startswith("gender from the true"))
+    assert goal["value"] == g_true["projection"]["accuracy"] and goal["met"] == (goal["value"] >= 0.9)
 
     # a data set that is not a twin's: the fit goes on and says why the ablations are missing
     (twin / "derivatives" / "twin" / "simulate_config.json").rename(tmp_path / "saved.json")
