@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+KINDS = ("latent", "pixel", "perceptual")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="fit-paper", help="fit preset or TOML file (default fit-paper)")
@@ -92,10 +94,9 @@ def run(args: argparse.Namespace) -> dict:
         raise RuntimeError(f"fmriface fit failed (exit {rc})")
     summary = json.loads(text.strip().splitlines()[-1])
     ev = json.loads((out / "report" / "evaluation.json").read_text())
-    kinds = ("latent", "pixel", "perceptual")
     scores = {
         est: {
-            mapping: {space: {k: round(v[k]["accuracy"], 4) for k in kinds if k in v} for space, v in per.items()}
+            mapping: {space: {k: round(v[k]["accuracy"], 4) for k in KINDS if k in v} for space, v in per.items()}
             for mapping, per in by_mapping.items()
         }
         for est, by_mapping in ev["details"].items()
@@ -140,11 +141,7 @@ def _where_it_goes(ev: dict) -> dict:
     abl = ev.get("ablations", {})
     if abl and "skipped" not in abl:
         out["ablations"] = {
-            rung: {
-                s: {k: round(v[k], 4) for k in ("latent", "pixel", "perceptual") if k in v}
-                for s, v in e.items()
-                if isinstance(v, dict)
-            }
+            rung: {s: {k: round(v[k], 4) for k in KINDS if k in v} for s, v in e.items() if isinstance(v, dict)}
             for rung, e in abl.items()
         }
     return out

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from offline.decoding.ablations import KINDS
+
 __all__ = [
     "PAPER",
     "paper_summary",
@@ -22,8 +24,6 @@ __all__ = [
     "ablation_html",
     "write_paper_report",
 ]
-
-KINDS = ("latent", "pixel", "perceptual")
 
 #: What VanRullen & Reddy (2019) and the later reuse of their files report (docs/paper.md), by row of the table.
 PAPER = {
@@ -52,12 +52,23 @@ def _ceiling(ev: dict, sname: str, kind: str) -> float | None:
     return ev.get("ablations", {}).get("hidden_code", {}).get(sname, {}).get(kind)
 
 
+#: the face spaces' colours in every figure
+COLOURS = {"vaegan": "#3b6ea5", "pca": "#c47f2c"}
+
+#: the report's sections: table name -> title
+SECTIONS = (
+    ("main", "Pairwise identification (twin's ceiling beside each)"),
+    ("other", "Gender, imagery, permutation control"),
+    ("repeats", "Latent pairwise against the number of test repeats averaged (mean +/- SD over draws)"),
+    ("ablations", "Where the accuracy goes (ridge mapping; VAE-GAN / PCA)"),
+    ("goals", "Goals"),
+)
+
+
 def _rung(ev: dict, key: str, sname: str, kind: str) -> float | None:
-    details = ev.get("details", {})
-    if key == "pipeline":
-        return details.get("window", {}).get("ridge", {}).get(sname, {}).get(kind, {}).get("accuracy")
-    if key == "glm":
-        return details.get("glm", {}).get("ridge", {}).get(sname, {}).get(kind, {}).get("accuracy")
+    est = {"pipeline": "window", "glm": "glm"}.get(key)  # the pipeline's own rungs: the fit's ridge scores
+    if est is not None:
+        return ev.get("details", {}).get(est, {}).get("ridge", {}).get(sname, {}).get(kind, {}).get("accuracy")
     return ev.get("ablations", {}).get(key, {}).get(sname, {}).get(kind)
 
 
@@ -165,7 +176,6 @@ def repeats_figure(path: Path, ev: dict) -> bool:
 
     counts = rep["counts"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
-    colours = {"vaegan": "#3b6ea5", "pca": "#c47f2c"}
     for ax, kind in zip(axes, KINDS):
         for name, curve in rep["curves"].items():
             if kind not in curve:
@@ -179,11 +189,11 @@ def repeats_figure(path: Path, ev: dict) -> bool:
                 marker="o",
                 ms=4,
                 capsize=2,
-                color=colours.get(sname, "k"),
+                color=COLOURS.get(sname, "k"),
                 ls="-" if mname == "ridge" else "--",
                 label=name,
             )
-        for sname, c in colours.items():
+        for sname, c in COLOURS.items():
             ceil = _ceiling(ev, sname, kind)
             if ceil is not None:
                 ax.axhline(ceil, color=c, ls=":", lw=1.5, label=f"{sname} ceiling (hidden code)")
@@ -212,7 +222,7 @@ def ablations_figure(path: Path, summary: dict) -> bool:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
     x = np.arange(len(rows))
     for ax, kind in zip(axes, KINDS):
-        for j, (sname, c) in enumerate((("vaegan", "#3b6ea5"), ("pca", "#c47f2c"))):
+        for j, (sname, c) in enumerate(COLOURS.items()):
             vals = [r.get(f"{sname} {kind}") or 0.0 for r in rows]
             ax.bar(x + (j - 0.5) * 0.38, vals, width=0.38, color=c, label=sname)
         ax.axhline(0.5, color="k", lw=0.8)
@@ -367,13 +377,7 @@ def write_paper_report(
         else ""
     )
     md = ["# The paper's table on the twin", "", notes, "", fs_line, ""]
-    for name, title in (
-        ("main", "Pairwise identification (twin's ceiling beside each)"),
-        ("other", "Gender, imagery, permutation control"),
-        ("repeats", "Latent pairwise against the number of test repeats averaged (mean +/- SD over draws)"),
-        ("ablations", "Where the accuracy goes (ridge mapping; VAE-GAN / PCA)"),
-        ("goals", "Goals"),
-    ):
+    for name, title in SECTIONS:
         if name in t:
             md += [f"## {title}", "", _md_table(*t[name]), ""]
     if extra:
@@ -391,17 +395,7 @@ def write_paper_report(
         figs += '<h2>Ablations</h2><img src="figures/ablations.png" alt="ablations">'
     if has_q:
         figs += '<h2>The face space as it trained</h2><img src="figures/facespace-quality.png" alt="quality">'
-    body = "".join(
-        f"<h2>{html.escape(title)}</h2>{_html_table(*t[name])}"
-        for name, title in (
-            ("main", "Pairwise identification (twin's ceiling beside each)"),
-            ("other", "Gender, imagery, permutation control"),
-            ("repeats", "Latent pairwise against the number of test repeats averaged"),
-            ("ablations", "Where the accuracy goes (ridge mapping; VAE-GAN / PCA)"),
-            ("goals", "Goals of issue 18"),
-        )
-        if name in t
-    )
+    body = "".join(f"<h2>{html.escape(title)}</h2>{_html_table(*t[name])}" for name, title in SECTIONS if name in t)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fmriface: the paper's table</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}img{{max-width:100%}}</style></head><body>

@@ -24,7 +24,7 @@ def _volume_from_plan(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     plan = prepare(cfg)
     run = plan.runs[0]
     codes = dict(zip(plan.stimuli["stim_file"], plan.codes))
-    rng = np.random.default_rng([cfg.seed, 6, run.index])
+    rng = plan.run_rng(run)
     n = min(run.n_volumes, 12)
     data = synthesize_run(
         plan.subject, plan.events[0], codes, n, cfg.paradigm.tr, plan.motion[0][:n], cfg.signal, cfg.noise, rng

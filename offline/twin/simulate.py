@@ -60,6 +60,11 @@ class Plan:
         """The affine of the run's session's grid."""
         return self.sessions[run.session - 1].affine if self.sessions else self.affine
 
+    def run_rng(self, run: RunPlan) -> np.random.Generator:
+        """A fresh generator for the run's BOLD data, in the state :func:`synthesize_run` starts from (its signal
+        is drawn first: ``offline.twin.truth.clean_signal`` reads it back with the same state)."""
+        return np.random.default_rng([self.cfg.seed, 6, run.index])
+
 
 def _test_params(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` test faces, half male, ordered female, male, female, ..."""
@@ -201,7 +206,7 @@ def _synthesize(i: int) -> np.ndarray:
     assert plan is not None
     cfg, run = plan.cfg, plan.runs[i]
     code_of = dict(zip(plan.stimuli["stim_file"], plan.codes))
-    rng = np.random.default_rng([cfg.seed, 6, run.index])
+    rng = plan.run_rng(run)
     with threadpool_limits(1):
         return synthesize_run(
             plan.subject_of(run),

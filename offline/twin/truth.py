@@ -20,7 +20,7 @@ from offline.twin.config import SimulateConfig
 from offline.twin.simulate import Plan, prepare
 from offline.twin.writer import run_stem
 
-__all__ = ["TruthError", "config_from_record", "load_plan", "run_names", "clean_signal", "responsive_mask"]
+__all__ = ["TruthError", "config_from_record", "load_plan", "run_names", "clean_signal"]
 
 
 class TruthError(ValueError):
@@ -80,14 +80,10 @@ def run_names(plan: Plan) -> list[str]:
 def clean_signal(plan: Plan, i: int) -> np.ndarray:
     """Run ``i``'s BOLD signal in the responsive voxels, ``[T, V]`` percent signal change, in the head's frame:
     the trials' responses with their trial-to-trial neural variability exactly as in the data set, without drift,
-    physiological or thermal noise and without head motion (the columns follow ``responsive_mask``'s voxels in
-    C order)."""
+    physiological or thermal noise and without head motion (the columns follow ``plan.responsive``'s voxels in
+    C order, on the first session's grid, ``plan.affine``)."""
     cfg, run = plan.cfg, plan.runs[i]
     code_of = dict(zip(plan.stimuli["stim_file"], plan.codes))
-    rng = np.random.default_rng([cfg.seed, 6, run.index])  # the generator `simulate` built this run with
-    return run_signal(plan.subject_of(run), plan.events[i], code_of, run.n_volumes, cfg.paradigm.tr, cfg.signal, rng)
-
-
-def responsive_mask(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
-    """The responsive voxels (bool ``[X, Y, Z]``) on the first session's grid, and that grid's affine."""
-    return plan.responsive, plan.affine
+    return run_signal(
+        plan.subject_of(run), plan.events[i], code_of, run.n_volumes, cfg.paradigm.tr, cfg.signal, plan.run_rng(run)
+    )
