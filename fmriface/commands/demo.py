@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     report = write_demo_report(out, bundle=bundle, fit_dir=fitted, live=result, holdout=holdout, times=times)
     paper = None
     if cfg.paper_report:
-        paper = _paper_report(out, fitted, vaegan, result, times)
+        paper = _paper_report(out, fitted, vaegan, times)
     times["report"] = time.time() - t
     total = time.time() - t_start
     _say(f"finished in {total:.0f} s")
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _paper_report(out: Path, fitted: Path, vaegan: Path, live_result: Any, times: dict) -> dict:
+def _paper_report(out: Path, fitted: Path, vaegan: Path, times: dict) -> dict:
     from offline.reports.paper import write_paper_report
 
     evaluation = json.loads((fitted / "report" / "evaluation.json").read_text())
