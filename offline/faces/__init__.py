@@ -1,16 +1,11 @@
 """Procedural faces: 35 parameters (CelebA-style attributes), signed distance fields, rendering and writing."""
 
-from offline.faces.generate import iter_faces, render_faces, write_faces, write_png
-from offline.faces.params import ATTRIBUTE_NAMES, HAIR_BANDS, PARAM_NAMES, attributes_from_params, sample_params
+import lazy_loader
 
-__all__ = [
-    "render_faces",
-    "iter_faces",
-    "write_faces",
-    "write_png",
-    "PARAM_NAMES",
-    "ATTRIBUTE_NAMES",
-    "sample_params",
-    "attributes_from_params",
-    "HAIR_BANDS",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "generate": ["render_faces", "iter_faces", "write_faces", "write_png"],
+        "params": ["PARAM_NAMES", "ATTRIBUTE_NAMES", "sample_params", "attributes_from_params", "HAIR_BANDS"],
+    },
+)

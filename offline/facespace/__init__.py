@@ -10,32 +10,21 @@ the PCA ("eigenface") baseline are interchangeable; both export the same ONNX co
   a folder of stimuli.
 """
 
-from offline.facespace.base import FACESPACE_FILE, FaceSpace, FaceSpaceError, as_float_images, read_meta
-from offline.facespace.load import (
-    attribute_directions,
-    attribute_readout,
-    directions_from_latents,
-    encode_folder,
-    load_facespace,
-    perceptual_features,
-)
-from offline.facespace.pca import PCAFaceSpace, fit_pca
-from offline.facespace.vaegan import VAEGANFaceSpace, write_vaegan_meta
+import lazy_loader
 
-__all__ = [
-    "attribute_readout",
-    "directions_from_latents",
-    "FACESPACE_FILE",
-    "FaceSpace",
-    "FaceSpaceError",
-    "as_float_images",
-    "read_meta",
-    "VAEGANFaceSpace",
-    "write_vaegan_meta",
-    "PCAFaceSpace",
-    "fit_pca",
-    "load_facespace",
-    "perceptual_features",
-    "attribute_directions",
-    "encode_folder",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "base": ["FACESPACE_FILE", "FaceSpace", "FaceSpaceError", "as_float_images", "read_meta"],
+        "load": [
+            "attribute_readout",
+            "directions_from_latents",
+            "load_facespace",
+            "perceptual_features",
+            "attribute_directions",
+            "encode_folder",
+        ],
+        "pca": ["PCAFaceSpace", "fit_pca"],
+        "vaegan": ["VAEGANFaceSpace", "write_vaegan_meta"],
+    },
+)

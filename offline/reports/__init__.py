@@ -1,6 +1,11 @@
 """HTML reports: the fit's evaluation report and the demo's report."""
 
-from offline.reports.demo import offline_trial_latents, write_demo_report
-from offline.reports.fit_report import write_report
+import lazy_loader
 
-__all__ = ["write_demo_report", "offline_trial_latents", "write_report"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "demo": ["write_demo_report", "offline_trial_latents"],
+        "fit_report": ["write_report"],
+    },
+)

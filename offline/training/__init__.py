@@ -1,5 +1,10 @@
 """VAE-GAN training: image batches, losses, checkpoints and sample grids, ONNX export after training."""
 
-from offline.training.vaegan import CHECKPOINT_FILE, TrainConfig, train_vaegan
+import lazy_loader
 
-__all__ = ["TrainConfig", "train_vaegan", "CHECKPOINT_FILE"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "vaegan": ["TrainConfig", "train_vaegan", "CHECKPOINT_FILE"],
+    },
+)

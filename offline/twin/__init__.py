@@ -1,8 +1,13 @@
 """The digital-twin subject: an EPI-like brain, face-responsive voxels, BOLD, head motion and the paradigm."""
 
-from offline.twin.anatomy import grey_matter, make_anatomy
-from offline.twin.config import SimulateConfig
-from offline.twin.motion import rigid_matrix
-from offline.twin.simulate import prepare, simulate, write
+import lazy_loader
 
-__all__ = ["make_anatomy", "grey_matter", "SimulateConfig", "simulate", "prepare", "write", "rigid_matrix"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "anatomy": ["make_anatomy", "grey_matter"],
+        "config": ["SimulateConfig"],
+        "motion": ["rigid_matrix"],
+        "simulate": ["simulate", "prepare", "write"],
+    },
+)

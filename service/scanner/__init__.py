@@ -2,16 +2,12 @@
 recorded run into a folder at TR pace with optional faults.
 """
 
-from service.scanner.replay import FAULT_KINDS, ReplayFault, ScannerEmulator, volume_file_name
-from service.scanner.writers import FORMATS, slice_paths, write_bytes, write_volume
+import lazy_loader
 
-__all__ = [
-    "FAULT_KINDS",
-    "ReplayFault",
-    "ScannerEmulator",
-    "volume_file_name",
-    "FORMATS",
-    "write_volume",
-    "write_bytes",
-    "slice_paths",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "replay": ["FAULT_KINDS", "ReplayFault", "ScannerEmulator", "volume_file_name"],
+        "writers": ["FORMATS", "write_volume", "write_bytes", "slice_paths"],
+    },
+)
