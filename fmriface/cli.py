@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fmriface import __version__
+from service.policy import raise_errors
 
 _COMMANDS_DIR = Path(__file__).resolve().parent / "commands"
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fmriface: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the front door turns known errors into one clear line
-        if os.environ.get("FMRIFACE_RAISE") == "1" or not _is_user_error(exc):
+        if raise_errors() or not _is_user_error(exc):
             raise
         print(f"fmriface {name}: error: {exc}", file=sys.stderr)
         return 1

@@ -37,6 +37,7 @@ from service.dicom.read import DicomImage
 from service.intake.parse_offload import ParseOffload
 from service.intake.readers import assemble, read_image, sniff
 from service.intake.series import Sequencer, SeriesFilter
+from service.policy import raise_errors
 from service.volume import (
     CorruptFileError,
     IncompleteFileError,
@@ -372,7 +373,7 @@ class VolumeWatcher:
         try:
             self._look(name, t, announced)
         except Exception as exc:  # noqa: BLE001 - the real-time loop must survive any one file
-            if os.environ.get("FMRIFACE_RAISE") == "1":
+            if raise_errors():
                 raise
             self._files.setdefault(name, _File(t_seen=t)).state = "done"
             self._emit(IntakeEvent("corrupt", f"unexpected {type(exc).__name__}: {exc}", path=Path(name)))
