@@ -16,6 +16,7 @@ from typing import Any
 
 from fmriface.common import UsageError, free_address, write_toml
 from fmriface.config import preset_or_file
+from service.extras import missing_extra
 
 try:
     import tomllib
@@ -299,7 +300,7 @@ def _start_dashboard(out: Path, pub: str, runs: Path, stimuli: Path | None, env:
     import importlib.util
 
     if importlib.util.find_spec("aiohttp") is None:
-        say("dashboard skipped: aiohttp is not installed (pip install -e '.[dashboard]')")
+        say(f"dashboard skipped: {missing_extra('aiohttp', 'the dashboard', 'dashboard')}")
         return None, ""
     log_path = out / "dashboard.log"
     cmd = [sys.executable, "-m", "fmriface", "dashboard", "--sub", pub, "--port", "0", "--runs", str(runs)]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from fmriface.common import UsageError, progress
+from service.extras import missing_extra
 
 CHROMIUM = os.environ.get("FMRIFACE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -76,7 +77,7 @@ def browser_missing() -> str | None:
         import aiohttp  # noqa: F401
         import playwright.sync_api  # noqa: F401
     except ImportError as exc:
-        return f"{exc.name} is not installed (pip install -e '.[dev,dashboard]')"
+        return missing_extra(str(exc.name), "the dashboard's browser benchmark", "dev,dashboard")
     if not os.access(CHROMIUM, os.X_OK):
         return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
     return None

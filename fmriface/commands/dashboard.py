@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from fmriface.common import UsageError, emit, parser
+from service.extras import missing_extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import aiohttp  # noqa: F401
     except ImportError:
-        raise UsageError("the dashboard needs aiohttp: pip install -e '.[dashboard]'") from None
+        raise UsageError(missing_extra("aiohttp", "the dashboard", "dashboard")) from None
     from fmriface.config import load_config, resolve_config
     from fmriface.dashboard.server import DashboardConfig, run_dashboard
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from service.extras import missing_extra
+
 __all__ = [
     "make_anatomy",
     "anatomy_on_grid",
@@ -91,7 +93,7 @@ def _mni_folder() -> Path:
     """nilearn's bundled template folder, found without importing nilearn (its import takes seconds)."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the twin's anatomy needs nilearn's MNI152 templates: pip install 'fmriface[offline]'")
+        raise ImportError(missing_extra("nilearn", "the twin's anatomy (the MNI152 templates)", "offline"))
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
 
 

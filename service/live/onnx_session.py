@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from service.extras import missing_extra
+
 __all__ = ["OnnxSessionError", "make_session", "decode_fn", "encode_fn", "warm_up", "to_uint8_hwc"]
 
 _CUDA = "CUDAExecutionProvider"
@@ -36,9 +38,7 @@ def _ort():
     try:
         import onnxruntime
     except ImportError:  # pragma: no cover - depends on the install
-        raise OnnxSessionError(
-            "onnxruntime is not installed: pip install 'fmriface[cpu]' (or 'fmriface[gpu]' for onnxruntime-gpu)"
-        ) from None
+        raise OnnxSessionError(missing_extra("onnxruntime", "the ONNX decoder", "cpu", "gpu")) from None
     return onnxruntime
 
 
