@@ -23,11 +23,6 @@ class VAEGAN(nn.Module):
         self.decoder = Decoder(cfg.decoder)
         self.discriminator = Discriminator(cfg.discriminator)
 
-    def sample_latent(self, z_mu: torch.Tensor, log_sigma: torch.Tensor, generator=None) -> torch.Tensor:
-        """``z = z_mu + eps * exp(log_sigma)`` with ``eps ~ N(0, 1)`` (the reparameterisation trick)."""
-        eps = torch.randn(z_mu.shape, generator=generator, device=z_mu.device, dtype=z_mu.dtype)
-        return z_mu + eps * torch.exp(log_sigma)  # [N, L]
-
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``z_mu`` of images ``[N, 3, S, S]`` in [0, 1] (networks in eval mode)."""
