@@ -1,6 +1,6 @@
 """Volume intake: read time per volume by format (64x64x36) and file-ready -> hand-off delay (events, polling).
 
-``read_ms``: median milliseconds for :func:`service.intake.readers.read_volume` (the slice layouts: reading and
+``read_ms``: median milliseconds for :func:`service.intake.assembly.read_volume` (the slice layouts: reading and
 assembling the 36 slice files of one volume, as Siemens XA interoperability, GE real-time EPI and Philips classic
 export them) on files written by :mod:`service.scanner.writers`, seeded integer data. The design
 target for a mosaic is 5 ms. ``handoff_ms``: median delay from the moment a volume's file is in place (the
@@ -60,7 +60,7 @@ def _volumes(n: int, seed: int) -> list[np.ndarray]:
 
 def _read_times(folder: Path, n: int, seed: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall-clock and CPU (process time) milliseconds per volume read, by format."""
-    from service.intake.readers import read_slices, read_volume
+    from service.intake.assembly import read_slices, read_volume
     from service.scanner.writers import write_volume
 
     times: dict[str, list[float]] = {}

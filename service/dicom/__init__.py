@@ -1,5 +1,6 @@
-"""DICOM primitives shared by intake and the scanner emulator: reading and writing datasets, Siemens CSA
-headers, typed header values and the geometry of slices and mosaics (patient LPS -> RAS affines).
+"""DICOM primitives shared by intake and the scanner emulator: parsing one file (``parse``, with one reader per
+format in ``formats`` and the vendor decided in ``vendor``), writing datasets, Siemens CSA headers, typed header
+values and the geometry of slices and mosaics (patient LPS -> RAS affines).
 """
 
 from service.dicom.build import (
@@ -16,7 +17,7 @@ from service.dicom.build import (
 )
 from service.dicom.csa import CSA_CREATOR, ascconv, csa_int, csa_vector, read_csa, write_csa
 from service.dicom.geometry import LPS_RAS, Geometry, affine_from_dicom, ds_text, geometry_from_affine, mosaic_ipp
-from service.dicom.read import (
+from service.dicom.parse import (
     IMAGE_SOP_CLASSES,
     DicomImage,
     exclusion_reason,
@@ -36,6 +37,7 @@ from service.dicom.values import (
     scale_factors,
     to_int,
 )
+from service.dicom.vendor import vendor_of
 from service.dicom.write import enhanced_dataset, mosaic_dataset, slice_datasets
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "slices_per_volume",
     "volume_number",
     "volume_key",
+    "vendor_of",
     "group_value",
     "first_item",
     "philips_scale_slope",

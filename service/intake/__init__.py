@@ -6,9 +6,9 @@ duplicates, the followed series) and hands complete volumes on; a helper process
 ``inspect`` says what an export folder holds. See ``docs/architecture.md``.
 """
 
+from service.intake.assembly import assemble, read_image, read_slices, read_volume, sniff
 from service.intake.inspect import compact_ranges, format_report, inspect_path
 from service.intake.parse_offload import ParseOffload
-from service.intake.readers import assemble, read_image, read_slices, read_volume, sniff
 from service.intake.series import Sequencer, SeriesFilter
 from service.intake.watcher import VolumeWatcher, WatcherConfig
 

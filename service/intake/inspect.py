@@ -11,8 +11,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from service.dicom.read import DicomImage
-from service.intake.readers import assemble, read_image, sniff
+from service.dicom.parse import DicomImage
+from service.intake.assembly import assemble, read_image, sniff
 from service.volume import IntakeError, UnsupportedFileError, Volume
 
 __all__ = ["inspect_path", "format_report", "compact_ranges"]

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from service.intake.readers import read_image
+from service.intake.assembly import read_image
 
 __all__ = ["ParseOffload"]
 
@@ -60,7 +60,7 @@ def _helper(conn_in: Connection, conn_out: Connection) -> None:
 
 
 class ParseOffload:
-    """``read(path, raw, sha256, kind, backlog)``: :func:`service.intake.readers.read_image`, in the helper process when
+    """``read(path, raw, sha256, kind, backlog)``: :func:`service.intake.assembly.read_image`, in the helper process when
     ``backlog`` is true and the helper is up, else in the calling thread.
 
     One thread (the watcher's intake thread) calls ``read``; :meth:`kill` may come from another thread (it ends

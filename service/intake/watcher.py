@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from service.dicom.read import DicomImage
+from service.dicom.parse import DicomImage
 from service.intake.parse_offload import ParseOffload
-from service.intake.readers import assemble, read_image, sniff
+from service.intake.assembly import assemble, read_image, sniff
 from service.intake.series import Sequencer, SeriesFilter
 from service.policy import raise_errors
 from service.volume import (

@@ -1,6 +1,6 @@
 """Write one volume as a scanner would: Siemens mosaic, enhanced multi-frame, slice-per-file DICOM, or NIfTI.
 
-The scanner emulator (``fmriface replay``) and the tests use these writers; :func:`service.intake.readers.read_volume`
+The scanner emulator (``fmriface replay``) and the tests use these writers; :func:`service.intake.assembly.read_volume`
 gives back the same array and affine for every format (DICOM stores 16-bit integers: integer-valued data that
 fits is stored exactly, other data is scaled with a rescale slope/intercept and rounded).
 

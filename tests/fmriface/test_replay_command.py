@@ -5,7 +5,7 @@ import pytest
 from fmriface.cli import main
 from fmriface.commands.replay import main as replay
 from fmriface.common import UsageError
-from service.intake.readers import read_volume
+from service.intake.assembly import read_volume
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ a named intake error or a valid Volume.
 Each case writes a clean, seeded, non-cubic volume with the intake writers, then mutates its bytes (truncation,
 bit flips, random insertions and deletions) or one header field (DICOM elements through pydicom, NIfTI header
 fields by offset, including NaN, infinities, zero and negative sizes) and reads it with
-``service.intake.readers.read_volume``. Warnings are recorded, not escalated, as they would be in the service. The
+``service.intake.assembly.read_volume``. Warnings are recorded, not escalated, as they would be in the service. The
 number of cases run per flavour is checked at the end (and printed with ``-s``).
 """
 
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from service.intake.readers import read_volume
+from service.intake.assembly import read_volume
 from service.scanner.writers import write_volume
 from service.volume import IntakeError, Volume
 

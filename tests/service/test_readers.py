@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from service.intake.readers import (
+from service.intake.assembly import (
     CorruptFileError,
     IncompleteFileError,
     ShapeMismatchError,
@@ -210,7 +210,7 @@ def _bundled(name: str) -> bytes:
 def test_bundled_real_dicoms_match_nibabel(name):
     from nibabel.nicom import dicomwrappers
 
-    from service.intake.readers import assemble
+    from service.intake.assembly import assemble
 
     raw = _bundled(name)
     vol = assemble([read_image(NIBABEL_DATA / name.removesuffix(".gz"), raw)])
@@ -229,7 +229,7 @@ def test_bundled_mosaic_headers_match_nibabel_geometry(name):
     """These files keep real Siemens mosaic headers but not the matching pixel data: compare geometry."""
     from nibabel.nicom import dicomwrappers
 
-    from service.intake.readers import assemble
+    from service.intake.assembly import assemble
 
     raw = _bundled(name)
     img = read_image(NIBABEL_DATA / name, raw, pixels=False)

@@ -71,7 +71,7 @@ def test_drop_leaves_a_gap(tmp_path):
 
 
 def test_truncate_and_corrupt_files_fail_to_read_with_reasons(tmp_path):
-    readers = pytest.importorskip("service.intake.readers")
+    readers = pytest.importorskip("service.intake.assembly")
     from service.volume import CorruptFileError, IncompleteFileError
 
     for kind, err in (("truncate", IncompleteFileError), ("corrupt", (CorruptFileError, IncompleteFileError))):

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from service.dicom.csa import read_csa
-from service.intake.readers import IncompleteFileError, read_volume
+from service.intake.assembly import IncompleteFileError, read_volume
 from service.scanner.writers import FORMATS, slice_paths, write_volume
 from tests.service.test_readers import AFFINES, NICOM_WARNING, SHAPE, make_volume
 

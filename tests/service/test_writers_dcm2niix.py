@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from service.intake.readers import read_volume
+from service.intake.assembly import read_volume
 from service.scanner.writers import slice_paths, write_volume
 from tests.service.realdata import canonical
 

@@ -1,4 +1,7 @@
-"""Read one scanner volume, whatever the format, into a :class:`~service.volume.Volume`.
+"""Assemble volumes from files: one scanner volume, whatever the format, into a :class:`~service.volume.Volume`.
+
+Parsing one DICOM file is :func:`service.dicom.parse_dicom`'s; here files are sniffed, NIfTI is read, and the
+parsed images of one volume (one mosaic or enhanced file, or a set of slice files) are put together.
 
 Formats: Siemens classic mosaic (CSA header), Siemens XA / Philips enhanced multi-frame, one file per slice
 (GE, Philips or Siemens classic, assembled by position along the slice normal), NIfTI-1 and NIfTI-2 3-D
@@ -23,8 +26,10 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
+from service.dicom.formats import volume_key
 from service.dicom.geometry import affine_from_dicom, check_even_spacing
-from service.dicom.read import DicomImage, parse_dicom, volume_key
+from service.dicom.parse import DicomImage, parse_dicom
+from service.dicom.vendor import vendor_of
 from service.volume import (
     CorruptFileError,
     IncompleteFileError,
@@ -185,7 +190,7 @@ def assemble(images: list[DicomImage], t_seen: float | None = None) -> Volume:
     affine = affine_from_dicom(first.iop, first.pixel_spacing, positions, first.spacing, first.normal_hint)
     _check_affine(affine, first.path)
     fmt = first.fmt if first.fmt != "slice" else "slices"
-    if "PHILIPS" in first.vendor.upper():
+    if vendor_of(first.vendor) == "philips":
         fmt = f"philips-{fmt}"
     return Volume(
         index=max(first.acquisition - 1, 0),
