@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.dicom.parse import DicomImage
-from service.intake.parse_offload import ParseOffload
 from service.intake.assembly import assemble, read_image, sniff
+from service.intake.parse_offload import ParseOffload
 from service.intake.series import Sequencer, SeriesFilter
 from service.policy import raise_errors
 from service.volume import (

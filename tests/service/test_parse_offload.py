@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from service.intake.parse_offload import ParseOffload
 from service.intake.assembly import read_image, sniff
+from service.intake.parse_offload import ParseOffload
 from service.intake.watcher import VolumeWatcher
 from service.volume import CorruptFileError, IncompleteFileError, ShapeMismatchError
 from tests.service.test_watcher import check_in_order, collect, fast, mosaic

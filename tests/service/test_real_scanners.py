@@ -16,8 +16,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from service.intake.inspect import format_report, inspect_path
 from service.intake.assembly import read_volume
+from service.intake.inspect import format_report, inspect_path
 from service.intake.watcher import VolumeWatcher
 from service.volume import IntakeEvent, Volume
 from tests.service.realdata import BY_NAME, SERIES, canonical, decompress, reference_volumes
