@@ -5,8 +5,9 @@ Steps (each reported on stderr):
 1. index the BIDS subject; realign every run to the mean of the first run's volumes, each later session (its own
    slab and head position) registered to it across grids first (:mod:`offline.decoding.estimates`);
 2. trial estimates of the training, test and imagery trials: window estimates (what the service computes
-   online) and per-image GLM betas; repeats averaged;
-3. latents of the stimuli in the VAE-GAN face space and in a PCA face space fitted on the training faces;
+   online) and per-image GLM betas; repeats averaged (:class:`offline.decoding.patterns.EstimatePatterns`);
+3. latents of the stimuli in the VAE-GAN face space and in a PCA face space fitted on the training faces
+   (:class:`offline.decoding.facespaces.FaceSpaces`);
 4. voxel selection (:mod:`offline.decoding.selection`) on the bundle's estimate type;
 5. every mapping (ridge, encoding) x face space (vaegan, pca) x estimate type, scored on the test faces in
    latent, pixel and perceptual space; gender, imagery and the permutation control
@@ -30,31 +31,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from offline.decoding.facespaces import FaceSpaces
 from offline.decoding.mapping import DEFAULT_ALPHAS
+from offline.decoding.patterns import EstimatePatterns, TrialPatterns
+from offline.decoding.selection import Selection, SelectionConfig
 from service.window import WindowSpec
 
 __all__ = ["SelectionConfig", "FitConfig", "FitData", "Heartbeat", "peak_rss_mb", "prepare", "run_fit"]
 
-
-@dataclass(frozen=True)
-class SelectionConfig:
-    """Voxel selection: ``method`` mask | contrast | encoding | auto, ``k`` voxels (0 = chosen by CV)."""
-
-    method: Literal["auto", "mask", "contrast", "encoding"] = "auto"
-    k: int = 0
-    candidates: tuple[int, ...] = (500, 1000, 2000, 4000)
-    mask: str = ""
-    n_components: int = 64
-    #: outer folds of ``auto``'s nested cross-validation (0: the fit's ``n_splits``)
-    n_splits: int = 0
-
-    def __post_init__(self) -> None:
-        if self.k < 0 or any(c <= 0 for c in self.candidates):
-            raise ValueError("selection.k must be >= 0 and selection.candidates positive")
-        if self.n_splits == 1 or self.n_splits < 0:
-            raise ValueError(f"selection.n_splits must be 0 (the fit's n_splits) or at least 2, got {self.n_splits}")
-        if self.method == "mask" and not self.mask:
-            raise ValueError("selection.method = 'mask' needs selection.mask (a NIfTI file on the data's grid)")
+SPLITS = ("train", "test", "imagery")
 
 
 @dataclass(frozen=True)
@@ -130,24 +115,45 @@ class FitData:
     brain: np.ndarray
     tr: float
     motion: dict[str, np.ndarray]
-    train: dict[str, tuple[np.ndarray, list[str], np.ndarray]]  # estimate -> (X [S, V], stim ids, run groups)
-    test: dict[str, tuple[np.ndarray, list[str]]]
-    imagery: dict[str, tuple[np.ndarray, list[str]]]
-    imagery_trials: dict[str, tuple[np.ndarray, list[str]]]
+    #: estimate type (window, glm) -> its patterns over brain voxels, the same stimuli in the same order for each
+    estimates: dict[str, EstimatePatterns]
     contrast: np.ndarray | None
     summary: dict[str, Any]
     #: each session's offset from the reference (``SessionOffset.as_record()``), by BIDS session label
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     reference_session: str = ""
-    #: single test trials (window: one per trial; GLM: one beta per face and run) over brain voxels, with face ids
-    test_trials: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict)
     #: the fitted runs: BIDS stem -> train | test | imagery
     run_kinds: dict[str, str] = field(default_factory=dict)
 
 
-def _align(x: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
-    pos = {s: i for i, s in enumerate(ids)}
-    return x[[pos[s] for s in order]]
+@dataclass
+class _Realigned:
+    """What :func:`prepare` keeps of the realigned runs: the grid, each run's trial patterns per estimate type and
+    split, the training runs' contrast terms, the motion and the sessions."""
+
+    parts: dict[str, dict[str, list[TrialPatterns]]]
+    reference: np.ndarray | None = None
+    affine: np.ndarray | None = None
+    brain: np.ndarray | None = None
+    terms: list = field(default_factory=list)
+    motion: dict[str, np.ndarray] = field(default_factory=dict)
+    sessions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Attributes:
+    """The stimuli's binary attributes (1 / -1) from the data set's stimulus table."""
+
+    names: list[str]
+    train: np.ndarray  # int8 [N_train, A]
+    test: np.ndarray  # int8 [N_test, A]
+
+    def labels(self, name: str) -> dict[str, np.ndarray] | None:
+        """``{"train", "test"}`` -> the labels of attribute ``name``, or None without it."""
+        if name not in self.names:
+            return None
+        j = self.names.index(name)
+        return {"train": self.train[:, j], "test": self.test[:, j]}
 
 
 class _NoBar:
@@ -270,138 +276,148 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
 
     ``progress(total=, desc=, unit=)`` makes a progress bar (a context manager with ``update``), e.g. tqdm.
     """
-    progress = progress or _NoBar
-    from offline.datasets.bids import BidsError, load_bids
-    from offline.decoding.estimates import (
-        average_by_stimulus,
-        combine_contrasts,
-        contrast_terms,
-        glm_patterns,
-        iter_realigned,
-        window_patterns,
-    )
+    import nibabel as nib
 
+    from offline.datasets.bids import BidsError, load_bids
+    from offline.decoding.estimates import combine_contrasts
+
+    progress = progress or _NoBar
     subject = load_bids(bids, cfg.subject or None)
-    runs = [r for r in subject.runs if r.kind in ("train", "test", "imagery")]
-    kinds = {k: sum(r.kind == k for r in runs) for k in ("train", "test", "imagery")}
+    runs = [r for r in subject.runs if r.kind in SPLITS]
+    kinds = {k: sum(r.kind == k for r in runs) for k in SPLITS}
     if not kinds["train"] or not kinds["test"]:
         raise BidsError(f"{bids}: fitting needs training and test runs of faces; found {kinds}")
     log(f"subject {subject.subject}: {kinds['train']} training, {kinds['test']} test, {kinds['imagery']} imagery runs")
-    total = 0
-    for r in runs:
-        import nibabel as nib
-
-        total += nib.load(str(r.bold)).shape[3]
+    total = sum(nib.load(str(r.bold)).shape[3] for r in runs)
     estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
     log(
         f"realigning to the mean of {runs[0].name} (session {runs[0].session or '-'}: the reference), other"
         f" sessions registered to it first; per run: {' and '.join(estimates)} estimates, contrast"
     )
-    parts: dict[str, dict[str, list]] = {e: {"train": [], "test": [], "imagery": []} for e in estimates}
-    terms, motion = [], {}
-    sessions: dict[str, Any] = {}
     trs = {r.tr for r in runs}
     if len(trs) > 1:
         raise BidsError(f"{bids}: runs have different TRs {sorted(trs)}; fit one TR at a time")
-    # one run in memory at a time: realign it, keep only its estimates, contrast terms and motion
     with progress(total=total, desc="realign + estimates", unit="vol") as bar:
-        realigned = iter_realigned(subject, runs, on_volume=lambda: bar.update(1), interpolation=cfg.interpolation)
-        for gi, item in enumerate(realigned):
-            reference, affine, brain, rr = item  # the same reference, affine and mask for every run
-            kind = rr.run.kind
-            types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[kind]
-            for est in estimates:
-                if est == "window":
-                    spec = cfg.imagery_window if kind == "imagery" else cfg.window
-                    pats, trials = window_patterns(rr, types, spec, cfg.poly_order, cfg.detrend_scale)
-                    ids = trials["stim_file"].astype(str).tolist()
-                else:
-                    pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
-                parts[est][kind].append((pats, ids, [gi] * len(ids)))
-            if kind == "train":  # the selection's face contrast: never from the runs the decoding is scored on
-                terms.append(contrast_terms(rr, cfg.hrf_model, cfg.high_pass))
-            motion[rr.run.name] = rr.motion
-            if rr.session is not None and rr.session.label not in sessions:
-                sessions[rr.session.label] = rr.session
-                if rr.session.registration is not None:
-                    rec = rr.session.registration
-                    log(
-                        f"session {rr.session.label or '-'} registered to the reference: offset {rec['offset']}"
-                        f" (mm, degrees), residual {rec['cost']}, overlap {rec['overlap']:.0%}, {rec['seconds']:.2f} s"
-                    )
-            del rr
-    train, test, imagery = {}, {}, {}
-    imagery_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
-    test_trials: dict[str, tuple[np.ndarray, list[str]]] = {}
-    for est in estimates:
-        for kind, store in (("train", train), ("test", test), ("imagery", imagery)):
-            if not parts[est][kind]:
-                continue
-            x = np.concatenate([p[0] for p in parts[est][kind]])
-            ids = sum((p[1] for p in parts[est][kind]), [])
-            groups = sum((p[2] for p in parts[est][kind]), [])
-            parts[est][kind] = []  # the per-run copies go: one copy of the trials in memory
-            avg, uids, g, _ = average_by_stimulus(x, ids, groups)
-            store[est] = (avg, uids, g) if kind == "train" else (avg, uids)
-            if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
-                imagery_trials[est] = (x, ids)
-            elif kind == "test" and cfg.repeats:  # for the accuracy against the number of repeats averaged
-                test_trials[est] = (x, ids)
-            del x
-    # the same stimuli, in the same order, for every estimate type
-    first = estimates[0]
-    for est in estimates[1:]:
-        for store in (train, test, imagery):
-            if first in store and est in store:
-                order = store[first][1]
-                if set(store[est][1]) != set(order):
-                    raise BidsError(f"{bids}: {est} and {first} estimates cover different stimuli")
-                rest = store[est]
-                store[est] = (_align(rest[0], rest[1], order), order, *([store[first][2]] if len(rest) == 3 else []))
-    contrast = combine_contrasts(terms)
+        realigned = _realign_and_estimate(cfg, subject, runs, estimates, bar, log)
+    patterns = _averaged_patterns(cfg, realigned.parts, estimates, bids)
+    first = patterns[estimates[0]]
+    reference_run = runs[0]
     summary = {
         "bids": str(bids),
         "subject": subject.subject,
         "runs": kinds,
         "volumes": total,
-        "brain_voxels": int(brain.sum()),
-        "train_stimuli": len(train[first][1]),
-        "test_stimuli": len(test[first][1]),
-        "imagery_stimuli": len(imagery[first][1]) if imagery else 0,
-        "reference": f"mean of the volumes of {runs[0].name}",
-        "reference_session": runs[0].session,
+        "brain_voxels": int(realigned.brain.sum()),
+        "train_stimuli": len(first.train),
+        "test_stimuli": len(first.test),
+        "imagery_stimuli": len(first.imagery) if first.imagery is not None else 0,
+        "reference": f"mean of the volumes of {reference_run.name}",
+        "reference_session": reference_run.session,
     }
     return FitData(
-        reference,
-        affine,
-        brain,
-        runs[0].tr,
-        motion,
-        train,
-        test,
-        imagery,
-        imagery_trials,
-        contrast,
-        summary,
-        sessions={label: ses.as_record() for label, ses in sessions.items()},
-        reference_session=runs[0].session,
-        test_trials=test_trials,
+        reference=realigned.reference,
+        affine=realigned.affine,
+        brain=realigned.brain,
+        tr=reference_run.tr,
+        motion=realigned.motion,
+        estimates=patterns,
+        contrast=combine_contrasts(realigned.terms),
+        summary=summary,
+        sessions={label: ses.as_record() for label, ses in realigned.sessions.items()},
+        reference_session=reference_run.session,
         run_kinds={r.name: r.kind for r in runs},
     )
 
 
-def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
-    """Load the VAE-GAN, fit PCA on the training faces, encode every stimulus in both spaces."""
-    from offline.datasets.bids import load_stimuli, stimulus_table
+def _realign_and_estimate(cfg: FitConfig, subject, runs: list, estimates: tuple[str, ...], bar, log) -> _Realigned:
+    """Realign the runs one at a time, keeping only each run's trial patterns, contrast terms and motion (one run
+    in memory at a time)."""
+    from offline.decoding.estimates import contrast_terms, iter_realigned
+
+    kept = _Realigned(parts={e: {k: [] for k in SPLITS} for e in estimates})
+    realigned = iter_realigned(subject, runs, on_volume=lambda: bar.update(1), interpolation=cfg.interpolation)
+    for gi, item in enumerate(realigned):
+        kept.reference, kept.affine, kept.brain, rr = item  # the same reference, affine and mask for every run
+        kind = rr.run.kind
+        for est in estimates:
+            kept.parts[est][kind].append(_run_patterns(cfg, rr, est, gi))
+        if kind == "train":  # the selection's face contrast: never from the runs the decoding is scored on
+            kept.terms.append(contrast_terms(rr, cfg.hrf_model, cfg.high_pass))
+        kept.motion[rr.run.name] = rr.motion
+        if rr.session is not None and rr.session.label not in kept.sessions:
+            kept.sessions[rr.session.label] = rr.session
+            if rr.session.registration is not None:
+                rec = rr.session.registration
+                log(
+                    f"session {rr.session.label or '-'} registered to the reference: offset {rec['offset']}"
+                    f" (mm, degrees), residual {rec['cost']}, overlap {rec['overlap']:.0%}, {rec['seconds']:.2f} s"
+                )
+        del rr
+    return kept
+
+
+def _run_patterns(cfg: FitConfig, rr, est: str, gi: int) -> TrialPatterns:
+    """One realigned run's trial estimates of type ``est`` (its ``gi``: the run's position among the fit's)."""
+    from offline.decoding.estimates import glm_patterns, window_patterns
+
+    kind = rr.run.kind
+    types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[kind]
+    if est == "window":
+        spec = cfg.imagery_window if kind == "imagery" else cfg.window
+        pats, trials = window_patterns(rr, types, spec, cfg.poly_order, cfg.detrend_scale)
+        ids = trials["stim_file"].astype(str).tolist()
+    else:
+        pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
+    return TrialPatterns(pats, ids, np.full(len(ids), gi, dtype=np.int64))
+
+
+def _averaged_patterns(
+    cfg: FitConfig, parts: dict[str, dict[str, list[TrialPatterns]]], estimates: tuple[str, ...], bids: Path
+) -> dict[str, EstimatePatterns]:
+    """Each estimate type's runs joined and averaged per stimulus (keeping the single imagery trials, and the
+    single test trials when the repeats curve wants them), every type in the first type's stimulus order."""
+    from offline.datasets.bids import BidsError
+    from offline.decoding.estimates import average_by_stimulus
+
+    splits: dict[str, dict[str, TrialPatterns]] = {e: {} for e in estimates}
+    for est in estimates:
+        for kind in SPLITS:
+            if not parts[est][kind]:
+                continue
+            trials = TrialPatterns.concat(parts[est][kind])
+            parts[est][kind] = []  # the per-run copies go: one copy of the trials in memory
+            avg, uids, first_runs, _ = average_by_stimulus(trials.x, trials.ids, trials.runs)
+            splits[est][kind] = TrialPatterns(avg, uids, first_runs)
+            if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
+                splits[est]["imagery_trials"] = trials
+            elif kind == "test" and cfg.repeats:  # for the accuracy against the number of repeats averaged
+                splits[est]["test_trials"] = trials
+            del trials
+    # the same stimuli, in the same order, for every estimate type
+    first = estimates[0]
+    for est in estimates[1:]:
+        for kind in SPLITS:
+            if kind in splits[first] and kind in splits[est]:
+                order = splits[first][kind]
+                if set(splits[est][kind].ids) != set(order.ids):
+                    raise BidsError(f"{bids}: {est} and {first} estimates cover different stimuli")
+                splits[est][kind] = splits[est][kind].in_order_of(order)
+    return {est: EstimatePatterns(**s) for est, s in splits.items()}
+
+
+def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log) -> tuple[FaceSpaces, _Attributes | None]:
+    """Load the VAE-GAN, fit PCA on the training faces, encode every stimulus in both spaces; the stimuli's
+    attributes when the data set's stimulus table has them."""
+    from offline.datasets.bids import load_stimuli
     from offline.facespace import load_facespace, perceptual_features
     from offline.facespace.pca import fit_pca
 
-    est = next(iter(data.train))
+    first = next(iter(data.estimates.values()))
     vae = load_facespace(vaegan)
     size = vae.image_size
-    ids = {"train": data.train[est][1], "test": data.test[est][1]}
-    if data.imagery:
-        ids["imagery"] = data.imagery[est][1]
+    ids = {"train": first.train.ids, "test": first.test.ids}
+    if first.imagery is not None:
+        ids["imagery"] = first.imagery.ids
     framing = vae.stimulus_framing
     said = "as the face space's training images" if vae.framing else "(the face space does not say how it framed)"
     log(f"loading {sum(len(v) for v in ids.values())} stimuli at {size}x{size}, framing {framing} {said}")
@@ -410,81 +426,146 @@ def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log):
     log(f"PCA face space: {n_pca} components on {len(images['train'])} training faces")
     pca = fit_pca(images["train"], n_pca, image_size=size)
     spaces = {"vaegan": vae, "pca": pca}
-    latents = {name: {k: sp.encode(im) for k, im in images.items()} for name, sp in spaces.items()}
-    floats = {k: im.astype(np.float32) / 255.0 for k, im in images.items()}
-    perceptual = (lambda im: perceptual_features(vae, im)) if cfg.perceptual else None
+    faces = FaceSpaces(
+        spaces=spaces,
+        latents={name: {k: sp.encode(im) for k, im in images.items()} for name, sp in spaces.items()},
+        images={k: im.astype(np.float32) / 255.0 for k, im in images.items()},
+        perceptual=(lambda im: perceptual_features(vae, im)) if cfg.perceptual else None,
+        make=_mapping_factory(cfg),
+        ids=ids,
+    )
+    return faces, _stimulus_attributes(bids, ids)
+
+
+def _mapping_factory(cfg: FitConfig):
+    """``make(name, **params)``: an unfitted mapping with the fit's penalties, folds and rescaling."""
+    from offline.decoding.mapping import make_mapping
+
+    def make(name: str, **kw):
+        base = {"alphas": cfg.alphas, "n_splits": cfg.n_splits, "rescale": cfg.rescale}
+        if name == "encoding":
+            base["decode_alpha"] = cfg.decode_alpha
+            base["n_components"] = cfg.encoding_components
+        return make_mapping(name, **{**base, **kw})
+
+    return make
+
+
+def _stimulus_attributes(bids: Path, ids: dict[str, list[str]]) -> _Attributes | None:
+    """The binary (1 / -1) columns of the stimulus table for the training and test stimuli, if it covers them."""
+    from offline.datasets.bids import stimulus_table
+
     table = stimulus_table(bids)
-    attrs = None
-    if table is not None and "stim_file" in table.columns:
-        table = table.set_index(table["stim_file"].astype(str))
-        names = [c for c in table.columns if c not in ("stim_file", "split") and set(table[c].unique()) <= {-1, 1}]
-        if names and all(s in table.index for s in ids["train"] + ids["test"]):
-            attrs = {k: table.loc[ids[k], names].to_numpy(np.int8) for k in ("train", "test")}
-            attrs["names"] = names
-    return spaces, ids, floats, latents, perceptual, attrs
+    if table is None or "stim_file" not in table.columns:
+        return None
+    table = table.set_index(table["stim_file"].astype(str))
+    names = [c for c in table.columns if c not in ("stim_file", "split") and set(table[c].unique()) <= {-1, 1}]
+    if not names or not all(s in table.index for s in ids["train"] + ids["test"]):
+        return None
+    train, test = (table.loc[ids[k], names].to_numpy(np.int8) for k in ("train", "test"))
+    return _Attributes(names, train, test)
 
 
-def _where_accuracy_goes(cfg, data, index, bids, fitted, latents, images, spaces, perceptual, make, log) -> dict:
-    """The accuracy against the number of test repeats averaged, and the twin's ablation table (see
-    :mod:`offline.decoding.ablations`)."""
-    from offline.decoding.ablations import ablations, repeats_curve
+def _select(cfg: FitConfig, data: FitData, faces: FaceSpaces, log) -> Selection:
+    """Voxel selection on the bundle's estimate type's training patterns."""
+    from offline.decoding.selection import mask_selection, select_voxels
 
-    out: dict[str, Any] = {}
+    train = data.estimates[cfg.estimate].train
+    given = None
+    if cfg.selection.method == "mask":
+        import nibabel as nib
+
+        given = mask_selection(np.asarray(nib.load(cfg.selection.mask).dataobj), data.brain)
+    log(f"voxel selection: {cfg.selection.method}" + (f", k={cfg.selection.k}" if cfg.selection.k else ""))
+    sel = select_voxels(
+        cfg.selection,
+        x=train.x,
+        z=faces.latents["vaegan"]["train"],
+        groups=train.runs,
+        contrast=data.contrast,
+        given=given,
+        alphas=cfg.alphas,
+        n_splits=cfg.n_splits,
+        log=log,
+    )
+    log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
+    return sel
+
+
+def _evaluate(cfg: FitConfig, data: FitData, faces: FaceSpaces, attrs, sel: Selection, bids: Path, hb) -> tuple:
+    """Every mapping, face space and estimate type scored on the selected voxels; the repeats curve and the
+    ablations when asked for (:func:`offline.decoding.evaluate.evaluate_decoders`)."""
+    from offline.decoding.evaluate import evaluate_decoders
+
+    evaluation, fitted = evaluate_decoders(
+        {est: patterns.select(sel.index) for est, patterns in data.estimates.items()},
+        faces,
+        main=(cfg.estimate, cfg.mapping),
+        male=None if attrs is None else attrs.labels("Male"),
+        n_permutations=cfg.n_permutations,
+        rng=np.random.default_rng(cfg.seed),
+        log=hb,
+        step=hb.step,
+    )
+    evaluation["selection"] = sel.summary()
+    if cfg.repeats or cfg.ablations:
+        hb.step("repeats + ablations")
+        if cfg.repeats:
+            evaluation["repeats"] = _repeats(cfg, data, sel.index, fitted, faces, hb)
+        if cfg.ablations:
+            evaluation["ablations"] = _ablations(cfg, data, bids, faces, hb)
+    evaluation["perceptual_space"] = (
+        "a hidden layer of the trained VAE-GAN's discriminator (no pretrained network can be downloaded here)"
+        if cfg.perceptual
+        else "not computed (perceptual = false)"
+    )
+    return evaluation, fitted
+
+
+def _repeats(cfg: FitConfig, data: FitData, index: np.ndarray, fitted: dict, faces: FaceSpaces, log) -> dict:
+    """The accuracy against the number of test repeats averaged (:func:`offline.decoding.ablations.repeats_curve`)."""
+    from offline.decoding.ablations import repeats_curve
+
     est = cfg.estimate
-    if cfg.repeats:
-        if est != "window":
-            out["repeats"] = {"skipped": f"single test trials are window estimates; the fit's estimate is {est}"}
-        else:
-            x_trials, trial_ids = data.test_trials[est]
-            models = {(m, s): fitted[(est, m, s)] for m in ("ridge", "encoding") for s in spaces}
-            out["repeats"] = repeats_curve(
-                models,
-                x_trials[:, index],
-                trial_ids,
-                data.test[est][1],
-                latents,
-                images,
-                spaces,
-                perceptual,
-                cfg.repeats,
-                cfg.repeat_draws,
-                np.random.default_rng([cfg.seed, 18]),
-                log,
-            )
-    if cfg.ablations:
-        from offline.twin.truth import TruthError, load_plan
+    if est != "window":
+        return {"skipped": f"single test trials are window estimates; the fit's estimate is {est}"}
+    patterns = data.estimates[est]
+    return repeats_curve(
+        {(m, s): fitted[(est, m, s)] for m in ("ridge", "encoding") for s in faces.names},
+        patterns.test_trials.select(index),
+        patterns.test.ids,
+        faces,
+        cfg.repeats,
+        cfg.repeat_draws,
+        np.random.default_rng([cfg.seed, 18]),
+        log,
+    )
 
-        try:
-            plan = load_plan(bids)
-        except TruthError as exc:
-            log(f"ablations skipped: {exc}")
-            out["ablations"] = {"skipped": str(exc)}
-            return out
-        if "window" not in data.train:
-            out["ablations"] = {"skipped": "the ablations compare window estimates; this fit computed none"}
-            return out
-        x_train, train_ids, groups = data.train["window"]
-        out["ablations"] = ablations(
-            plan=plan,
-            bids_runs=data.run_kinds,
-            train_x=x_train,
-            train_ids=train_ids,
-            train_groups=np.asarray(groups),
-            test_x=data.test["window"][0],
-            test_ids=data.test["window"][1],
-            brain=data.brain,
-            affine=data.affine,
-            window=cfg.window,
-            poly_order=cfg.poly_order,
-            scale=cfg.detrend_scale,
-            latents=latents,
-            images=images,
-            spaces=spaces,
-            perceptual=perceptual,
-            make=make,
-            log=log,
-        )
-    return out
+
+def _ablations(cfg: FitConfig, data: FitData, bids: Path, faces: FaceSpaces, log) -> dict:
+    """The twin's ablation table (:func:`offline.decoding.ablations.ablations`), or why there is none."""
+    from offline.decoding.ablations import ablations
+    from offline.twin.truth import TruthError, load_plan
+
+    try:
+        plan = load_plan(bids)
+    except TruthError as exc:
+        log(f"ablations skipped: {exc}")
+        return {"skipped": str(exc)}
+    if "window" not in data.estimates:
+        return {"skipped": "the ablations compare window estimates; this fit computed none"}
+    return ablations(
+        plan,
+        data.estimates["window"],
+        faces,
+        run_kinds=data.run_kinds,
+        brain=data.brain,
+        affine=data.affine,
+        spec=cfg.window,
+        poly_order=cfg.poly_order,
+        scale=cfg.detrend_scale,
+        log=log,
+    )
 
 
 def _package_version() -> str:
@@ -519,154 +600,28 @@ def run_fit(
 
 
 def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat, progress, threads: int) -> dict:
-    from offline.decoding.bundle_writer import LinearMap, write_bundle
-    from offline.decoding.evaluate import evaluate_decoders
-    from offline.decoding.mapping import make_mapping
-    from offline.decoding.selection import mask_selection, select_voxels
+    """The fit's steps in order, each timed by the heartbeat."""
     from offline.reports.fit_report import write_report
 
-    log = hb
     t0 = time.perf_counter()
     hb.step("realign + estimates")
-    data = prepare(cfg, bids, log, hb.bar(progress))
+    data = prepare(cfg, bids, hb, hb.bar(progress))
     t_est = time.perf_counter() - t0
     hb.step("face spaces")
-    spaces, ids, images, latents, perceptual, attrs = _face_spaces(cfg, data, bids, vaegan, log)
+    faces, attrs = _face_spaces(cfg, data, bids, vaegan, hb)
     hb.step("voxel selection")
-
-    x_sel, groups = data.train[cfg.estimate][0], data.train[cfg.estimate][2]
-    given = None
-    if cfg.selection.method == "mask":
-        import nibabel as nib
-
-        given = mask_selection(np.asarray(nib.load(cfg.selection.mask).dataobj), data.brain)
-    log(f"voxel selection: {cfg.selection.method}" + (f", k={cfg.selection.k}" if cfg.selection.k else ""))
-    sel = select_voxels(
-        cfg.selection.method,
-        cfg.selection.k,
-        x=x_sel,
-        z=latents["vaegan"]["train"],
-        groups=groups,
-        contrast=data.contrast,
-        given=given,
-        candidates=cfg.selection.candidates,
-        alphas=cfg.alphas,
-        n_components=cfg.selection.n_components,
-        n_splits=cfg.selection.n_splits or cfg.n_splits,
-        log=log,
-    )
-    log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
-
-    def make(name: str, **kw):
-        base = {"alphas": cfg.alphas, "n_splits": cfg.n_splits, "rescale": cfg.rescale}
-        if name == "encoding":
-            base["decode_alpha"] = cfg.decode_alpha
-            base["n_components"] = cfg.encoding_components
-        return make_mapping(name, **{**base, **kw})
-
-    male = None
-    if attrs is not None and "Male" in attrs["names"]:
-        j = attrs["names"].index("Male")
-        male = {k: attrs[k][:, j] for k in ("train", "test")}
-    evaluation, fitted = evaluate_decoders(
-        train={e: (v[0][:, sel.index], v[2]) for e, v in data.train.items()},
-        test={e: v[0][:, sel.index] for e, v in data.test.items()},
-        imagery={
-            e: (v[0][:, sel.index], data.imagery_trials[e][0][:, sel.index], data.imagery_trials[e][1])
-            for e, v in data.imagery.items()
-        }
-        or None,
-        imagery_ids=ids.get("imagery"),
-        latents=latents,
-        images=images,
-        spaces=spaces,
-        perceptual=perceptual,
-        make=make,
-        main=(cfg.estimate, cfg.mapping),
-        male=male,
-        n_permutations=cfg.n_permutations,
-        rng=np.random.default_rng(cfg.seed),
-        log=log,
-        step=hb.step,
-    )
-    evaluation["selection"] = sel.summary()
-    if cfg.repeats or cfg.ablations:
-        hb.step("repeats + ablations")
-        evaluation.update(
-            _where_accuracy_goes(cfg, data, sel.index, bids, fitted, latents, images, spaces, perceptual, make, log)
-        )
-    evaluation["perceptual_space"] = (
-        "a hidden layer of the trained VAE-GAN's discriminator (no pretrained network can be downloaded here)"
-        if cfg.perceptual
-        else "not computed (perceptual = false)"
-    )
+    sel = _select(cfg, data, faces, hb)
+    evaluation, fitted = _evaluate(cfg, data, faces, attrs, sel, bids, hb)
     t_eval = time.perf_counter() - t0
 
     hb.step("bundle", "writing the bundle")
     if cfg.estimate != "window":
-        log(
+        hb(
             f"note: the bundle's mapping is fitted on {cfg.estimate} estimates; `fmriface serve` computes window "
             "estimates and will refuse this bundle (it is for offline use)"
         )
-    mask = np.zeros(data.brain.shape, dtype=bool)
-    mask[data.brain] = sel.index
-    vae = spaces["vaegan"]
-    if attrs is not None:
-        z = latents["vaegan"]["train"]
-        names, dirs = [], []
-        for j, name in enumerate(attrs["names"]):
-            pos, neg = attrs["train"][:, j] > 0, attrs["train"][:, j] < 0
-            if pos.any() and neg.any():
-                names.append(name)
-                dirs.append(z[pos].mean(0) - z[neg].mean(0))
-        directions = np.stack(dirs) if dirs else np.zeros((0, vae.latent_size))
-    elif vae.attribute_directions_ is not None:
-        names, directions = list(vae.attribute_names), vae.attribute_directions_
-    else:
-        names, directions = [], np.zeros((0, vae.latent_size))
     training = {**data.summary, "estimate": cfg.estimate, "selection": sel.summary(), "vaegan": str(vaegan)}
-    mapping = evaluation["mapping"]  # cfg.mapping, or the one ``auto`` chose
-    main_fit = fitted[(cfg.estimate, mapping, "vaegan")]
-    bundle = write_bundle(
-        out / "bundle",
-        reference=data.reference,
-        affine=data.affine,
-        mask=mask,
-        linear_map=LinearMap.from_mapping(main_fit, mapping),
-        export_onnx=vae.export_onnx,
-        attribute_names=names,
-        attribute_directions=directions,
-        train_ids=ids["train"],
-        train_latents=latents["vaegan"]["train"],
-        test_ids=ids["test"],
-        test_latents=latents["vaegan"]["test"],
-        manifest_fields={
-            "package_version": _package_version(),
-            "image_shape": [vae.image_size, vae.image_size, 3],
-            "image_framing": vae.stimulus_framing,
-            "tr": data.tr,
-            "window": cfg.window.as_dict(),
-            "estimate": cfg.estimate,
-            "interpolation": cfg.interpolation,
-            "preprocessing": {
-                "detrend": (
-                    "per run: Legendre drift + the 6 motion parameters within the session"
-                    " (service.online.detrend_offline)"
-                ),
-                "poly_order": cfg.poly_order,
-                "motion_regressors": True,
-                "scale": cfg.detrend_scale,
-                "standardise": "then (x - x_mean) / x_scale over the training trials' window estimates",
-            },
-            "alpha": float(main_fit.alpha_),
-            "rescale": float(main_fit.scale_),
-            **({"encoding_components": int(main_fit.n_components_)} if mapping == "encoding" else {}),
-            "reference_session": data.reference_session,
-            "sessions": data.sessions,
-            "training": training,
-            "evaluation": {k: evaluation[k] for k in ("pairwise", "pairwise_centred", "permutation", "chance")},
-        },
-    )
+    bundle = _write_bundle(cfg, data, faces, attrs, sel, evaluation, fitted, training, out / "bundle")
     t_bundle = time.perf_counter() - t0
     timing = {
         "estimates_s": round(t_est, 1),
@@ -677,7 +632,7 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat,
     report = write_report(
         out / "report",
         evaluation=evaluation,
-        test_images=images["test"],
+        test_images=faces.images["test"],
         recon=fitted["recon"],
         motion=data.motion,
         training=training,
@@ -687,7 +642,7 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat,
     timing["steps_s"] = {k: round(v, 1) for k, v in hb.times.items()}
     timing["total_s"] = round(time.perf_counter() - t0, 1)
     peak = peak_rss_mb()
-    log(f"done in {timing['total_s']} s; peak memory {peak:.0f} MB; steps (s): {timing['steps_s']}")
+    hb(f"done in {timing['total_s']} s; peak memory {peak:.0f} MB; steps (s): {timing['steps_s']}")
     return {
         "bundle": str(bundle.path),
         "report": str(report),
@@ -699,4 +654,73 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat,
         "timing_s": timing,
         "peak_rss_mb": peak,
         "threads": threads,
+    }
+
+
+def _attribute_directions(faces: FaceSpaces, attrs: _Attributes | None):
+    """The bundle's attribute directions: from the stimuli's attributes when the data set has them, else the
+    face space's own (``attributes.npz`` of its training), else none."""
+    from offline.decoding.bundle_writer import AttributeDirections
+    from offline.facespace import directions_from_latents
+
+    vae = faces.spaces["vaegan"]
+    if attrs is not None:
+        names, directions = directions_from_latents(
+            faces.latents["vaegan"]["train"], attrs.train, attrs.names, vae.latent_size
+        )
+        return AttributeDirections(list(names), directions)
+    if vae.attribute_directions_ is not None:
+        return AttributeDirections(list(vae.attribute_names), vae.attribute_directions_)
+    return AttributeDirections([], np.zeros((0, vae.latent_size)))
+
+
+def _write_bundle(cfg, data: FitData, faces: FaceSpaces, attrs, sel: Selection, evaluation, fitted, training, out):
+    """The bundle: the chosen mapping (VAE-GAN space) on the selected voxels of the reference grid."""
+    from offline.decoding.bundle_writer import LinearMap, StimulusLatents, write_bundle
+
+    mask = np.zeros(data.brain.shape, dtype=bool)
+    mask[data.brain] = sel.index
+    mapping = evaluation["mapping"]  # cfg.mapping, or the one ``auto`` chose
+    main_fit = fitted[(cfg.estimate, mapping, "vaegan")]
+    vae = faces.spaces["vaegan"]
+    return write_bundle(
+        out,
+        reference=data.reference,
+        affine=data.affine,
+        mask=mask,
+        linear_map=LinearMap.from_mapping(main_fit, mapping),
+        export_onnx=vae.export_onnx,
+        attributes=_attribute_directions(faces, attrs),
+        train=StimulusLatents(faces.ids["train"], faces.latents["vaegan"]["train"]),
+        test=StimulusLatents(faces.ids["test"], faces.latents["vaegan"]["test"]),
+        manifest_fields=_manifest_fields(cfg, data, vae, main_fit, mapping, training, evaluation),
+    )
+
+
+def _manifest_fields(cfg: FitConfig, data: FitData, vae, main_fit, mapping: str, training: dict, evaluation) -> dict:
+    """What the fit adds to the bundle's manifest (docs/bundle.md)."""
+    return {
+        "package_version": _package_version(),
+        "image_shape": [vae.image_size, vae.image_size, 3],
+        "image_framing": vae.stimulus_framing,
+        "tr": data.tr,
+        "window": cfg.window.as_dict(),
+        "estimate": cfg.estimate,
+        "interpolation": cfg.interpolation,
+        "preprocessing": {
+            "detrend": (
+                "per run: Legendre drift + the 6 motion parameters within the session (service.online.detrend_offline)"
+            ),
+            "poly_order": cfg.poly_order,
+            "motion_regressors": True,
+            "scale": cfg.detrend_scale,
+            "standardise": "then (x - x_mean) / x_scale over the training trials' window estimates",
+        },
+        "alpha": float(main_fit.alpha_),
+        "rescale": float(main_fit.scale_),
+        **({"encoding_components": int(main_fit.n_components_)} if mapping == "encoding" else {}),
+        "reference_session": data.reference_session,
+        "sessions": data.sessions,
+        "training": training,
+        "evaluation": {k: evaluation[k] for k in ("pairwise", "pairwise_centred", "permutation", "chance")},
     }

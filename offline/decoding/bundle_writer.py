@@ -21,7 +21,7 @@ import numpy as np
 
 from service.bundle import Bundle, BundleError, load_bundle, write_manifest
 
-__all__ = ["LinearMap", "write_bundle"]
+__all__ = ["LinearMap", "AttributeDirections", "StimulusLatents", "write_bundle"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,22 @@ class LinearMap:
         return cls(weights, bias, mapping.x_mean_.astype(np.float32), mapping.x_scale_.astype(np.float32), method)
 
 
+@dataclass(frozen=True)
+class AttributeDirections:
+    """Latent arithmetic: one direction per attribute (mean latent of the faces with it minus those without)."""
+
+    names: Sequence[str]  # [A]
+    directions: np.ndarray  # [A, L]
+
+
+@dataclass(frozen=True)
+class StimulusLatents:
+    """Stimuli (``stim_file`` values) and their face-space latents ``[N, L]``."""
+
+    ids: Sequence[str]
+    latents: np.ndarray
+
+
 def write_bundle(
     out: str | Path,
     *,
@@ -49,12 +65,9 @@ def write_bundle(
     mask: np.ndarray,
     linear_map: LinearMap,
     export_onnx: Callable[[Path], dict],
-    attribute_names: Sequence[str],
-    attribute_directions: np.ndarray,
-    train_ids: Sequence[str],
-    train_latents: np.ndarray,
-    test_ids: Sequence[str],
-    test_latents: np.ndarray,
+    attributes: AttributeDirections,
+    train: StimulusLatents,
+    test: StimulusLatents,
     manifest_fields: dict[str, Any],
 ) -> Bundle:
     """Write a complete bundle folder and return it loaded (and so verified) by the service's loader.
@@ -72,9 +85,10 @@ def write_bundle(
     export_onnx : callable
         ``export_onnx(folder) -> dict`` writes ``decoder.onnx`` and ``encoder.onnx`` into the folder (the face
         space's :meth:`export_onnx`); its summary goes into the manifest as ``onnx_export``.
-    attribute_names, attribute_directions : [A], [A, L]
-    train_ids, train_latents, test_ids, test_latents
-        Stimulus ids (``stim_file`` values) and their face-space latents.
+    attributes : AttributeDirections
+        The attribute names and directions ``[A, L]``.
+    train, test : StimulusLatents
+        The training and test stimuli and their face-space latents.
     manifest_fields : dict
         At least ``image_shape`` and ``tr``; latent size, voxel count and mapping method are added here.
     """
@@ -88,7 +102,7 @@ def write_bundle(
     if reference.shape != mask.shape:
         raise BundleError(f"reference shape {reference.shape} differs from the mask's {mask.shape}")
     latent = w.shape[1]
-    for name, lat in (("train", train_latents), ("test", test_latents)):
+    for name, lat in (("train", train.latents), ("test", test.latents)):
         if np.asarray(lat).ndim != 2 or np.asarray(lat).shape[1] != latent:
             raise BundleError(f"{name} latents have shape {np.shape(lat)}, the mapping's latent size is {latent}")
 
@@ -109,12 +123,12 @@ def write_bundle(
     )
     np.savez(
         out / "attributes.npz",
-        names=np.array([str(n) for n in attribute_names]),
-        directions=np.asarray(attribute_directions, dtype=np.float32).reshape(len(attribute_names), latent),
-        train_ids=np.array([str(s) for s in train_ids]),
-        train_latents=np.asarray(train_latents, dtype=np.float32),
-        test_ids=np.array([str(s) for s in test_ids]),
-        test_latents=np.asarray(test_latents, dtype=np.float32),
+        names=np.array([str(n) for n in attributes.names]),
+        directions=np.asarray(attributes.directions, dtype=np.float32).reshape(len(attributes.names), latent),
+        train_ids=np.array([str(s) for s in train.ids]),
+        train_latents=np.asarray(train.latents, dtype=np.float32),
+        test_ids=np.array([str(s) for s in test.ids]),
+        test_latents=np.asarray(test.latents, dtype=np.float32),
     )
     parity = _export_two_onnx(out, export_onnx)
     fields = {

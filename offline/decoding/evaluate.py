@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import binomtest
+
+from offline.decoding.facespaces import FaceSpaces
+from offline.decoding.patterns import EstimatePatterns, TrialPatterns
 
 __all__ = [
     "PairwiseResult",
@@ -271,17 +274,40 @@ def _ridge_hat(x_train: np.ndarray, x_test: np.ndarray, alpha: float) -> np.ndar
     return Split(x_train, x_test).ridge_hat(alpha)
 
 
+@dataclass
+class _Results:
+    """What the evaluation collects, mapping by mapping (filled by :func:`evaluate_decoders`' steps)."""
+
+    details: dict = field(default_factory=dict)  # estimate -> mapping -> space -> scores on the test faces
+    fitted: dict = field(default_factory=dict)  # (estimate, mapping, space) -> fitted mapping
+    recon: dict = field(default_factory=dict)  # "<space> <mapping>" -> reconstructed test faces (bundle's estimate)
+    gender: dict = field(default_factory=dict)  # space -> mapping | true_latents -> projection, classifier
+    imagery: dict = field(default_factory=dict)  # estimate -> mapping -> space -> imagery scores
+    gender_models: dict = field(default_factory=dict)  # space -> (Male direction, midpoint, classifier)
+
+
+@dataclass(frozen=True)
+class _Truth:
+    """What every prediction is scored against beyond the latents: the centres of the centred scores and the
+    perceptual features of the test and imagined faces (computed once)."""
+
+    centres: dict[str, dict[str, np.ndarray]]
+    test_features: np.ndarray | None
+    imagery_features: np.ndarray | None
+
+    @classmethod
+    def of(cls, faces: FaceSpaces, imagery: bool) -> _Truth:
+        shared = {"pixel": faces.images["train"].mean(axis=0)}
+        if faces.perceptual is not None:
+            shared["perceptual"] = faces.features("train").mean(axis=0)
+        centres = {s: {**shared, "latent": faces.latents[s]["train"].mean(axis=0)} for s in faces.names}
+        return cls(centres, faces.features("test"), faces.features("imagery") if imagery else None)
+
+
 def evaluate_decoders(
+    estimates: dict[str, EstimatePatterns],
+    faces: FaceSpaces,
     *,
-    train: dict[str, tuple[np.ndarray, np.ndarray]],
-    test: dict[str, np.ndarray],
-    imagery: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] | None,
-    imagery_ids: list[str] | None,
-    latents: dict[str, dict[str, np.ndarray]],
-    images: dict[str, np.ndarray],
-    spaces: dict[str, object],
-    perceptual: Callable[[np.ndarray], np.ndarray] | None,
-    make: Callable[[str], object],
     main: tuple[str, str],
     male: dict[str, np.ndarray] | None,
     n_permutations: int,
@@ -293,16 +319,15 @@ def evaluate_decoders(
 
     Parameters
     ----------
-    train : estimate -> (X [S, V] selected voxels, run groups [S]); test : estimate -> X
-    imagery : estimate -> (X averaged per imagined face [F, V], X per trial [T, V], face id of each trial [T]);
-    imagery_ids : the F imagined faces, in the order of ``latents[...]["imagery"]``
-    latents : space -> {"train", "test", "imagery"} -> [N, L]; images : split -> float [N, H, W, 3]
-    spaces : space name -> FaceSpace (``decode``); make : mapping name -> unfitted mapping
+    estimates : estimate type -> its patterns over the selected voxels: ``train`` (with runs), ``test``, and,
+        when there are imagery runs, ``imagery`` (averaged per imagined face, in the order of
+        ``faces.latents[...]["imagery"]``) and ``imagery_trials`` (single trials with their face ids)
+    faces : the face spaces, their latents and images, the perceptual features and the mapping factory
     main : (estimate, mapping) of the bundle, whose numbers fill the top-level ``pairwise``; mapping ``auto``:
-    ridge or encoding, whichever has the higher cross-validated score on the training runs (``mapping_choice``)
+        ridge or encoding, whichever has the higher cross-validated score on the training runs (``mapping_choice``)
     male : {"train", "test"} -> labels 1 / -1, or None (no attributes: gender skipped)
     log : a line per fit, fold and batch of shuffles; step : called with the name of each stage ("mappings",
-    "permutation control") as it starts (the caller times them)
+        "permutation control") as it starts (the caller times them)
 
     Returns
     -------
@@ -311,130 +336,179 @@ def evaluate_decoders(
     """
     step = step or (lambda _name: None)
     step("mappings")
-    face_ids = list(imagery_ids or [])
-    # mean training vector of each space, for the centred variant of the pairwise scores
-    shared = {"pixel": images["train"].mean(axis=0)}
-    if perceptual is not None:
-        shared["perceptual"] = perceptual(images["train"]).mean(axis=0)
-    centres = {sname: {**shared, "latent": latents[sname]["train"].mean(axis=0)} for sname in spaces}
-    true_feats = perceptual(images["test"]) if perceptual is not None else None
-    img_feats = perceptual(images["imagery"]) if perceptual is not None and imagery else None
-    details: dict = {}
-    fitted: dict = {}
-    recon: dict = {}
-    gender: dict = {}
-    gender_models: dict = {}
-    imag: dict = {}
-    from offline.decoding.mapping import Split, fit_shared
-
+    has_imagery = any(p.imagery is not None for p in estimates.values())
+    truth = _Truth.of(faces, has_imagery)
+    res = _Results()
     factors_cache: dict = {}  # the face spaces' latent factors per fold, shared by the estimate types
-    combos = [(mname, sname) for mname in ("ridge", "encoding") for sname in spaces]
-    for est, (x_train, groups) in train.items():
-        # every mapping and face space on this estimate's patterns: one decomposition per fold
-        log(f"{est}: fitting {len(combos)} mappings (ridge, encoding x {', '.join(spaces)}) together")
-        t_est = time.perf_counter()
-        models = fit_shared(
-            [make(mname) for mname, _ in combos],
-            x_train,
-            [latents[sname]["train"] for _, sname in combos],
-            groups,
-            target_keys=[sname for _, sname in combos],
-            cache=factors_cache,
-            on_fold=lambda i, n, e=est, t=t_est: log(
-                f"{e}: cross-validation fold {i}/{n} done ({time.perf_counter() - t:.0f} s)"
-            ),
-        )
-        for (mname, sname), mapping in zip(combos, models):
-            space = spaces[sname]
-            z = latents[sname]
-            fitted[(est, mname, sname)] = mapping
-            pred = mapping.predict(test[est])
-            scores, rec = score_spaces(
-                pred, z["test"], images["test"], space.decode, perceptual, true_feats, centres[sname]
-            )
-            entry = {k: v.as_dict() for k, v in scores.items()}
-            entry["alpha"] = float(mapping.alpha_)
-            entry["cv_score"] = float(mapping.cv_score_)
-            entry["scale"] = float(mapping.scale_)
-            if mname == "encoding":
-                entry["n_components"] = int(mapping.n_components_)
-            details.setdefault(est, {}).setdefault(mname, {})[sname] = entry
-            shown = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in scores.items())
-            log(f"{est:>6} {mname:>8} {sname:>6}: {shown}")
-            if imagery and est in imagery and len(z["imagery"]) >= 2:
-                x_avg, x_trials, trial_ids = imagery[est]
-                iscores, _ = score_spaces(
-                    mapping.predict(x_avg),
-                    z["imagery"],
-                    images["imagery"],
-                    space.decode,
-                    perceptual,
-                    img_feats,
-                    centres[sname],
-                )
-                entry = {k: v.as_dict() for k, v in iscores.items()}
-                entry["trials"] = trialwise_identification(mapping.predict(x_trials), trial_ids, face_ids, z["imagery"])
-                imag.setdefault(est, {}).setdefault(mname, {})[sname] = entry
+    for est, patterns in estimates.items():
+        models = _fit_every_mapping(est, patterns.train, faces, factors_cache, log)
+        for (mname, sname), mapping in models.items():
+            res.fitted[(est, mname, sname)] = mapping
+            pred, rec = _score_test(res, (est, mname, sname), mapping.predict(patterns.test.x), faces, truth, log)
+            if patterns.imagery is not None and len(faces.latents[sname]["imagery"]) >= 2:
+                _score_imagery(res, (est, mname, sname), mapping, patterns, faces, truth)
             if est != main[0]:
                 continue
-            recon[f"{sname} {mname}"] = rec
+            res.recon[f"{sname} {mname}"] = rec
             if male is not None:
-                if sname not in gender_models:  # one Male direction and one classifier per face space
-                    men, women = z["train"][male["train"] > 0].mean(0), z["train"][male["train"] < 0].mean(0)
-                    clf = gender_classifier(z["train"], male["train"])
-                    gender_models[sname] = (men - women, (men + women) / 2, clf)
-                direction, midpoint, clf = gender_models[sname]
-                for key, latents_ in ((mname, pred), ("true_latents", z["test"])):
-                    gender.setdefault(sname, {})[key] = {
-                        "projection": gender_by_projection(latents_, male["test"], direction, midpoint),
-                        "classifier": _accuracy_dict(clf.predict(latents_), male["test"]),
-                    }
+                _score_gender(res, (mname, sname), pred, faces, male)
     est_main, map_main = main
-    choice = None
-    if map_main == "auto":  # the bundle's mapping: the better held-out score on the training runs (never the test)
-        cv = {m: float(fitted[(est_main, m, "vaegan")].cv_score_) for m in ("ridge", "encoding")}
-        map_main = max(cv, key=lambda m: (cv[m], m == "ridge"))
-        choice = {
-            "by": "held-out centred latent correlation in the grouped cross-validation on the training runs (VAE-GAN)",
-            "cv_score": cv,
-            "chosen": map_main,
-        }
-        log(
-            f"the bundle's mapping: {map_main} (cross-validated {cv['ridge']:.4f} ridge, {cv['encoding']:.4f} encoding)"
-        )
+    map_main, choice = _bundle_mapping(res.fitted, est_main, map_main, log)
     permutation: dict = {}
     if n_permutations:
         step("permutation control")
-        x_train, groups = train[est_main]
-        split = Split(x_train, test[est_main])  # one design for every shuffle of both mappings
-        for mname in ("ridge", "encoding"):
-            fixed = fitted[(est_main, mname, "vaegan")].fixed_params()
-            log(f"permutation control: {mname}, {n_permutations} shuffles")
-            t_perm = time.perf_counter()
-            last = [t_perm]
+        permutation = _permutation(
+            res.fitted, estimates[est_main], faces, (est_main, map_main), n_permutations, rng, log
+        )
+    evaluation = _evaluation(res, faces.names, (est_main, map_main), choice, permutation, male is not None)
+    return evaluation, {**res.fitted, "recon": res.recon}
 
-            def step(i, n, m=mname, t=t_perm, last=last):
-                now = time.perf_counter()
-                if now - last[0] >= 5.0 or i == n:
-                    last[0] = now
-                    log(f"permutation control: {m}, {i}/{n} shuffles ({now - t:.0f} s)")
 
-            permutation[mname] = permutation_control(
-                lambda m=mname, kw=fixed: make(m, **kw),
-                x_train,
-                latents["vaegan"]["train"],
-                test[est_main],
-                latents["vaegan"]["test"],
-                n_permutations,
-                rng,
-                split=split,
-                on_step=step,
-            )
-        del split
-        permutation["mean"] = permutation[map_main]["mean"]
-    main_scores = details[est_main][map_main]
+def _fit_every_mapping(
+    est: str, train: TrialPatterns, faces: FaceSpaces, cache: dict, log: Callable[[str], None]
+) -> dict[tuple[str, str], object]:
+    """Every mapping and face space on one estimate type's patterns, one decomposition per fold."""
+    from offline.decoding.mapping import fit_shared
+
+    combos = [(mname, sname) for mname in ("ridge", "encoding") for sname in faces.names]
+    log(f"{est}: fitting {len(combos)} mappings (ridge, encoding x {', '.join(faces.names)}) together")
+    t_est = time.perf_counter()
+    models = fit_shared(
+        [faces.make(mname) for mname, _ in combos],
+        train.x,
+        [faces.latents[sname]["train"] for _, sname in combos],
+        train.runs,
+        target_keys=[sname for _, sname in combos],
+        cache=cache,
+        on_fold=lambda i, n: log(f"{est}: cross-validation fold {i}/{n} done ({time.perf_counter() - t_est:.0f} s)"),
+    )
+    return dict(zip(combos, models))
+
+
+def _score_test(res: _Results, key: tuple[str, str, str], pred, faces: FaceSpaces, truth: _Truth, log):
+    """Score one fitted mapping's predictions of the test faces; returns them and their reconstructions."""
+    est, mname, sname = key
+    mapping = res.fitted[key]
+    scores, rec = score_spaces(
+        pred,
+        faces.latents[sname]["test"],
+        faces.images["test"],
+        faces.spaces[sname].decode,
+        faces.perceptual,
+        truth.test_features,
+        truth.centres[sname],
+    )
+    entry = {k: v.as_dict() for k, v in scores.items()}
+    entry["alpha"] = float(mapping.alpha_)
+    entry["cv_score"] = float(mapping.cv_score_)
+    entry["scale"] = float(mapping.scale_)
+    if mname == "encoding":
+        entry["n_components"] = int(mapping.n_components_)
+    res.details.setdefault(est, {}).setdefault(mname, {})[sname] = entry
+    shown = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in scores.items())
+    log(f"{est:>6} {mname:>8} {sname:>6}: {shown}")
+    return pred, rec
+
+
+def _score_imagery(res: _Results, key, mapping, patterns: EstimatePatterns, faces: FaceSpaces, truth: _Truth) -> None:
+    """The imagined faces decoded from their averaged patterns, and each single trial's identification."""
+    est, mname, sname = key
+    z = faces.latents[sname]["imagery"]
+    scores, _ = score_spaces(
+        mapping.predict(patterns.imagery.x),
+        z,
+        faces.images["imagery"],
+        faces.spaces[sname].decode,
+        faces.perceptual,
+        truth.imagery_features,
+        truth.centres[sname],
+    )
+    entry = {k: v.as_dict() for k, v in scores.items()}
+    trials = patterns.imagery_trials
+    entry["trials"] = trialwise_identification(mapping.predict(trials.x), trials.ids, list(patterns.imagery.ids), z)
+    res.imagery.setdefault(est, {}).setdefault(mname, {})[sname] = entry
+
+
+def _score_gender(res: _Results, key: tuple[str, str], pred, faces: FaceSpaces, male: dict[str, np.ndarray]) -> None:
+    """Gender read from the decoded and from the true test latents, by the Male direction and by a classifier."""
+    mname, sname = key
+    z = faces.latents[sname]
+    if sname not in res.gender_models:  # one Male direction and one classifier per face space
+        men, women = z["train"][male["train"] > 0].mean(0), z["train"][male["train"] < 0].mean(0)
+        clf = gender_classifier(z["train"], male["train"])
+        res.gender_models[sname] = (men - women, (men + women) / 2, clf)
+    direction, midpoint, clf = res.gender_models[sname]
+    for name, latents in ((mname, pred), ("true_latents", z["test"])):
+        res.gender.setdefault(sname, {})[name] = {
+            "projection": gender_by_projection(latents, male["test"], direction, midpoint),
+            "classifier": _accuracy_dict(clf.predict(latents), male["test"]),
+        }
+
+
+def _bundle_mapping(fitted: dict, est_main: str, map_main: str, log) -> tuple[str, dict | None]:
+    """The bundle's mapping; ``auto``: the better held-out score on the training runs (never the test)."""
+    if map_main != "auto":
+        return map_main, None
+    cv = {m: float(fitted[(est_main, m, "vaegan")].cv_score_) for m in ("ridge", "encoding")}
+    chosen = max(cv, key=lambda m: (cv[m], m == "ridge"))
+    choice = {
+        "by": "held-out centred latent correlation in the grouped cross-validation on the training runs (VAE-GAN)",
+        "cv_score": cv,
+        "chosen": chosen,
+    }
+    log(f"the bundle's mapping: {chosen} (cross-validated {cv['ridge']:.4f} ridge, {cv['encoding']:.4f} encoding)")
+    return chosen, choice
+
+
+def _permutation(
+    fitted: dict, patterns: EstimatePatterns, faces: FaceSpaces, main: tuple[str, str], n: int, rng, log
+) -> dict:
+    """The permutation control of both mappings (VAE-GAN space) on the bundle's estimate type."""
+    from offline.decoding.mapping import Split
+
+    est_main, map_main = main
+    permutation: dict = {}
+    split = Split(patterns.train.x, patterns.test.x)  # one design for every shuffle of both mappings
+    for mname in ("ridge", "encoding"):
+        fixed = fitted[(est_main, mname, "vaegan")].fixed_params()
+        log(f"permutation control: {mname}, {n} shuffles")
+        permutation[mname] = permutation_control(
+            lambda m=mname, kw=fixed: faces.make(m, **kw),
+            patterns.train.x,
+            faces.latents["vaegan"]["train"],
+            patterns.test.x,
+            faces.latents["vaegan"]["test"],
+            n,
+            rng,
+            split=split,
+            on_step=_shuffle_progress(mname, log),
+        )
+    del split
+    permutation["mean"] = permutation[map_main]["mean"]
+    return permutation
+
+
+def _shuffle_progress(mname: str, log) -> Callable[[int, int], None]:
+    """``on_step`` of the permutation control: a line every 5 s and at the last shuffle."""
+    t_perm = time.perf_counter()
+    last = t_perm
+
+    def progress(i: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= 5.0 or i == total:
+            last = now
+            log(f"permutation control: {mname}, {i}/{total} shuffles ({now - t_perm:.0f} s)")
+
+    return progress
+
+
+def _evaluation(res: _Results, spaces: list[str], main, choice, permutation: dict, has_male: bool) -> dict:
+    """evaluation.json from the collected results."""
+    est_main, map_main = main
+    main_scores = res.details[est_main][map_main]
     kinds = ("latent", "pixel", "perceptual")
-    evaluation = {
+    return {
         "pairwise": {s: {k: main_scores[s][k]["accuracy"] for k in kinds if k in main_scores[s]} for s in spaces},
         "pairwise_centred": {
             s: {k: main_scores[s][f"{k}_centred"]["accuracy"] for k in kinds if f"{k}_centred" in main_scores[s]}
@@ -444,14 +518,12 @@ def evaluate_decoders(
         "mapping": map_main,
         **({"mapping_choice": choice} if choice else {}),
         "chance": 0.5,
-        "details": details,
+        "details": res.details,
         "permutation": permutation,
-        "gender": gender if male is not None else {"skipped": "the data set carries no Male attribute"},
+        "gender": res.gender if has_male else {"skipped": "the data set carries no Male attribute"},
         "imagery": (
-            {**imag.get(est_main, {}).get(map_main, {}), "details": imag}
-            if imag
+            {**res.imagery.get(est_main, {}).get(map_main, {}), "details": res.imagery}
+            if res.imagery
             else {"skipped": "fewer than two imagined faces"}
         ),
     }
-    fitted["recon"] = recon
-    return evaluation, fitted

@@ -14,12 +14,47 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from offline.decoding.mapping import cv_splits, standardise
 
-__all__ = ["Selection", "encoding_scores", "top_k", "mask_selection", "select_voxels", "nested_ridge_predictions"]
+__all__ = [
+    "SelectionConfig",
+    "RANKINGS",
+    "Selection",
+    "encoding_scores",
+    "top_k",
+    "mask_selection",
+    "select_voxels",
+    "nested_ridge_predictions",
+]
+
+
+#: the rankings ``auto`` chooses among
+RANKINGS = ("contrast", "encoding")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Voxel selection: ``method`` mask | contrast | encoding | auto, ``k`` voxels (0 = chosen by CV)."""
+
+    method: Literal["auto", "mask", "contrast", "encoding"] = "auto"
+    k: int = 0
+    candidates: tuple[int, ...] = (500, 1000, 2000, 4000)
+    mask: str = ""
+    n_components: int = 64
+    #: outer folds of ``auto``'s nested cross-validation (0: the fit's ``n_splits``)
+    n_splits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 0 or any(c <= 0 for c in self.candidates):
+            raise ValueError("selection.k must be >= 0 and selection.candidates positive")
+        if self.n_splits == 1 or self.n_splits < 0:
+            raise ValueError(f"selection.n_splits must be 0 (the fit's n_splits) or at least 2, got {self.n_splits}")
+        if self.method == "mask" and not self.mask:
+            raise ValueError("selection.method = 'mask' needs selection.mask (a NIfTI file on the data's grid)")
 
 
 @dataclass(frozen=True)
@@ -100,18 +135,14 @@ def mask_selection(given_mask: np.ndarray, brain_mask: np.ndarray) -> np.ndarray
 
 
 def select_voxels(
-    method: str,
-    k: int,
+    config: SelectionConfig,
     *,
     x: np.ndarray,
     z: np.ndarray,
     groups: np.ndarray,
     contrast: np.ndarray | None = None,
     given: np.ndarray | None = None,
-    candidates: Sequence[int] = (500, 1000, 2000, 4000),
-    methods: Sequence[str] = ("contrast", "encoding"),
     alphas: Sequence[float] = (1e2, 1e3, 1e4, 1e5),
-    n_components: int = 64,
     n_splits: int = 5,
     log=None,
 ) -> Selection:
@@ -119,24 +150,26 @@ def select_voxels(
 
     Parameters
     ----------
-    method : ``mask`` | ``contrast`` | ``encoding`` | ``auto``
-    k : int
-        Voxels to keep (0 with ``auto``: choose among ``candidates`` too).
+    config : SelectionConfig
+        The method (``mask`` | ``contrast`` | ``encoding`` | ``auto``), ``k`` voxels to keep (0 with ``auto``:
+        choose among ``candidates`` too), ``n_components`` (leading principal components of the latents that the
+        encoding ranking predicts and ``auto`` scores the decoding of: they carry most of the latents' variance;
+        the low-variance tail adds noise, not rank) and ``n_splits`` (0: this call's ``n_splits``).
     x, z, groups
         Training patterns over brain voxels ``[N, V]``, their latents ``[N, L]`` and runs ``[N]``.
     contrast : [V], optional
         Face-vs-fixation t-values (needed by ``contrast``).
     given : bool [V], optional
         A given mask over brain voxels (``mask``).
-    n_components : int
-        Leading principal components of the latents that the encoding ranking predicts and ``auto`` scores
-        the decoding of (they carry most of the latents' variance; the low-variance tail adds noise, not rank).
+    alphas : penalties of ``auto``'s ridge decoding
     n_splits : int
         Folds, grouped by run, of the encoding ranking and of ``auto``'s outer cross-validation (the ranking
-        inside each ``auto`` fold uses 3).
+        inside each ``auto`` fold uses 3), unless ``config.n_splits`` sets them.
     log : callable, optional
         Called with a line after each fold and ranking of ``auto`` (progress).
     """
+    method, k, n_components = config.method, config.k, config.n_components
+    n_splits = config.n_splits or n_splits
     if method == "mask":
         if given is None:
             raise ValueError("selection method 'mask' needs a voxel mask (selection.mask in the config)")
@@ -159,8 +192,8 @@ def select_voxels(
         return Selection(index=top_k(scores[method], k), method=method, k=k, scores=scores[method])
     if method != "auto":
         raise ValueError(f"unknown selection method {method!r}; choose mask, contrast, encoding or auto")
-    ks = [k] if k > 0 else [c for c in candidates if c <= x.shape[1]] or [x.shape[1]]
-    methods = [m for m in methods if m in scores]
+    ks = [k] if k > 0 else [c for c in config.candidates if c <= x.shape[1]] or [x.shape[1]]
+    methods = [m for m in RANKINGS if m in scores]
     cv, n_folds = _nested_cv(x, z, groups, contrast, methods, ks, alphas, n_components, n_splits, log)
     m, kk = max(cv, key=cv.get).split(":")
     return Selection(

@@ -13,6 +13,8 @@ import pytest
 
 from fmriface.config import load_config, preset_path
 from offline.decoding.ablations import repeats_curve, responsive_on_grid
+from offline.decoding.facespaces import FaceSpaces
+from offline.decoding.patterns import TrialPatterns
 from offline.fit import FitConfig, prepare
 from offline.twin.truth import TruthError, clean_signal, load_plan, run_names
 
@@ -120,29 +122,15 @@ def test_the_repeats_curve_rises_with_repeats_and_clamps_what_is_missing(rng):
     x = np.concatenate([faces + 3.0 * rng.standard_normal(faces.shape) for _ in range(n_rep)])
     trial_ids = ids * n_rep
     w = np.eye(n_vox)[:, :8]
-    latents = {"s": {"test": faces @ w}}
-    images = {"test": _Space().decode(faces @ w)}
-    out = repeats_curve(
-        {("ridge", "s"): _Linear(w)}, x, trial_ids, ids, latents, images, {"s": _Space()}, None, [1, 10, 40], 8, rng
-    )
+    space = FaceSpaces({"s": _Space()}, {"s": {"test": faces @ w}}, {"test": _Space().decode(faces @ w)})
+    trials = TrialPatterns(x, trial_ids)
+    out = repeats_curve({("ridge", "s"): _Linear(w)}, trials, ids, space, [1, 10, 40], 8, rng)
     assert out["counts"] == [1, 10] and out["max_repeats"] == n_rep and out["requested"] == [1, 10, 40]
     latent = out["curves"]["s ridge"]["latent"]
     assert latent["draws"] == [8, 1]  # every repeat: one draw only
     assert latent["mean"][1] > latent["mean"][0] + 0.1
     with pytest.raises(ValueError, match="no single test trials"):
-        repeats_curve(
-            {("ridge", "s"): _Linear(w)},
-            x,
-            trial_ids,
-            [*ids, "ghost"],
-            latents,
-            images,
-            {"s": _Space()},
-            None,
-            [1],
-            2,
-            rng,
-        )
+        repeats_curve({("ridge", "s"): _Linear(w)}, trials, [*ids, "ghost"], space, [1], 2, rng)
 
 
 def test_the_face_contrast_never_sees_the_test_runs(tmp_path, twin):
@@ -159,7 +147,7 @@ def test_the_face_contrast_never_sees_the_test_runs(tmp_path, twin):
     a = prepare(cfg, twin, log=lambda _: None)
     b = prepare(cfg, copy, log=lambda _: None)
     assert np.array_equal(a.contrast, b.contrast)
-    assert not np.array_equal(a.test["window"][0], b.test["window"][0])
+    assert not np.array_equal(a.estimates["window"].test.x, b.estimates["window"].test.x)
 
 
 def test_fit_reports_repeats_ablations_and_the_papers_table(tmp_path, twin):

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from offline.decoding.bundle_writer import LinearMap, write_bundle
+from offline.decoding.bundle_writer import AttributeDirections, LinearMap, StimulusLatents, write_bundle
 from service.bundle import BUNDLE_FILES, BundleError, load_bundle
 
 LATENT, H, W = 5, 6, 4
@@ -68,12 +68,11 @@ def bundle_dir(tmp_path, rng):
         mask=mask,
         linear_map=lm,
         export_onnx=_export(rng),
-        attribute_names=["Male", "Smiling"],
-        attribute_directions=rng.normal(size=(2, LATENT)),
-        train_ids=["train/train_00000.png", "train/train_00001.png", "train/train_00002.png"],
-        train_latents=rng.normal(size=(3, LATENT)),
-        test_ids=["test/test_00.png"],
-        test_latents=rng.normal(size=(1, LATENT)),
+        attributes=AttributeDirections(["Male", "Smiling"], rng.normal(size=(2, LATENT))),
+        train=StimulusLatents(
+            ["train/train_00000.png", "train/train_00001.png", "train/train_00002.png"], rng.normal(size=(3, LATENT))
+        ),
+        test=StimulusLatents(["test/test_00.png"], rng.normal(size=(1, LATENT))),
         manifest_fields={"image_shape": [H, W, 3], "tr": 2.0, "window": {"start": 4.0, "stop": 8.0}},
     )
     return out, bundle, lm, mask, affine
@@ -128,11 +127,8 @@ def test_missing_file_and_wrong_shapes_are_refused(bundle_dir, tmp_path, rng):
             mask=mask,
             linear_map=bad,
             export_onnx=_export(rng),
-            attribute_names=[],
-            attribute_directions=np.zeros((0, LATENT)),
-            train_ids=[],
-            train_latents=np.zeros((0, LATENT)),
-            test_ids=[],
-            test_latents=np.zeros((0, LATENT)),
+            attributes=AttributeDirections([], np.zeros((0, LATENT))),
+            train=StimulusLatents([], np.zeros((0, LATENT))),
+            test=StimulusLatents([], np.zeros((0, LATENT))),
             manifest_fields={"image_shape": [H, W, 3], "tr": 2.0},
         )

@@ -128,8 +128,9 @@ def test_accuracy_rises_as_the_twins_noise_falls(tmp_path):
         bids = _simulate(tmp_path / f"tsnr{tsnr:g}", **paradigm, **{"noise.tsnr": tsnr})
         data = prepare(cfg, bids, log=lambda _: None)
         codes = _codes(bids)
-        x, ids, groups = data.train["window"]
-        xt, tids = data.test["window"]
+        train, test = data.estimates["window"].train, data.estimates["window"].test
+        x, ids, groups = train.x, train.ids, train.runs
+        xt, tids = test.x, test.ids
         keep = top_k(data.contrast, 100)
         z = np.stack([codes[s] for s in ids])
         zt = np.stack([codes[s] for s in tids])
