@@ -2,7 +2,7 @@
 evaluation (pairwise identification, gender, imagery, permutations) and the bundle writer; ``fit`` runs it all.
 """
 
-from offline.decoding.bundle_writer import LinearMap, write_bundle
+from offline.decoding.bundle_writer import AttributeDirections, LinearMap, StimulusLatents, write_bundle
 from offline.decoding.ds001761 import (
     Ds001761Error,
     ReleasedDecoder,
@@ -36,6 +36,7 @@ from offline.decoding.evaluate import (
     score_spaces,
     trialwise_identification,
 )
+from offline.decoding.facespaces import FaceSpaces
 from offline.decoding.mapping import (
     DEFAULT_ALPHAS,
     EncodingFactors,
@@ -52,8 +53,11 @@ from offline.decoding.mapping import (
     ridge_weights,
     standardise,
 )
+from offline.decoding.patterns import EstimatePatterns, TrialPatterns
 from offline.decoding.selection import (
+    RANKINGS,
     Selection,
+    SelectionConfig,
     encoding_scores,
     mask_selection,
     nested_ridge_predictions,
@@ -63,7 +67,12 @@ from offline.decoding.selection import (
 
 __all__ = [
     "LinearMap",
+    "AttributeDirections",
+    "StimulusLatents",
     "write_bundle",
+    "TrialPatterns",
+    "EstimatePatterns",
+    "FaceSpaces",
     "Ds001761Error",
     "ReleasedDecoder",
     "find_subject_dir",
@@ -106,6 +115,8 @@ __all__ = [
     "fit_shared",
     "DEFAULT_ALPHAS",
     "Selection",
+    "SelectionConfig",
+    "RANKINGS",
     "encoding_scores",
     "top_k",
     "mask_selection",

@@ -419,15 +419,17 @@ def fit_shared(
     if isinstance(X, np.ndarray) and X.dtype.kind in "fiub":
         X = X.astype(np.float64, copy=False)  # one conversion for every mapping
     prepared = [m._prepare(X, y) for m, y in zip(mappings, ys)]
-    X = prepared[0][0]
-    ys2 = [p[1] for p in prepared]
+    X, _ = prepared[0]
+    ys2 = [y for _, y in prepared]
     keys = list(target_keys) if target_keys is not None else [None] * len(mappings)
     cache = {} if cache is None else cache
 
     def factors(i: int, tag, rows: np.ndarray, yc: np.ndarray, rank_tol: float) -> TargetFactors:
         key = None if keys[i] is None else (keys[i], tag, len(rows), rank_tol)
-        if key is not None and key in cache and np.array_equal(cache[key][0], rows):
-            return cache[key][1]
+        if key is not None and key in cache:
+            cached_rows, cached = cache[key]
+            if np.array_equal(cached_rows, rows):
+                return cached
         fac = TargetFactors.of(yc, rank_tol)
         if key is not None:
             cache[key] = (rows, fac)
@@ -624,7 +626,8 @@ class EncodingMapping(_LinearMapping):
 
     @staticmethod
     def _params_of(setting: tuple[int, float]) -> dict:
-        return {"n_components": setting[0], "alphas": (setting[1],)}
+        n_components, alpha = setting
+        return {"n_components": n_components, "alphas": (alpha,)}
 
 
 def _psd_inverse(k: np.ndarray) -> np.ndarray:
@@ -637,7 +640,8 @@ def _psd_inverse(k: np.ndarray) -> np.ndarray:
         factor = cho_factor(k, lower=True, check_finite=False)
         inv = cho_solve(factor, np.eye(len(k)), check_finite=False)
         # reject near-singular factorisations: the smallest pivot must be a sane fraction of the largest
-        pivots = np.abs(np.diag(factor[0]))
+        lower, _ = factor
+        pivots = np.abs(np.diag(lower))
         if pivots.min() ** 2 > 1e-10 * evals_bound:
             return inv
     except LinAlgError:

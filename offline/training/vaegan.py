@@ -267,6 +267,106 @@ def _ranks_in_sync(model: VAEGAN, world: int) -> bool:
     return all(torch.allclose(b.cpu(), local, rtol=1e-6, atol=1e-9) for b in bufs)
 
 
+@dataclasses.dataclass
+class _Monitor:
+    """Rank 0's record of a run: the metrics rows, the sample grids and quality checks, and the held-out faces,
+    labelled faces and prior samples they use."""
+
+    cfg: TrainConfig
+    out: Path
+    source: FaceSource
+    device: torch.device
+    t_start: float
+    held: np.ndarray
+    labelled: tuple[np.ndarray, np.ndarray] | None
+    z_prior: torch.Tensor
+    metrics: MetricsLog
+    quality_log: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    t_last: float = 0.0
+    n_last: int = 0
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, out: Path, source: FaceSource, latent_size: int, device, t_start, resumed):
+        """Write ``train_config.json`` and draw what the checks use (``resumed``: the step resumed from, or None)."""
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        held, _ = source.held_out(cfg.n_held_out)
+        labelled = _labelled_faces(source, cfg)
+        z_prior = torch.randn(cfg.n_samples, latent_size, generator=torch.Generator().manual_seed(cfg.seed + 1))
+        metrics = MetricsLog(out / "metrics.csv", resume_step=resumed)
+        return cls(cfg, out, source, device, t_start, held, labelled, z_prior, metrics)
+
+    def after_step(self, model: VAEGAN, step: int, losses: dict[str, float], bar) -> None:
+        """A metrics row every ``log_every`` steps; a sample grid and a quality check every ``sample_every``."""
+        cfg = self.cfg
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            row = {"step": step, "seconds": now - self.t_start, "images_per_s": self.n_last / (now - self.t_last)}
+            self.metrics.append({**row, **losses})
+            bar.set_postfix(
+                pix=f"{losses['pixel']:.4f}",
+                feat=f"{losses['feature']:.4f}",
+                kl=f"{losses['kl']:.1f}",
+                dis=f"{losses['dis']:.2f}",
+            )
+            self.t_last, self.n_last = now, 0
+        if step % cfg.sample_every == 0:
+            _recalibrate(model, self.source, cfg, self.device)
+            corr = _samples(model, self.held, self.z_prior, self.device, self.out / "samples" / f"step_{step:06d}.png")
+            shutil.copyfile(self.out / "samples" / f"step_{step:06d}.png", self.out / "samples.png")
+            q = {"step": step, "seconds": round(time.perf_counter() - self.t_start, 1)}
+            q.update(_quality(model, self.source, self.labelled, corr, self.device))
+            self.quality_log.append(q)
+            _append_quality(self.out / "quality.csv", q)
+            readout = q.get("attribute_readout_mean")
+            bar.write(
+                f"step {step}: held-out pixel correlation {corr:.3f}"
+                + (f", attribute readout {readout:.3f} (balanced accuracy, mean)" if readout is not None else "")
+            )
+
+    def plateaued(self, step: int) -> bool:
+        """Whether this step's quality check found a plateau (:func:`plateaued`)."""
+        cfg = self.cfg
+        return step % cfg.sample_every == 0 and plateaued(self.quality_log, cfg.plateau_checks, cfg.plateau_tol)
+
+    def finish(self, model: VAEGAN, net_cfg, run: dict[str, Any]) -> dict[str, Any]:
+        """The last samples, the held-out faces, the attribute directions, ``facespace.json`` and
+        ``summary.json`` (``run``: steps, stopping, resumption, device and ranks); returns the summary."""
+        out, device = self.out, self.device
+        corr = _samples(model, self.held, self.z_prior, device, out / "samples.png")
+        np.save(out / HELDOUT_FILE, self.held[:16])  # real faces for the export's parity check
+        final = {"step": run["steps"], **_quality(model, self.source, self.labelled, corr, device)}
+        quality = {**final, "history": self.quality_log, "stop_reason": run["stop_reason"]}
+        summary = {
+            "network": net_cfg.name,
+            "latent_size": net_cfg.latent_size,
+            "image_size": net_cfg.image_size,
+            **run,
+            "wall_s": round(time.perf_counter() - self.t_start, 2),
+            "heldout_pixel_corr": corr,
+            "n_held_out": int(len(self.held)),
+            "data": self.source.describe(),
+            "attribute_readout_mean": final.get("attribute_readout_mean"),
+            **_attribute_directions(model, self.labelled, self.source.attribute_names, device, out),
+        }
+        write_vaegan_meta(out, net_cfg, self.source.framing, CHECKPOINT_FILE, quality=quality)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def _resume(ckpt: Path, net_cfg, model: VAEGAN, optimizers: dict, generator: torch.Generator, rank: int, device) -> int:
+    """Load the checkpoint's weights, optimiser states and this rank's generator; returns its step."""
+    stored, state = load_checkpoint(ckpt, expected=net_cfg, map_location=device)
+    model.load_state_dict(stored.state_dict())
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    start = int(state["step"])
+    gens = state["extra"].get("generators", [])
+    if rank < len(gens):
+        generator.set_state(gens[rank])
+    _log(f"resuming {ckpt} at step {start}")
+    return start
+
+
 def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train (or, with ``resume``, continue training) a VAE-GAN into ``out_dir``; returns the run summary.
 
@@ -284,31 +384,18 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
     model = VAEGAN(net_cfg).to(device).train()
     optimizers = _make_optimizers(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
-    start = 0
     ckpt = out / CHECKPOINT_FILE
-    if resume:
-        stored, state = load_checkpoint(ckpt, expected=net_cfg, map_location=device)
-        model.load_state_dict(stored.state_dict())
-        for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        start = int(state["step"])
-        gens = state["extra"].get("generators", [])
-        if rank < len(gens):
-            generator.set_state(gens[rank])
-        _log(f"resuming {ckpt} at step {start}")
+    start = _resume(ckpt, net_cfg, model, optimizers, generator, rank, device) if resume else 0
     source = open_source(cfg.data, net_cfg.image_size, cfg.seed, cfg.n_held_out, cfg.folder_crop)
     for note in source.notes:
         _log(f"train-vaegan: {note}")
+    monitor = None
     if rank == 0:
         _log(
             f"train-vaegan: {net_cfg.name} on {device} (world size {world}), data {source.name}, step {start} -> {cfg.steps}"
         )
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        held, _ = source.held_out(cfg.n_held_out)
-        labelled = _labelled_faces(source, cfg)
-        quality_log: list[dict[str, Any]] = []
-        z_prior = torch.randn(cfg.n_samples, net_cfg.latent_size, generator=torch.Generator().manual_seed(cfg.seed + 1))
-        metrics = MetricsLog(out / "metrics.csv", resume_step=start if resume else None)
+        resumed = start if resume else None
+        monitor = _Monitor.start(cfg, out, source, net_cfg.latent_size, device, t_start, resumed)
 
     nets = {"encoder": model.encoder, "decoder": model.decoder, "discriminator": model.discriminator}
     if distributed:
@@ -333,7 +420,9 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
     bar = tqdm(
         total=cfg.steps, initial=start, disable=rank != 0 or os.environ.get("FMRIFACE_QUIET") == "1", file=sys.stderr
     )
-    t_last, n_last, step = time.perf_counter(), 0, start
+    if monitor is not None:
+        monitor.t_last = time.perf_counter()
+    step = start
     stopped_early, stop_reason = False, "steps"
     # The next batch is drawn in a background thread while this one trains (decoding JPEGs or rendering faces
     # overlaps the network's work); batches are pure functions of the step, so this changes nothing else.
@@ -353,35 +442,12 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             generator,
             distributed,
         )
-        n_last += len(images) * world
         bar.update(1)
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-            now = time.perf_counter()
-            row = {"step": step, "seconds": now - t_start, "images_per_s": n_last / (now - t_last), **losses}
-            metrics.append(row)
-            bar.set_postfix(
-                pix=f"{losses['pixel']:.4f}",
-                feat=f"{losses['feature']:.4f}",
-                kl=f"{losses['kl']:.1f}",
-                dis=f"{losses['dis']:.2f}",
-            )
-            t_last, n_last = now, 0
-        if rank == 0 and step % cfg.sample_every == 0:
-            _recalibrate(model, source, cfg, device)
-            corr = _samples(model, held, z_prior, device, out / "samples" / f"step_{step:06d}.png")
-            shutil.copyfile(out / "samples" / f"step_{step:06d}.png", out / "samples.png")
-            q = {"step": step, "seconds": round(time.perf_counter() - t_start, 1)}
-            q.update(_quality(model, source, labelled, corr, device))
-            quality_log.append(q)
-            _append_quality(out / "quality.csv", q)
-            readout = q.get("attribute_readout_mean")
-            bar.write(
-                f"step {step}: held-out pixel correlation {corr:.3f}"
-                + (f", attribute readout {readout:.3f} (balanced accuracy, mean)" if readout is not None else "")
-            )
-        plateau = (
-            rank == 0 and step % cfg.sample_every == 0 and plateaued(quality_log, cfg.plateau_checks, cfg.plateau_tol)
-        )
+        plateau = False
+        if monitor is not None:
+            monitor.n_last += len(images) * world
+            monitor.after_step(model, step, losses, bar)
+            plateau = monitor.plateaued(step)
         if distributed:  # rank 0 decides for every rank, so they stop together
             flag = torch.tensor([float(plateau)], device=device)
             torch.distributed.broadcast(flag, 0)
@@ -403,15 +469,8 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
     checkpoint(step)
     in_sync = _ranks_in_sync(model, world) if distributed else None
     summary: dict[str, Any] = {}
-    if rank == 0:
-        corr = _samples(model, held, z_prior, device, out / "samples.png")
-        np.save(out / HELDOUT_FILE, held[:16])  # real faces for the export's parity check
-        final = {"step": step, **_quality(model, source, labelled, corr, device)}
-        quality = {**final, "history": quality_log, "stop_reason": stop_reason}
-        summary = {
-            "network": net_cfg.name,
-            "latent_size": net_cfg.latent_size,
-            "image_size": net_cfg.image_size,
+    if monitor is not None:
+        run = {
             "steps": step,
             "stopped_early": stopped_early,
             "stop_reason": stop_reason,
@@ -419,15 +478,8 @@ def train_vaegan(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) ->
             "device": str(device),
             "world_size": world,
             "ranks_in_sync": in_sync,
-            "wall_s": round(time.perf_counter() - t_start, 2),
-            "heldout_pixel_corr": corr,
-            "n_held_out": int(len(held)),
-            "data": source.describe(),
-            "attribute_readout_mean": final.get("attribute_readout_mean"),
-            **_attribute_directions(model, labelled, source.attribute_names, device, out),
         }
-        write_vaegan_meta(out, net_cfg, source.framing, CHECKPOINT_FILE, quality=quality)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = monitor.finish(model, net_cfg, run)
     if distributed:
         torch.distributed.barrier()
     return summary
