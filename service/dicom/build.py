@@ -18,6 +18,7 @@ __all__ = [
     "ENHANCED_MR_IMAGE",
     "VENDORS",
     "Stored",
+    "Labels",
     "to_stored",
     "base_dataset",
     "item",
@@ -88,28 +89,57 @@ def _uid(*parts: object) -> str:
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
+@dataclass(frozen=True)
+class Labels:
+    """What a written file says about where it comes from: the session, series and volume, as a scanner labels it.
+
+    Parameters
+    ----------
+    acquisition : int
+        Volume number (AcquisitionNumber; TemporalPositionIdentifier for Philips slices).
+    tr : float or None
+        Repetition time in seconds.
+    series_number : int
+        SeriesNumber; the SeriesInstanceUID is derived from ``session`` and this number.
+    vendor : {"siemens", "philips", "ge"}
+        Whose export the file imitates (:data:`VENDORS` gives its Manufacturer).
+    series_description : str
+        SeriesDescription and ProtocolName.
+    patient : mapping or None
+        DICOM patient keywords to set (PatientName, PatientID, ...).
+    session : str
+        Seeds the study, series and instance UIDs (deterministic).
+    """
+
+    acquisition: int
+    tr: float | None
+    series_number: int = 1
+    vendor: str = "siemens"
+    series_description: str = "ep2d_bold"
+    patient: Mapping[str, str] | None = None
+    session: str = "fmriface"
+
+
 def base_dataset(
+    labels: Labels,
     *,
     sop_class: str,
-    session: str,
-    series_number: int,
-    acquisition: int,
     instance: int,
     instance_key: str,
-    tr: float | None,
-    vendor: str,
-    series_description: str,
     image_type: Sequence[str],
-    patient: Mapping[str, str] | None,
     stored: Stored,
     rows: int,
     cols: int,
 ) -> Dataset:
-    """The modules every written file shares: UIDs, patient/study/series, MR acquisition, pixel format."""
-    if vendor not in VENDORS:
-        raise ValueError(f"vendor must be one of {sorted(VENDORS)}, not {vendor!r}")
-    series_uid = _uid(session, "series", series_number)
-    sop_uid = _uid(session, "instance", series_number, acquisition, instance_key)
+    """The modules every written file shares: UIDs, patient/study/series, MR acquisition, pixel format.
+
+    ``instance`` is the InstanceNumber, ``instance_key`` what tells this file's SOP instance UID from the other
+    files of the same volume; ``stored`` gives the pixel representation, ``rows`` and ``cols`` the image size.
+    """
+    if labels.vendor not in VENDORS:
+        raise ValueError(f"vendor must be one of {sorted(VENDORS)}, not {labels.vendor!r}")
+    series_uid = _uid(labels.session, "series", labels.series_number)
+    sop_uid = _uid(labels.session, "instance", labels.series_number, labels.acquisition, instance_key)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -125,29 +155,29 @@ def base_dataset(
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = time.strftime("%Y%m%d", now)
     ds.AcquisitionTime = ds.ContentTime = time.strftime("%H%M%S", now) + f".{int(time.time() % 1 * 1e6):06d}"
     ds.Modality = "MR"
-    ds.Manufacturer = VENDORS[vendor]
+    ds.Manufacturer = VENDORS[labels.vendor]
     ds.PatientName = "Anonymous"
     ds.PatientID = "anonymous"
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
-    for key, value in (patient or {}).items():
+    for key, value in (labels.patient or {}).items():
         setattr(ds, key, value)
     ds.ScanningSequence = "EP"
     ds.SequenceVariant = "SK"
     ds.MRAcquisitionType = "2D"
-    if tr is not None:
-        ds.RepetitionTime = ds_text(tr * 1000.0)
+    if labels.tr is not None:
+        ds.RepetitionTime = ds_text(labels.tr * 1000.0)
     ds.EchoTime = "30"
     ds.FlipAngle = "75"
     ds.MagneticFieldStrength = "3"
-    ds.ProtocolName = series_description
-    ds.SeriesDescription = series_description
-    ds.StudyInstanceUID = _uid(session, "study")
+    ds.ProtocolName = labels.series_description
+    ds.SeriesDescription = labels.series_description
+    ds.StudyInstanceUID = _uid(labels.session, "study")
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = _uid(session, "frame")
+    ds.FrameOfReferenceUID = _uid(labels.session, "frame")
     ds.StudyID = "1"
-    ds.SeriesNumber = series_number
-    ds.AcquisitionNumber = acquisition
+    ds.SeriesNumber = labels.series_number
+    ds.AcquisitionNumber = labels.acquisition
     ds.InstanceNumber = instance
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -11,6 +13,7 @@ from service.dicom.build import (
     MR_IMAGE,
     PHILIPS_CREATOR,
     PHILIPS_PRIVATE_SEQ_CREATOR,
+    Labels,
     add_rescale,
     base_dataset,
     item,
@@ -26,7 +29,8 @@ def image_type_or(image_type, default):
     return list(image_type) if image_type is not None else default
 
 
-def mosaic_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
+def mosaic_dataset(data, geom: Geometry, image_type, labels: Labels) -> Dataset:
+    """A Siemens classic mosaic of the volume ``data`` [X, Y, Z], with its CSA image and series headers."""
     cols, rows, n = data.shape
     m = int(np.ceil(np.sqrt(n)))
     stored = to_stored(data, "siemens")
@@ -35,20 +39,20 @@ def mosaic_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
         r0, c0 = (k // m) * rows, (k % m) * cols
         mosaic[r0 : r0 + rows, c0 : c0 + cols] = stored.values[:, :, k].T
     ds = base_dataset(
+        labels,
         sop_class=MR_IMAGE,
-        instance=common["acquisition"],
+        instance=labels.acquisition,
         instance_key="mosaic",
         image_type=image_type_or(image_type, ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]),
         stored=stored,
         rows=m * rows,
         cols=m * cols,
-        **common,
     )
     plane(ds, geom, mosaic_ipp(geom, rows, cols, m * rows, m * cols))
     ds.AcquisitionMatrix = [0, cols, rows, 0]
     ds.InPlanePhaseEncodingDirection = "COL"
     add_rescale(ds, stored)
-    tr_ms = 1000.0 * common["tr"] if common["tr"] else 2000.0
+    tr_ms = 1000.0 * labels.tr if labels.tr else 2000.0
     image_csa = write_csa(
         [
             ("NumberOfImagesInMosaic", "US", [n]),
@@ -77,19 +81,21 @@ def plane(ds: Dataset, geom: Geometry, ipp: np.ndarray) -> None:
     ds.SpacingBetweenSlices = ds_text(geom.spacing)
 
 
-def enhanced_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
+def enhanced_dataset(data, geom: Geometry, image_type, labels: Labels) -> Dataset:
+    """An enhanced multi-frame MR image of the volume ``data`` [X, Y, Z], one frame per slice, as XA or Philips
+    write it (``labels.vendor``)."""
     cols, rows, n = data.shape
-    vendor = common["vendor"]
+    vendor = labels.vendor
     stored = to_stored(data, vendor)
     ds = base_dataset(
+        labels,
         sop_class=ENHANCED_MR_IMAGE,
-        instance=common["acquisition"],
+        instance=labels.acquisition,
         instance_key="enhanced",
         image_type=image_type_or(image_type, ["ORIGINAL", "PRIMARY", "M", "NONE"]),
         stored=stored,
         rows=rows,
         cols=cols,
-        **common,
     )
     ds.NumberOfFrames = n
     rescale = item(RescaleIntercept=ds_text(stored.intercept), RescaleSlope=ds_text(stored.slope), RescaleType="US")
@@ -102,16 +108,16 @@ def enhanced_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
         PlaneOrientationSequence=item(ImageOrientationPatient=[ds_text(v) for v in geom.iop]),
         MRImageFrameTypeSequence=item(FrameType=list(ds.ImageType)),
     )
-    if common["tr"] is not None:
-        shared[0].MRTimingAndRelatedParametersSequence = item(RepetitionTime=float(common["tr"]) * 1000.0)
+    if labels.tr is not None:
+        shared[0].MRTimingAndRelatedParametersSequence = item(RepetitionTime=float(labels.tr) * 1000.0)
     frames = []
     for k in range(n):
         frame = item(
             FrameContentSequence=item(
                 StackID="1",
                 InStackPositionNumber=k + 1,
-                TemporalPositionIndex=max(int(common["acquisition"]), 1),  # the volume, as XA writes it
-                FrameAcquisitionNumber=common["acquisition"],
+                TemporalPositionIndex=max(int(labels.acquisition), 1),  # the volume, as XA writes it
+                FrameAcquisitionNumber=labels.acquisition,
                 DimensionIndexValues=[1, k + 1],
             ),
             PlanePositionSequence=item(ImagePositionPatient=[ds_text(v) for v in geom.positions[k]]),
@@ -124,7 +130,7 @@ def enhanced_dataset(data, geom: Geometry, image_type, **common) -> Dataset:
             frame.add_new((0x2005, 0x0014), "LO", PHILIPS_PRIVATE_SEQ_CREATOR)
             frame.add_new((0x2005, 0x140F), "SQ", [private])
         frames.append(frame)
-    organisation = generate_uid(entropy_srcs=[common["session"], "dimensions"])
+    organisation = generate_uid(entropy_srcs=[labels.session, "dimensions"])
     ds.DimensionOrganizationSequence = item(DimensionOrganizationUID=organisation)
     ds.DimensionIndexSequence = [
         item(DimensionOrganizationUID=organisation, DimensionIndexPointer=tag, FunctionalGroupPointer=0x00209111)[0]
@@ -142,7 +148,7 @@ PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"
 XA_PROTOCOL_CREATOR = "SIEMENS MR SDS 01"
 
 
-def slice_datasets(data, geom: Geometry, image_type, **common) -> list[Dataset]:
+def slice_datasets(data, geom: Geometry, image_type, labels: Labels) -> list[Dataset]:
     """One classic MR Image per slice, laid out as each vendor's real-time export does.
 
     - ``siemens``: XA "Interoperability" (MFSPLIT): every volume its own series, numbered ``1000 * series +
@@ -155,22 +161,23 @@ def slice_datasets(data, geom: Geometry, image_type, **common) -> list[Dataset]:
       counts across the run, the slice count is in ImagesInAcquisition and Philips' (2001,1018).
     """
     cols, rows, n = data.shape
-    vendor, acq = common["vendor"], common["acquisition"]
+    vendor, acq = labels.vendor, labels.acquisition
     stored = to_stored(data, vendor)
     if vendor == "siemens":
-        series = common["series_number"]
-        split = {**common, "series_number": 1000 * series + acq}
+        series = labels.series_number
+        split = replace(labels, series_number=1000 * series + acq)
         default_type = ["ORIGINAL", "PRIMARY", "M", "ND", "MFSPLIT"]
-        source_uid = generate_uid(entropy_srcs=[str(common["session"]), "series", str(series)])
+        source_uid = generate_uid(entropy_srcs=[str(labels.session), "series", str(series)])
     else:
         split, default_type = (
-            common,
+            labels,
             ["ORIGINAL", "PRIMARY", "EPI", "NONE"] if vendor == "ge" else ["ORIGINAL", "PRIMARY", "M", "FFE"],
         )
     out = []
     for k in range(n):
         across = (acq - 1) * n + k + 1 if acq >= 1 else k + 1
         ds = base_dataset(
+            split,
             sop_class=MR_IMAGE,
             instance=k + 1 if vendor == "siemens" else across,
             instance_key=f"slice{k}",
@@ -178,7 +185,6 @@ def slice_datasets(data, geom: Geometry, image_type, **common) -> list[Dataset]:
             stored=stored,
             rows=rows,
             cols=cols,
-            **split,
         )
         if vendor == "siemens":
             ds.Manufacturer = "Siemens Healthineers"

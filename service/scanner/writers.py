@@ -15,7 +15,9 @@ import gzip
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -23,10 +25,11 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite
 
+from service.dicom.build import Labels
 from service.dicom.geometry import geometry_from_affine
 from service.dicom.write import enhanced_dataset, mosaic_dataset, slice_datasets
 
-__all__ = ["FORMATS", "write_volume", "write_bytes", "slice_paths"]
+__all__ = ["FORMATS", "WriteOptions", "write_volume", "write_bytes", "slice_paths"]
 
 #: Formats :func:`write_volume` writes.
 FORMATS = ("mosaic", "enhanced", "slices", "nifti")
@@ -38,37 +41,13 @@ def slice_paths(prefix: str | Path, n_slices: int) -> list[Path]:
     return [prefix.with_name(f"{prefix.name}_s{k + 1:04d}.dcm") for k in range(n_slices)]
 
 
-def write_volume(
-    data: np.ndarray,
-    affine: np.ndarray,
-    path: str | Path,
-    fmt: str,
-    *,
-    acquisition: int,
-    tr: float | None,
-    series_number: int = 1,
-    chunked: bool = False,
-    chunk_delay: float = 0.05,
-    n_chunks: int = 4,
-    vendor: str = "siemens",
-    series_description: str = "ep2d_bold",
-    image_type: Sequence[str] | None = None,
-    patient: Mapping[str, str] | None = None,
-    session: str = "fmriface",
-    nifti_version: int = 1,
-) -> list[Path]:
-    """Write one 3-D volume; returns the files written, in slice order for ``slices``.
+@dataclass(frozen=True)
+class WriteOptions:
+    """How :func:`write_volume` writes one volume: what the files say (:attr:`labels`, ``image_type``), the NIfTI
+    version, and how the bytes reach the folder (:attr:`delivery`).
 
     Parameters
     ----------
-    data : array [X, Y, Z]
-        Values (float32 on reading back). ``data[i, j, k]``: i = column index, j = row index, k = slice.
-    affine : array 4x4
-        Voxel -> RAS+ mm. DICOM needs an unsheared grid.
-    path : path
-        The file to write (``mosaic``, ``enhanced``; ``nifti``: ``.nii`` or ``.nii.gz``), or for ``slices``
-        a file-name prefix: slice k goes to ``<path>_s<k+1:04d>.dcm`` (see :func:`slice_paths`).
-    fmt : {"mosaic", "enhanced", "slices", "nifti"}
     acquisition : int
         Volume number (DICOM AcquisitionNumber / TemporalPositionIdentifier; NIfTI ``descrip`` ``acq=N``).
     tr : float or None
@@ -90,6 +69,57 @@ def write_volume(
         Seeds the study, series and instance UIDs (deterministic).
     nifti_version : {1, 2}
     """
+
+    acquisition: int
+    tr: float | None
+    series_number: int = 1
+    chunked: bool = False
+    chunk_delay: float = 0.05
+    n_chunks: int = 4
+    vendor: str = "siemens"
+    series_description: str = "ep2d_bold"
+    image_type: Sequence[str] | None = None
+    patient: Mapping[str, str] | None = None
+    session: str = "fmriface"
+    nifti_version: int = 1
+
+    @property
+    def labels(self) -> Labels:
+        """What the DICOM files say about where they come from."""
+        return Labels(
+            acquisition=self.acquisition,
+            tr=self.tr,
+            series_number=self.series_number,
+            vendor=self.vendor,
+            series_description=self.series_description,
+            patient=self.patient,
+            session=self.session,
+        )
+
+    @property
+    def delivery(self) -> dict[str, Any]:
+        """:func:`write_bytes`' keywords: atomic, or in chunks."""
+        return {"chunked": self.chunked, "chunk_delay": self.chunk_delay, "n_chunks": self.n_chunks}
+
+
+def write_volume(data: np.ndarray, affine: np.ndarray, path: str | Path, fmt: str, **options: Any) -> list[Path]:
+    """Write one 3-D volume; returns the files written, in slice order for ``slices``.
+
+    Parameters
+    ----------
+    data : array [X, Y, Z]
+        Values (float32 on reading back). ``data[i, j, k]``: i = column index, j = row index, k = slice.
+    affine : array 4x4
+        Voxel -> RAS+ mm. DICOM needs an unsheared grid.
+    path : path
+        The file to write (``mosaic``, ``enhanced``; ``nifti``: ``.nii`` or ``.nii.gz``), or for ``slices``
+        a file-name prefix: slice k goes to ``<path>_s<k+1:04d>.dcm`` (see :func:`slice_paths`).
+    fmt : {"mosaic", "enhanced", "slices", "nifti"}
+    **options
+        The fields of :class:`WriteOptions` as keywords: ``acquisition`` and ``tr`` always, the others as needed
+        (``series_number``, ``vendor``, ``patient``, ``chunked``, ...).
+    """
+    opts = WriteOptions(**options)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
     data = np.asarray(data)
@@ -97,30 +127,25 @@ def write_volume(
         raise ValueError(f"write_volume takes one 3-D volume, got shape {data.shape}")
     path = Path(path)
     if fmt == "nifti":
-        blobs = {path: _nifti_bytes(data, affine, path, acquisition, tr, series_number, nifti_version)}
+        blobs = {path: _nifti_bytes(data, affine, path, opts)}
     else:
-        common = dict(
-            session=session,
-            series_number=series_number,
-            acquisition=acquisition,
-            tr=tr,
-            vendor=vendor,
-            series_description=series_description,
-            patient=patient,
-        )
-        geom = geometry_from_affine(affine, data.shape[2])
-        if fmt == "mosaic":
-            if vendor != "siemens":
-                raise ValueError("mosaic is a Siemens format; use vendor='siemens'")
-            blobs = {path: _encode(mosaic_dataset(data, geom, image_type, **common))}
-        elif fmt == "enhanced":
-            blobs = {path: _encode(enhanced_dataset(data, geom, image_type, **common))}
-        else:
-            files = slice_paths(path, data.shape[2])
-            blobs = {f: _encode(ds) for f, ds in zip(files, slice_datasets(data, geom, image_type, **common))}
+        blobs = _dicom_blobs(data, affine, path, fmt, opts)
     for target, blob in blobs.items():
-        write_bytes(target, blob, chunked=chunked, chunk_delay=chunk_delay, n_chunks=n_chunks)
+        write_bytes(target, blob, **opts.delivery)
     return list(blobs)
+
+
+def _dicom_blobs(data: np.ndarray, affine: np.ndarray, path: Path, fmt: str, opts: WriteOptions) -> dict[Path, bytes]:
+    """The encoded DICOM files of one volume, by the path each goes to."""
+    labels, geom = opts.labels, geometry_from_affine(affine, data.shape[2])
+    if fmt == "mosaic":
+        if opts.vendor != "siemens":
+            raise ValueError("mosaic is a Siemens format; use vendor='siemens'")
+        return {path: _encode(mosaic_dataset(data, geom, opts.image_type, labels))}
+    if fmt == "enhanced":
+        return {path: _encode(enhanced_dataset(data, geom, opts.image_type, labels))}
+    files = slice_paths(path, data.shape[2])
+    return {f: _encode(ds) for f, ds in zip(files, slice_datasets(data, geom, opts.image_type, labels))}
 
 
 def write_bytes(
@@ -149,16 +174,16 @@ def _encode(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def _nifti_bytes(data, affine, path, acquisition, tr, series_number, version) -> bytes:
-    cls = {1: nib.Nifti1Image, 2: nib.Nifti2Image}[version]
+def _nifti_bytes(data: np.ndarray, affine: np.ndarray, path: Path, opts: WriteOptions) -> bytes:
+    cls = {1: nib.Nifti1Image, 2: nib.Nifti2Image}[opts.nifti_version]
     img = cls(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     hdr = img.header
     hdr.set_xyzt_units("mm", "sec")
-    if tr is not None:
-        hdr["pixdim"][4] = tr
-    hdr["descrip"] = f"fmriface acq={acquisition} series={series_number}".encode()
+    if opts.tr is not None:
+        hdr["pixdim"][4] = opts.tr
+    hdr["descrip"] = f"fmriface acq={opts.acquisition} series={opts.series_number}".encode()
     raw = img.to_bytes()
     if path.name.endswith(".gz"):
         return gzip.compress(raw, compresslevel=1, mtime=0)
