@@ -336,6 +336,7 @@ def evaluate_decoders(
     """
     step = step or (lambda _name: None)
     step("mappings")
+    est_main, map_main = main
     has_imagery = any(p.imagery is not None for p in estimates.values())
     truth = _Truth.of(faces, has_imagery)
     res = _Results()
@@ -347,12 +348,11 @@ def evaluate_decoders(
             pred, rec = _score_test(res, (est, mname, sname), mapping.predict(patterns.test.x), faces, truth, log)
             if patterns.imagery is not None and len(faces.latents[sname]["imagery"]) >= 2:
                 _score_imagery(res, (est, mname, sname), mapping, patterns, faces, truth)
-            if est != main[0]:
+            if est != est_main:
                 continue
             res.recon[f"{sname} {mname}"] = rec
             if male is not None:
                 _score_gender(res, (mname, sname), pred, faces, male)
-    est_main, map_main = main
     map_main, choice = _bundle_mapping(res.fitted, est_main, map_main, log)
     permutation: dict = {}
     if n_permutations:
