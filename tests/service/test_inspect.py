@@ -9,7 +9,7 @@ import pytest
 from fmriface.commands import inspect as inspect_command
 from service.intake.inspect import compact_ranges, inspect_path
 from service.scanner.writers import write_bytes, write_volume
-from tests.service.test_readers import AFFINES, make_volume
+from tests.service.dicom.test_formats import AFFINES, make_volume
 
 PATIENT = {"PatientName": "Doe^Jane", "PatientID": "PID-4455", "PatientBirthDate": "19690102"}
 

@@ -15,7 +15,7 @@ import pytest
 from service.intake.watcher import VolumeWatcher, WatcherConfig
 from service.scanner.writers import write_bytes, write_volume
 from service.volume import IntakeEvent, Volume
-from tests.service.test_readers import AFFINES, make_volume
+from tests.service.dicom.test_formats import AFFINES, make_volume
 
 AFFINE = AFFINES["ras"]
 

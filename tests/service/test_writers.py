@@ -14,7 +14,7 @@ import pytest
 from service.dicom.csa import read_csa
 from service.intake.assembly import IncompleteFileError, read_volume
 from service.scanner.writers import FORMATS, slice_paths, write_volume
-from tests.service.test_readers import AFFINES, NICOM_WARNING, SHAPE, make_volume
+from tests.service.dicom.test_formats import AFFINES, NICOM_WARNING, SHAPE, make_volume
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
