@@ -142,7 +142,7 @@ def enhanced_dataset(data, geom: Geometry, image_type, labels: Labels) -> Datase
     return ds
 
 
-#: Private creators of the vendor fields that say how many slices a volume has (read by service.dicom.read).
+#: Private creators of the vendor fields that say how many slices a volume has (read by service.dicom.formats.slices).
 GE_RELA_CREATOR = "GEMS_RELA_01"
 PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"
 XA_PROTOCOL_CREATOR = "SIEMENS MR SDS 01"
