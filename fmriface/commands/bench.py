@@ -28,6 +28,10 @@ def benchmarks() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark named by ``argv[0]`` with the rest as its options and print its result.
+
+    Without a name (or with -h) it prints the list of benchmarks. Returns 2 for an unknown name, else 0.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     known = benchmarks()
     listing = "\n".join(f"  {k:<10} {v}" for k, v in known.items())

@@ -12,9 +12,10 @@ a token, printed at start in the address to open (or --token / $FMRIFACE_DASHBOA
 browser never delays anything: each page has a bounded queue of its own, and the service does not know the
 dashboard is there. Stops on Ctrl-C / SIGTERM or after --duration seconds; prints a summary.
 
-examples:
-  fmriface dashboard --sub tcp://127.0.0.1:5556 --runs runs/ --stimuli twin/stimuli
-  fmriface dashboard --host 0.0.0.0 --port 8050 --curve-secret keys/dashboard.key_secret --curve-server-key keys/server.key
+Examples
+--------
+fmriface dashboard --sub tcp://127.0.0.1:5556 --runs runs/ --stimuli twin/stimuli
+fmriface dashboard --host 0.0.0.0 --port 8050 --curve-secret keys/dashboard.key_secret --curve-server-key keys/server.key
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from service.extras import missing_extra
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve the dashboard until Ctrl-C, SIGTERM or --duration, then print its summary; returns 0."""
     p = parser("dashboard", __doc__)
     p.add_argument("--config", help="a TOML file with the options below (keys as the long options, with _)")
     p.add_argument("--sub", help="the service's PUB address (default tcp://127.0.0.1:5556)")

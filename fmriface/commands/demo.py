@@ -18,10 +18,11 @@ Steps, each reused on a rerun when its inputs and config are unchanged (keyed by
 presets: tiny (<= 3 min), demo (<= 10 min), paper (the paper's scale: 8,000 training faces, 20 test faces x 40
 repeats; a converged face space trained once, about an hour, then reused; the fit about 15 minutes; 2 CPU cores)
 
-examples:
-  fmriface demo                       # the demo preset into ./demo-out
-  fmriface demo --preset tiny --out /tmp/tiny
-  fmriface demo --preset paper --out paper-out --no-display
+Examples
+--------
+fmriface demo                       # the demo preset into ./demo-out
+fmriface demo --preset tiny --out /tmp/tiny
+fmriface demo --preset paper --out paper-out --no-display
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Step:
         self._stamp = out / f".{name}.done.json"
 
     def done(self) -> bool:
+        """Whether this step already ran with the same inputs: its folder exists and its stamp holds this key."""
         if not self._stamp.is_file() or not self.dir.exists():
             return False
         try:
@@ -98,11 +100,13 @@ class Step:
             return False
 
     def begin(self) -> None:
+        """Forget an earlier result before the step runs: the stamp first, then the folder."""
         self._stamp.unlink(missing_ok=True)
         if self.dir.exists():
             shutil.rmtree(self.dir)
 
     def finish(self, seconds: float) -> None:
+        """Mark the folder complete for this key (the stamp also records the seconds the step took)."""
         self._stamp.write_text(json.dumps({"key": self.key, "seconds": round(seconds, 1)}))
 
 
@@ -141,6 +145,7 @@ def _preset_text(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo's steps into --out, reusing those whose inputs are unchanged, and print the report's summary."""
     p = parser("demo", __doc__)
     p.add_argument(
         "--preset",

@@ -9,10 +9,11 @@ under Xvfb (started here when $DISPLAY is unset) and ``--save-frames DIR`` write
 with ``frames.tsv``. It stops on Escape, ``--max-frames``, the service's ``end`` message (unless
 ``--stay-open``), ``--timeout`` seconds without any message, or ``--duration`` seconds. Prints a summary.
 
-examples:
-  fmriface display --sub tcp://127.0.0.1:5556 --mode operator
-  fmriface display --sub tcp://127.0.0.1:5556 --topic trial --mode feedback --fullscr
-  fmriface display --headless --save-frames out/frames --max-frames 100 --timeout 60 --json
+Examples
+--------
+fmriface display --sub tcp://127.0.0.1:5556 --mode operator
+fmriface display --sub tcp://127.0.0.1:5556 --topic trial --mode feedback --fullscr
+fmriface display --headless --save-frames out/frames --max-frames 100 --timeout 60 --json
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def _size(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Show the service's stream until it ends or a limit is reached, then print the display's summary; returns 0."""
     p = parser("display", __doc__)
     p.add_argument("--config", help="a TOML file or preset (face, operator, feedback, demo)")
     p.add_argument("--sub", help="the service's PUB address (default tcp://127.0.0.1:5556)")

@@ -19,6 +19,7 @@ from fmriface.common import emit, parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Encode the images into the face space; save the latents (.npy) and their ids (.ids.txt); returns 0."""
     p = parser("encode", __doc__)
     p.add_argument("--vaegan", required=True, help="face-space folder (train-vaegan output or saved PCA space)")
     p.add_argument("--images", required=True, help="folder of images")

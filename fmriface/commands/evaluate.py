@@ -32,6 +32,7 @@ class EvaluateConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate the released model on one ds001761 subject; print the result (also to --out); returns 0."""
     p = parser("evaluate", __doc__)
     p.add_argument("--config", help="TOML file or preset name with the options below")
     p.add_argument("--ds001761-derivatives", required=True, type=Path, help="the data set's derivatives folder")

@@ -7,10 +7,11 @@ subject, session and run: faces 1 s every 3 s with the one-back task, imagery tr
 be resumed at any run. Writes ``OUT/sub-S/ses-T/func/..._events.tsv`` row by row and a log; sends ``event``
 messages to the service. Escape ends the run and keeps what was recorded.
 
-examples:
-  fmriface experiment --config experiment-paper --stimuli twin/stimuli --out bids --subject 01 --session 1 --run 1
-  fmriface experiment --config experiment-practice --stimuli twin/stimuli --out /tmp/practice --run 2
-  fmriface experiment --config experiment-paper --stimuli twin/stimuli --out bids --plan-only
+Examples
+--------
+fmriface experiment --config experiment-paper --stimuli twin/stimuli --out bids --subject 01 --session 1 --run 1
+fmriface experiment --config experiment-practice --stimuli twin/stimuli --out /tmp/practice --run 2
+fmriface experiment --config experiment-paper --stimuli twin/stimuli --out bids --plan-only
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fmriface.common import check_addresses, emit, parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one run of the experiment (or, with --plan-only, only make the plan) and print its summary; returns 0."""
     p = parser("experiment", __doc__)
     p.add_argument("--config", help="a TOML file or preset (paper, practice, tiny)")
     p.add_argument("--stimuli", type=Path, help="stimulus folder with train/ and test/ images")

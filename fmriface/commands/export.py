@@ -18,6 +18,7 @@ from fmriface.common import emit, parser, prepare_out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Export the face space to ONNX in --out with export.json (the parity check) and print it; returns 0."""
     p = parser("export", __doc__)
     p.add_argument("--vaegan", required=True, help="face-space folder (train-vaegan output or saved PCA space)")
     p.add_argument("--out", required=True, help="output folder for decoder.onnx, encoder.onnx, export.json")

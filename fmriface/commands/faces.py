@@ -15,6 +15,7 @@ from fmriface.common import UsageError, emit, parser, prepare_out_dir, progress
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write --n procedural faces and their attribute table into --out and print each attribute's share."""
     p = parser("faces", __doc__)
     p.add_argument("--n", type=int, required=True, help="number of faces")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (64 or 128; default 64)")

@@ -8,10 +8,11 @@ files, matrices that differ). No patient-identifying field is ever printed.
 
 The exit status is 0; with ``--strict`` it is 1 when problems were found.
 
-examples:
-  fmriface inspect /data/export/20260301_subject
-  fmriface inspect 001_000007_000001.dcm --json
-  fmriface inspect /mnt/scanner --recursive --strict
+Examples
+--------
+fmriface inspect /data/export/20260301_subject
+fmriface inspect 001_000007_000001.dcm --json
+fmriface inspect /mnt/scanner --recursive --strict
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class InspectConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Inspect the path and print the report; returns 1 under --strict when problems were found, else 0."""
     p = parser("inspect", __doc__)
     p.add_argument("path", type=Path, help="a scanner export folder or one file")
     p.add_argument("--recursive", action="store_true", default=None, help="also look in sub-folders")

@@ -6,9 +6,10 @@ it to the hosts that must accept this peer) and NAME.key_secret (both keys, mode
 The service loads server.key_secret and accepts only the public keys in its allowed-keys folder (written here
 as allowed/*.key for every name but the server); each peer loads its own secret and server.key.
 
-examples:
-  fmriface keys --out keys/                       # server, display, experiment
-  fmriface keys --out keys/ --names server,display-booth,display-console --json
+Examples
+--------
+fmriface keys --out keys/                       # server, display, experiment
+fmriface keys --out keys/ --names server,display-booth,display-console --json
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ DEFAULT_NAMES = ("server", "display", "experiment")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Create the CurveZMQ key pairs named by --names in --out and print where they are; returns 0.
+
+    Every name but the server also gets its public key copied into ``allowed/``, the service's allowed-keys folder.
+    """
     p = parser("keys", __doc__)
     p.add_argument("--out", type=Path, required=True, help="folder to write the key files into")
     p.add_argument(

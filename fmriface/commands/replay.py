@@ -8,9 +8,10 @@ trial-wise decoding works in simulation. ``--faults`` injects truncated, corrupt
 duplicated or delayed volumes to test the service's intake; the faults injected are listed in
 ``<to>_faults.tsv``.
 
-examples:
-  fmriface replay --bids twin/ --subject 01 --session 01 --run 12 --to /tmp/scanner --format mosaic --speed 4
-  fmriface replay --run sub-01_task-faces_run-01_bold.nii.gz --to /tmp/scanner --asap --faults drop,truncate
+Examples
+--------
+fmriface replay --bids twin/ --subject 01 --session 01 --run 12 --to /tmp/scanner --format mosaic --speed 4
+fmriface replay --run sub-01_task-faces_run-01_bold.nii.gz --to /tmp/scanner --asap --faults drop,truncate
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def read_events(bold: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Replay one run into --to as the scanner's export, paced by its TR (or --tr, --speed, --asap); returns 0.
+
+    Every option is checked before anything is read or written; progress and the faults injected go to stderr.
+    """
     p = parser("replay", __doc__)
     p.add_argument(
         "--run",

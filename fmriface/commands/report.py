@@ -7,9 +7,10 @@ file to frame sent and from file to screen (the displays' flip acks), framewise 
 and the software versions; then how the feedback signal was computed. Runs given together are shown side by
 side (a live and a sham run, for example).
 
-examples:
-  fmriface report runs/run-live
-  fmriface report runs/run-live runs/run-sham --json
+Examples
+--------
+fmriface report runs/run-live
+fmriface report runs/run-live runs/run-sham --json
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fmriface.common import UsageError, emit, parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the report of each run folder (text, or one JSON object with --json); returns 0."""
     p = parser("report", __doc__)
     p.add_argument("runs", type=Path, nargs="+", help="run folders (runs/<run_id>)")
     p.add_argument("--fd-threshold", type=float, default=None, help="FD in mm above which volumes are counted (0.5)")

@@ -47,6 +47,7 @@ _OPTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the service until the run ends and print its run id, run folder and summary as one JSON line."""
     p = parser("serve", __doc__)
     p.add_argument("--config", help="TOML file or preset name (serve-demo, serve-tiny); options override it")
     for opt, (_, typ, help_) in _OPTIONS.items():

@@ -20,6 +20,7 @@ from fmriface.common import UsageError, emit, parser, prepare_out_dir, progress
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Simulate the digital-twin data set into --out and print its summary; returns 0."""
     p = parser("simulate", __doc__)
     p.add_argument("--config", help="TOML file or preset name (simulate-tiny, simulate-demo, simulate-paper)")
     p.add_argument("--preset", choices=["tiny", "demo", "paper"], help="shorthand for --config simulate-PRESET")

@@ -17,6 +17,10 @@ from fmriface.common import emit, parser, prepare_out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train (or with --resume, continue) the VAE-GAN face space in --out and print its summary; returns 0.
+
+    Under torchrun only rank 0 prepares --out and prints; the other ranks only make sure the folder exists.
+    """
     p = parser("train-vaegan", __doc__)
     p.add_argument("--config", help="TOML file or preset name (vaegan-tiny, vaegan-demo, vaegan-paper)")
     p.add_argument("--data", help="procedural | celeba:PATH | folder:PATH")
