@@ -43,6 +43,7 @@ def _events_path(bold: Path) -> Path:
 
 
 def read_events(bold: Path) -> list[dict[str, str]]:
+    """The rows of the events.tsv beside a BIDS bold file, as dicts of the column values (strings)."""
     with open(_events_path(bold), newline="") as f:
         return [dict(r) for r in csv.DictReader(f, delimiter="\t")]
 

@@ -50,6 +50,7 @@ CHROMIUM_ARGS = [
 
 
 def add_arguments(p: Any) -> None:
+    """Add this benchmark's options to the parser of ``fmriface bench dashboard``."""
     p.add_argument("--frames", type=int, default=300, help="frames to publish (latency; default 300)")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second (latency; default 10)")
     p.add_argument("--image-size", type=int, default=64, help="side of the published face (default 64)")
@@ -105,6 +106,7 @@ class DashboardRun:
                 time.sleep(0.05)
 
     def rss_mb(self) -> float | None:
+        """The dashboard process's resident memory in MiB, or None once the process is gone."""
         import psutil
 
         try:
@@ -113,6 +115,7 @@ class DashboardRun:
             return None
 
     def stop(self) -> None:
+        """Stop the dashboard: SIGTERM, then SIGKILL if it has not exited within 15 s."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -406,6 +409,10 @@ def _memory(args: Any, work: Path) -> dict[str, Any]:
 
 
 def run(args: Any) -> dict[str, Any]:
+    """Measure the page's latency (or, with --memory, its memory over a long replay) in a real headless Chromium.
+
+    Raises UsageError when no browser can be driven; returns the result printed by ``fmriface bench``.
+    """
     reason = browser_missing()
     if reason:
         raise UsageError(f"bench dashboard needs a browser: {reason}")

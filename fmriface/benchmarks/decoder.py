@@ -20,6 +20,7 @@ import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add this benchmark's options to the parser of ``fmriface bench decoder``."""
     p.add_argument("--repeats", type=int, default=200, help="timed calls per preset and runtime (default 200)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of both runtimes (default 1)")
     p.add_argument("--presets", default="small-64,paper-128", help="comma-separated network presets")
@@ -32,6 +33,7 @@ def _stats(ms: list[float]) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Time each preset's decoder at batch 1 through onnxruntime and torch; returns the timings per preset."""
     import torch
 
     from models.config import preset

@@ -22,6 +22,7 @@ import numpy as np
 
 
 def add_arguments(p: Any) -> None:
+    """Add this benchmark's options to the parser of ``fmriface bench display``."""
     p.add_argument("--frames", type=int, default=300, help="frames to publish (default 300)")
     p.add_argument("--rate", type=float, default=20.0, help="frames per second (default 20)")
     p.add_argument("--image-size", type=int, default=64, help="side of the published face (default 64)")
@@ -41,6 +42,7 @@ def _stats(ms: np.ndarray, prefix: str = "") -> dict[str, float | None]:
 
 
 def run(args: Any) -> dict[str, Any]:
+    """Publish faces to a headless ``fmriface display`` and return its receive -> flip and send -> flip latency."""
     import tempfile
 
     import zmq

@@ -40,6 +40,7 @@ FORMATS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add this benchmark's options to the parser of ``fmriface bench intake``."""
     p.add_argument("--n", type=int, default=30, help="volumes per format (default 30)")
     p.add_argument("--handoff-n", type=int, default=20, help="volumes per hand-off path (default 20)")
     p.add_argument("--poll-interval", type=float, default=0.05, help="polling period in seconds (default 0.05)")
@@ -122,6 +123,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time reading each format's volume and the hand-off delay on the event and polling paths; returns both."""
     with tempfile.TemporaryDirectory(prefix="fmriface-bench-intake-") as tmp:
         tmp_path = Path(tmp)
         reads, cpu = _read_times(tmp_path / "read", args.n, args.seed)

@@ -28,6 +28,7 @@ import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add this benchmark's options to the parser of ``fmriface bench motion``."""
     p.add_argument("--volumes", type=int, default=100, help="moved volumes (default 100)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the volumes (default 3)")
     p.add_argument("--max-mm", type=float, default=3.0, help="largest translation per axis, mm")
@@ -82,6 +83,7 @@ def displacement_errors(estimated: np.ndarray, true: np.ndarray, points: np.ndar
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Register the moved volumes with service.motion (and the peers) and return time per volume and errors."""
     from fmriface.common import progress
     from offline.twin import make_anatomy
     from service.motion import RigidRegistration

@@ -25,6 +25,11 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # ITK works in LPS; NIfTI affines are RA
 
 
 def rtspm_peer(reference: np.ndarray, affine: np.ndarray, volumes: list[np.ndarray]):
+    """Realign and reslice each volume to ``reference`` with python-rtspm, as OpenNFT does.
+
+    Returns the parameters [T, 6] in service.motion's convention and the seconds each volume took; the first
+    call, which precomputes the reference's Jacobian, is not timed. Raises ImportError without rtspm.
+    """
     from rtspm import spm_realign_rt, spm_reslice_rt
 
     flags_realign = {"quality": 0.9, "fwhm": 5, "sep": 4, "interp": 4, "wrap": np.zeros((3, 1)), "rtm": 0}
@@ -71,6 +76,11 @@ def _matrix_from_itk(matrix: np.ndarray, translation: np.ndarray, center: np.nda
 
 
 def ants_peer(reference: np.ndarray, affine: np.ndarray, volumes: list[np.ndarray]):
+    """Register each volume to ``reference`` with antspyx's QuickRigid and apply the transform.
+
+    Returns the parameters [T, 6] in service.motion's convention and the seconds each volume took (registration
+    plus resampling). Raises ImportError without antspyx.
+    """
     import ants
 
     origin, spacing, direction = _itk_geometry(affine)
@@ -94,6 +104,11 @@ def ants_peer(reference: np.ndarray, affine: np.ndarray, volumes: list[np.ndarra
 
 
 def sitk_peer(reference: np.ndarray, affine: np.ndarray, volumes: list[np.ndarray]):
+    """Register each volume to ``reference`` with a two-level SimpleITK Euler3D registration and resample.
+
+    Returns the parameters [T, 6] in service.motion's convention and the seconds each volume took (registration
+    plus resampling). Raises ImportError without SimpleITK.
+    """
     import SimpleITK as sitk
 
     origin, spacing, direction = _itk_geometry(affine)

@@ -33,6 +33,7 @@ from fmriface.common import free_address, progress, write_toml
 
 
 def add_arguments(p) -> None:
+    """Add this benchmark's options to the parser of ``fmriface bench service``."""
     p.add_argument("--n-paced", type=int, default=200, help="volumes of the TR-paced run")
     p.add_argument("--tr", type=float, default=0.15, help="TR of the paced run (s)")
     p.add_argument("--n-asap", type=int, default=400, help="volumes of the as-fast-as-possible run")
@@ -290,6 +291,7 @@ def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers:
 
 
 def run(args) -> dict[str, Any]:
+    """Run the paced and the as-fast-as-possible runs through ``fmriface serve``; returns latency and throughput."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     from fmriface.benchmarks.synth import make_bundle

@@ -32,6 +32,7 @@ MEMORY_LIMIT_MB = 50.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add this benchmark's options to the parser of ``fmriface bench soak``."""
     p.add_argument("--volumes", type=int, default=2000, help="volumes in the run (default 2000)")
     p.add_argument("--fault-rate", type=float, default=0.05, help="probability of a fault per volume (0.05)")
     p.add_argument("--rate", type=float, default=100.0, help="volumes written per second (default 100)")
@@ -210,6 +211,7 @@ def soak(
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Run the soak (options checked first) in a temporary folder and return its accounting and memory growth."""
     if args.volumes < 20:
         raise UsageError("--volumes must be at least 20")
     if not 0.0 <= args.fault_rate <= 1.0 or args.rate <= 0:
@@ -248,6 +250,7 @@ class BadFiles(threading.Thread):
         self.dropped: list[str] = []
 
     def run(self) -> None:
+        """Drop the bad files one after another, evenly spaced, each in place at once (written aside, then renamed)."""
         for i in range(self.n):
             time.sleep(self.span_s / max(self.n, 1))
             kind = self.KINDS[i % len(self.KINDS)]

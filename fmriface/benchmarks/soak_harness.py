@@ -50,6 +50,7 @@ class ServeProcess:
     log_path: Path | None = None
 
     def start(self) -> ServeProcess:
+        """Write the config and start the service with its output in ``<name>.log``; returns self at once."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / f"{self.name}.toml"
         write_toml(cfg, self.values)
@@ -68,13 +69,16 @@ class ServeProcess:
 
     @property
     def pid(self) -> int:
+        """The service's process id (only once started)."""
         assert self.proc is not None
         return self.proc.pid
 
     def alive(self) -> bool:
+        """Whether the service was started and has not exited."""
         return self.proc is not None and self.proc.poll() is None
 
     def rss_mb(self) -> float | None:
+        """The service's resident memory in MiB, or None once the process is gone."""
         import psutil
 
         try:
@@ -83,16 +87,19 @@ class ServeProcess:
             return None
 
     def kill(self) -> None:
+        """Crash the service: SIGKILL, so no handler runs and nothing is flushed, then reap it."""
         if self.alive():
             self.proc.kill()  # SIGKILL: no handler runs, nothing is flushed or closed
         self.wait(10)
 
     def terminate(self, timeout: float = 20) -> int | None:
+        """Stop the service cleanly with SIGTERM; returns its exit status (killed after ``timeout`` seconds)."""
         if self.alive():
             self.proc.terminate()
         return self.wait(timeout)
 
     def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the service to exit, then kill it; returns its exit status."""
         if self.proc is None:
             return None
         try:
@@ -102,6 +109,7 @@ class ServeProcess:
             return self.proc.wait(10)
 
     def log(self) -> str:
+        """The service's output so far (empty before it started)."""
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
 
@@ -120,6 +128,7 @@ class Collector(threading.Thread):
         self.ready, self.ended, self.stop = threading.Event(), threading.Event(), threading.Event()
 
     def run(self) -> None:
+        """Receive until :meth:`close`: decode each message, keep it by topic and count those that do not decode."""
         import zmq
 
         from service import protocol as P
@@ -148,9 +157,11 @@ class Collector(threading.Thread):
             ctx.term()
 
     def frames(self) -> list[dict[str, Any]]:
+        """The ``frame`` messages received so far, in order of arrival."""
         return list(self.messages["frame"])
 
     def close(self) -> None:
+        """Stop receiving and wait up to 5 s for the thread to end."""
         self.stop.set()
         self.join(5)
 

@@ -44,6 +44,7 @@ class Handoff:
         self.dropped_total = 0
 
     def put(self, items: list[Any]) -> None:
+        """Queue items for the loop, dropping the oldest beyond ``maxlen``, and schedule one delivery if none is due."""
         with self._lock:
             self._q.extend(items)
             while len(self._q) > self.maxlen:
@@ -104,6 +105,7 @@ class StreamFeed(threading.Thread):
         self._last_face = -1e9
 
     def run(self) -> None:
+        """Receive until stopped, in batches of up to 1000 messages, and hand each batch's items to ``out``."""
         import zmq
 
         ctx = zmq.Context()
@@ -149,6 +151,7 @@ class StreamFeed(threading.Thread):
         return items
 
     def stop(self) -> None:
+        """Ask the thread to stop; it notices within 0.1 s."""
         self.stopping.set()
 
 
@@ -176,6 +179,7 @@ class RecordsFeed(threading.Thread):
         self._list_soon = 0
 
     def run(self) -> None:
+        """Every ``interval`` seconds, pass on the current run's new records and, when it changed, the list of runs."""
         next_list = 0.0
         while not self.stopping.is_set():
             try:
@@ -213,4 +217,5 @@ class RecordsFeed(threading.Thread):
             self.out.put([{"kind": "records", "run_id": run_id, "volumes": v, "flips": f}])
 
     def stop(self) -> None:
+        """Ask the thread to stop; it notices within ``interval`` seconds."""
         self.stopping.set()

@@ -47,6 +47,7 @@ class Tail:
         self._partial = b""
 
     def read(self) -> list[dict[str, Any]]:
+        """The records completed since the last call; a line still being written waits for the next call."""
         try:
             size = self.path.stat().st_size
         except OSError:

@@ -204,6 +204,7 @@ class Dashboard:
     # --- stimuli ------------------------------------------------------------------------------------------
 
     def stimulus_file(self, stim_id: str) -> Path | None:
+        """The image file of ``stim_id`` inside the stimulus folder, or None (outside it, not an image, or missing)."""
         if self.stimuli is None or not stim_id or "\x00" in stim_id:
             return None
         path = (self.stimuli / stim_id).resolve()
@@ -212,6 +213,7 @@ class Dashboard:
         return path
 
     def stimulus_url(self, stim_id: str) -> str | None:
+        """The page's address of ``stim_id``'s image, or None when there is none (answers are cached)."""
         if stim_id not in self._stim_cache:
             if len(self._stim_cache) > 4096:
                 self._stim_cache.clear()
@@ -255,11 +257,16 @@ class Dashboard:
         self._broadcast([sse(name, data) for name, data in events])
 
     def current_run(self) -> str | None:
+        """The run id of the stream's current run (what the records feed follows)."""
         return self.state.run_id
 
     # --- the web app --------------------------------------------------------------------------------------
 
     def app(self) -> Any:
+        """The web application: the page and its static files, the event stream, the state and runs API and the stimuli.
+
+        Every request passes the token guard; every response gets the security headers.
+        """
         from aiohttp import web
 
         static = resources.files("fmriface.dashboard").joinpath("static")
@@ -340,6 +347,7 @@ class Dashboard:
         return await handler(request)
 
     async def events(self, request: Any) -> Any:
+        """Stream events to one page (Server-Sent Events): a snapshot, then its queue (a snapshot again on overflow)."""
         from aiohttp import web
 
         if len(self.clients) >= self.cfg.max_clients:
@@ -449,6 +457,7 @@ class Dashboard:
         return f"http://{host}:{port}/" + (f"?token={self.token}" if self.token else "")
 
     def announcement(self, port: int) -> list[str]:
+        """The lines printed once the dashboard listens: its address, binding, subscription, token and runs folder."""
         cfg = self.cfg
         link = "CurveZMQ" if cfg.curve_secret is not None else "plain TCP"
         lines = [f"fmriface dashboard: {self.url}"]

@@ -68,6 +68,7 @@ class StateConfig:
 
 
 def as_number(x: Any) -> float | None:
+    """``x`` as a float when it is a finite int or float (bools are not numbers here), else None."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     x = float(x)
@@ -75,12 +76,14 @@ def as_number(x: Any) -> float | None:
 
 
 def as_int(x: Any) -> int | None:
+    """``x`` when it is an int within the range a JSON double holds exactly (not a bool), else None."""
     if isinstance(x, bool) or not isinstance(x, int) or abs(x) > 2**53:
         return None
     return x
 
 
 def as_text(x: Any, n: int = 200) -> str | None:
+    """``x`` cut to ``n`` characters when it is a string, else None."""
     return x[:n] if isinstance(x, str) else None
 
 
