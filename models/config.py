@@ -45,6 +45,7 @@ class EncoderConfig:
 
     @property
     def base_size(self) -> int:
+        """Side of the last conv block's feature map (``image_size / 2**len(channels)``)."""
         return _check_size(self.image_size, len(self.channels), "encoder")
 
 
@@ -68,6 +69,7 @@ class DecoderConfig:
 
     @property
     def base_size(self) -> int:
+        """Side of the map the linear layer is reshaped to (``image_size / 2**len(channels)``)."""
         return _check_size(self.image_size, len(self.channels), "decoder")
 
 
@@ -104,6 +106,7 @@ class DiscriminatorConfig:
 
     @property
     def final_size(self) -> int:
+        """Side of the last conv block's feature map (``image_size`` divided by every stride)."""
         side = self.image_size
         for s in self.strides:
             side //= s
@@ -130,10 +133,12 @@ class VAEGANConfig:
 
     @property
     def image_size(self) -> int:
+        """Side of the square images, the same for all three networks."""
         return self.encoder.image_size
 
     @property
     def latent_size(self) -> int:
+        """Length of the latent vector, shared by the encoder and the decoder."""
         return self.encoder.latent_size
 
     def to_dict(self) -> dict[str, Any]:

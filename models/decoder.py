@@ -36,6 +36,7 @@ class Decoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, S, S]`` of latents ``[N, L]``, divided by their maximum (in eval mode, clipped to [0, 1])."""
         # z: [N, L]
         b = self.cfg.base_size
         h = self.fc_act(self.fc(z))  # [N, C0 * b * b]

@@ -43,6 +43,7 @@ class Discriminator(nn.Module):
         self.out = nn.Linear(cfg.fc_size, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real-vs-generated logit ``[N]`` of images ``[N, 3, S, S]`` and block ``feature_layer``'s feature map."""
         # x: [N, 3, S, S] in [0, 1]
         h = x
         feature = h

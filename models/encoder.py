@@ -35,6 +35,7 @@ class Encoder(nn.Module):
         self.fc_log_sigma = nn.Linear(flat, cfg.latent_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_mu, log_sigma)``, each ``[N, L]``, of images ``[N, 3, S, S]`` in [0, 1] (tanh-bounded heads)."""
         # x: [N, 3, S, S] in [0, 1]
         h = self.features(x)  # [N, C_last, S / 2**n, S / 2**n]
         h = h.flatten(1)  # [N, C_last * base * base]

@@ -28,6 +28,7 @@ class Lapack:
 
     @classmethod
     def lib(cls):
+        """SciPy's OpenBLAS loaded with ctypes and its LAPACKE signatures set, or None (looked up once)."""
         if not cls._tried:
             cls._tried = True
             try:

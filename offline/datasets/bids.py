@@ -82,9 +82,11 @@ class BidsSubject:
     runs: tuple[BidsRun, ...]
 
     def of_kind(self, kind: str) -> list[BidsRun]:
+        """The runs of one kind (as :attr:`BidsRun.kind` names it), in acquisition order."""
         return [r for r in self.runs if r.kind == kind]
 
     def summary(self) -> dict:
+        """A JSON-friendly summary: root folder, subject, and the number of runs of each kind."""
         kinds: dict[str, int] = {}
         for r in self.runs:
             kinds[r.kind] = kinds.get(r.kind, 0) + 1

@@ -101,11 +101,13 @@ class ProceduralSource(FaceSource):
         self.attribute_names = tuple(faces.ATTRIBUTE_NAMES)
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        """``batch_size`` new faces for this rank and step (a seed derived from seed, step, rank and world size)."""
         it = self._faces.iter_faces(batch_size, self.size, _derive_seed(self.seed, 1, step, rank, world_size))
         images, attributes = next(it)
         return np.ascontiguousarray(images), np.asarray(attributes, dtype=np.int8)
 
     def held_out(self, n: int):
+        """``n`` faces from a seed stream that training batches never draw from."""
         # Stream 2 is never used for training batches (stream 1), so these faces are unseen.
         images, attributes = next(self._faces.iter_faces(n, self.size, _derive_seed(self.seed, 2)))
         return np.ascontiguousarray(images), np.asarray(attributes, dtype=np.int8)
@@ -159,6 +161,7 @@ class FolderSource(FaceSource):
 
     @property
     def framing(self) -> str:
+        """``central-80`` when the paper's central crop is applied before resizing, else ``resize``."""
         return "central-80" if self.crop else "resize"
 
     @property
@@ -207,6 +210,11 @@ class FolderSource(FaceSource):
         return np.stack(images), attrs
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        """This rank's share of global batch ``step``: consecutive positions in a stream of shuffled epochs.
+
+        Each epoch's order is a pure function of seed and epoch, so a resumed run draws the same batches; unreadable
+        images are skipped and replaced by the next ones.
+        """
         n = len(self._train)
         if n == 0:
             raise DataError(f"the {self.name} source has no training images")
@@ -219,10 +227,12 @@ class FolderSource(FaceSource):
         return self._gather(order, offset, batch_size)
 
     def held_out(self, n: int):
+        """Up to ``n`` of the held-out files (the training files when none are held out), in file order."""
         pool = self._held if len(self._held) else self._train
         return self._gather(pool[: min(n, len(pool))], 0, min(n, len(pool)))
 
     def describe(self) -> dict:
+        """The base summary plus the number of images, training, held-out and unreadable ones."""
         d = super().describe()
         d.update(
             n_images=len(self.files), n_train=len(self._train), n_held_out=len(self._held), n_corrupt=self.n_corrupt

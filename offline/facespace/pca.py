@@ -58,9 +58,11 @@ class PCAFaceSpace(FaceSpace):
         return x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # [N, 3*S*S], channel-first order
 
     def encode(self, images: np.ndarray) -> np.ndarray:
+        """Projections ``float32 [N, L]`` of the centred faces on the components."""
         return ((self._flat(images) - self.mean_) @ self.components_.T).astype(np.float32)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Faces ``float32 [N, S, S, 3]``: mean plus the latents' combination of components, clipped to [0, 1]."""
         z = self._check_latents(latents)
         flat = np.clip(z @ self.components_ + self.mean_, 0.0, 1.0)
         return flat.reshape(len(z), 3, self.image_size, self.image_size).transpose(0, 2, 3, 1).astype(np.float32)
@@ -111,6 +113,7 @@ class PCAFaceSpace(FaceSpace):
         return report
 
     def save(self, path: str | Path) -> Path:
+        """Write ``pca.npz`` (mean, components, variances, any sample faces), ``facespace.json`` and the attributes."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"mean": self.mean_, "components": self.components_, "explained_variance": self.explained_variance_}
@@ -129,6 +132,7 @@ class PCAFaceSpace(FaceSpace):
 
     @classmethod
     def load(cls, path: str | Path) -> PCAFaceSpace:
+        """Read a face space written by :meth:`save`; raises FaceSpaceError when ``pca.npz`` cannot be read."""
         folder = Path(path)
         meta = read_meta(folder)
         try:

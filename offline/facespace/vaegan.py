@@ -52,10 +52,12 @@ class VAEGANFaceSpace(FaceSpace):
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0,), np.float32)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
+        """The encoder's ``z_mu`` ``float32 [N, L]`` of faces, in eval mode and in batches."""
         x = as_float_images(images, self.image_size).transpose(0, 3, 1, 2).copy()  # [N, 3, S, S]
         return self._batches(x, lambda t: self.model.encoder(t)[0]).reshape(len(x), self.latent_size)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
+        """The decoder's faces ``float32 [N, S, S, 3]`` in [0, 1] of latents, in eval mode and in batches."""
         z = self._check_latents(latents)
         imgs = self._batches(z, self.model.decoder).reshape(len(z), 3, self.image_size, self.image_size)
         return imgs.transpose(0, 2, 3, 1).copy()  # [N, S, S, 3]
@@ -80,6 +82,7 @@ class VAEGANFaceSpace(FaceSpace):
         return report
 
     def save(self, path: str | Path) -> Path:
+        """Write ``checkpoint.pt`` (weights and network config), ``facespace.json`` and the attributes."""
         from models.checkpoint import save_checkpoint
 
         folder = Path(path)

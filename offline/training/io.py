@@ -43,6 +43,7 @@ class MetricsLog:
             w.writerows(rows)
 
     def append(self, row: dict) -> None:
+        """Append one row (floats written with 6 significant digits; keys outside the columns ignored)."""
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore").writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}

@@ -113,6 +113,7 @@ class TrainConfig:
 
     @property
     def weights(self) -> LossWeights:
+        """The loss weights and equilibrium settings of :func:`train_step`, from this config."""
         return LossWeights(
             kl=self.kl_weight,
             feature=self.feature_weight,
@@ -125,8 +126,12 @@ class TrainConfig:
 
 
 def _log(msg: str) -> None:
+    """Write one line to stderr through tqdm, which keeps a running progress bar intact; off with FMRIFACE_QUIET=1."""
     if os.environ.get("FMRIFACE_QUIET") != "1":
-        print(msg, file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)
+        sys.stderr.flush()
 
 
 def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:

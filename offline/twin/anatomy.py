@@ -90,7 +90,7 @@ _MNI_FILES = {
 
 
 def _mni_folder() -> Path:
-    """nilearn's bundled template folder, found without importing nilearn (its import takes seconds)."""
+    """The folder of nilearn's bundled templates, found without importing nilearn (its import takes seconds)."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(missing_extra("nilearn", "the twin's anatomy (the MNI152 templates)", "offline"))

@@ -68,6 +68,7 @@ class FaceCode:
         )
 
     def __call__(self, params: np.ndarray) -> np.ndarray:
+        """Codes ``float32 [n, C]`` of face parameters ``[n, P]``, standardised per unit."""
         return ((self._raw(params) - self.mean_) / self.scale_).astype(np.float32)
 
 

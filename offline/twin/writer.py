@@ -53,11 +53,13 @@ def func_dir(root: Path, subject: str, session: int) -> Path:
 
 
 def write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` as indented JSON (parent folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def write_tsv(path: Path, table: pd.DataFrame, float_format: str | None = None) -> None:
+    """Write ``table`` as BIDS TSV: tab-separated, no index, ``n/a`` for missing values (parent folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format=float_format, lineterminator="\n")
 
