@@ -24,6 +24,7 @@ nested candidates of the voxel selection share their Gram blocks
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from offline.decoding.facespaces import FaceSpaces
 from offline.decoding.mapping import DEFAULT_ALPHAS
 from offline.decoding.patterns import EstimatePatterns, TrialPatterns
 from offline.decoding.selection import Selection, SelectionConfig
+from service.preprocess import ESTIMATORS, PreprocessSpec, get_estimator, online_estimators
 from service.window import WindowSpec
 
 __all__ = ["SelectionConfig", "FitConfig", "FitData", "Heartbeat", "peak_rss_mb", "prepare", "run_fit"]
@@ -47,7 +49,11 @@ class FitConfig:
     """Options of ``fmriface fit`` (presets ``configs/fit-*.toml``)."""
 
     subject: str = ""
-    estimate: Literal["window", "glm"] = "window"
+    #: what fit and serve must agree on (``[preprocess]``, ``[preprocess.window]``): the trial estimate the
+    #: bundle's mapping is fitted on, the trial window, the detrending, the scaling and the resampling kernel; the
+    #: bundle's manifest records it (:meth:`service.preprocess.PreprocessSpec.to_manifest`)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    #: every registered trial estimate is computed and scored, not only ``preprocess.estimate``
     compare_estimates: bool = True
     #: the bundle's mapping: ``ridge``, ``encoding`` (the paper's) or ``auto`` (whichever cross-validates better on
     #: the training runs; both are always fitted and scored)
@@ -58,13 +64,8 @@ class FitConfig:
     rescale: bool = True
     n_splits: int = 5
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    window_start: float = 4.0
-    window_stop: float = 8.0
-    baseline_start: float = -2.0
-    baseline_stop: float = 0.0
+    #: the imagery trials' window ends here (seconds after onset); the rest of their window is ``preprocess.window``
     imagery_window_stop: float = 14.0
-    poly_order: int = 2
-    detrend_scale: Literal["psc", "zscore", "none"] = "psc"
     hrf_model: str = "glover"
     high_pass: float = 0.01
     pca_components: int = 0
@@ -72,9 +73,6 @@ class FitConfig:
     perceptual: bool = True
     seed: int = 0
     threads: int = 2
-    #: how each volume is resampled onto the reference grid: ``linear`` or ``cubic`` B-spline (in the bundle,
-    #: so ``serve`` resamples live volumes the same way)
-    interpolation: Literal["linear", "cubic"] = "linear"
     #: numbers of test repeats averaged for the accuracy-against-repeats curve (empty: not computed), each drawn
     #: ``repeat_draws`` times at random from every face's repeats
     repeats: tuple[int, ...] = ()
@@ -91,19 +89,24 @@ class FitConfig:
             raise ValueError("encoding_components must be >= 0 (0 = every latent direction)")
         if self.n_permutations < 0 or self.pca_components < 0 or self.threads < 1:
             raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
-        WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)  # validates
         if any(n < 1 for n in self.repeats) or self.repeat_draws < 1:
             raise ValueError("repeats must be positive numbers of repeats and repeat_draws at least 1")
-        if self.interpolation not in ("linear", "cubic"):
-            raise ValueError(f"interpolation must be linear or cubic, got {self.interpolation!r}")
 
     @property
     def window(self) -> WindowSpec:
-        return WindowSpec(self.window_start, self.window_stop, self.baseline_start, self.baseline_stop)
+        """The trial window (``preprocess.window``)."""
+        return self.preprocess.window
 
     @property
     def imagery_window(self) -> WindowSpec:
-        return WindowSpec(self.window_start, self.imagery_window_stop, self.baseline_start, self.baseline_stop)
+        """The imagery trials' window: ``preprocess.window`` ending at ``imagery_window_stop``."""
+        return dataclasses.replace(self.preprocess.window, stop=self.imagery_window_stop)
+
+    @property
+    def estimates(self) -> tuple[str, ...]:
+        """The trial estimates the fit computes: every registered one with ``compare_estimates`` (in the order of
+        :data:`service.preprocess.ESTIMATORS`), else ``preprocess.estimate``."""
+        return tuple(ESTIMATORS) if self.compare_estimates else (self.preprocess.estimate,)
 
 
 @dataclass
@@ -174,9 +177,10 @@ class Heartbeat:
     """A log that is never silent for long: when no line was written for ``interval`` seconds (and no progress
     bar is open, which reports itself), it writes one naming the step that is running and its time so far.
 
-    Use as ``with Heartbeat(log) as hb:``; ``hb(msg)`` logs, ``hb.step(name)`` starts a step (and logs it),
-    ``hb.bar`` wraps a progress-bar factory so that its bars count as output. A daemon thread waits on an event
-    with a timeout (it never delays the fit). ``hb.times`` holds each finished step's seconds.
+    Use as ``with Heartbeat(log) as heartbeat:``; ``heartbeat(msg)`` logs, ``heartbeat.step(name)`` starts a step
+    (and logs it), ``heartbeat.bar`` wraps a progress-bar factory so that its bars count as output. A daemon thread
+    waits on an event with a timeout (it never delays the fit). ``heartbeat.times`` holds each finished step's
+    seconds.
     """
 
     def __init__(self, log, interval: float = 10.0):
@@ -212,7 +216,7 @@ class Heartbeat:
         """``progress`` (a bar factory, or None) wrapped so that an open bar silences the heartbeat."""
         if progress is None:
             return None
-        hb = self
+        heartbeat = self
 
         class _Bar:
             def __init__(self, **kw):
@@ -226,14 +230,14 @@ class Heartbeat:
                 self._bar = progress(**kw)
 
             def __enter__(self):
-                with hb._lock:
-                    hb._bars += 1
+                with heartbeat._lock:
+                    heartbeat._bars += 1
                 return self._bar.__enter__()
 
             def __exit__(self, *exc):
-                with hb._lock:
-                    hb._bars -= 1
-                    hb._last = time.monotonic()
+                with heartbeat._lock:
+                    heartbeat._bars -= 1
+                    heartbeat._last = time.monotonic()
                 return self._bar.__exit__(*exc)
 
         return _Bar
@@ -272,7 +276,7 @@ def peak_rss_mb() -> float:
 
 
 def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
-    """Realign, then compute both kinds of trial estimates for training, test and imagery trials.
+    """Realign, then compute the trial estimates (``cfg.estimates``) of the training, test and imagery trials.
 
     ``progress(total=, desc=, unit=)`` makes a progress bar (a context manager with ``update``), e.g. tqdm.
     """
@@ -289,7 +293,7 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
         raise BidsError(f"{bids}: fitting needs training and test runs of faces; found {kinds}")
     log(f"subject {subject.subject}: {kinds['train']} training, {kinds['test']} test, {kinds['imagery']} imagery runs")
     total = sum(nib.load(str(r.bold)).shape[3] for r in runs)
-    estimates = ("window", "glm") if cfg.compare_estimates else (cfg.estimate,)
+    estimates = cfg.estimates
     log(
         f"realigning to the mean of {runs[0].name} (session {runs[0].session or '-'}: the reference), other"
         f" sessions registered to it first; per run: {' and '.join(estimates)} estimates, contrast"
@@ -334,41 +338,59 @@ def _realign_and_estimate(cfg: FitConfig, subject, runs: list, estimates: tuple[
     in memory at a time)."""
     from offline.decoding.estimates import contrast_terms, iter_realigned
 
-    kept = _Realigned(parts={e: {k: [] for k in SPLITS} for e in estimates})
-    realigned = iter_realigned(subject, runs, on_volume=lambda: bar.update(1), interpolation=cfg.interpolation)
-    for gi, item in enumerate(realigned):
-        kept.reference, kept.affine, kept.brain, rr = item  # the same reference, affine and mask for every run
-        kind = rr.run.kind
-        for est in estimates:
-            kept.parts[est][kind].append(_run_patterns(cfg, rr, est, gi))
+    kept = _Realigned(parts={name: {kind: [] for kind in SPLITS} for name in estimates})
+    realigned = iter_realigned(
+        subject, runs, on_volume=lambda: bar.update(1), interpolation=cfg.preprocess.interpolation
+    )
+    for run_index, item in enumerate(realigned):
+        # the same reference, affine and mask for every run
+        kept.reference, kept.affine, kept.brain, realigned_run = item
+        kind = realigned_run.run.kind
+        for name in estimates:
+            kept.parts[name][kind].append(_run_patterns(cfg, realigned_run, name, run_index))
         if kind == "train":  # the selection's face contrast: never from the runs the decoding is scored on
-            kept.terms.append(contrast_terms(rr, cfg.hrf_model, cfg.high_pass))
-        kept.motion[rr.run.name] = rr.motion
-        if rr.session is not None and rr.session.label not in kept.sessions:
-            kept.sessions[rr.session.label] = rr.session
-            if rr.session.registration is not None:
-                rec = rr.session.registration
+            kept.terms.append(contrast_terms(realigned_run, cfg.hrf_model, cfg.high_pass))
+        kept.motion[realigned_run.run.name] = realigned_run.motion
+        session = realigned_run.session
+        if session is not None and session.label not in kept.sessions:
+            kept.sessions[session.label] = session
+            if session.registration is not None:
+                registration = session.registration
                 log(
-                    f"session {rr.session.label or '-'} registered to the reference: offset {rec['offset']}"
-                    f" (mm, degrees), residual {rec['cost']}, overlap {rec['overlap']:.0%}, {rec['seconds']:.2f} s"
+                    f"session {session.label or '-'} registered to the reference: offset {registration['offset']}"
+                    f" (mm, degrees), residual {registration['cost']}, overlap {registration['overlap']:.0%},"
+                    f" {registration['seconds']:.2f} s"
                 )
-        del rr
+        del realigned_run
     return kept
 
 
-def _run_patterns(cfg: FitConfig, rr, est: str, gi: int) -> TrialPatterns:
-    """One realigned run's trial estimates of type ``est`` (its ``gi``: the run's position among the fit's)."""
-    from offline.decoding.estimates import glm_patterns, window_patterns
+#: The trial types of each kind of run.
+TRIAL_TYPES = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}
 
-    kind = rr.run.kind
-    types = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"]}[kind]
-    if est == "window":
-        spec = cfg.imagery_window if kind == "imagery" else cfg.window
-        pats, trials = window_patterns(rr, types, spec, cfg.poly_order, cfg.detrend_scale)
-        ids = trials["stim_file"].astype(str).tolist()
-    else:
-        pats, ids = glm_patterns(rr, types, cfg.hrf_model, cfg.high_pass)
-    return TrialPatterns(pats, ids, np.full(len(ids), gi, dtype=np.int64))
+
+def _run_patterns(cfg: FitConfig, realigned_run, estimate: str, run_index: int) -> TrialPatterns:
+    """One realigned run's trial estimates of the registered estimator ``estimate`` (its offline form,
+    :meth:`service.preprocess.Estimator.offline_function`); ``run_index``: the run's position among the fit's."""
+    kind = realigned_run.run.kind
+    spec = cfg.preprocess.replace(estimate=estimate)
+    if kind == "imagery":
+        spec = spec.replace(window=cfg.imagery_window)
+    estimator = get_estimator(estimate).offline_function()
+    patterns, ids = _ADAPTERS[estimate](estimator, cfg, realigned_run, TRIAL_TYPES[kind], spec)
+    return TrialPatterns(patterns, ids, np.full(len(ids), run_index, dtype=np.int64))
+
+
+def _window_call(function, cfg: FitConfig, realigned_run, trial_types: list[str], spec: PreprocessSpec):
+    patterns, trials = function(realigned_run, trial_types, spec.window, spec.poly_order, spec.scale)
+    return patterns, trials["stim_file"].astype(str).tolist()
+
+
+def _glm_call(function, cfg: FitConfig, realigned_run, trial_types: list[str], spec: PreprocessSpec):
+    return function(realigned_run, trial_types, cfg.hrf_model, cfg.high_pass)
+
+
+_ADAPTERS = {"window": _window_call, "glm": _glm_call}  # TEMPORARY until estimates.py has one signature
 
 
 def _averaged_patterns(
@@ -379,30 +401,30 @@ def _averaged_patterns(
     from offline.datasets.bids import BidsError
     from offline.decoding.estimates import average_by_stimulus
 
-    splits: dict[str, dict[str, TrialPatterns]] = {e: {} for e in estimates}
-    for est in estimates:
+    splits: dict[str, dict[str, TrialPatterns]] = {name: {} for name in estimates}
+    for name in estimates:
         for kind in SPLITS:
-            if not parts[est][kind]:
+            if not parts[name][kind]:
                 continue
-            trials = TrialPatterns.concat(parts[est][kind])
-            parts[est][kind] = []  # the per-run copies go: one copy of the trials in memory
-            avg, uids, first_runs, _ = average_by_stimulus(trials.x, trials.ids, trials.runs)
-            splits[est][kind] = TrialPatterns(avg, uids, first_runs)
+            trials = TrialPatterns.concat(parts[name][kind])
+            parts[name][kind] = []  # the per-run copies go: one copy of the trials in memory
+            averaged, stimulus_ids, first_runs, _ = average_by_stimulus(trials.x, trials.ids, trials.runs)
+            splits[name][kind] = TrialPatterns(averaged, stimulus_ids, first_runs)
             if kind == "imagery":  # single trials (window) or single runs (GLM) too, for trial-wise scoring
-                splits[est]["imagery_trials"] = trials
+                splits[name]["imagery_trials"] = trials
             elif kind == "test" and cfg.repeats:  # for the accuracy against the number of repeats averaged
-                splits[est]["test_trials"] = trials
+                splits[name]["test_trials"] = trials
             del trials
     # the same stimuli, in the same order, for every estimate type
     first = estimates[0]
-    for est in estimates[1:]:
+    for name in estimates[1:]:
         for kind in SPLITS:
-            if kind in splits[first] and kind in splits[est]:
+            if kind in splits[first] and kind in splits[name]:
                 order = splits[first][kind]
-                if set(splits[est][kind].ids) != set(order.ids):
-                    raise BidsError(f"{bids}: {est} and {first} estimates cover different stimuli")
-                splits[est][kind] = splits[est][kind].in_order_of(order)
-    return {est: EstimatePatterns(**s) for est, s in splits.items()}
+                if set(splits[name][kind].ids) != set(order.ids):
+                    raise BidsError(f"{bids}: {name} and {first} estimates cover different stimuli")
+                splits[name][kind] = splits[name][kind].in_order_of(order)
+    return {name: EstimatePatterns(**split) for name, split in splits.items()}
 
 
 def _face_spaces(cfg: FitConfig, data: FitData, bids: Path, vaegan: Path, log) -> tuple[FaceSpaces, _Attributes | None]:
@@ -470,14 +492,14 @@ def _select(cfg: FitConfig, data: FitData, faces: FaceSpaces, log) -> Selection:
     """Voxel selection on the bundle's estimate type's training patterns."""
     from offline.decoding.selection import mask_selection, select_voxels
 
-    train = data.estimates[cfg.estimate].train
+    train = data.estimates[cfg.preprocess.estimate].train
     given = None
     if cfg.selection.method == "mask":
         import nibabel as nib
 
         given = mask_selection(np.asarray(nib.load(cfg.selection.mask).dataobj), data.brain)
     log(f"voxel selection: {cfg.selection.method}" + (f", k={cfg.selection.k}" if cfg.selection.k else ""))
-    sel = select_voxels(
+    selection = select_voxels(
         cfg.selection,
         x=train.x,
         z=faces.latents["vaegan"]["train"],
@@ -488,32 +510,34 @@ def _select(cfg: FitConfig, data: FitData, faces: FaceSpaces, log) -> Selection:
         n_splits=cfg.n_splits,
         log=log,
     )
-    log(f"selected {int(sel.index.sum())} of {sel.index.size} brain voxels ({sel.method})")
-    return sel
+    log(f"selected {int(selection.index.sum())} of {selection.index.size} brain voxels ({selection.method})")
+    return selection
 
 
-def _evaluate(cfg: FitConfig, data: FitData, faces: FaceSpaces, attrs, sel: Selection, bids: Path, hb) -> tuple:
+def _evaluate(
+    cfg: FitConfig, data: FitData, faces: FaceSpaces, attrs, selection: Selection, bids: Path, heartbeat: Heartbeat
+) -> tuple:
     """Every mapping, face space and estimate type scored on the selected voxels; the repeats curve and the
     ablations when asked for (:func:`offline.decoding.evaluate.evaluate_decoders`)."""
     from offline.decoding.evaluate import evaluate_decoders
 
     evaluation, fitted = evaluate_decoders(
-        {est: patterns.select(sel.index) for est, patterns in data.estimates.items()},
+        {name: patterns.select(selection.index) for name, patterns in data.estimates.items()},
         faces,
-        main=(cfg.estimate, cfg.mapping),
+        main=(cfg.preprocess.estimate, cfg.mapping),
         male=None if attrs is None else attrs.labels("Male"),
         n_permutations=cfg.n_permutations,
         rng=np.random.default_rng(cfg.seed),
-        log=hb,
-        step=hb.step,
+        log=heartbeat,
+        step=heartbeat.step,
     )
-    evaluation["selection"] = sel.summary()
+    evaluation["selection"] = selection.summary()
     if cfg.repeats or cfg.ablations:
-        hb.step("repeats + ablations")
+        heartbeat.step("repeats + ablations")
         if cfg.repeats:
-            evaluation["repeats"] = _repeats(cfg, data, sel.index, fitted, faces, hb)
+            evaluation["repeats"] = _repeats(cfg, data, selection.index, fitted, faces, heartbeat)
         if cfg.ablations:
-            evaluation["ablations"] = _ablations(cfg, data, bids, faces, hb)
+            evaluation["ablations"] = _ablations(cfg, data, bids, faces, heartbeat)
     evaluation["perceptual_space"] = (
         "a hidden layer of the trained VAE-GAN's discriminator (no pretrained network can be downloaded here)"
         if cfg.perceptual
@@ -526,12 +550,12 @@ def _repeats(cfg: FitConfig, data: FitData, index: np.ndarray, fitted: dict, fac
     """The accuracy against the number of test repeats averaged (:func:`offline.decoding.ablations.repeats_curve`)."""
     from offline.decoding.ablations import repeats_curve
 
-    est = cfg.estimate
-    if est != "window":
-        return {"skipped": f"single test trials are window estimates; the fit's estimate is {est}"}
-    patterns = data.estimates[est]
+    estimate = cfg.preprocess.estimate
+    if estimate != "window":
+        return {"skipped": f"single test trials are window estimates; the fit's estimate is {estimate}"}
+    patterns = data.estimates[estimate]
     return repeats_curve(
-        {(m, s): fitted[(est, m, s)] for m in ("ridge", "encoding") for s in faces.names},
+        {(m, s): fitted[(estimate, m, s)] for m in ("ridge", "encoding") for s in faces.names},
         patterns.test_trials.select(index),
         patterns.test.ids,
         faces,
@@ -562,8 +586,8 @@ def _ablations(cfg: FitConfig, data: FitData, bids: Path, faces: FaceSpaces, log
         brain=data.brain,
         affine=data.affine,
         spec=cfg.window,
-        poly_order=cfg.poly_order,
-        scale=cfg.detrend_scale,
+        poly_order=cfg.preprocess.poly_order,
+        scale=cfg.preprocess.scale,
         log=log,
     )
 
@@ -595,40 +619,41 @@ def run_fit(
         cores = os.cpu_count() or 1
     threads = max(1, min(cfg.threads, cores))  # more threads than cores only oversubscribe them
     torch.set_num_threads(threads)
-    with threadpool_limits(threads, user_api="blas"), Heartbeat(log) as hb:
-        return _run_fit(cfg, Path(bids), Path(vaegan), Path(out), hb, progress, threads)
+    with threadpool_limits(threads, user_api="blas"), Heartbeat(log) as heartbeat:
+        return _run_fit(cfg, Path(bids), Path(vaegan), Path(out), heartbeat, progress, threads)
 
 
-def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat, progress, threads: int) -> dict:
+def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, heartbeat: Heartbeat, progress, threads: int) -> dict:
     """The fit's steps in order, each timed by the heartbeat."""
     from offline.reports.fit_report import write_report
 
-    t0 = time.perf_counter()
-    hb.step("realign + estimates")
-    data = prepare(cfg, bids, hb, hb.bar(progress))
-    t_est = time.perf_counter() - t0
-    hb.step("face spaces")
-    faces, attrs = _face_spaces(cfg, data, bids, vaegan, hb)
-    hb.step("voxel selection")
-    sel = _select(cfg, data, faces, hb)
-    evaluation, fitted = _evaluate(cfg, data, faces, attrs, sel, bids, hb)
-    t_eval = time.perf_counter() - t0
+    started = time.perf_counter()
+    heartbeat.step("realign + estimates")
+    data = prepare(cfg, bids, heartbeat, heartbeat.bar(progress))
+    t_est = time.perf_counter() - started
+    heartbeat.step("face spaces")
+    faces, attrs = _face_spaces(cfg, data, bids, vaegan, heartbeat)
+    heartbeat.step("voxel selection")
+    selection = _select(cfg, data, faces, heartbeat)
+    evaluation, fitted = _evaluate(cfg, data, faces, attrs, selection, bids, heartbeat)
+    t_eval = time.perf_counter() - started
 
-    hb.step("bundle", "writing the bundle")
-    if cfg.estimate != "window":
-        hb(
-            f"note: the bundle's mapping is fitted on {cfg.estimate} estimates; `fmriface serve` computes window "
-            "estimates and will refuse this bundle (it is for offline use)"
+    heartbeat.step("bundle", "writing the bundle")
+    estimate = cfg.preprocess.estimate
+    if not cfg.preprocess.estimator.online:
+        heartbeat(
+            f"note: the bundle's mapping is fitted on {estimate} estimates; `fmriface serve` computes"
+            f" {' and '.join(online_estimators())} estimates and will refuse this bundle (it is for offline use)"
         )
-    training = {**data.summary, "estimate": cfg.estimate, "selection": sel.summary(), "vaegan": str(vaegan)}
-    bundle = _write_bundle(cfg, data, faces, attrs, sel, evaluation, fitted, training, out / "bundle")
-    t_bundle = time.perf_counter() - t0
+    training = {**data.summary, "estimate": estimate, "selection": selection.summary(), "vaegan": str(vaegan)}
+    bundle = _write_bundle(cfg, data, faces, attrs, selection, evaluation, fitted, training, out / "bundle")
+    t_bundle = time.perf_counter() - started
     timing = {
         "estimates_s": round(t_est, 1),
         "evaluation_s": round(t_eval - t_est, 1),
         "bundle_s": round(t_bundle - t_eval, 1),
     }
-    hb.step("report", "writing the report")
+    heartbeat.step("report", "writing the report")
     report = write_report(
         out / "report",
         evaluation=evaluation,
@@ -638,11 +663,11 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, hb: Heartbeat,
         training=training,
         timing=timing,
     )
-    hb.step("")
-    timing["steps_s"] = {k: round(v, 1) for k, v in hb.times.items()}
-    timing["total_s"] = round(time.perf_counter() - t0, 1)
+    heartbeat.step("")
+    timing["steps_s"] = {k: round(v, 1) for k, v in heartbeat.times.items()}
+    timing["total_s"] = round(time.perf_counter() - started, 1)
     peak = peak_rss_mb()
-    hb(f"done in {timing['total_s']} s; peak memory {peak:.0f} MB; steps (s): {timing['steps_s']}")
+    heartbeat(f"done in {timing['total_s']} s; peak memory {peak:.0f} MB; steps (s): {timing['steps_s']}")
     return {
         "bundle": str(bundle.path),
         "report": str(report),
@@ -674,14 +699,16 @@ def _attribute_directions(faces: FaceSpaces, attrs: _Attributes | None):
     return AttributeDirections([], np.zeros((0, vae.latent_size)))
 
 
-def _write_bundle(cfg, data: FitData, faces: FaceSpaces, attrs, sel: Selection, evaluation, fitted, training, out):
+def _write_bundle(
+    cfg, data: FitData, faces: FaceSpaces, attrs, selection: Selection, evaluation, fitted, training, out
+):
     """The bundle: the chosen mapping (VAE-GAN space) on the selected voxels of the reference grid."""
     from offline.decoding.bundle_writer import LinearMap, StimulusLatents, write_bundle
 
     mask = np.zeros(data.brain.shape, dtype=bool)
-    mask[data.brain] = sel.index
+    mask[data.brain] = selection.index
     mapping = evaluation["mapping"]  # cfg.mapping, or the one ``auto`` chose
-    main_fit = fitted[(cfg.estimate, mapping, "vaegan")]
+    main_fit = fitted[(cfg.preprocess.estimate, mapping, "vaegan")]
     vae = faces.spaces["vaegan"]
     return write_bundle(
         out,
@@ -704,18 +731,7 @@ def _manifest_fields(cfg: FitConfig, data: FitData, vae, main_fit, mapping: str,
         "image_shape": [vae.image_size, vae.image_size, 3],
         "image_framing": vae.stimulus_framing,
         "tr": data.tr,
-        "window": cfg.window.as_dict(),
-        "estimate": cfg.estimate,
-        "interpolation": cfg.interpolation,
-        "preprocessing": {
-            "detrend": (
-                "per run: Legendre drift + the 6 motion parameters within the session (service.online.detrend_offline)"
-            ),
-            "poly_order": cfg.poly_order,
-            "motion_regressors": True,
-            "scale": cfg.detrend_scale,
-            "standardise": "then (x - x_mean) / x_scale over the training trials' window estimates",
-        },
+        **cfg.preprocess.to_manifest(),  # window, estimate, interpolation, preprocessing
         "alpha": float(main_fit.alpha_),
         "rescale": float(main_fit.scale_),
         **({"encoding_components": int(main_fit.n_components_)} if mapping == "encoding" else {}),

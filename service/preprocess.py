@@ -175,11 +175,11 @@ class PreprocessSpec:
     # --- the bundle's record ------------------------------------------------------------------------------
 
     def to_manifest(self) -> dict[str, Any]:
-        """The manifest's fields for this spec (``estimate``, ``interpolation``, ``window``, ``preprocessing``)."""
+        """The manifest's fields for this spec (``window``, ``estimate``, ``interpolation``, ``preprocessing``)."""
         return {
+            "window": self.window.as_dict(),
             "estimate": self.estimate,
             "interpolation": self.interpolation,
-            "window": self.window.as_dict(),
             "preprocessing": {
                 "detrend": (
                     "per run: Legendre drift"

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path = resolve_config(args.config, "evaluate")
     cfg = load_config(EvaluateConfig, cfg_path, {"latent_size": args.latent_size, "bias": args.bias})
 
-    from offline.decoding.ds001761 import evaluate_subject
+    from offline.decoding.released import evaluate_subject
 
     if not args.ds001761_derivatives.is_dir():
         raise UsageError(f"--ds001761-derivatives {args.ds001761_derivatives} is not a folder")

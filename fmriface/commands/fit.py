@@ -23,13 +23,17 @@ from fmriface.config import config_to_dict, load_config, resolve_config
 
 
 def main(argv: list[str] | None = None) -> int:
+    from service.preprocess import ESTIMATORS
+
     p = parser("fit", __doc__)
     p.add_argument("--config", help="TOML file or preset name (fit-tiny, fit-demo, fit-paper)")
     p.add_argument("--bids", required=True, type=Path, help="BIDS data set (e.g. the output of fmriface simulate)")
     p.add_argument("--vaegan", required=True, type=Path, help="trained VAE-GAN folder (fmriface train-vaegan)")
     p.add_argument("--out", required=True, type=Path, help="output folder (bundle/ and report/ go there)")
     p.add_argument("--subject", help="subject label, e.g. 01 (default: the first)")
-    p.add_argument("--estimate", choices=["window", "glm"], help="trial estimate the bundle's mapping uses")
+    p.add_argument(
+        "--estimate", choices=list(ESTIMATORS), help="trial estimate the bundle's mapping uses (preprocess.estimate)"
+    )
     p.add_argument(
         "--mapping",
         choices=["ridge", "encoding", "auto"],
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg_path,
         {
             "subject": args.subject,
-            "estimate": args.estimate,
+            "preprocess.estimate": args.estimate,
             "mapping": args.mapping,
             "selection.method": args.selection,
             "selection.k": args.n_voxels,

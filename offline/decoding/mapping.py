@@ -42,7 +42,6 @@ __all__ = [
     "ridge_predictions",
     "ridge_weights",
     "standardise",
-    "EncodingFactors",
     "TargetFactors",
     "Split",
     "PenaltyPath",
@@ -220,7 +219,7 @@ class Split:
         return self._solve(alpha, self._need_test().T).T @ self.xc.T
 
     def encoding_terms(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(A = xt xc^T u [M, r], K = u^T xc xc^T u [r, r])`` of the encoding model (see :class:`EncodingFactors`):
+        """``(A = xt xc^T u [M, r], K = u^T xc xc^T u [r, r])`` of the encoding model (see :func:`encoding_predictions`):
         from the Gram matrix in the dual form, from ``P = xc^T u`` in the primal (cheaper with few voxels)."""
         if self.dual:
             return self.cross() @ u, u.T @ (self.gram() @ u)
@@ -286,7 +285,14 @@ def encoding_predictions(
 ) -> list[np.ndarray]:
     """Centred decoded latents for each number of leading latent directions in ``ks`` (0: all) and each penalty,
     in that order, from ``A`` and ``K`` (:meth:`Split.encoding_terms`): the model on ``k`` directions uses their
-    first ``k`` columns (and rows). With ``decode_alpha = 0`` the penalty only rescales the columns of ``A K^+``."""
+    first ``k`` columns (and rows). With ``decode_alpha = 0`` the penalty only rescales the columns of ``A K^+``.
+
+    The algebra, in the span of the training latents (rank r <= N): with ``zc = U S Vt`` and voxels centred on
+    their mean ``b`` (``xc``), the encoding weights for penalty ``alpha`` are ``W = Vt^T D U^T xc`` with
+    ``D = S / (S^2 + alpha)``; decoding ``(W W^T + lam I)^+ W (x - b)`` then reduces to ``A D (D K D + lam I)^-1 Vt``
+    (``A K^+ D^-1 Vt`` for ``lam = 0``), where ``K = U^T G U`` and ``A = (x - b) xc^T U`` need only the Gram
+    matrix ``G = xc xc^T``: cheap with many voxels, and the same for every shuffle of the training pairs (which
+    permutes the rows of ``U`` only)."""
     out = []
     for k in ks:
         r = fac.rank(k)
@@ -647,81 +653,6 @@ def _psd_inverse(k: np.ndarray) -> np.ndarray:
     except LinAlgError:
         pass
     return np.linalg.pinv(k, hermitian=True)
-
-
-@dataclass
-class EncodingFactors:
-    """The encoding model's algebra in the span of the training latents (rank r <= N).
-
-    With ``zc = U S Vt`` and voxels centred on their mean ``b`` (``xc``), the encoding weights for penalty
-    ``alpha`` are ``W = Vt^T D U^T xc`` with ``D = S / (S^2 + alpha)``; decoding ``(W W^T + lam I)^+ W (x - b)``
-    then reduces to ``A D (D K D + lam I)^-1 Vt`` (``A K^+ D^-1 Vt`` for ``lam = 0``), where ``K = U^T G U`` and
-    ``A = (x - b) xc^T U`` need only the Gram matrix ``G = xc xc^T`` (N x N): cheap with many voxels, and the
-    same for every shuffle of the training pairs (which permutes the rows of ``U`` only). The mappings use the
-    same algebra through :class:`Split` and :class:`TargetFactors` (which also take the primal form).
-    """
-
-    b: np.ndarray  # [V] voxel means of the training patterns
-    u: np.ndarray  # [N, r]
-    s: np.ndarray  # [r]
-    vt: np.ndarray  # [r, L]
-    gram: np.ndarray  # [N, N]
-    xc: np.ndarray | None = None  # [N, V], kept only for the final map
-
-    @classmethod
-    def from_training(
-        cls, xs: np.ndarray, zc: np.ndarray, keep_data: bool = False, rank_tol: float = 1e-10
-    ) -> EncodingFactors:
-        b = xs.mean(axis=0)
-        xc = xs - b
-        fac = TargetFactors.of(zc, rank_tol)
-        return cls(b, fac.u, fac.s, fac.vt, xc @ xc.T, xc if keep_data else None)
-
-    def truncated(self, k: int) -> EncodingFactors:
-        """The same factors confined to the ``k`` leading latent directions (``k = 0`` or more than kept: all)."""
-        r = self._rank(k)
-        return EncodingFactors(self.b, self.u[:, :r], self.s[:r], self.vt[:r], self.gram, self.xc)
-
-    def cross(self, xs_test: np.ndarray, xc: np.ndarray) -> np.ndarray:
-        return (xs_test - self.b) @ xc.T
-
-    def _rank(self, k: int) -> int:
-        """Latent directions kept for a request of ``k`` (``k = 0`` or more than kept: all)."""
-        return self.s.size if k <= 0 or k >= self.s.size else k
-
-    @staticmethod
-    def _core(kmat: np.ndarray, s: np.ndarray, alpha: float, decode_alpha: float, k_pinv=None) -> np.ndarray:
-        return _encoding_core(kmat, s, alpha, decode_alpha, k_pinv)
-
-    def predictions(
-        self,
-        xs_test: np.ndarray,
-        alphas,
-        decode_alpha: float,
-        xc: np.ndarray | None = None,
-        u: np.ndarray | None = None,
-        ks=(0,),
-    ) -> list[np.ndarray]:
-        """Centred decoded latents of ``xs_test`` for each number of leading latent directions in ``ks`` (0: all)
-        and each penalty, in that order (``u``: rows permuted for a shuffle)."""
-        u = self.u if u is None else u
-        xc = self.xc if xc is None else xc
-        if xc is None:
-            raise ValueError("predictions need the training patterns (keep_data=True or xc=...)")
-        a = self.cross(xs_test, xc) @ u
-        kmat = u.T @ self.gram @ u
-        return encoding_predictions(a, kmat, TargetFactors(u, self.s, self.vt), alphas, decode_alpha, ks)
-
-    def decoding_map(self, alpha: float, decode_alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(M [V, L], bias [L])`` with decoded (centred) latents ``= xs @ M + bias``."""
-        kmat = self.u.T @ self.gram @ self.u
-        m = (self.xc.T @ self.u) @ self._core(kmat, self.s, alpha, decode_alpha) @ self.vt
-        return m, -(self.b @ m)
-
-    def encoding_weights(self, alpha: float) -> np.ndarray:
-        """The encoding model ``W [L, V]`` on standardised voxels."""
-        d = self.s / (self.s * self.s + alpha)
-        return self.vt.T @ (d[:, None] * (self.u.T @ self.xc))
 
 
 def make_mapping(method: str, **params) -> _LinearMapping:

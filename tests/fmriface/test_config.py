@@ -97,7 +97,7 @@ def test_a_step_preset_is_a_shipped_name_or_a_toml_path(tmp_path):
 
     assert preset_or_file("fit-demo") == preset_path("fit-demo")
     variant = tmp_path / "fit-cubic.toml"
-    variant.write_text('interpolation = "cubic"\n')
+    variant.write_text('[preprocess]\ninterpolation = "cubic"\n')
     assert preset_or_file(str(variant)) == variant
     with pytest.raises(ConfigError, match="preset file .*missing.toml does not exist"):
         preset_or_file(str(tmp_path / "missing.toml"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fmriface.commands.evaluate import main as evaluate_main
-from offline.decoding.ds001761 import Ds001761Error, evaluate_subject, find_subject_dir, read_decoder, read_patterns
+from offline.decoding.released import Ds001761Error, evaluate_subject, find_subject_dir, read_decoder, read_patterns
 
 LATENT, VOXELS, N_TEST, N_MASK = 12, 40, 6, 55
 
