@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from fmriface.common import UsageError, emit, parser, prepare_out_dir, progress
 
@@ -53,7 +54,38 @@ class RealignConfig:
             raise ValueError("n_points must be >= 32, max_iter >= 1, tol_mm and fd_radius > 0")
 
 
+@dataclasses.dataclass
+class _Run:
+    """What realign works on: the run, its data, the reference and the mask, all checked."""
+
+    img: Any
+    data: Any  # float32 [X, Y, Z, T], every value finite
+    reference: Any  # float32 [X, Y, Z] on grid_img's grid
+    grid_img: Any  # the image whose grid the reference (and mask) lie on: the run, or another session's
+    mask: Any  # bool on the reference's grid, or None (estimated from the reference)
+
+    @property
+    def across(self) -> bool:
+        """Whether the reference lies on another grid (another session's) than the run."""
+        return self.grid_img is not self.img
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+
+    from fmriface.config import load_config, resolve_config
+
+    cfg = load_config(RealignConfig, resolve_config(args.config, "realign"), {})
+    run = _read_run(args)
+    out = prepare_out_dir(args.out, args.force, inputs=[args.bold, args.reference, args.mask])
+    tracker, session = _tracker(run, cfg, args)
+    params, fd, realigned = _track(tracker, run, args.write_realigned)
+    written = _write(out, run, args, params, fd, realigned, session)
+    emit(_summary(args, run, session, params, fd, written), args.json)
+    return 0
+
+
+def _parse_args(argv: list[str] | None):
     p = parser("realign", __doc__)
     p.add_argument("bold", type=Path, help="a 4-D NIfTI run")
     ref = p.add_mutually_exclusive_group()
@@ -69,25 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
     p.add_argument("--config", help="TOML file or preset name with the options of RealignConfig")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    import nibabel as nib
+
+def _read_run(args) -> _Run:
+    """The run, the reference (a file on the run's grid or another's, volume K, or the mean) and the mask, checked
+    before anything is written."""
     import numpy as np
 
-    from fmriface.config import load_config, resolve_config
-    from service.motion import (
-        GridMismatchError,
-        RigidRegistration,
-        SessionRegistrationError,
-        framewise_displacement,
-        params_from_matrix,
-        realign_run,
-        register_session,
-        rigid_matrix,
-    )
-
-    config = resolve_config(args.config, "realign")
-    cfg = load_config(RealignConfig, config, {})
+    from service.motion import GridMismatchError, SessionRegistrationError
 
     img = _load(args.bold, "run")
     if len(img.shape) != 4:
@@ -110,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"the reference {args.reference} (shape {reference.shape}) is empty or constant (1-99% range"
                 f" {spread:g}): nothing to register to"
             )
-    across = grid_img is not img
     mask = None
     if args.mask is not None:
         mask = _on_grid(_load(args.mask, "mask"), grid_img, args.mask, args.reference or args.bold, GridMismatchError)
@@ -122,55 +143,75 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
         raise UsageError(f"{args.bold}: volume(s) {shown} hold NaN or infinite values (0-based); nothing was written")
-    out = prepare_out_dir(args.out, args.force, inputs=[args.bold, args.reference, args.mask])
+    if reference is None and args.reference_volume is not None:
+        reference = np.asarray(data[..., args.reference_volume], dtype=np.float32)
+    elif reference is None:
+        reference = data.mean(axis=3, dtype=np.float64).astype(np.float32)
+    return _Run(img, data, reference, grid_img, mask)
 
-    reg = RigidRegistration(
+
+def _tracker(run: _Run, cfg: RealignConfig, args):
+    """The tracker fitted on the reference, and the session registration when the reference lies on another grid
+    (the mean of the run registered to it: every volume is then tracked from that offset): ``(tracker, session)``.
+    """
+    import numpy as np
+
+    from service.motion import MotionTracker, SessionRegistrationError
+
+    tracker = MotionTracker(
         levels=cfg.levels,
         n_points=cfg.n_points,
         max_iter=cfg.max_iter,
         tol_mm=cfg.tol_mm,
         warm_start=cfg.warm_start,
         seed=cfg.seed,
-        other_grids=across,
-    )
-    session = None
-    if across:  # another session's grid: the session offset first, then every volume tracked from it
-        try:
-            session = register_session(
-                reference, grid_img.affine, data.mean(axis=3, dtype=np.float64).astype(np.float32), img.affine, mask
-            )
-        except SessionRegistrationError as exc:
-            raise SessionRegistrationError(
-                f"{args.bold} (its mean volume) cannot be registered to {args.reference}: {exc}"
-            ) from None
-        with progress(total=n, desc="realign", unit="vol") as bar:
-            total, realigned = _track(
-                reg, data, img.affine, reference, grid_img.affine, mask, session.params, args, bar.update
-            )
-        inverse = np.linalg.inv(rigid_matrix(session.params))
-        params = np.array([params_from_matrix(rigid_matrix(p) @ inverse) for p in total])
-    else:
-        with progress(total=n, desc="realign", unit="vol") as bar:
-            params, realigned = realign_run(
-                data,
-                img.affine,
-                reference=reference,
-                reference_volume=args.reference_volume,
-                mask=mask,
-                return_realigned=args.write_realigned,
-                registration=reg,
-                callback=lambda _t: bar.update(1),
-            )
-    fd = framewise_displacement(params, radius=cfg.fd_radius)
+        fd_radius=cfg.fd_radius,
+    ).fit(run.reference, run.grid_img.affine, run.mask)
+    if not run.across:
+        return tracker, None
+    try:
+        session = tracker.register(run.data.mean(axis=3, dtype=np.float64).astype(np.float32), run.img.affine)
+    except SessionRegistrationError as exc:
+        raise SessionRegistrationError(
+            f"{args.bold} (its mean volume) cannot be registered to {args.reference}: {exc}"
+        ) from None
+    tracker.set_session(session.params, (run.img.shape[:3], run.img.affine), session.as_record())
+    return tracker, session
+
+
+def _track(tracker, run: _Run, write_realigned: bool):
+    """Every volume tracked in order: ``(motion [T, 6] within the session, FD [T], realigned or None)``; the
+    realigned run lies on the reference's grid."""
+    import numpy as np
+
+    n = run.data.shape[3]
+    params, fd = np.zeros((n, 6)), np.zeros(n)
+    realigned = np.empty((*run.reference.shape, n), dtype=np.float32) if write_realigned else None
+    with progress(total=n, desc="realign", unit="vol") as bar:
+        for t in range(n):
+            params[t], values = tracker.track(run.data[..., t], affine=run.img.affine, resample=realigned is not None)
+            fd[t] = tracker.fd_
+            if realigned is not None:
+                realigned[..., t] = values
+            bar.update(1)
+    return params, fd, realigned
+
+
+def _write(out: Path, run: _Run, args, params, fd, realigned, session) -> list[Path]:
+    """``motion.tsv``, the realigned run (``--write-realigned``) and ``session.json`` (across grids)."""
+    import nibabel as nib
+    import numpy as np
+
     table = np.column_stack([params, fd])
     np.savetxt(out / "motion.tsv", table, fmt="%.6f", delimiter="\t", header="\t".join(HEADER), comments="")
     written = [out / "motion.tsv"]
+    img, grid_img = run.img, run.grid_img
     if realigned is not None:
         stem = args.bold.name.removesuffix(".gz").removesuffix(".nii")
         path = out / f"{stem}_realigned.nii.gz"
         header = img.header.copy()
         header.set_data_dtype(np.float32)
-        if across:  # on the reference's grid: its shape and affine, the run's TR
+        if run.across:  # on the reference's grid: its shape and affine, the run's TR
             header.set_data_shape(realigned.shape)
             header.set_sform(grid_img.affine, code=1)
             header.set_qform(grid_img.affine, code=1)
@@ -184,26 +225,35 @@ def main(argv: list[str] | None = None) -> int:
         record = {
             **session.as_record(),
             "reference": str(args.reference),
-            "reference_grid": {"shape": list(reference.shape), "affine": np.round(grid_img.affine, 6).tolist()},
+            "reference_grid": {"shape": list(run.reference.shape), "affine": np.round(grid_img.affine, 6).tolist()},
             "run_grid": {"shape": list(img.shape[:3]), "affine": np.round(img.affine, 6).tolist()},
             "motion": "motion.tsv holds the motion within the session: rigid(total) = rigid(motion) @ rigid(offset)",
         }
         (out / "session.json").write_text(json.dumps(record, indent=2) + "\n")
         written.append(out / "session.json")
-    summary = {
-        "run": str(args.bold),
-        "volumes": n,
-        "reference": str(args.reference)
+    return written
+
+
+def _summary(args, run: _Run, session, params, fd, written: list[Path]) -> dict[str, Any]:
+    import numpy as np
+
+    reference = (
+        str(args.reference)
         if args.reference
-        else (f"volume {args.reference_volume}" if args.reference_volume is not None else "mean of the run"),
-        **(
-            {
-                "session_offset": session.as_record()["offset"],
-                "session_registration": {k: v for k, v in session.as_record().items() if k != "offset"},
-            }
-            if session is not None
-            else {}
-        ),
+        else (f"volume {args.reference_volume}" if args.reference_volume is not None else "mean of the run")
+    )
+    registered = {}
+    if session is not None:
+        record = session.as_record()
+        registered = {
+            "session_offset": record["offset"],
+            "session_registration": {k: v for k, v in record.items() if k != "offset"},
+        }
+    return {
+        "run": str(args.bold),
+        "volumes": run.data.shape[3],
+        "reference": reference,
+        **registered,
         "max_abs_translation_mm": float(np.abs(params[:, :3]).max()),
         "max_abs_rotation_deg": float(np.abs(params[:, 3:]).max()),
         "mean_fd_mm": float(fd.mean()),
@@ -211,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         "volumes_fd_over_0.5mm": int((fd > 0.5).sum()),
         "written": [str(w) for w in written],
     }
-    emit(summary, args.json)
-    return 0
 
 
 def _load(path: Path, what: str):
@@ -241,25 +289,6 @@ def _volume_of(img, path: Path):
     if len(shape) != 3:
         raise UsageError(f"the reference {path} has shape {img.shape}; it must be one 3-D volume")
     return np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
-
-
-def _track(reg, data, affine, reference, ref_affine, mask, offset, args, step):
-    """Every volume tracked on its own grid from the session offset: ``(total [T, 6], realigned or None)``."""
-    import numpy as np
-
-    reg.fit(reference, ref_affine, mask)
-    n = data.shape[3]
-    total = np.zeros((n, 6))
-    realigned = np.empty((*reference.shape, n), dtype=np.float32) if args.write_realigned else None
-    for t in range(n):
-        vol = np.ascontiguousarray(data[..., t])
-        init = offset if t == 0 else None
-        if realigned is not None:
-            total[t], realigned[..., t] = reg.estimate_resample(vol, init=init, affine=affine)
-        else:
-            total[t] = reg.estimate(vol, init=init, affine=affine)
-        step(1)
-    return total, realigned
 
 
 def _on_grid(img, run_img, path: Path, run_path: Path, error: type[Exception]):

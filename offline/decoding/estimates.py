@@ -2,12 +2,11 @@
 
 1. :func:`realign_subject`: the reference is the mean of the first run's volumes, and its session is the
    reference session. Every other session (its own slab and head position: another affine, maybe another
-   matrix) is registered to the reference across grids (:func:`service.motion.register_session` on the mean of
-   the session's first run: the session offset); each volume is then tracked with the project's own motion
-   correction (:class:`service.motion.RigidRegistration` with ``other_grids``, the code the service runs) on its
-   own grid, warm-started from the offset, and its brain voxels sampled on the reference grid through the
-   composed transform in one interpolation, so each run becomes ``x [T, V]``. The motion kept (the regressors,
-   FD) is the motion within the session: the composed transform with the offset taken out.
+   matrix) is registered to the reference across grids (on the mean of the session's first run: the session
+   offset); each volume is then tracked on its own grid, warm-started from the offset, and its brain voxels
+   sampled on the reference grid through the composed transform in one interpolation, so each run becomes
+   ``x [T, V]``. The motion kept (the regressors, FD) is the motion within the session: the composed transform
+   with the offset taken out. Both steps are the service's own tracker (:class:`service.motion.MotionTracker`).
 2. :func:`window_patterns`: the service's estimate. Each run is detrended with the service's own model
    (:func:`service.online.detrend_offline`: Legendre drift + the six motion parameters, residuals scaled per
    voxel, percent signal change by default), then :func:`service.window.window_estimate` (mean of 4-8 s after onset minus the pre-onset baseline).
@@ -23,13 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from offline.datasets.bids import BidsError, BidsRun, BidsSubject
 from service.window import WindowSpec, last_volume_needed, window_estimate
+
+if TYPE_CHECKING:
+    from service.motion import MotionTracker
 
 __all__ = [
     "RealignedRun",
@@ -94,22 +96,22 @@ def _same_grid(shape, affine, ref_shape, ref_affine) -> bool:
 
 
 def register_run_session(
-    reference: np.ndarray,
-    ref_affine: np.ndarray,
+    tracker: MotionTracker,
     data: np.ndarray,
     affine: np.ndarray,
     label: str = "",
     name: str = "the run",
 ) -> SessionOffset:
-    """Register a session (the mean of ``data [X, Y, Z, T]``, one of its runs, on any grid) to the reference.
+    """Register a session (the mean of ``data [X, Y, Z, T]``, one of its runs, on any grid) to the reference
+    ``tracker`` is fitted on (:meth:`service.motion.MotionTracker.register`).
 
     Raises :class:`service.motion.SessionRegistrationError` naming the run and what was measured.
     """
-    from service.motion import SessionRegistrationError, register_session
+    from service.motion import SessionRegistrationError
 
     mean = data.mean(axis=3, dtype=np.float64).astype(np.float32)
     try:
-        result = register_session(reference, ref_affine, mean, affine)
+        result = tracker.register(mean, affine)
     except SessionRegistrationError as exc:
         where = f"session {label} " if label else ""
         raise SessionRegistrationError(
@@ -126,7 +128,7 @@ def register_run_session(
 
 
 def track_run(
-    registration: Any,
+    tracker: MotionTracker,
     data: np.ndarray,
     affine: np.ndarray,
     mask: np.ndarray,
@@ -135,27 +137,23 @@ def track_run(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Track every volume of a run (any grid) and sample ``mask``'s voxels on the reference grid.
 
-    ``registration`` is a :class:`service.motion.RigidRegistration` fitted on the reference (``other_grids=True``
-    for a run on another grid); the run's first volume starts from ``offset`` (the session offset, reference ->
-    session; None: no offset), each later one from the volume before it. Returns ``(x float32 [T, V], motion
-    [T, 6] within the session, total [T, 6] reference -> volume)``: ``rigid(total) = rigid(motion) @ rigid(offset)``.
+    ``tracker`` is a :class:`service.motion.MotionTracker` fitted on the reference; the run's first volume starts
+    from ``offset`` (the session offset, reference -> session; None or zeros: the reference's grid, from zero), each
+    later one from the volume before it. Returns ``(x float32 [T, V], motion [T, 6] within the session, total
+    [T, 6] reference -> volume)``: ``rigid(total) = rigid(motion) @ rigid(offset)``.
     """
-    from service.motion import params_from_matrix, rigid_matrix
-
     n = data.shape[3]
     x = np.empty((n, int(np.count_nonzero(mask))), dtype=np.float32)
-    total = np.zeros((n, 6))
-    start = np.zeros(6) if offset is None else np.asarray(offset, dtype=np.float64)
+    motion, total = np.zeros((n, 6)), np.zeros((n, 6))
+    # each run starts from its session's offset (not from the previous run's end), then warm-starts
+    on_offset = offset is not None and bool(np.any(offset))
+    tracker.set_session(offset if on_offset else None, (tuple(data.shape[:3]), affine))
     for k in range(n):
         vol = np.ascontiguousarray(data[..., k])
-        # each run starts from its session's offset (not from the previous run's end), then warm-starts
-        total[k], x[k] = registration.estimate_resample(vol, mask, init=start if k == 0 else None, affine=affine)
+        motion[k], x[k] = tracker.track(vol, mask, affine=affine)
+        total[k] = tracker.total_
         if on_volume is not None:
             on_volume()
-    if offset is None or not np.any(start):
-        return x, total, total
-    inverse = np.linalg.inv(rigid_matrix(start))
-    motion = np.array([params_from_matrix(rigid_matrix(p) @ inverse) for p in total])
     return x, motion, total
 
 
@@ -180,14 +178,14 @@ def iter_realigned(
     import nibabel as nib
     from nilearn.masking import compute_epi_mask
 
-    from service.motion import RigidRegistration
+    from service.motion import MotionTracker
 
     runs = list(subject.runs if runs is None else runs)
     first, affine = runs[0].load()
     reference = first.mean(axis=3, dtype=np.float64).astype(np.float32)
     brain = np.asarray(compute_epi_mask(nib.Nifti1Image(reference, affine)).dataobj) > 0
     brain.flags.writeable = False  # one mask for every run: motion correction finds its points by identity
-    reg = RigidRegistration(other_grids=True, interpolation=interpolation).fit(reference, affine)
+    tracker = MotionTracker(interpolation=interpolation).fit(reference, affine)
     sessions: list[SessionOffset] = [
         SessionOffset(runs[0].session, np.zeros(6), reference.shape, np.asarray(affine, np.float64), "reference")
     ]
@@ -207,10 +205,10 @@ def iter_realigned(
                 if any(s.label == run.session for s in sessions)
                 else ""
             )
-            ses = register_run_session(reference, affine, data, aff, label, run.name)
+            ses = register_run_session(tracker, data, aff, label, run.name)
             sessions.append(ses)
         ses.runs.append(run.name)
-        x, motion, _ = track_run(reg, data, aff, brain, ses.params, on_volume)
+        x, motion, _ = track_run(tracker, data, aff, brain, ses.params, on_volume)
         del data
         yield reference, affine, brain, RealignedRun(run=run, x=x, motion=motion, session=ses)
 

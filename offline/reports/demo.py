@@ -82,7 +82,7 @@ def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, 
     import nibabel as nib
 
     from offline.decoding.estimates import register_run_session, track_run
-    from service.motion import RigidRegistration
+    from service.motion import MotionTracker
     from service.online import detrend_offline
     from service.window import WindowSpec, window_estimate
 
@@ -90,11 +90,11 @@ def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, 
     data = np.asarray(img.dataobj, dtype=np.float32)
     # a fresh fit, resampling with the kernel the bundle was fitted with (as serve does by default)
     interpolation = str(bundle.manifest.get("interpolation") or "linear")
-    reg = RigidRegistration(other_grids=True, interpolation=interpolation).fit(bundle.reference, bundle.affine)
+    tracker = MotionTracker(interpolation=interpolation).fit(bundle.reference, bundle.affine)
     offset = None  # on the bundle's grid: the first volume starts at 0
-    if data.shape[:3] != bundle.reference.shape or not np.allclose(img.affine, bundle.affine, atol=1e-3):
-        offset = register_run_session(bundle.reference, bundle.affine, data, img.affine, name=holdout.name).params
-    x, motion, _ = track_run(reg, data, img.affine, bundle.mask, offset)
+    if tracker.grid_of(data.shape[:3], img.affine) != "reference":
+        offset = register_run_session(tracker, data, img.affine, name=holdout.name).params
+    x, motion, _ = track_run(tracker, data, img.affine, bundle.mask, offset)
     resid = detrend_offline(
         x,
         motion if online_cfg.get("motion_regressors", True) else None,

@@ -30,7 +30,7 @@ from service.live.publisher import Publisher
 from service.live.runlog import GuardedRunLog, ResumeState, RunLog
 from service.live.sham import ShamFeedback
 from service.live.trials import TrialBook
-from service.motion import RigidRegistration, framewise_displacement, params_from_matrix, rigid_matrix
+from service.motion import MotionTracker, RigidRegistration, SessionRegistrationError, TrackingError
 from service.online import OnlinePreprocessor
 
 __all__ = ["Pipeline", "StagedVolume", "VolumeError"]
@@ -91,21 +91,13 @@ class Pipeline:
         self.runlog = runlog if isinstance(runlog, GuardedRunLog) else GuardedRunLog(runlog)
         # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
         self.interpolation = interpolation_of(cfg, bundle.manifest)
-        self.reg_ = RigidRegistration(other_grids=True, interpolation=self.interpolation).fit(
-            bundle.reference, bundle.affine
-        )
-        self.session_: dict[str, Any] | None = None  # another session's registration (offset, residual, time)
-        self.session_grid_: tuple[tuple[int, ...], np.ndarray] | None = None
-        self._session_offset = self._session_inverse = np.eye(4)
-        self._on_reference_grid = False  # a volume on the bundle's grid came first: no session registration then
+        # the run's motion: on the bundle's grid, or on a later session's registered to it (docs/motion.md)
+        self.tracker_ = MotionTracker(interpolation=self.interpolation).fit(bundle.reference, bundle.affine)
         self.online_ = OnlinePreprocessor(
             bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes, scale=cfg.scale
         )
         # by volume index: motion-corrected mask voxels, motion, preprocessed voxels, and which volumes are in
         self.history = VolumeHistory(bundle.n_voxels)
-        self.last_params_ = np.zeros(6)
-        self.last_fd_ = 0.0
-        self._have_motion = False  # FD needs a previous volume's motion (a discarded one counts)
         self.n_ok_ = self.n_errors_ = self.n_duplicates_ = self.n_discarded_ = 0
         self.done_files_: set[tuple[str, str]] = set()
         self.earlier_files_: set[tuple[str, str]] = set()  # decoded by an ended run of this folder: skipped
@@ -131,6 +123,26 @@ class Pipeline:
         self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
         self._tr_checked = False
         self._latent = np.zeros(bundle.latent_size, np.float32)
+
+    @property
+    def reg_(self) -> RigidRegistration:
+        """The registration fitted on the bundle's reference (the tracker's)."""
+        return self.tracker_.registration_
+
+    @property
+    def session_(self) -> dict[str, Any] | None:
+        """Another session's registration (offset, residual, time), None on the bundle's grid."""
+        return self.tracker_.session_
+
+    @property
+    def last_params_(self) -> np.ndarray:
+        """The last volume's motion within the session (mm, degrees)."""
+        return self.tracker_.motion_
+
+    @property
+    def last_fd_(self) -> float:
+        """The last volume's framewise displacement (mm), from the volume before it (a discarded one counts)."""
+        return self.tracker_.fd_
 
     # --- per volume -----------------------------------------------------------------------------------
 
@@ -245,56 +257,27 @@ class Pipeline:
     def _correct(self, vol: Any, t: dict[str, float], w0: float, p0: float) -> tuple[np.ndarray, np.ndarray]:
         """Motion-correct one volume: ``(mask voxels, motion)``; the motion is within the session.
 
-        On the bundle's grid the volume is tracked against the reference as always. On another grid (a later
-        session's slab), the first such volume is registered to the reference with a wide capture
-        (:func:`~service.motion.session.register_session`, timed apart as ``t["session"]``); from then on every
+        The tracker (:class:`~service.motion.MotionTracker`) keeps the rule: on the bundle's grid the volume is
+        tracked against the reference as always. On another grid (a later session's slab), the first such volume
+        is registered to the reference with a wide capture (timed apart as ``t["session"]``); from then on every
         volume of that grid is tracked from the composed transform and the bundle's voxels are sampled from the
         live grid through it, one interpolation. The motion reported, recorded and regressed is then the
         within-session motion (the session offset taken out); a volume on a third grid is refused.
         """
-        grid = self._grid_of(vol)
-        if grid == "other":
-            if self.session_ is not None or self._on_reference_grid:
-                ref = self.session_grid_[0] if self.session_ is not None else tuple(self.bundle.reference.shape)
-                raise VolumeError(
-                    f"volume has shape {tuple(vol.data.shape)} and a grid unlike this run's (shape {ref}): another"
-                    " protocol in the middle of the run?"
-                )
-            self._register_session(vol, t)
-        elif grid == "reference":
-            if self.session_ is not None:
-                raise VolumeError(
-                    "volume is on the bundle's grid, but this run's volumes are on another session's grid"
-                )
-            self._on_reference_grid = True
-        # warm start from the previous volume; the volume is copied into the sampler once
-        params, x = self.reg_.estimate_resample(vol, self.bundle.mask)
-        if not np.all(np.isfinite(x)):
-            raise VolumeError("volume has non-finite values inside the mask")
-        if self.session_ is not None:  # within the session: the offset taken out
-            params = params_from_matrix(rigid_matrix(params) @ self._session_inverse)
+        try:
+            if self.tracker_.admit(vol.data.shape, vol.affine) == "new":
+                self._register_session(vol, t)
+            # warm start from the previous volume; the volume is copied into the sampler once
+            params, x = self.tracker_.track(vol, self.bundle.mask, finite=True)
+        except TrackingError as exc:
+            raise VolumeError(str(exc)) from None
         t["motion"] = w0 + time.perf_counter() - p0
-        first, self._have_motion = not self._have_motion, True
-        self.last_fd_ = 0.0 if first else float(framewise_displacement(np.stack([self.last_params_, params]))[-1])
-        self.last_params_ = np.asarray(params, np.float64)
-        return np.asarray(x, np.float32), self.last_params_
-
-    def _grid_of(self, vol: Any) -> str:
-        """``reference`` (the bundle's grid), ``session`` (this session's registered grid) or ``other``."""
-        if self.reg_.on_reference_grid(vol.data.shape, vol.affine):
-            return "reference"
-        if self.session_ is not None:
-            s_shape, s_affine = self.session_grid_
-            if tuple(vol.data.shape) == s_shape and np.allclose(vol.affine, s_affine, atol=1e-3):
-                return "session"
-        return "other"
+        return np.asarray(x, np.float32), params
 
     def _register_session(self, vol: Any, t: dict[str, float]) -> None:
-        from service.motion.session import SessionRegistrationError, register_session
-
         start = time.perf_counter()
         try:
-            result = register_session(self.bundle.reference, self.bundle.affine, vol.data, vol.affine)
+            result = self.tracker_.register(vol.data, vol.affine)
         except SessionRegistrationError as exc:
             raise VolumeError(
                 f"a volume on another grid (shape {vol.data.shape}) could not be registered: {exc}"
@@ -314,11 +297,7 @@ class Pipeline:
     def set_session(self, record: dict[str, Any], grid: tuple[tuple[int, ...], np.ndarray]) -> None:
         """Take a session registration (``record["offset"]``: reference -> session) and its live grid; the next
         volume is tracked from the offset. Recorded in ``session.json`` (a resumed run reads it back)."""
-        self.session_, self.session_grid_ = dict(record), (tuple(grid[0]), np.asarray(grid[1], dtype=np.float64))
-        offset = rigid_matrix(np.asarray(record["offset"], dtype=np.float64))
-        self._session_offset = offset
-        self._session_inverse = np.linalg.inv(offset)
-        self.reg_.previous_ = np.asarray(record["offset"], dtype=np.float64)
+        self.tracker_.set_session(record["offset"], grid, record)
         self.runlog.save_session(
             {**self.session_, "grid": {"shape": list(grid[0]), "affine": np.asarray(grid[1]).tolist()}}
         )
@@ -459,9 +438,7 @@ class Pipeline:
             if rec.get("status") == "discarded":
                 self.n_discarded_ += 1
                 if rec.get("motion"):
-                    self.last_params_ = np.asarray(rec["motion"], np.float64)
-                    self.reg_.previous_ = params_from_matrix(rigid_matrix(self.last_params_) @ self._session_offset)
-                    self._have_motion = True
+                    self.tracker_.restore(rec["motion"], settle=False)
                 continue
             if rec.get("status") != "ok":
                 self.n_errors_ += 1
@@ -469,10 +446,7 @@ class Pipeline:
             params = np.asarray(rec["motion"], np.float64)
             z = self.online_.update(voxels[rec["voxel_row"]].astype(np.float32), int(rec["volume"]), params)
             self.history.store(int(rec["volume"]), voxels[rec["voxel_row"]], params, z)
-            self.last_params_ = params
-            self.reg_.previous_ = params_from_matrix(rigid_matrix(params) @ self._session_offset)
-            self._on_reference_grid = self.session_ is None
-            self._have_motion = True
+            self.tracker_.restore(params)
             self.n_ok_ += 1
         self.trials_.restore(rs)
         # state.json is saved about once a second, so after a crash its counters can lag the records: the
