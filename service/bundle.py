@@ -122,19 +122,23 @@ class Bundle:
 
     @property
     def latent_size(self) -> int:
+        """Length of the decoded latent vector (columns of ``weights``)."""
         return int(self.weights.shape[1])
 
     @property
     def n_voxels(self) -> int:
+        """Number of mask voxels the mapping reads (rows of ``weights``)."""
         return int(self.weights.shape[0])
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """``(height, width, channels)`` of the decoder's images, as the manifest records it."""
         h, w, c = self.manifest["image_shape"]
         return int(h), int(w), int(c)
 
     @property
     def tr(self) -> float:
+        """The repetition time in seconds, as the manifest records it."""
         return float(self.manifest["tr"])
 
     def stimulus_latent(self, stim_id: str) -> np.ndarray:

@@ -117,6 +117,7 @@ class OnlinePreprocessor:
 
     @property
     def n_regressors(self) -> int:
+        """Columns of the drift model: intercept, ``poly_order`` polynomials and, if used, six motion parameters."""
         return 1 + self.poly_order + (6 if self.motion_regressors else 0)
 
     @property

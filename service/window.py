@@ -78,6 +78,7 @@ class WindowSpec:
             raise ValueError(f"baseline {self.baseline_start}-{self.baseline_stop} s is shorter than the TR ({tr} s)")
 
     def as_dict(self) -> dict[str, float]:
+        """The four bounds in seconds, by name (the form the bundle's manifest and the records use)."""
         return {
             "start": self.start,
             "stop": self.stop,

@@ -20,6 +20,8 @@ from stimulus.window import FramePacer, Painter, import_psychopy, open_window
 
 @dataclass
 class RunContext:
+    """What one run needs: the config, the stimulus folder, its type and trials, and the paths it writes to."""
+
     cfg: Any  # ExperimentConfig
     stimuli_root: Path
     run_type: str
@@ -45,6 +47,13 @@ class _Events:
 
 
 def run_loop(rc: RunContext) -> dict[str, Any]:
+    """Run one run in a PsychoPy window: wait for the first trigger, then draw and flip once per frame until the end.
+
+    Events are written and flushed as they complete, each onset is sent to the service (when ``cfg.service`` is
+    set), and the quit key aborts the run at once. Returns the run's summary: ``aborted``, ``n_triggers``,
+    ``events_sent`` and, once the trigger came, ``n_events``, ``frames``, ``dropped_frames``,
+    ``max_frame_interval_ms``, ``pacing`` (and ``feedback_messages`` in a feedback run).
+    """
     import zmq
 
     cfg = rc.cfg

@@ -35,6 +35,7 @@ class Shown:
 
     @property
     def volume(self) -> Any:
+        """The volume number the service's header gives for this face, or None."""
         return self.header.get("volume")
 
 

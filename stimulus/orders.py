@@ -78,6 +78,7 @@ class Stimuli:
     test: tuple[str, ...]
 
     def digest(self) -> str:
+        """A short hash of the train and test file lists: a saved plan is checked against it."""
         blob = json.dumps([list(self.train), list(self.test)]).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -91,6 +92,7 @@ class Plan:
     runs: dict[tuple[int, int], tuple[str, list[Trial]]] = field(default_factory=dict)
 
     def run(self, session: int, run: int) -> tuple[str, list[Trial]]:
+        """The run type and trials of ``(session, run)``; PlanError names the plan's runs when it has no such run."""
         if (session, run) not in self.runs:
             raise PlanError(
                 f"session {session} run {run} is not in the plan ({self.config.sessions} sessions of "
@@ -151,6 +153,7 @@ def make_plan(stimuli: Stimuli, cfg: PlanConfig, timing: Timing) -> Plan:
 
 
 def order_path(folder: Path, session: int, run: int) -> Path:
+    """The order TSV of one run inside a plan folder (``orders/ses-SS_run-RR_order.tsv``)."""
     return Path(folder) / "orders" / f"ses-{session:02d}_run-{run:02d}_order.tsv"
 
 

@@ -42,6 +42,7 @@ EVENTS_SIDECAR = {
 
 
 def bids_stem(subject: str, session: int, task: str, run: int) -> str:
+    """The BIDS file name stem of one run, ``sub-S_ses-SS_task-T_run-RR``."""
     return f"sub-{subject}_ses-{session:02d}_task-{task}_run-{run:02d}"
 
 
@@ -56,6 +57,7 @@ class EventRow:
     response_time: float | None = None
 
     def cells(self) -> list[str]:
+        """The row's cells in :data:`EVENT_COLUMNS` order, times with 4 decimals, ``n/a`` for no response."""
         rt = NA if self.response_time is None else f"{self.response_time:.4f}"
         return [
             f"{self.onset:.4f}",
@@ -90,6 +92,7 @@ class EventsWriter:
         sidecar.write_text(json.dumps(EVENTS_SIDECAR, indent=2) + "\n", encoding="utf-8")
 
     def write(self, row: EventRow) -> None:
+        """Append the row's line and flush it, so the file holds every completed event; ValueError once closed."""
         if self._f is None:
             raise ValueError(f"{self.path} is closed")
         self._f.write("\t".join(row.cells()) + "\n")
@@ -97,6 +100,7 @@ class EventsWriter:
         self.rows += 1
 
     def close(self) -> None:
+        """Close the file; later calls do nothing."""
         if self._f is not None:
             self._f.close()
             self._f = None
@@ -118,6 +122,7 @@ class RunLog:
         self.t0: float | None = None
 
     def __call__(self, what: str, t: float | None = None) -> None:
+        """Append one line: wall-clock time, seconds from the first trigger (of ``t``, else of now), ``what``."""
         if self._f is None:
             return
         now = time.time()
@@ -126,6 +131,7 @@ class RunLog:
         self._f.flush()
 
     def close(self) -> None:
+        """Close the log; later lines and calls are ignored."""
         if self._f is not None:
             self._f.close()
             self._f = None

@@ -84,10 +84,12 @@ class Trial:
 
     @property
     def end(self) -> float:
+        """Scheduled end of the event in seconds from the first trigger (``onset + duration``)."""
         return self.onset + self.duration
 
     @property
     def shows_face(self) -> bool:
+        """Whether the event shows a face on screen (training and test faces, and the imagery cue)."""
         return self.trial_type in ("train_face", "test_face", "Cue")
 
 

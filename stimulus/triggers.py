@@ -66,10 +66,12 @@ class EmulatedTrigger:
         self._k = 0
 
     def start(self) -> None:
+        """Set the schedule's origin now: the first pulse comes ``delay`` seconds later."""
         self._first = self.clock() + self.delay
         self._k = 0
 
     def poll(self, keys: Keys = ()) -> list[float]:
+        """The pulse times due since the last poll (starting the schedule on the first call if needed)."""
         if self._first is None:
             self.start()
         now, out = self.clock(), []
@@ -79,6 +81,7 @@ class EmulatedTrigger:
         return out
 
     def close(self) -> None:
+        """Nothing to release."""
         pass
 
 
@@ -89,12 +92,15 @@ class KeyTrigger:
         self.key = key
 
     def start(self) -> None:
+        """Nothing to prepare: trigger keys arrive with the window's key events."""
         pass
 
     def poll(self, keys: Keys = ()) -> list[float]:
+        """The times of the trigger key among ``keys``."""
         return [t for k, t in keys if k == self.key]
 
     def close(self) -> None:
+        """Nothing to release."""
         pass
 
 
@@ -124,9 +130,11 @@ class SerialTrigger:
             raise TriggerError(f"trigger serial port {port!r} cannot be opened: {exc}") from None
 
     def start(self) -> None:
+        """Discard bytes that arrived before the run started waiting."""
         self.port.reset_input_buffer()
 
     def poll(self, keys: Keys = ()) -> list[float]:
+        """One time (now) per trigger byte read since the last poll."""
         waiting = self.port.in_waiting
         if not waiting:
             return []
@@ -135,6 +143,7 @@ class SerialTrigger:
         return [now] * data.count(self.byte)
 
     def close(self) -> None:
+        """Close the serial port."""
         self.port.close()
 
 
@@ -154,9 +163,11 @@ class KeyResponses:
         self.keys = tuple(keys)
 
     def on_onset(self, oneback: int, onset: float) -> None:
+        """Nothing to do: a real participant responds on their own."""
         pass
 
     def poll(self, keys: Keys = ()) -> list[tuple[str, float]]:
+        """The ``(key, time)`` presses of response keys among ``keys``."""
         return [(k, t) for k, t in keys if k in self.keys]
 
 
@@ -179,10 +190,12 @@ class EmulatedResponses:
         self._due: list[float] = []
 
     def on_onset(self, oneback: int, onset: float) -> None:
+        """Schedule a press after a one-back repeat's onset, with probability ``hit_rate``."""
         if oneback and self.rng.random() < self.hit_rate:
             self._due.append(onset + float(self.rng.uniform(*self.rt)))
 
     def poll(self, keys: Keys = ()) -> list[tuple[str, float]]:
+        """The emulated presses now due, followed by the real response keys among ``keys``."""
         now = self.clock()
         out = [(self.key, t) for t in self._due if t <= now]
         self._due = [t for t in self._due if t > now]

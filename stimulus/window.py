@@ -56,6 +56,7 @@ def import_psychopy() -> tuple[Any, Any, Any]:
 
 
 def open_window(cfg: WindowConfig, title: str = "fmriface") -> Any:
+    """A PsychoPy window in pixel units, as ``cfg`` asks (full screen, size, screen, colour)."""
     visual, _, _ = import_psychopy()
     return visual.Window(
         size=list(cfg.size), fullscr=cfg.fullscr, screen=cfg.screen, color=list(cfg.color), units="pix",
@@ -210,9 +211,11 @@ class Painter:
         stim.draw()
 
     def draw_cross(self) -> None:
+        """Draw the fixation cross at the centre."""
         self.cross.draw()
 
     def draw_frame(self) -> None:
+        """Draw the grey outline of the face's square at the centre."""
         self.frame.draw()
 
     def draw_text(self, text: str, pos: tuple[float, float] = (0, 0), height: float = 20, cache: bool = True) -> None:

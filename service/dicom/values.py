@@ -52,11 +52,13 @@ def group_value(ds: Dataset, frame: Dataset | None, seq: str, keyword: str, shar
 
 
 def first_item(ds: Dataset, keyword: str) -> Dataset | None:
+    """The first item of sequence ``keyword`` in ``ds``, or None when it is absent or empty."""
     seq = ds.get(keyword)
     return seq[0] if seq else None
 
 
 def philips_scale_slope(holder: Dataset) -> float | None:
+    """Philips' private scale slope (2005,xx0E) of ``holder``, searching nested DD 005 items; None when absent."""
     for creator in _PHILIPS:
         try:
             block = holder.private_block(0x2005, creator)
@@ -72,6 +74,11 @@ def philips_scale_slope(holder: Dataset) -> float | None:
 
 
 def pixel_values(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
+    """The stored pixel values ``[n_frames, rows, cols]`` in the file's own integer type, unscaled.
+
+    Raises IncompleteFileError for pixel data not (yet) all there, CorruptFileError for a bad matrix, pixel
+    format or surplus bytes, UnsupportedFileError for a compressed transfer syntax.
+    """
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     bits = int(ds.get("BitsAllocated") or 0)
     if rows <= 0 or cols <= 0:
@@ -155,6 +162,7 @@ def apply_scale(values: np.ndarray, factors: list[tuple[float, float, float]]) -
 
 
 def to_int(value) -> int | None:
+    """``value`` as an int, or None when it is empty, missing or not a number."""
     try:
         return None if value in (None, "") else int(value)
     except (TypeError, ValueError):

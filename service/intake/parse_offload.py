@@ -90,6 +90,11 @@ class ParseOffload:
         self._ready = False
 
     def read(self, path: Path, raw: bytes, sha256: str, kind: str, backlog: bool) -> Any:
+        """Parse one file into an image, in the helper process when ``backlog`` is true and it is up.
+
+        When the helper dies or does not answer, it is given up (``on_give_up`` is told) and this file and all later
+        ones are parsed in the calling thread; a parse error from the helper is raised here as it was raised there.
+        """
         if backlog and self.enabled and self._up(path):
             try:
                 self._to.send((path, raw, sha256, kind))

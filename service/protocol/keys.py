@@ -66,6 +66,7 @@ class CurveKeys:
 
     @property
     def is_server(self) -> bool:
+        """True for the server's keys (no server public key given), False for a client's."""
         return self.server_key is None
 
     @classmethod

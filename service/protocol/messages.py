@@ -96,6 +96,7 @@ class SeqCounter:
         self._next: dict[str, int] = dict(start or {})
 
     def next(self, topic: str) -> int:
+        """The next number of ``topic`` (0 first), counted as used."""
         n = self._next.get(topic, 0)
         self._next[topic] = n + 1
         return n
@@ -105,9 +106,11 @@ class SeqCounter:
         self._next[topic] = max(self._next.get(topic, 0), int(n))
 
     def peek(self, topic: str) -> int:
+        """The number :meth:`next` would give ``topic``, without using it."""
         return self._next.get(topic, 0)
 
     def state(self) -> dict[str, int]:
+        """The next number of every topic seen, saved in the run's state so a restart resumes the numbering."""
         return dict(self._next)
 
 

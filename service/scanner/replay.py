@@ -159,6 +159,7 @@ class ScannerEmulator:
 
     @property
     def n_volumes(self) -> int:
+        """Number of volumes the emulator writes (the run's last axis)."""
         return int(self.data.shape[3])
 
     @property

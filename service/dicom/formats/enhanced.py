@@ -26,6 +26,7 @@ class EnhancedReader(FormatReader):
     fmt = "enhanced"
 
     def read(self, ds: Dataset, path: Path, pixels: bool, vendor: str) -> Layout:
+        """The frames with their per-frame (else shared) positions and scaling; refuses a file of several volumes."""
         n_frames = to_int(ds.get("NumberOfFrames")) or 1
         frames_seq = ds.get("PerFrameFunctionalGroupsSequence") or []
         if len(frames_seq) != n_frames:

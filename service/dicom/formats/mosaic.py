@@ -53,6 +53,7 @@ class MosaicReader(FormatReader):
         return None
 
     def read(self, ds: Dataset, path: Path, pixels: bool, vendor: str) -> Layout:
+        """The mosaic's tiles as frames, the first tile's position (moved from the mosaic's corner), the CSA normal."""
         n_mosaic = self.n_images
         m = int(np.ceil(np.sqrt(n_mosaic)))
         mosaic_shape = (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))

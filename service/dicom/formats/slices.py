@@ -38,6 +38,7 @@ class SliceReader(FormatReader):
     fmt = "slice"
 
     def read(self, ds: Dataset, path: Path, pixels: bool, vendor: str) -> Layout:
+        """The file's one frame, its volume number and the slices per volume from the vendor's headers."""
         frames = (
             apply_scale(pixel_values(ds, path, 1), [scale_factors(ds, ds, None, vendor == "philips")])
             if pixels
