@@ -372,25 +372,17 @@ TRIAL_TYPES = {"train": ["train_face"], "test": ["test_face"], "imagery": ["Img"
 def _run_patterns(cfg: FitConfig, realigned_run, estimate: str, run_index: int) -> TrialPatterns:
     """One realigned run's trial estimates of the registered estimator ``estimate`` (its offline form,
     :meth:`service.preprocess.Estimator.offline_function`); ``run_index``: the run's position among the fit's."""
+    from offline.decoding.estimates import EstimateOptions
+
     kind = realigned_run.run.kind
     spec = cfg.preprocess.replace(estimate=estimate)
     if kind == "imagery":
         spec = spec.replace(window=cfg.imagery_window)
-    estimator = get_estimator(estimate).offline_function()
-    patterns, ids = _ADAPTERS[estimate](estimator, cfg, realigned_run, TRIAL_TYPES[kind], spec)
+    offline_form = get_estimator(estimate).offline_function()
+    options = EstimateOptions(hrf_model=cfg.hrf_model, high_pass=cfg.high_pass)
+    patterns, rows = offline_form(realigned_run, TRIAL_TYPES[kind], spec, options)
+    ids = rows["stim_file"].astype(str).tolist()
     return TrialPatterns(patterns, ids, np.full(len(ids), run_index, dtype=np.int64))
-
-
-def _window_call(function, cfg: FitConfig, realigned_run, trial_types: list[str], spec: PreprocessSpec):
-    patterns, trials = function(realigned_run, trial_types, spec.window, spec.poly_order, spec.scale)
-    return patterns, trials["stim_file"].astype(str).tolist()
-
-
-def _glm_call(function, cfg: FitConfig, realigned_run, trial_types: list[str], spec: PreprocessSpec):
-    return function(realigned_run, trial_types, cfg.hrf_model, cfg.high_pass)
-
-
-_ADAPTERS = {"window": _window_call, "glm": _glm_call}  # TEMPORARY until estimates.py has one signature
 
 
 def _averaged_patterns(

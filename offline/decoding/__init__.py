@@ -26,6 +26,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "iter_realigned",
             "realign_subject",
             "trials_of",
+            "EstimateOptions",
             "window_patterns",
             "glm_patterns",
             "face_contrast",

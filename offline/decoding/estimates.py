@@ -8,13 +8,16 @@
    ``x [T, V]``. The motion kept (the regressors, FD) is the motion within the session: the composed transform
    with the offset taken out. Both steps are the service's own tracker (:class:`service.motion.MotionTracker`).
 2. :func:`window_patterns`: the service's estimate. Each run is detrended with the service's own model
-   (:func:`service.online.detrend_offline`: Legendre drift + the six motion parameters, residuals scaled per
-   voxel, percent signal change by default), then :func:`service.window.window_estimate` (mean of 4-8 s after onset minus the pre-onset baseline).
+   (:meth:`service.preprocess.PreprocessSpec.detrend`: Legendre drift + the six motion parameters, residuals
+   scaled per voxel, percent signal change by default), then :func:`service.window.window_estimate` (mean of
+   4-8 s after onset minus the pre-onset baseline).
 3. :func:`glm_patterns`: GLM betas with nilearn's design matrices (one regressor per unique image, canonical
    HRF, cosine drift, motion regressors), solved by least squares with numpy on the voxels (percent signal
    change), which is what FirstLevelModel does per voxel, without its per-voxel overhead.
 4. :func:`face_contrast`: the face-vs-fixation t-statistic (fixed effects over runs) for voxel selection.
 
+Both estimators are registered by name in :data:`service.preprocess.ESTIMATORS` and share one signature,
+``(run, trial_types, spec, options)`` -> ``(patterns, rows)``, so the fit calls each through the registry.
 Repeated presentations (one-back repeats, the test faces' repeats) are averaged by :func:`average_by_stimulus`.
 """
 
@@ -28,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from offline.datasets.bids import BidsError, BidsRun, BidsSubject
+from service.preprocess import PreprocessSpec
 from service.window import WindowSpec, last_volume_needed, window_estimate
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ __all__ = [
     "iter_realigned",
     "realign_subject",
     "trials_of",
+    "EstimateOptions",
     "window_patterns",
     "glm_patterns",
     "face_contrast",
@@ -230,30 +235,50 @@ def trials_of(run: BidsRun, trial_types: Sequence[str]) -> pd.DataFrame:
     return ev.loc[keep, ["onset", "duration", "trial_type", "stim_file"]].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class EstimateOptions:
+    """The fit's options of the estimators that the :class:`~service.preprocess.PreprocessSpec` does not hold
+    (the service never computes them): the GLM's HRF model and the high-pass cut-off of its cosine drift, Hz."""
+
+    hrf_model: str = "glover"
+    high_pass: float = 0.01
+
+
+# Every trial estimator's offline form (service.preprocess.ESTIMATORS) takes ``(run, trial_types, spec, options)``
+# and returns ``(patterns [n, V], rows)``: ``rows`` a table with a ``stim_file`` column, one row per pattern.
+
+
 def window_patterns(
-    rr: RealignedRun, trial_types: Sequence[str], spec: WindowSpec, poly_order: int = 2, scale: str = "psc"
+    rr: RealignedRun,
+    trial_types: Sequence[str],
+    spec: PreprocessSpec | WindowSpec,
+    options: EstimateOptions | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Window estimates ``[n, V]`` of the run's trials whose window lies inside the run, and those trials.
 
-    ``poly_order`` and ``scale`` (``psc``, ``zscore``, ``none``) are the service's detrending options
-    (:func:`service.online.detrend_offline`); the bundle records them so the service computes the same.
+    ``spec`` gives the window and the service's detrending and scaling (:meth:`PreprocessSpec.detrend`:
+    :func:`service.online.detrend_offline`), which the bundle records so the service computes the same; a bare
+    :class:`WindowSpec` is that window with the default detrending. ``options`` is unused (the common signature).
     """
-    from service.online import detrend_offline
-
+    if isinstance(spec, WindowSpec):
+        spec = PreprocessSpec(window=spec)
     trials = trials_of(rr.run, trial_types)
     tr = rr.run.tr
-    complete = [last_volume_needed(o, tr, spec) < rr.n_volumes for o in trials["onset"]]
+    complete = [last_volume_needed(o, tr, spec.window) < rr.n_volumes for o in trials["onset"]]
     trials = trials.loc[complete].reset_index(drop=True)
-    resid = detrend_offline(rr.x, rr.motion, poly_order=poly_order, scale=scale)
-    return window_estimate(resid, trials["onset"].to_numpy(float), tr, spec), trials
+    resid = spec.detrend(rr.x, rr.motion)
+    return window_estimate(resid, trials["onset"].to_numpy(float), tr, spec.window), trials
 
 
-def _design(rr: RealignedRun, events: pd.DataFrame, hrf_model: str, high_pass: float) -> pd.DataFrame:
+def _design(
+    rr: RealignedRun, events: pd.DataFrame, hrf_model: str, high_pass: float, motion: bool = True
+) -> pd.DataFrame:
     from nilearn.glm.first_level import make_first_level_design_matrix
 
     frame_times = np.arange(rr.n_volumes) * rr.run.tr
     names = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
-    moving = [j for j in range(6) if np.ptp(rr.motion[:, j]) > 1e-9]  # a constant column would duplicate the mean
+    # a constant column would duplicate the mean
+    moving = [j for j in range(6) if np.ptp(rr.motion[:, j]) > 1e-9] if motion else []
     return make_first_level_design_matrix(
         frame_times,
         events[["onset", "duration", "trial_type"]],
@@ -279,22 +304,31 @@ def _psc(x: np.ndarray) -> np.ndarray:
 
 
 def glm_patterns(
-    rr: RealignedRun, trial_types: Sequence[str], hrf_model: str = "glover", high_pass: float = 0.01
-) -> tuple[np.ndarray, list[str]]:
-    """GLM betas ``[n_images, V]`` (percent signal change), one regressor per unique image of the given types.
+    rr: RealignedRun,
+    trial_types: Sequence[str],
+    spec: PreprocessSpec | None = None,
+    options: EstimateOptions | None = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """GLM betas ``[n_images, V]`` (percent signal change), one regressor per unique image of the given types, and
+    the images (``stim_file``, sorted).
 
-    Fixation events get their own regressor; the other events are left in the implicit baseline.
+    Fixation events get their own regressor; the other events are left in the implicit baseline. The drift is
+    nilearn's cosine basis (``options.high_pass``), not the spec's Legendre terms; the six motion parameters are
+    regressors unless ``spec.motion_regressors`` is false.
     """
+    spec = spec or PreprocessSpec(estimate="glm")
+    options = options or EstimateOptions()
     ev = rr.run.events
     faces = trials_of(rr.run, trial_types)
     stims = sorted(faces["stim_file"].astype(str).unique())
     names = {s: f"img{i:05d}" for i, s in enumerate(stims)}
     model_ev = faces.assign(trial_type=faces["stim_file"].astype(str).map(names))
     fix = ev.loc[ev["trial_type"].astype(str) == "Fix", ["onset", "duration", "trial_type"]]
-    design = _design(rr, pd.concat([model_ev[["onset", "duration", "trial_type"]], fix]), hrf_model, high_pass)
+    events = pd.concat([model_ev[["onset", "duration", "trial_type"]], fix])
+    design = _design(rr, events, options.hrf_model, options.high_pass, spec.motion_regressors)
     beta = _ols(design.to_numpy(), _psc(rr.x.astype(np.float64)))
     cols = [design.columns.get_loc(names[s]) for s in stims]
-    return beta[cols].astype(np.float32), stims
+    return beta[cols].astype(np.float32), pd.DataFrame({"stim_file": stims})
 
 
 def contrast_terms(

@@ -43,7 +43,8 @@ def _synthetic_run(rng, n_vol=150, n_vox=30, noise=0.2):
 
 def test_glm_betas_recover_image_patterns(rng):
     rr, patterns = _synthetic_run(rng)
-    betas, stims = glm_patterns(rr, ["train_face"])
+    betas, images = glm_patterns(rr, ["train_face"])
+    stims = images["stim_file"].tolist()
     assert stims == sorted(patterns) and betas.shape == (4, 30)
     corr = np.corrcoef(np.vstack([betas, np.stack([patterns[s] for s in stims])]))[:4, 4:]
     assert np.all(np.argmax(corr, axis=1) == np.arange(4))
@@ -80,3 +81,28 @@ def test_average_by_stimulus():
     assert ids == ["b", "a"]
     np.testing.assert_allclose(avg, [[3.0, 2.0], [3.0, 2.0]])
     assert groups.tolist() == [7, 8] and counts.tolist() == [2, 1]
+
+
+def test_every_registered_estimator_takes_the_spec_and_names_its_rows(rng):
+    """The registry's offline forms share one signature ``(run, trial_types, spec, options)`` and return one
+    ``stim_file`` row per pattern; the spec's settings reach them (a bare WindowSpec is the default spec's)."""
+    from offline.decoding.estimates import EstimateOptions
+    from service.preprocess import ESTIMATORS, PreprocessSpec
+
+    rr, patterns = _synthetic_run(rng)
+    rr.motion = np.cumsum(rng.normal(0, 0.05, (rr.n_volumes, 6)), axis=0)
+    for name, estimator in ESTIMATORS.items():
+        x, rows = estimator.offline_function()(rr, ["train_face"], PreprocessSpec(estimate=name), EstimateOptions())
+        assert len(x) == len(rows) and set(rows["stim_file"]) == set(patterns), name
+    spec = PreprocessSpec(window=WindowSpec(4.0, 10.0))
+    np.testing.assert_array_equal(
+        window_patterns(rr, ["train_face"], spec.window)[0], window_patterns(rr, ["train_face"], spec)[0]
+    )
+    assert not np.allclose(
+        window_patterns(rr, ["train_face"], spec)[0],
+        window_patterns(rr, ["train_face"], spec.replace(scale="zscore"))[0],
+    )
+    without_motion = glm_patterns(rr, ["train_face"], PreprocessSpec(estimate="glm", motion_regressors=False))[0]
+    assert not np.allclose(glm_patterns(rr, ["train_face"])[0], without_motion)
+    slow = glm_patterns(rr, ["train_face"], None, EstimateOptions(high_pass=0.001))[0]
+    assert not np.allclose(glm_patterns(rr, ["train_face"])[0], slow)

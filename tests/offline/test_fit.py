@@ -190,3 +190,34 @@ def test_heartbeat_times_steps_and_paces_a_bar_into_a_log():
     if not sys.stderr.isatty():  # into a log (pytest captures stderr): a bar line every ~5 s
         assert made[0]["mininterval"] == 5.0 and made[0]["miniters"] == 1
     assert hb.bar(None) is None
+
+
+def test_the_preprocess_table_is_one_spec_and_the_bundles_record(tmp_path):
+    """``[preprocess]`` and ``[preprocess.window]`` build the config's PreprocessSpec; ``--estimate`` overrides
+    ``preprocess.estimate``; the imagery window is the trial window to ``imagery_window_stop``; the old loose
+    options are unknown keys; a bad value names what is wrong."""
+    from fmriface.config import ConfigError
+    from service.preprocess import ESTIMATORS, PreprocessSpec
+    from service.window import WindowSpec
+
+    toml = tmp_path / "fit.toml"
+    toml.write_text(
+        'imagery_window_stop = 12.0\n[preprocess]\nestimate = "glm"\nscale = "zscore"\ninterpolation = "cubic"\n'
+        "[preprocess.window]\nstop = 10.0\n"
+    )
+    cfg = load_config(FitConfig, toml)
+    assert cfg.preprocess == PreprocessSpec(
+        estimate="glm", window=WindowSpec(stop=10.0), scale="zscore", interpolation="cubic"
+    )
+    assert cfg.window == WindowSpec(stop=10.0) and cfg.imagery_window == WindowSpec(stop=12.0)
+    assert cfg.estimates == tuple(ESTIMATORS)
+    only = load_config(FitConfig, toml, {"preprocess.estimate": "window", "compare_estimates": False})
+    assert only.estimates == ("window",) and only.preprocess.scale == "zscore"
+    assert load_config(FitConfig, preset_path("fit-tiny")).preprocess == PreprocessSpec()
+    for bad, message in (
+        ({"detrend_scale": "psc"}, "unknown key 'detrend_scale'"),
+        ({"preprocess.estimate": "lsx"}, "unknown trial estimate 'lsx'"),
+        ({"preprocess.window.stop": 1.0}, "window stop"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(FitConfig, None, bad)
