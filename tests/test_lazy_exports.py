@@ -17,6 +17,7 @@ LAZY = [
     "service.scanner",
     "offline",
     "offline.datasets",
+    "offline.decoding",
     "offline.faces",
     "offline.facespace",
     "offline.reports",
