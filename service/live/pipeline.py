@@ -25,6 +25,7 @@ from service.live.config import ServeConfig, interpolation_of
 from service.live.decoder import LatentDecoder
 from service.live.feedback import Feedback
 from service.live.history import VolumeHistory
+from service.live.outputs import Outputs
 from service.live.policy import VolumeError, raise_errors
 from service.live.publisher import Publisher
 from service.live.runlog import GuardedRunLog, ResumeState, RunLog
@@ -61,7 +62,10 @@ class Pipeline:
     ----------
     bundle : Bundle
     cfg : ServeConfig
-    publisher : Publisher
+    outputs : Outputs
+        Where frames and trials go: the ZeroMQ publisher first, numbering them (:mod:`service.live.outputs`).
+    inbound : Publisher
+        The side that receives events and flip acks; it counts those :meth:`handle` cannot use.
     runlog : RunLog
     decoder : LatentDecoder
         Already built (session warmed up).
@@ -78,14 +82,16 @@ class Pipeline:
         self,
         bundle: Bundle,
         cfg: ServeConfig,
-        publisher: Publisher,
+        outputs: Outputs,
+        inbound: Publisher,
         runlog: RunLog,
         decoder: LatentDecoder,
         tr: float,
         sham: ShamFeedback | None = None,
         condition: str = "live",
     ) -> None:
-        self.bundle, self.cfg, self.pub, self.decoder, self.tr = bundle, cfg, publisher, decoder, tr
+        self.bundle, self.cfg, self.outputs, self.decoder, self.tr = bundle, cfg, outputs, decoder, tr
+        self.inbound = inbound
         self.sham, self.condition = sham, condition
         # records never stop the live path: a write that fails ends the run cleanly (``runlog.failure``)
         self.runlog = runlog if isinstance(runlog, GuardedRunLog) else GuardedRunLog(runlog)
@@ -116,7 +122,7 @@ class Pipeline:
             self.online_,
             self.feedback_,
             self.runlog,
-            publisher.send,
+            outputs,
             self.save_state,
             sham=sham,
         )
@@ -234,7 +240,7 @@ class Pipeline:
                 real = self.feedback_.frame(latent)
                 face_latent, feedback = (latent, real) if shown is None else shown[k][:2]
                 header = self._frame_header(vol, t, s.params, face_latent, feedback)
-                seq = self.pub.send("frame", header, image)
+                seq = self.outputs.frame(header, image)
                 rec.update(status="ok", frame_seq=seq)
                 if "value" in header["feedback"]:
                     rec["feedback"] = header["feedback"]["value"]
@@ -371,7 +377,7 @@ class Pipeline:
             else:
                 self.trials_.event(msg.header, msg.payload, record=True)
         except Exception as exc:  # noqa: BLE001 - external input: counted and logged, never raised
-            self.pub.malformed += 1
+            self.inbound.count_malformed()
             log.warning("ignored an inbound %s message: %s", msg.topic, exc)
 
     def _flip(self, h: dict[str, Any]) -> None:
@@ -424,7 +430,9 @@ class Pipeline:
         if self._target_saved[0] is not fb.target_:
             target = None if fb.target_ is None else {"source": fb.target_source_, "latent": fb.target_.tolist()}
             self._target_saved = (fb.target_, json.dumps(target))
-        self.runlog.save_state({"seq": self.pub.seq.state(), "saved": time.time()}, target_json=self._target_saved[1])
+        self.runlog.save_state(
+            {"seq": self.outputs.seq.state(), "saved": time.time()}, target_json=self._target_saved[1]
+        )
 
     def restore(self, rs: ResumeState) -> None:
         """Rebuild the state of a resumed run from its records (no message is published)."""
@@ -453,8 +461,8 @@ class Pipeline:
         # records (flushed per message) say which numbers were already published
         frame_seqs = [int(r["frame_seq"]) for r in rs.volumes if r.get("frame_seq") is not None]
         trial_seqs = [int(t["seq"]) for t in rs.trials if str(t.get("seq", "")).isdigit()]
-        self.pub.seq.advance_to("frame", max(frame_seqs, default=-1) + 1)
-        self.pub.seq.advance_to("trial", max(trial_seqs, default=-1) + 1)
+        self.outputs.seq.advance_to("frame", max(frame_seqs, default=-1) + 1)
+        self.outputs.seq.advance_to("trial", max(trial_seqs, default=-1) + 1)
         log.info(
             "resumed run %s: %d volumes, %d trials already recorded", self.runlog.run_id, self.n_ok_, len(rs.trials)
         )
@@ -479,9 +487,8 @@ class Pipeline:
             "duplicates_ignored": self.n_duplicates_,
             "skipped_from_ended_runs": self.n_earlier_,
             "trials": self.trials_.n_published,
-            "sent": dict(self.pub.sent),
-            "dropped": dict(self.pub.dropped),
-            "malformed_inbound": self.pub.malformed,
+            **self.outputs.counts(),  # sent, dropped
+            "malformed_inbound": self.inbound.malformed,
             "latency_ms": pct(self.latency_),
             "stage_ms": {k: pct(v, 1.0) for k, v in self.stage_ms_.items()},
             "flips": len(self.flips_),

@@ -1,5 +1,8 @@
 """The service's sockets: a PUB for frames/trials/status/end and a PULL for events and flip acks.
 
+:class:`Publisher` is the service's primary output (:mod:`service.live.outputs`): it numbers the frames and
+trials, and its PUB socket is what the wire protocol (docs/protocol.md) describes.
+
 Publishing never blocks: the PUB socket has a bounded send high-water mark, so a subscriber that reads slowly
 or not at all only misses frames (ZeroMQ drops them for that subscriber alone). Inbound messages are drained
 without blocking; a malformed one is counted and logged, never raised.
@@ -49,7 +52,8 @@ def check_bindable(ctx: Any, address: str, what: str) -> None:
 
 
 class Publisher:
-    """Bound PUB and PULL sockets with per-topic sequence numbers.
+    """Bound PUB and PULL sockets with per-topic sequence numbers: the primary :class:`~service.live.outputs.Output`
+    (``frame``, ``trial``, ``status``, ``end``) and the inbound side (``receive``).
 
     Parameters
     ----------
@@ -76,7 +80,8 @@ class Publisher:
         Messages ZeroMQ refused outright (``EAGAIN``), per topic: none with a plain PUB socket, which never
         refuses; counted so that ``sent`` counts accepted messages only.
     malformed : int
-        Inbound messages that could not be decoded.
+        Inbound messages that could not be decoded here, or that whoever handled them could not use
+        (:meth:`count_malformed`).
     """
 
     #: How long (ms) :meth:`close` lets ZeroMQ go on handing queued messages (the ``end`` message) to connected
@@ -131,6 +136,35 @@ class Publisher:
         counts[topic] = counts.get(topic, 0) + 1
         return seq
 
+    # --- the Output interface (service.live.outputs) ---------------------------------------------------------
+
+    def frame(self, header: dict[str, Any], image: np.ndarray) -> int:
+        """Send a ``frame`` message; returns its ``seq``."""
+        return self.send("frame", header, image)
+
+    def trial(self, header: dict[str, Any], image: np.ndarray) -> int:
+        """Send a ``trial`` message; returns its ``seq``."""
+        return self.send("trial", header, image)
+
+    def status(self, header: dict[str, Any]) -> None:
+        """Send a ``status`` heartbeat."""
+        self.send("status", header)
+
+    def end(self, header: dict[str, Any]) -> None:
+        """Send the ``end`` message."""
+        self.send("end", header)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Copies of :attr:`sent` and :attr:`dropped` (per topic)."""
+        return {"sent": dict(self.sent), "dropped": dict(self.dropped)}
+
+    # --- inbound ------------------------------------------------------------------------------------------
+
+    def count_malformed(self) -> None:
+        """Count an inbound message that was received but could not be used (an unknown event kind, a stimulus
+        the bundle lacks): the ``malformed_inbound`` of the status and the summary."""
+        self.malformed += 1
+
     def receive(self, limit: int = 100) -> list[P.Message]:
         """Inbound ``event``/``flip`` messages waiting now (never blocks); malformed ones are counted."""
         out: list[P.Message] = []
@@ -141,7 +175,7 @@ class Publisher:
             try:
                 msg = P.recv(self.pull, 0, P.INBOUND_TOPICS)
             except P.ProtocolError as exc:
-                self.malformed += 1
+                self.count_malformed()
                 log.warning("ignored a malformed inbound message: %s", exc)
                 continue
             if msg is None:

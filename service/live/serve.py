@@ -22,6 +22,7 @@ import numpy as np
 from service.bundle import sha256_file
 from service.live.config import ServeConfig, interpolation_of
 from service.live.decoder import LatentDecoder
+from service.live.outputs import Output, Outputs
 from service.live.pipeline import Pipeline
 from service.live.publisher import Publisher
 from service.live.runlog import RunLog
@@ -51,18 +52,26 @@ class Service:
     """The service on a watched folder (``source``: any object with start/stop/get(timeout); default the
     intake's :class:`service.intake.watcher.VolumeWatcher` on ``cfg.watch``).
 
+    ``outputs`` are in-process outputs (:class:`service.live.outputs.Output`: an LSL outlet, a recorder) that get
+    every message after the ZeroMQ publisher, with the same headers; they are closed with it.
+
     Attributes
     ----------
     bundle_ : Bundle
+    pub_ : Publisher
+        The ZeroMQ sockets: the primary output and the inbound events and flip acks.
+    outputs_ : Outputs
+        Where every message goes: ``pub_`` first, then ``outputs``.
     pipeline_ : Pipeline
     run_dir_ : Path
     summary_ : dict
         The summary sent in the ``end`` message.
     """
 
-    def __init__(self, cfg: ServeConfig, source: Any = None) -> None:
+    def __init__(self, cfg: ServeConfig, source: Any = None, outputs: tuple[Output, ...] = ()) -> None:
         self.cfg = cfg
         self.source = source
+        self._extra_outputs = tuple(outputs)
         self._stop = threading.Event()
         self.stop_reason = ""
         self.summary_: dict[str, Any] = {}
@@ -121,7 +130,10 @@ class Service:
         self.pub_ = Publisher(
             cfg.pub, cfg.pull, hwm=cfg.hwm, seq=rs.state.get("seq"), curve=curve, allowed=cfg.curve_allowed
         )
-        self.pipeline_ = Pipeline(bundle, cfg, self.pub_, self.runlog_, decoder, self.tr_, sham, condition)
+        self.outputs_ = Outputs(self.pub_, *self._extra_outputs)
+        self.pipeline_ = Pipeline(
+            bundle, cfg, self.outputs_, self.pub_, self.runlog_, decoder, self.tr_, sham, condition
+        )
         if rs.resumed:
             self.pipeline_.restore(rs)
             if sham is not None:
@@ -245,7 +257,7 @@ class Service:
             **pipe.status(),
             "malformed_inbound": self.pub_.malformed,
         }
-        self.pub_.send("status", header)
+        self.outputs_.status(header)
         pipe.save_state()
 
     def _drain_inbound(self, grace_s: float = 0.25, quiet_s: float = 0.06) -> None:
@@ -269,7 +281,7 @@ class Service:
         self._drain_inbound()
         ended = reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
         self.summary_ = {"reason": reason, **self.pipeline_.summary(), "series": self.series_}
-        self.pub_.send("end", {"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
+        self.outputs_.end({"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
         self.pipeline_.save_state()  # guarded: skipped once the records have failed
         if self.pipeline_.sham is not None:  # the record keeps what a blinded end message leaves out
             self.runlog_.manifest.setdefault("control", {})["held"] = self.pipeline_.sham_counts()
@@ -277,7 +289,7 @@ class Service:
             self.runlog_.close(self.summary_, ended=ended)
         except OSError as exc:
             log.error("run %s: its records could not be closed: %s", self.runlog_.run_id, exc.strerror or exc)
-        self.pub_.close()  # with a linger: the end message still goes out to connected subscribers
+        self.outputs_.close()  # the publisher's linger: the end message still goes out to connected subscribers
         self._write_report()
         log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))
 

@@ -24,6 +24,7 @@ from service.live.config import ServeConfig
 from service.live.decoder import LatentDecoder
 from service.live.feedback import Feedback
 from service.live.history import VolumeHistory
+from service.live.outputs import Output
 from service.live.policy import raise_errors
 from service.live.runlog import ResumeState, RunLog
 from service.live.sham import ShamFeedback
@@ -85,6 +86,9 @@ def read_events_tsv(path: str | Path) -> list[dict[str, Any]]:
 class TrialBook:
     """The run's trials, their windows and the target events.
 
+    A decoded trial goes to ``outputs`` (:class:`service.live.outputs.Outputs`: the publisher and any other
+    output), which returns its ``seq``; ``save_state`` is called when the neurofeedback target changes.
+
     Attributes
     ----------
     windows_ : TrialWindows
@@ -103,7 +107,7 @@ class TrialBook:
         online: OnlinePreprocessor,
         feedback: Feedback,
         runlog: RunLog,
-        send: Callable[[str, dict[str, Any], np.ndarray], int],
+        outputs: Output,
         save_state: Callable[[], None],
         sham: ShamFeedback | None = None,
     ) -> None:
@@ -112,7 +116,7 @@ class TrialBook:
         self.cfg, self.decoder = cfg, decoder
         # what the trials read (the run's volumes and online fit) and write (feedback target, messages, records)
         self.history, self.online, self.feedback, self.runlog = history, online, feedback, runlog
-        self._send, self._save_state = send, save_state
+        self.outputs, self._save_state = outputs, save_state
         self.sham = sham  # a sham run: the k-th trial published shows the source run's k-th
         self.trials_: dict[Any, dict[str, Any]] = {}
         self.published_: set[str] = set()
@@ -242,7 +246,7 @@ class TrialBook:
             }
             if self.decoder.bundle.latent_size <= self.cfg.latent_in_header:
                 header["latent"] = [round(float(v), 5) for v in (latent if shown is None else shown[0])]
-            row["seq"] = self._send("trial", header, image)
+            row["seq"] = self.outputs.trial(header, image)
             row.update(feedback=header["feedback"].get("value"), t_sent=header["t"]["sent"])
         line = {
             "topic": "trial",
