@@ -14,7 +14,14 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "bundle": ["Bundle", "BundleError", "load_bundle", "write_manifest"],
-        "motion": ["RigidRegistration", "GridMismatchError", "framewise_displacement", "realign_run", "rigid_matrix"],
+        "motion": [
+            "MotionTracker",
+            "RigidRegistration",
+            "GridMismatchError",
+            "framewise_displacement",
+            "realign_run",
+            "rigid_matrix",
+        ],
         "volume": ["Volume", "IntakeEvent", "IntakeError"],
         "window": ["WindowSpec", "window_estimate", "TrialWindows"],
         "online": ["OnlinePreprocessor", "detrend_offline"],

@@ -4,26 +4,19 @@ The watcher (events or polling) sees files appear and finish, sniffs and reads t
 slice files, NIfTI), assembles slice files into volumes, orders them by acquisition (series bookkeeping: gaps,
 duplicates, the followed series) and hands complete volumes on; a helper process parses while volumes queue.
 ``inspect`` says what an export folder holds. See ``docs/architecture.md``.
+
+Names are imported on first use (``lazy_loader``).
 """
 
-from service.intake.assembly import assemble, read_image, read_slices, read_volume, sniff
-from service.intake.inspect import compact_ranges, format_report, inspect_path
-from service.intake.parse_offload import ParseOffload
-from service.intake.series import Sequencer, SeriesFilter
-from service.intake.watcher import VolumeWatcher, WatcherConfig
+import lazy_loader
 
-__all__ = [
-    "inspect_path",
-    "format_report",
-    "compact_ranges",
-    "ParseOffload",
-    "read_volume",
-    "read_slices",
-    "read_image",
-    "assemble",
-    "sniff",
-    "SeriesFilter",
-    "Sequencer",
-    "WatcherConfig",
-    "VolumeWatcher",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "assembly": ["assemble", "read_image", "read_slices", "read_volume", "sniff"],
+        "inspect": ["compact_ranges", "format_report", "inspect_path"],
+        "parse_offload": ["ParseOffload"],
+        "series": ["Sequencer", "SeriesFilter"],
+        "watcher": ["VolumeWatcher", "WatcherConfig"],
+    },
+)
