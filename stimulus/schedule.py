@@ -87,11 +87,6 @@ class Trial:
         """Scheduled end of the event in seconds from the first trigger (``onset + duration``)."""
         return self.onset + self.duration
 
-    @property
-    def shows_face(self) -> bool:
-        """Whether the event shows a face on screen (training and test faces, and the imagery cue)."""
-        return self.trial_type in ("train_face", "test_face", "Cue")
-
 
 def spread_without_neighbours(items: Sequence[str], rng: np.random.Generator, tries: int = 200) -> list[str]:
     """A random order of ``items`` in which no item directly follows itself (where that is possible)."""

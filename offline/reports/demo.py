@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from offline.decoding.evaluate import pairwise_accuracy  # noqa: E402
 from service.bundle import Bundle, load_bundle  # noqa: E402
 from service.live.runlog import read_volumes  # noqa: E402
+from service.preprocess import PreprocessSpec  # noqa: E402
 
 __all__ = ["write_demo_report", "offline_trial_latents"]
 
@@ -69,45 +70,34 @@ def _decode(bundle: Bundle, latents: np.ndarray) -> np.ndarray:
     return np.clip(decode_fn(session)(latents).transpose(0, 2, 3, 1), 0, 1)
 
 
-def offline_trial_latents(bundle: Bundle, holdout: Path, trials: list[dict[str, str]], online_cfg: dict) -> np.ndarray:
+def offline_trial_latents(
+    bundle: Bundle, holdout: Path, trials: list[dict[str, str]], spec: PreprocessSpec
+) -> np.ndarray:
     """Latents of ``trials`` computed offline from the whole held-out run, as ``fmriface fit`` computes them.
 
     The run is realigned to the bundle's reference with the service's own motion correction (warm-started
     volume to volume; a run on another session's grid registered to the reference first and tracked from that
     offset, as the fit does: :func:`offline.decoding.estimates.track_run`), its mask voxels detrended over the
-    whole run (motion within the session) with :func:`service.online.detrend_offline`
-    (the model the fit uses), each trial's window estimate taken with :func:`service.window.window_estimate`,
-    and mapped with the bundle's linear map. The live service fits the same model causally, volume by volume.
+    whole run (motion within the session) with the live run's :class:`~service.preprocess.PreprocessSpec` (the
+    model the fit uses), each trial's window estimate taken with :func:`service.window.window_estimate`, and
+    mapped with the bundle's linear map. The live service fits the same model causally, volume by volume.
     """
     import nibabel as nib
 
     from offline.decoding.estimates import register_run_session, track_run
     from service.motion import MotionTracker
-    from service.online import detrend_offline
-    from service.window import WindowSpec, window_estimate
+    from service.window import window_estimate
 
     img = nib.load(str(holdout))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    # a fresh fit, resampling with the kernel the bundle was fitted with (as serve does by default)
-    interpolation = str(bundle.manifest.get("interpolation") or "linear")
-    tracker = MotionTracker(interpolation=interpolation).fit(bundle.reference, bundle.affine)
+    # a fresh fit, resampling with the kernel the live run used (the bundle's, unless serve was told otherwise)
+    tracker = MotionTracker(interpolation=spec.interpolation).fit(bundle.reference, bundle.affine)
     offset = None  # on the bundle's grid: the first volume starts at 0
     if tracker.grid_of(data.shape[:3], img.affine) != "reference":
         offset = register_run_session(tracker, data, img.affine, name=holdout.name).params
     x, motion, _ = track_run(tracker, data, img.affine, bundle.mask, offset)
-    resid = detrend_offline(
-        x,
-        motion if online_cfg.get("motion_regressors", True) else None,
-        poly_order=int(online_cfg.get("poly_order", 2)),
-        scale=str(online_cfg.get("scale", "psc")),
-    )
-    spec = WindowSpec(
-        start=float(online_cfg.get("window_start", 4.0)),
-        stop=float(online_cfg.get("window_stop", 8.0)),
-        baseline_start=float(online_cfg.get("baseline_start", -2.0)),
-        baseline_stop=float(online_cfg.get("baseline_stop", 0.0)),
-    )
-    est = window_estimate(resid, np.array([float(t["onset"]) for t in trials]), bundle.tr, spec)
+    resid = spec.detrend(x, motion)
+    est = window_estimate(resid, np.array([float(t["onset"]) for t in trials]), bundle.tr, spec.window)
     return ((est - bundle.x_mean) / bundle.x_scale) @ bundle.weights + bundle.bias
 
 
@@ -253,9 +243,11 @@ def write_demo_report(
             }
 
         # online / offline agreement on the same trials
-        cfg = manifest.get("config", {})
+        # the live run's preprocessing as it recorded it (the bundle's spec for a run that predates the record)
+        recorded = manifest.get("preprocess")
+        spec = PreprocessSpec.from_manifest(recorded if recorded else b.manifest)
         rows = [t for _, t in test_rows]
-        off = offline_trial_latents(b, holdout, rows, cfg)
+        off = offline_trial_latents(b, holdout, rows, spec)
         onl = np.stack([lat[int(t["latent_row"])] for t in rows])
         r = [float(np.corrcoef(a, c)[0, 1]) for a, c in zip(onl, off)]
         summary["online_offline"] = {"median_r": round(float(np.median(r)), 4), "min_r": round(float(np.min(r)), 4),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from service import protocol as P
 from service.intake.watcher import WatcherConfig
-from service.online import SCALES
+from service.preprocess import PreprocessSpec
 
-__all__ = ["ServeConfig", "interpolation_of"]
+__all__ = ["ServeConfig", "preprocess_of", "interpolation_of"]
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class ServeConfig:
         Seconds between a stimulus and the BOLD response a frame shows; frames carry ``stim_time``.
     frame_average : int
         Preprocessed volumes averaged for each frame's latent (1 = the volume alone).
-    poly_order, motion_regressors, min_volumes : int, bool, int
-        Online detrending: Legendre drift order, the 6 motion parameters as regressors, settling volumes.
-    scale : str
-        Per-voxel scaling of the detrended signal: ``psc`` (percent signal change), ``zscore`` or ``none``;
-        must match the offline fit's (``service.online.detrend_offline``, default ``psc``).
-    window_start, window_stop, baseline_start, baseline_stop : float
-        The trial window (service.window.WindowSpec), seconds after onset.
+    preprocess : PreprocessSpec, optional
+        What the fit and the service must agree on (trial estimate, window, detrending, scaling, resampling;
+        ``service.preprocess``). None (the default): the bundle's, as its manifest records it. Given (a TOML
+        table ``[preprocess]``), it is compared with the bundle's as one value at start and a difference is
+        refused, naming each setting.
+    min_volumes : int
+        Online detrending: volumes before frames and trials carry ``ready: true`` (the drift fit settles).
     skip_trial_types : tuple of str
         Trial types not decoded per trial (fixation, and the short cues of imagery and feedback runs).
     target_stim : str
@@ -94,10 +94,10 @@ class ServeConfig:
         Leading dummy volumes (index < ``discard``): motion-corrected and recorded (``status`` ``discarded``) but
         kept out of detrending, scaling, frames and trials, as OpenNFT's ``nrSkipVol`` and MURFI's ``discard``.
     interpolation : {"", "linear", "cubic"}
-        How the bundle's voxels are resampled from each motion-corrected volume: trilinear, or cubic B-spline
-        (``bench motion`` compares them). Empty (the default): the bundle's, the kernel ``fit`` resampled its
-        training volumes with (``manifest.json`` ``interpolation``; linear for a bundle without it), so the live
-        voxels are smoothed as the mapping's training voxels were.
+        Another resampling kernel than the bundle's, to compare them (``bench motion``): trilinear, or cubic
+        B-spline; allowed with a warning. Empty (the default): the bundle's, the kernel ``fit`` resampled its
+        training volumes with (``preprocess.interpolation``), so the live voxels are smoothed as the mapping's
+        training voxels were.
     watcher : WatcherConfig
         Intake settings (TOML table ``[watcher]``: pattern, polling, series, ...); its ``folder`` is ``watch``.
     """
@@ -113,16 +113,10 @@ class ServeConfig:
     tr: float = 0.0
     hrf_lag: float = 5.0
     frame_average: int = 1
-    poly_order: int = 2
-    motion_regressors: bool = True
+    preprocess: PreprocessSpec | None = None
     min_volumes: int = 10
     discard: int = 0
     interpolation: str = ""
-    scale: str = "psc"
-    window_start: float = 4.0
-    window_stop: float = 8.0
-    baseline_start: float = -2.0
-    baseline_stop: float = 0.0
     skip_trial_types: tuple[str, ...] = ("Fix", "Cue")
     target_stim: str = ""
     target_image: Path | None = None
@@ -157,7 +151,6 @@ class ServeConfig:
             "max_volumes",
             "idle_timeout",
             "startup_timeout",
-            "poly_order",
             "min_volumes",
             "discard",
         ):
@@ -169,8 +162,6 @@ class ServeConfig:
             raise ValueError(
                 f"interpolation must be linear or cubic (or empty: the bundle's), got {self.interpolation!r}"
             )
-        if self.scale not in SCALES:
-            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
         if (self.curve_secret is None) != (self.curve_allowed is None):
@@ -192,6 +183,15 @@ class ServeConfig:
             raise ValueError(f"run_id {self.run_id!r} may hold letters, digits, '-', '_' and '.' only")
 
 
+def preprocess_of(cfg: ServeConfig, bundle_manifest: dict) -> PreprocessSpec:
+    """The spec a run computes its patterns with: the bundle's, resampled with ``cfg.interpolation`` when set.
+
+    ``startup_checks`` has already refused a ``cfg.preprocess`` that differs from the bundle's.
+    """
+    spec = PreprocessSpec.from_manifest(bundle_manifest)
+    return spec.replace(interpolation=cfg.interpolation) if cfg.interpolation else spec
+
+
 def interpolation_of(cfg: ServeConfig, bundle_manifest: dict) -> str:
     """The resampling kernel a run uses: ``cfg.interpolation`` when set, else the bundle's (linear without one)."""
-    return cfg.interpolation or str(bundle_manifest.get("interpolation") or "linear")
+    return preprocess_of(cfg, bundle_manifest).interpolation

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle import Bundle
-from service.live.config import ServeConfig, interpolation_of
+from service.live.config import ServeConfig, preprocess_of
 from service.live.decoder import LatentDecoder
 from service.live.feedback import Feedback
 from service.live.history import VolumeHistory
@@ -32,7 +32,6 @@ from service.live.runlog import GuardedRunLog, ResumeState, RunLog
 from service.live.sham import ShamFeedback
 from service.live.trials import TrialBook
 from service.motion import MotionTracker, RigidRegistration, SessionRegistrationError, TrackingError
-from service.online import OnlinePreprocessor
 
 __all__ = ["Pipeline", "StagedVolume", "VolumeError"]
 
@@ -96,12 +95,12 @@ class Pipeline:
         # records never stop the live path: a write that fails ends the run cleanly (``runlog.failure``)
         self.runlog = runlog if isinstance(runlog, GuardedRunLog) else GuardedRunLog(runlog)
         # registration samples the whole brain (auto mask); resampling takes the bundle's mask only (fast path)
-        self.interpolation = interpolation_of(cfg, bundle.manifest)
+        # what the fit did and the run repeats: the bundle's spec (startup_checks refused any other)
+        self.spec = preprocess_of(cfg, bundle.manifest)
+        self.interpolation = self.spec.interpolation
         # the run's motion: on the bundle's grid, or on a later session's registered to it (docs/motion.md)
         self.tracker_ = MotionTracker(interpolation=self.interpolation).fit(bundle.reference, bundle.affine)
-        self.online_ = OnlinePreprocessor(
-            bundle.n_voxels, cfg.poly_order, cfg.motion_regressors, min_volumes=cfg.min_volumes, scale=cfg.scale
-        )
+        self.online_ = self.spec.online_preprocessor(bundle.n_voxels, min_volumes=cfg.min_volumes)
         # by volume index: motion-corrected mask voxels, motion, preprocessed voxels, and which volumes are in
         self.history = VolumeHistory(bundle.n_voxels)
         self.n_ok_ = self.n_errors_ = self.n_duplicates_ = self.n_discarded_ = 0
@@ -125,6 +124,7 @@ class Pipeline:
             outputs,
             self.save_state,
             sham=sham,
+            window=self.spec.window,
         )
         self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
         self._tr_checked = False

@@ -43,6 +43,13 @@ def _pct(values: list[float] | np.ndarray) -> dict[str, float] | None:
 def _feedback_signal(manifest: dict[str, Any], state: dict[str, Any], events: list[dict[str, Any]]) -> dict:
     cfg = manifest.get("config") or {}
     interpolation = manifest.get("interpolation") or cfg.get("interpolation") or "linear"
+    # the run's preprocessing: recorded as the bundle's spec; a run before it was kept its own flat options
+    pre = manifest.get("preprocess") or {}
+    window = pre.get("window") or {
+        k: cfg.get(f"window_{k}" if k in ("start", "stop") else k)
+        for k in ("start", "stop", "baseline_start", "baseline_stop")
+    }
+    detrend = pre.get("preprocessing") or cfg
     target = (state.get("target") or {}).get("source")
     targets = [e.get("stim_id") or "image" for e in events if e.get("kind") == "target"]
     if cfg.get("target_stim"):
@@ -59,13 +66,13 @@ def _feedback_signal(manifest: dict[str, Any], state: dict[str, Any], events: li
             f"volume(s), correlation averaged over the last {cfg.get('feedback_smooth', 3)} volume(s)"
         ),
         "trial": (
-            f"per trial: the window estimate (mean of {cfg.get('window_start')}-{cfg.get('window_stop')} s after "
-            f"onset minus {cfg.get('baseline_start')}-{cfg.get('baseline_stop')} s), decoded, unsmoothed"
+            f"per trial: the window estimate (mean of {window.get('start')}-{window.get('stop')} s after "
+            f"onset minus {window.get('baseline_start')}-{window.get('baseline_stop')} s), decoded, unsmoothed"
         ),
         "preprocessing": (
             f"rigid motion correction to the bundle's reference ({interpolation} resampling), "
-            f"online Legendre drift order {cfg.get('poly_order')}"
-            f"{' + 6 motion regressors' if cfg.get('motion_regressors') else ''}, scale {cfg.get('scale')}"
+            f"online Legendre drift order {detrend.get('poly_order')}"
+            f"{' + 6 motion regressors' if detrend.get('motion_regressors') else ''}, scale {detrend.get('scale')}"
         ),
         "also_sent": "projections of the latent on the bundle's attribute directions",
         "hrf_lag_s": cfg.get("hrf_lag"),

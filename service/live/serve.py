@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle import sha256_file
-from service.live.config import ServeConfig, interpolation_of
+from service.live.config import ServeConfig, preprocess_of
 from service.live.decoder import LatentDecoder
 from service.live.outputs import Output, Outputs
 from service.live.pipeline import Pipeline
@@ -112,7 +112,9 @@ class Service:
             "bundle_summary": {k: bundle.manifest.get(k) for k in ("latent_size", "image_shape", "n_voxels", "tr")},
             "tr": self.tr_,
             "provider": decoder.provider_,
-            "interpolation": interpolation_of(cfg, bundle.manifest),
+            "interpolation": preprocess_of(cfg, bundle.manifest).interpolation,
+            # what this run computed its patterns with (the bundle's spec; docs/runs.md)
+            "preprocess": preprocess_of(cfg, bundle.manifest).to_manifest(),
             "versions": versions(),
             "control": control,
         }

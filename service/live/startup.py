@@ -16,6 +16,7 @@ from service.live.config import ServeConfig
 from service.live.publisher import check_bindable
 from service.live.runlog import read_volumes
 from service.live.trials import read_events_tsv
+from service.preprocess import PreprocessSpec, online_estimators
 
 __all__ = [
     "StartupError",
@@ -182,38 +183,32 @@ def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
 
 
 def check_bundle_estimator(cfg: ServeConfig, bundle: Bundle) -> None:
-    """Refuse to decode with trial estimates other than those the bundle's mapping was fitted on.
+    """Refuse to decode with trial patterns other than those the bundle's mapping was fitted on.
 
     The mapping standardises its input with the training trials' mean and scale, so the service must compute
-    the same kind of estimate (window), over the same window, after the same detrending; otherwise every latent
-    is off by an unknown offset and scale, silently. Fields absent from an older manifest are not checked.
+    the same kind of estimate, over the same window, after the same detrending and scaling: the bundle's
+    :class:`~service.preprocess.PreprocessSpec`. Otherwise every latent is off by an unknown offset and scale,
+    silently. The bundle's estimate must have an online form, and a serve config that states a spec of its own
+    must state the bundle's (the resampling kernel aside: ``interpolation`` may differ, with a warning).
     """
-    manifest = bundle.manifest
     where = bundle.path / "manifest.json"
-    estimate = manifest.get("estimate", "window")
-    if estimate != "window":
+    try:
+        fitted = PreprocessSpec.from_manifest(bundle.manifest)
+    except (TypeError, ValueError) as exc:
+        raise StartupError(f"{where}: the preprocessing it records is unusable: {exc}") from None
+    if not fitted.estimator.online:
         raise StartupError(
-            f"{where}: the mapping was fitted on {estimate!r} estimates, but the service computes window estimates; "
-            "refit with estimate = 'window' (GLM betas can be compared offline with compare_estimates = true)"
+            f"{where}: the mapping was fitted on {fitted.estimate!r} estimates, which the service cannot compute "
+            f"live (it computes {', '.join(online_estimators())}); refit with estimate = 'window' "
+            "(GLM betas can be compared offline with compare_estimates = true)"
         )
-    wanted: dict[str, Any] = {}
-    window = manifest.get("window") or {}
-    for key in ("start", "stop", "baseline_start", "baseline_stop"):
-        if key in window:
-            wanted[key if key.startswith("baseline") else f"window_{key}"] = float(window[key])
-    pre = manifest.get("preprocessing") or {}
-    for key in ("poly_order", "scale", "motion_regressors"):
-        if key in pre:
-            wanted[key] = pre[key]
-    differ = [
-        f"{key} = {getattr(cfg, key)!r} (the bundle's: {val!r})"
-        for key, val in wanted.items()
-        if (float(getattr(cfg, key)) != val if isinstance(val, float) else getattr(cfg, key) != val)
-    ]
+    if cfg.preprocess is None:
+        return
+    differ = cfg.preprocess.differences(fitted, ignore=("interpolation",))
     if differ:
         raise StartupError(
             f"{where}: the serve settings differ from those the mapping was fitted with: {'; '.join(differ)}; "
-            "set them to the bundle's in the serve config, or refit"
+            "leave [preprocess] out of the serve config (the bundle's is used) or refit"
         )
 
 

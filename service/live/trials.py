@@ -87,7 +87,9 @@ class TrialBook:
     """The run's trials, their windows and the target events.
 
     A decoded trial goes to ``outputs`` (:class:`service.live.outputs.Outputs`: the publisher and any other
-    output), which returns its ``seq``; ``save_state`` is called when the neurofeedback target changes.
+    output), which returns its ``seq``; ``save_state`` is called when the neurofeedback target changes. ``window``
+    is the trial window of the bundle's :class:`~service.preprocess.PreprocessSpec` (default: 4-8 s after onset,
+    baseline -2-0 s).
 
     Attributes
     ----------
@@ -110,8 +112,9 @@ class TrialBook:
         outputs: Output,
         save_state: Callable[[], None],
         sham: ShamFeedback | None = None,
+        window: WindowSpec | None = None,
     ) -> None:
-        self.spec = WindowSpec(cfg.window_start, cfg.window_stop, cfg.baseline_start, cfg.baseline_stop)
+        self.spec = window if window is not None else WindowSpec()
         self.windows_ = TrialWindows(tr, self.spec)
         self.cfg, self.decoder = cfg, decoder
         # what the trials read (the run's volumes and online fit) and write (feedback target, messages, records)

@@ -18,6 +18,7 @@ import zmq
 
 from fmriface import cli
 from fmriface.benchmarks.synth import make_bundle, make_run
+from fmriface.config import resolve_config
 from service import protocol as P
 from service.live.runlog import read_volumes
 from service.scanner.replay import ScannerEmulator
@@ -137,26 +138,30 @@ def test_startup_checks_say_what_to_fix(synth, tmp_path, capsys, monkeypatch):
         busy.close(linger=0)
         ctx.term()
     _expect_error(capsys, monkeypatch, _argv(synth, watch, runs, pub, pull, "--heartbeat", "0"), "heartbeat")
-    # a bundle fitted on other estimates than the service computes is refused, naming what differs
-    for name, fields, fragments in (
-        ("glm", {"estimate": "glm"}, ("fitted on 'glm' estimates", "estimate = 'window'")),
-        (
-            "window",
-            {
-                "estimate": "window",
-                "window": {"start": 4.0, "stop": 10.0, "baseline_start": -2.0, "baseline_stop": 0.0},
-            },
-            ("window_stop = 8.0 (the bundle's: 10.0)",),
-        ),
-        ("scale", {"preprocessing": {"scale": "zscore", "poly_order": 2}}, ("scale = 'psc' (the bundle's: 'zscore')",)),
-    ):
-        other = tmp_path / f"bundle_{name}"
-        shutil.copytree(synth.path, other)
-        manifest = json.loads((other / "manifest.json").read_text())
-        (other / "manifest.json").write_text(json.dumps({**manifest, **fields}))
-        argv = _argv(synth, watch, runs, pub, pull)
-        argv[argv.index("--bundle") + 1] = str(other)
-        _expect_error(capsys, monkeypatch, argv, "manifest.json", *fragments)
+    # a bundle fitted on estimates the service cannot compute live is refused, naming them
+    other = tmp_path / "bundle_glm"
+    shutil.copytree(synth.path, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "estimate": "glm"}))
+    argv = _argv(synth, watch, runs, pub, pull)
+    argv[argv.index("--bundle") + 1] = str(other)
+    _expect_error(capsys, monkeypatch, argv, "manifest.json", "fitted on 'glm' estimates", "estimate = 'window'")
+    # a serve config that states preprocessing other than the bundle's is refused, naming each setting
+    stated = tmp_path / "serve-stated.toml"
+    stated.write_text(
+        (resolve_config("serve-tiny").read_text())
+        + '\n[preprocess]\nscale = "zscore"\n[preprocess.window]\nstop = 10.0\n'
+    )
+    argv = _argv(synth, watch, runs, pub, pull)
+    argv[argv.index("--config") + 1] = str(stated)
+    _expect_error(
+        capsys,
+        monkeypatch,
+        argv,
+        "manifest.json",
+        "window.stop = 10.0 (the bundle's: 8.0)",
+        "scale = 'zscore' (the bundle's: 'psc')",
+    )
     no_events = _argv(synth, watch, runs, pub, pull, "--events", str(tmp_path / "missing_events.tsv"))
     _expect_error(capsys, monkeypatch, no_events, "missing_events.tsv does not exist", "fix --events")
 
