@@ -3,7 +3,7 @@ parse; each format's reader (``service.dicom.formats``) and each vendor's rules 
 writers' files and on the real exports in ``tests/data/scanner-data`` (Siemens XA30 interoperability and
 enhanced, Siemens VE11 mosaic, GE real-time EPI).
 
-Fed live to the watcher, the same real exports are tested in ``tests/service/test_real_scanners.py``.
+Fed live to the watcher, the same real exports are tested in ``tests/service/intake/test_real_scanners.py``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from fmriface.commands import realign
 from fmriface.common import UsageError
 from service.motion import GridMismatchError, SessionRegistrationError, framewise_displacement
-from tests.service.test_motion import Phantom, assert_close_params, grid_affine, make_run
+from tests.service.motion.test_motion import Phantom, assert_close_params, grid_affine, make_run
 
 
 @pytest.fixture(scope="module")

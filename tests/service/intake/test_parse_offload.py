@@ -14,7 +14,7 @@ from service.intake.assembly import read_image, sniff
 from service.intake.parse_offload import ParseOffload
 from service.intake.watcher import VolumeWatcher
 from service.volume import CorruptFileError, IncompleteFileError, ShapeMismatchError
-from tests.service.test_watcher import check_in_order, collect, fast, mosaic
+from tests.service.intake.test_watcher import check_in_order, collect, fast, mosaic
 
 
 def _ready(offload: ParseOffload, timeout: float = 30.0) -> None:
