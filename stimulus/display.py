@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from service import protocol as P
+from service import protocol
 from stimulus.messages import MODES, DisplayState, Screen, what_to_show
 from stimulus.window import WindowConfig
 
@@ -33,10 +33,10 @@ FRAME_INDEX_COLUMNS = ("file", "topic", "run_id", "seq", "volume", "received", "
 class DisplayConfig:
     """Options of ``fmriface display`` (TOML table ``[window]`` for the window)."""
 
-    sub: str = P.DEFAULT_PUB
+    sub: str = protocol.DEFAULT_PUB
     topic: str = "frame"
     mode: str = "face"
-    ack: str = P.DEFAULT_PULL
+    ack: str = protocol.DEFAULT_PULL
     headless: bool = False
     save_frames: Path | None = None
     max_frames: int = 0
@@ -79,9 +79,9 @@ def _run(cfg: DisplayConfig) -> dict[str, Any]:
 
     zctx = zmq.Context()
     try:  # subscribe first: what the service sends while the window opens is queued (the newest is shown)
-        curve = None if cfg.curve_secret is None else P.CurveKeys.load(cfg.curve_secret, cfg.curve_server_key)
-        sub = P.subscriber(zctx, cfg.sub, (cfg.topic, "status", "end"), curve=curve)
-        ack = P.pusher(zctx, cfg.ack, curve=curve) if cfg.ack else None
+        curve = None if cfg.curve_secret is None else protocol.CurveKeys.load(cfg.curve_secret, cfg.curve_server_key)
+        sub = protocol.subscriber(zctx, cfg.sub, (cfg.topic, "status", "end"), curve=curve)
+        ack = protocol.pusher(zctx, cfg.ack, curve=curve) if cfg.ack else None
         return _show(cfg, sub, ack)
     finally:
         zctx.destroy(linger=0)
@@ -93,7 +93,7 @@ def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
     _, core, event = import_psychopy()
     clock = core.getTime
     wall = time.time() - clock()
-    acks = P.SeqCounter()
+    acks = protocol.SeqCounter()
     state = DisplayState(cfg.topic)
     saver = _FrameSaver(cfg.save_frames) if cfg.save_frames is not None else None
     win = open_window(cfg.window, f"fmriface display ({cfg.mode})")
@@ -134,11 +134,11 @@ def _show(cfg: DisplayConfig, sub: Any, ack: Any) -> dict[str, Any]:
                 if shown is not None:
                     latencies.append(t_flip[0] - shown.received)
                     if ack is not None:
-                        header = P.flip_header(
+                        header = protocol.flip_header(
                             acks.next("flip"), shown.topic, shown.seq, t_flip[0] + wall, run_id=shown.run_id,
                             volume=shown.volume, received=shown.received + wall, display=cfg.name,
                         )  # fmt: skip
-                        P.send(ack, "flip", header)
+                        protocol.send(ack, "flip", header)
                 if two_step:
                     _draw(painter, screen, cfg)
                     if saver is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from service import protocol as P
+from service import protocol
 from stimulus.messages import DisplayState, feedback_value
 from stimulus.records import EventsWriter, RunLog
 from stimulus.schedule import Trial, run_duration
@@ -33,15 +33,17 @@ class _Events:
     """``event`` messages to the service (PUSH; never blocks: a missing service only costs dropped messages)."""
 
     def __init__(self, ctx: Any, address: str, log: RunLog) -> None:
-        self.sock = P.pusher(ctx, address) if address else None
-        self.seq = P.SeqCounter()
+        self.sock = protocol.pusher(ctx, address) if address else None
+        self.seq = protocol.SeqCounter()
         self.log = log
         self.dropped = 0
 
     def send(self, kind: str, payload: bytes = b"", **fields: Any) -> None:
         if self.sock is None:
             return
-        if not P.send(self.sock, "event", P.event_header(kind, self.seq.next("event"), **fields), payload):
+        if not protocol.send(
+            self.sock, "event", protocol.event_header(kind, self.seq.next("event"), **fields), payload
+        ):
             self.dropped += 1
             self.log(f"event {kind} not sent (service queue full)")
 
@@ -65,7 +67,7 @@ def run_loop(rc: RunContext) -> dict[str, Any]:
     zctx = zmq.Context()
     events = _Events(zctx, cfg.service, log)
     fb_state = DisplayState(cfg.feedback_topic) if rc.run_type == "feedback" else None
-    sub = P.subscriber(zctx, cfg.feedback_sub, (cfg.feedback_topic,)) if fb_state and cfg.feedback_sub else None
+    sub = protocol.subscriber(zctx, cfg.feedback_sub, (cfg.feedback_topic,)) if fb_state and cfg.feedback_sub else None
     trigger = make_trigger(cfg.trigger, clock)
     if cfg.emulate_responses:
         rt = (0.15 * cfg.timing.soa, 0.3 * cfg.timing.soa)  # 0.45-0.9 s at the paper's 3 s
@@ -231,7 +233,7 @@ def _drain(sub: Any, state: DisplayState, clock: Any) -> None:
 def _send_target(events: _Events, painter: Painter, trials: list[Trial], with_image: bool) -> None:
     target = next(t.stim_file for t in trials if t.trial_type == "Cue")
     if with_image:
-        fields, payload = P.encode_image(painter.image(target))
+        fields, payload = protocol.encode_image(painter.image(target))
         events.send("target", payload, stim_id=target, **fields)
     else:
         events.send("target", stim_id=target)

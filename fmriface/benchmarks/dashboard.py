@@ -219,7 +219,7 @@ def attach_pages(pub: str, n: int, workdir: Path, runs: Path | None = None, nice
 def _latency(args: Any, work: Path) -> dict[str, Any]:
     import zmq
 
-    from service import protocol as P
+    from service import protocol
 
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
@@ -229,7 +229,7 @@ def _latency(args: Any, work: Path) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, size=(8, args.image_size, args.image_size, 3), dtype=np.uint8)
     dash = DashboardRun(f"tcp://127.0.0.1:{port}", workdir=work)
-    seq = P.SeqCounter()
+    seq = protocol.SeqCounter()
     sent: dict[int, float] = {}
     motion = np.zeros(6)
 
@@ -239,14 +239,14 @@ def _latency(args: Any, work: Path) -> dict[str, Any]:
         now = time.time()
         t = {"file_ready": now - 0.009, "read": now - 0.007, "dequeued": now - 0.0068, "motion": now - 0.004}
         t["decoded"] = now - 0.0005
-        fields, payload = P.encode_image(faces[k % len(faces)])
+        fields, payload = protocol.encode_image(faces[k % len(faces)])
         h = {"run_id": "bench", "seq": seq.next("frame"), "volume": k, "acquisition": k + 1, "t": t,
              "motion": [round(float(v), 5) for v in motion], "fd": round(float(abs(rng.normal(0.1, 0.1))), 5),
              "tr": 2.0, "ready": True, "feedback": {"projections": {"Male": 0.1}, "value": float(np.sin(k / 9))},
              **fields}  # fmt: skip
         t["sent"] = time.time()
         sent[h["seq"]] = t["sent"]
-        P.send(pub, "frame", h, payload)
+        protocol.send(pub, "frame", h, payload)
 
     try:
         with chromium(1) as (browser,):

@@ -47,14 +47,14 @@ def run(args: Any) -> dict[str, Any]:
 
     import zmq
 
-    from service import protocol as P
+    from service import protocol
     from stimulus.xvfb import virtual_display
 
     with tempfile.TemporaryDirectory() as tmp, nullcontext() if os.environ.get("DISPLAY") else virtual_display():
         ctx = zmq.Context()
         pub = ctx.socket(zmq.XPUB)
         pub.setsockopt(zmq.LINGER, 0)
-        pub.setsockopt(zmq.SNDHWM, P.DEFAULT_HWM)
+        pub.setsockopt(zmq.SNDHWM, protocol.DEFAULT_HWM)
         port = pub.bind_to_random_port("tcp://127.0.0.1")
         pull = ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
@@ -70,8 +70,8 @@ def run(args: Any) -> dict[str, Any]:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             _wait_subscribed(pub, proc)
-            sent, acks = _publish(pub, pull, args, P)
-            P.send(pub, "end", {"run_id": "bench", "seq": 0})
+            sent, acks = _publish(pub, pull, args, protocol)
+            protocol.send(pub, "end", {"run_id": "bench", "seq": 0})
             out, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
@@ -109,7 +109,7 @@ def _wait_subscribed(pub: Any, proc: Any, timeout: float = 120.0) -> None:
     raise RuntimeError("the display never subscribed")
 
 
-def _publish(pub: Any, pull: Any, args: Any, P: Any) -> tuple[dict[int, float], list[dict]]:
+def _publish(pub: Any, pull: Any, args: Any, protocol: Any) -> tuple[dict[int, float], list[dict]]:
     """Publish on an absolute schedule, collecting acks between sends; then wait for the last acks."""
     from fmriface.common import progress
 
@@ -119,36 +119,38 @@ def _publish(pub: Any, pull: Any, args: Any, P: Any) -> tuple[dict[int, float], 
     acks: list[dict] = []
 
     def send(k: int) -> None:
-        fields, payload = P.encode_image(images[k % len(images)])
+        fields, payload = protocol.encode_image(images[k % len(images)])
         sent[k] = time.time()
-        P.send(pub, "frame", {"run_id": "bench", "seq": k, "volume": k, "t": {"sent": sent[k]}, **fields}, payload)
+        protocol.send(
+            pub, "frame", {"run_id": "bench", "seq": k, "volume": k, "t": {"sent": sent[k]}, **fields}, payload
+        )
 
     # The display subscribes before its window is up: probe until a frame is acked, so startup is not measured.
     k, deadline = 0, time.perf_counter() + 60
     while not acks and time.perf_counter() < deadline:
         send(k)
         k += 1
-        _collect(pull, acks, 0.2, P)
+        _collect(pull, acks, 0.2, protocol)
     if not acks:
         raise RuntimeError("the display never acknowledged a frame")
     first = k
-    _collect(pull, acks, 0.3, P)
+    _collect(pull, acks, 0.3, protocol)
     acks.clear()
     sent.clear()
     t0 = time.perf_counter() + 0.1
     with progress(total=args.frames, desc="display bench", unit="frame") as bar:
         for k in range(first, first + args.frames):
             while (left := t0 + (k - first) / args.rate - time.perf_counter()) > 0:
-                _collect(pull, acks, min(left, 0.05), P)
+                _collect(pull, acks, min(left, 0.05), protocol)
             send(k)
             bar.update()
     deadline = time.perf_counter() + 5.0
     while len(acks) < len(sent) and time.perf_counter() < deadline:
-        _collect(pull, acks, 0.1, P)
+        _collect(pull, acks, 0.1, protocol)
     return sent, acks
 
 
-def _collect(pull: Any, acks: list[dict], timeout: float, P: Any) -> None:
-    msg = P.recv(pull, int(timeout * 1000), ("flip",))
+def _collect(pull: Any, acks: list[dict], timeout: float, protocol: Any) -> None:
+    msg = protocol.recv(pull, int(timeout * 1000), ("flip",))
     if msg is not None:
         acks.append(msg.header)

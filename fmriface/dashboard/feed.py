@@ -24,7 +24,7 @@ from typing import Any
 
 from fmriface.dashboard.runs import Tail, list_runs, valid_run_id
 from fmriface.dashboard.state import prepare
-from service import protocol as P
+from service import protocol
 
 __all__ = ["Handoff", "StreamFeed", "RecordsFeed"]
 
@@ -110,7 +110,7 @@ class StreamFeed(threading.Thread):
 
         ctx = zmq.Context()
         try:
-            sub = P.subscriber(ctx, self.address, P.SERVICE_TOPICS, hwm=self.hwm, curve=self.curve)
+            sub = protocol.subscriber(ctx, self.address, protocol.SERVICE_TOPICS, hwm=self.hwm, curve=self.curve)
             self.ready.set()
             try:
                 while not self.stopping.is_set():

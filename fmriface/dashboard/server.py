@@ -42,7 +42,7 @@ from urllib.parse import quote
 from fmriface.dashboard.feed import Handoff, RecordsFeed, StreamFeed
 from fmriface.dashboard.runs import list_runs, run_detail, valid_run_id
 from fmriface.dashboard.state import RunState, StateConfig
-from service import protocol as P
+from service import protocol
 
 __all__ = ["DashboardConfig", "Dashboard", "run_dashboard", "is_loopback", "STATIC_FILES"]
 
@@ -67,7 +67,7 @@ _CSP = (
 class DashboardConfig:
     """Options of ``fmriface dashboard`` (a TOML file with these keys, or the command line)."""
 
-    sub: str = P.DEFAULT_PUB
+    sub: str = protocol.DEFAULT_PUB
     host: str = "127.0.0.1"
     port: int = 8050
     #: The service's runs folder: intake problems, flip acks, the run's earlier volumes, earlier runs.
@@ -399,7 +399,7 @@ class Dashboard:
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
         cfg = self.cfg
-        curve = None if cfg.curve_secret is None else P.CurveKeys.load(cfg.curve_secret, cfg.curve_server_key)
+        curve = None if cfg.curve_secret is None else protocol.CurveKeys.load(cfg.curve_secret, cfg.curve_server_key)
         handoff = Handoff(loop, self.deliver)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service import protocol as P
+from service import protocol
 
 __all__ = [
     "as_int",
@@ -195,8 +195,8 @@ def prepare(
     ``with_image`` is False: a newer face was already waiting, or one was sent moments ago) or ``image_error``.
     With ``keep_raw`` a face not encoded is kept as ``image_raw`` (the pixels, checked), to be encoded later."""
     try:
-        msg = P.decode(frames, P.SERVICE_TOPICS)
-    except P.ProtocolError as exc:
+        msg = protocol.decode(frames, protocol.SERVICE_TOPICS)
+    except protocol.ProtocolError as exc:
         return {"kind": "malformed", "error": str(exc)[:300], "received": received}
     item: dict[str, Any] = {"kind": msg.topic, "header": msg.header, "received": received, "image": None}
     if msg.topic in ("frame", "trial"):
@@ -204,12 +204,12 @@ def prepare(
             item["image_error"] = "no image payload"
         elif with_image or keep_raw:
             try:
-                pixels = P.decode_image(msg.header, msg.payload)
+                pixels = protocol.decode_image(msg.header, msg.payload)
                 if with_image:
                     item["image"] = encode_image(pixels, fmt)
                 else:
                     item["image_raw"] = pixels
-            except (P.ProtocolError, ValueError, OSError) as exc:
+            except (protocol.ProtocolError, ValueError, OSError) as exc:
                 item["image_error"] = str(exc)[:300]
     return item
 

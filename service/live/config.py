@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service import protocol as P
+from service import protocol
 from service.intake.watcher import WatcherConfig
 from service.preprocess import PreprocessSpec
 
@@ -106,9 +106,9 @@ class ServeConfig:
     watch: Path | None = None
     runs: Path = Path("runs")
     run_id: str = ""
-    pub: str = P.DEFAULT_PUB
-    pull: str = P.DEFAULT_PULL
-    hwm: int = P.DEFAULT_HWM
+    pub: str = protocol.DEFAULT_PUB
+    pull: str = protocol.DEFAULT_PULL
+    hwm: int = protocol.DEFAULT_HWM
     events: Path | None = None
     tr: float = 0.0
     hrf_lag: float = 5.0
@@ -170,8 +170,8 @@ class ServeConfig:
             value = getattr(self, name)
             if value:  # pull "" means no inbound socket
                 try:
-                    P.check_address(value, name, bind=True)
-                except P.ProtocolError as exc:
+                    protocol.check_address(value, name, bind=True)
+                except protocol.ProtocolError as exc:
                     raise ValueError(str(exc)) from None
         if self.allocation is not None and not self.participant:
             raise ValueError("allocation needs participant (the participant's ID in the allocation file)")

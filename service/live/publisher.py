@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from service import protocol as P
+from service import protocol
 
 __all__ = ["Publisher", "PortInUseError", "check_bindable"]
 
@@ -92,9 +92,9 @@ class Publisher:
         self,
         pub: str,
         pull: str = "",
-        hwm: int = P.DEFAULT_HWM,
+        hwm: int = protocol.DEFAULT_HWM,
         seq: dict[str, int] | None = None,
-        curve: P.CurveKeys | None = None,
+        curve: protocol.CurveKeys | None = None,
         allowed: Any = None,
     ):
         import zmq
@@ -107,8 +107,8 @@ class Publisher:
 
             self.auth = Authenticator(self.ctx, allowed if allowed is not None else ()).start()
         try:
-            self.pub = P.publisher(self.ctx, pub, hwm=hwm, curve=curve)
-            self.pull = P.puller(self.ctx, pull, curve=curve) if pull else None
+            self.pub = protocol.publisher(self.ctx, pub, hwm=hwm, curve=curve)
+            self.pull = protocol.puller(self.ctx, pull, curve=curve) if pull else None
         except zmq.ZMQError as exc:
             if self.auth is not None:
                 self.auth.stop()
@@ -117,7 +117,7 @@ class Publisher:
         self.pub_address = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.pull is not None:
             self.pull_address = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.seq = P.SeqCounter(seq)
+        self.seq = protocol.SeqCounter(seq)
         self.sent: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.malformed = 0
@@ -132,7 +132,7 @@ class Publisher:
         if isinstance(t, dict):
             t["sent"] = time.time()
         # accepted (queued for the subscribers with room; a PUB drops at a full queue silently) or refused
-        counts = self.sent if P.send(self.pub, topic, header, payload) else self.dropped
+        counts = self.sent if protocol.send(self.pub, topic, header, payload) else self.dropped
         counts[topic] = counts.get(topic, 0) + 1
         return seq
 
@@ -165,16 +165,16 @@ class Publisher:
         the bundle lacks): the ``malformed_inbound`` of the status and the summary."""
         self.malformed += 1
 
-    def receive(self, limit: int = 100) -> list[P.Message]:
+    def receive(self, limit: int = 100) -> list[protocol.Message]:
         """Inbound ``event``/``flip`` messages waiting now (never blocks); malformed ones are counted."""
-        out: list[P.Message] = []
+        out: list[protocol.Message] = []
         if self.pull is None:
             return out
         malformed_before = self.malformed
         for _ in range(limit):
             try:
-                msg = P.recv(self.pull, 0, P.INBOUND_TOPICS)
-            except P.ProtocolError as exc:
+                msg = protocol.recv(self.pull, 0, protocol.INBOUND_TOPICS)
+            except protocol.ProtocolError as exc:
                 self.count_malformed()
                 log.warning("ignored a malformed inbound message: %s", exc)
                 continue

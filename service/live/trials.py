@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from service import protocol as P
+from service import protocol
 from service.live.config import ServeConfig
 from service.live.decoder import LatentDecoder
 from service.live.feedback import Feedback
@@ -136,8 +136,8 @@ class TrialBook:
     def event(self, h: dict[str, Any], payload: bytes = b"", record: bool = True) -> None:
         """Apply one event header (``kind`` onset/target/clear_target/trigger); recorded when ``record``."""
         kind = h.get("kind")
-        if kind not in P.EVENT_KINDS:
-            raise ValueError(f"event kind {kind!r} is not one of {list(P.EVENT_KINDS)}")
+        if kind not in protocol.EVENT_KINDS:
+            raise ValueError(f"event kind {kind!r} is not one of {list(protocol.EVENT_KINDS)}")
         if kind == "onset":
             self._add(h)
         elif kind == "target":
@@ -169,7 +169,7 @@ class TrialBook:
 
     def _target(self, h: dict[str, Any], payload: bytes) -> None:
         if payload:
-            latent = self.decoder.encode_image(P.decode_image(h, payload))
+            latent = self.decoder.encode_image(protocol.decode_image(h, payload))
             self.set_target(latent, {"kind": "image"})
         elif h.get("stim_id"):
             self.set_target(self.decoder.bundle.stimulus_latent(str(h["stim_id"])), {"stim_id": str(h["stim_id"])})

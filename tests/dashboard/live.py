@@ -294,17 +294,17 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         import zmq
 
-        from service import protocol as P
+        from service import protocol
 
         ctx = zmq.Context()
-        sub = P.subscriber(ctx, self.pub, hwm=100000)
-        push = P.pusher(ctx, self.pull) if self.ack else None
+        sub = protocol.subscriber(ctx, self.pub, hwm=100000)
+        push = protocol.pusher(ctx, self.pull) if self.ack else None
         n = 0
         try:
             while not self.stop_.is_set():
                 try:
-                    msg = P.recv(sub, 50, P.SERVICE_TOPICS)
-                except P.ProtocolError:
+                    msg = protocol.recv(sub, 50, protocol.SERVICE_TOPICS)
+                except protocol.ProtocolError:
                     continue
                 if msg is None:
                     continue
@@ -314,7 +314,9 @@ class Watcher(threading.Thread):
                 if msg.topic == "status":
                     self.ready.set()
                 if msg.topic == "frame" and push is not None:
-                    P.send(push, "flip", P.flip_header(n, "frame", msg.header["seq"], time.time(), display="test"))
+                    protocol.send(
+                        push, "flip", protocol.flip_header(n, "frame", msg.header["seq"], time.time(), display="test")
+                    )
                     n += 1
         finally:
             sub.close(linger=0)
@@ -405,14 +407,14 @@ class FakeService:
     def __init__(self, run_id: str = "fake", hwm: int = 100000) -> None:
         import zmq
 
-        from service import protocol as P
+        from service import protocol
 
-        self.P = P
+        self.protocol = protocol
         self.ctx = zmq.Context()
         self.address = free_address()
-        self.pub = P.publisher(self.ctx, self.address, hwm=hwm)
+        self.pub = protocol.publisher(self.ctx, self.address, hwm=hwm)
         self.run_id = run_id
-        self.seq = P.SeqCounter()
+        self.seq = protocol.SeqCounter()
         self.sent = 0
         self.rng = np.random.default_rng(0)
 
@@ -423,9 +425,9 @@ class FakeService:
         header = {"run_id": self.run_id, "seq": self.seq.next(topic), **header}
         payload = b""
         if image is not None:
-            fields, payload = self.P.encode_image(image)
+            fields, payload = self.protocol.encode_image(image)
             header.update(fields)
-        assert self.P.send(self.pub, topic, header, payload)
+        assert self.protocol.send(self.pub, topic, header, payload)
         self.sent += 1
         return header
 

@@ -75,7 +75,7 @@ def test_unknown_fields_and_malformed_messages_do_not_break_the_page(fake, brows
         assert not page.errors and page_state(page, "page.errors") == 0, page.errors
         # a new run on the same stream: the page starts again
         fake.run_id = "fake-2"
-        fake.seq = fake.P.SeqCounter()
+        fake.seq = fake.protocol.SeqCounter()
         fake.frame(0)
         wait(page, "document.body.dataset.run === 'fake-2'")
         wait(page, "() => document.getElementById('c-frames').dataset.value === '1'")

@@ -13,7 +13,7 @@ import pytest
 from fmriface.dashboard.feed import Handoff
 from fmriface.dashboard.runs import Tail, list_runs, run_detail, valid_run_id
 from fmriface.dashboard.state import RunState, StateConfig, prepare, scalars
-from service import protocol as P
+from service import protocol
 
 
 def frame_item(v: int, seq: int | None = None, run: str = "r1", fd: float = 0.1, **extra) -> dict:
@@ -108,18 +108,18 @@ def test_records_fill_in_the_volumes_not_seen_and_count_the_intakes_problems():
 
 def test_prepare_decodes_and_encodes_or_says_why_not():
     img = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
-    fields, payload = P.encode_image(img)
-    ok = prepare(P.encode("frame", {"seq": 0, **fields}, payload), 1.0)
+    fields, payload = protocol.encode_image(img)
+    ok = prepare(protocol.encode("frame", {"seq": 0, **fields}, payload), 1.0)
     assert ok["kind"] == "frame" and ok["image"].startswith("data:image/png;base64,")
     from tests.dashboard.live import data_url_image
 
     assert (data_url_image(ok["image"]) == img).all()
-    assert prepare(P.encode("frame", {"seq": 0, **fields}, payload), 1.0, with_image=False)["image"] is None
-    assert prepare(P.encode("frame", {"seq": 0}), 1.0)["image_error"] == "no image payload"
-    assert prepare(P.encode("frame", {"seq": 0}, b"xyz"), 1.0)["image_error"]
+    assert prepare(protocol.encode("frame", {"seq": 0, **fields}, payload), 1.0, with_image=False)["image"] is None
+    assert prepare(protocol.encode("frame", {"seq": 0}), 1.0)["image_error"] == "no image payload"
+    assert prepare(protocol.encode("frame", {"seq": 0}, b"xyz"), 1.0)["image_error"]
     assert prepare([b"frame", b"{", b""], 1.0)["kind"] == "malformed"
     assert prepare([b"nope", b"{}", b""], 1.0)["kind"] == "malformed"
-    assert prepare(P.encode("status", {"x": 1}), 1.0)["image"] is None
+    assert prepare(protocol.encode("status", {"x": 1}), 1.0)["image"] is None
 
 
 def test_a_pages_queue_drops_its_oldest_and_asks_for_the_whole_state():

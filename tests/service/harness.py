@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from service import protocol as P
+from service import protocol
 from service.live.serve import ServeConfig, Service
 from service.volume import Volume
 
@@ -65,9 +65,9 @@ def make_volume(i: int, data: np.ndarray, affine: np.ndarray, tr: float) -> Volu
 class Served:
     service: Service
     summary: dict[str, Any]
-    messages: list[P.Message] = field(default_factory=list)
+    messages: list[protocol.Message] = field(default_factory=list)
 
-    def topic(self, name: str) -> list[P.Message]:
+    def topic(self, name: str) -> list[protocol.Message]:
         return [m for m in self.messages if m.topic == name]
 
 
@@ -91,7 +91,7 @@ def serve(
     source = QueueSource()
     svc = Service(cfg, source=source).start()
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, cfg.pub, hwm=100000)
+    sub = protocol.subscriber(ctx, cfg.pub, hwm=100000)
     lazy = None
     if extra_sub:  # a subscriber that never reads, with small queues and a small TCP buffer
         lazy = ctx.socket(zmq.SUB)
@@ -100,14 +100,14 @@ def serve(
         lazy.setsockopt(zmq.LINGER, 0)
         lazy.setsockopt(zmq.SUBSCRIBE, b"frame")
         lazy.connect(cfg.pub)
-    push = P.pusher(ctx, cfg.pull)
+    push = protocol.pusher(ctx, cfg.pull)
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
     out = Served(svc, {})
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # wait until the subscription is up (heartbeats arrive)
-            msg = P.recv(sub, 200, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 200, protocol.SERVICE_TOPICS)
             if msg is not None and msg.topic == "status":
                 out.messages.append(msg)  # kept: a short run may end before the next heartbeat
                 break
@@ -125,7 +125,7 @@ def serve(
                 time.sleep(pace)
         frames_seen = 0
         while True:
-            msg = P.recv(sub, 30000, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 30000, protocol.SERVICE_TOPICS)
             assert msg is not None, "service went silent for 30 s"
             out.messages.append(msg)
             if msg.topic == "frame":
@@ -138,7 +138,7 @@ def serve(
                 break
         if lazy is not None:
             out.lazy_count = 0  # type: ignore[attr-defined]
-            while P.recv(lazy, 100, P.SERVICE_TOPICS) is not None:
+            while protocol.recv(lazy, 100, protocol.SERVICE_TOPICS) is not None:
                 out.lazy_count += 1  # type: ignore[attr-defined]
     finally:
         svc.stop("test")
@@ -151,19 +151,19 @@ def serve(
     return out
 
 
-def _collect_until_end(svc: Service, sub, start=None, timeout: float = 60.0) -> list[P.Message]:
+def _collect_until_end(svc: Service, sub, start=None, timeout: float = 60.0) -> list[protocol.Message]:
     """Run a started service in a thread, call ``start()`` once its heartbeat arrives, collect until ``end``."""
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
-    messages: list[P.Message] = []
+    messages: list[protocol.Message] = []
     try:
         deadline = time.monotonic() + 30
-        while (msg := P.recv(sub, 200, P.SERVICE_TOPICS)) is None or msg.topic != "status":
+        while (msg := protocol.recv(sub, 200, protocol.SERVICE_TOPICS)) is None or msg.topic != "status":
             assert time.monotonic() < deadline, "no status heartbeat within 30 s"
         if start is not None:
             start()
         while True:
-            msg = P.recv(sub, int(timeout * 1000), P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, int(timeout * 1000), protocol.SERVICE_TOPICS)
             assert msg is not None, f"service went silent for {timeout} s"
             messages.append(msg)
             if msg.topic == "end":

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from service import protocol as P
+from service import protocol
 from stimulus.messages import DisplayState, feedback_value, operator_lines, what_to_show
 
 
 def frame(seq: int, value: int = 0, run_id: str = "r1", topic: str = "frame", **extra) -> list[bytes]:
     img = np.full((6, 5, 3), value, np.uint8)
-    fields, payload = P.encode_image(img)
-    return P.encode(topic, {"run_id": run_id, "seq": seq, "volume": seq, **fields, **extra}, payload)
+    fields, payload = protocol.encode_image(img)
+    return protocol.encode(topic, {"run_id": run_id, "seq": seq, "volume": seq, **fields, **extra}, payload)
 
 
 def test_newest_frame_wins_and_stale_are_counted():
@@ -30,7 +30,7 @@ def test_gaps_restarts_and_end():
     for k in (0, 1, 4):
         s.ingest(frame(k), 0.0)
     assert s.counts["gaps"] == 2
-    s.ingest(P.encode("end", {"run_id": "r1", "seq": 0}), 0.0)
+    s.ingest(protocol.encode("end", {"run_id": "r1", "seq": 0}), 0.0)
     assert s.ended is not None
     s.ingest(frame(0, run_id="r2"), 0.0)  # the service restarted with a new run
     assert s.counts["restarts"] == 1 and s.ended is None and s.run_id == "r2"
@@ -92,7 +92,7 @@ def test_what_to_show_by_mode():
 
 def test_operator_lines_use_status_before_first_frame():
     s = DisplayState("frame")
-    s.ingest(P.encode("status", {"run_id": "rX", "seq": 0, "volume": 7, "fd": 0.5}), 0.0)
+    s.ingest(protocol.encode("status", {"run_id": "rX", "seq": 0, "volume": 7, "fd": 0.5}), 0.0)
     lines = operator_lines(s)
     assert lines[0].startswith("run rX   volume 7") and lines[1] == "FD 0.50 mm"
 
@@ -100,8 +100,8 @@ def test_operator_lines_use_status_before_first_frame():
 @pytest.mark.parametrize(("condition", "marked"), [("sham", "SHAM FEEDBACK"), ("blinded", "blinded"), ("live", None)])
 def test_the_operator_view_marks_a_sham_run_and_the_participants_view_does_not(condition, marked):
     s = DisplayState("frame")
-    s.ingest(P.encode("status", {"run_id": "rX", "seq": 0, "fd": 0.1, "condition": condition}), 0.0)
-    s.ingest(P.encode("frame", {"run_id": "rX", "seq": 0, "volume": 0, "feedback": {"value": 0.3}}), 0.0)
+    s.ingest(protocol.encode("status", {"run_id": "rX", "seq": 0, "fd": 0.1, "condition": condition}), 0.0)
+    s.ingest(protocol.encode("frame", {"run_id": "rX", "seq": 0, "volume": 0, "feedback": {"value": 0.3}}), 0.0)
     operator = " | ".join(what_to_show(s, "operator").lines)
     assert (marked in operator) if marked else ("SHAM" not in operator and "blinded" not in operator)
     for mode in ("face", "feedback"):  # what the participant sees carries no text at all

@@ -14,7 +14,7 @@ import pytest
 import zmq
 from PIL import Image
 
-from service import protocol as P
+from service import protocol
 from tests.stimulus.conftest import ROOT, run_fmriface, smooth_image
 
 pytestmark = pytest.mark.display
@@ -79,11 +79,11 @@ def test_emulated_run_matches_its_saved_schedule(stimuli_dir, tmp_path, window_e
     order = read_tsv(order_file)
 
     ctx = zmq.Context()
-    pull = P.puller(ctx, tcp_address)
+    pull = protocol.puller(ctx, tcp_address)
     try:
         result = json.loads(run_fmriface([*args, "--run", "2", "--service", tcp_address], window_env).stdout)
         messages = []
-        while (m := P.recv(pull, 2000, ("event",))) is not None:
+        while (m := protocol.recv(pull, 2000, ("event",))) is not None:
             messages.append(m.header)
             if len(messages) == 1 + len(order):
                 break
@@ -182,11 +182,11 @@ def _xpub(ctx, address):
 
 
 def _send_frame(pub, pull, run_id, seq, image, timeout_ms=20000) -> dict:
-    fields, payload = P.encode_image(image)
-    P.send(pub, "frame", {"run_id": run_id, "seq": seq, "volume": seq, "fd": 0.1, **fields}, payload)
+    fields, payload = protocol.encode_image(image)
+    protocol.send(pub, "frame", {"run_id": run_id, "seq": seq, "volume": seq, "fd": 0.1, **fields}, payload)
     deadline = time.monotonic() + timeout_ms / 1000
     while time.monotonic() < deadline:
-        msg = P.recv(pull, 500, ("flip",))
+        msg = protocol.recv(pull, 500, ("flip",))
         if msg is not None and msg.header["shown_seq"] == seq and msg.header["run_id"] == run_id:
             return msg.header
     raise AssertionError(f"no flip ack for {run_id} frame {seq}")
@@ -202,7 +202,7 @@ def test_operator_display_shows_sent_frames_acks_them_and_survives_a_restart(tmp
         "--mode", "operator",
     ]  # fmt: skip
     ctx = zmq.Context()
-    pull = P.puller(ctx, tcp_address)
+    pull = protocol.puller(ctx, tcp_address)
     pub = _xpub(ctx, pub_address)
     proc = subprocess.Popen(cmd, env=window_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -217,7 +217,7 @@ def test_operator_display_shows_sent_frames_acks_them_and_survives_a_restart(tmp
         _wait_subscribed(pub)
         images.append(smooth_image(rng, 24, 32))
         acks.append(_send_frame(pub, pull, "r2", 0, images[-1]))
-        P.send(pub, "end", {"run_id": "r2", "seq": 0})
+        protocol.send(pub, "end", {"run_id": "r2", "seq": 0})
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -269,15 +269,15 @@ def test_feedback_run_sends_the_target_and_reads_the_live_value(stimuli_dir, tmp
     cfg.write_text(TEST_CONFIG.replace('layout = ["test", "train"]', 'layout = ["feedback"]\nfeedback_blocks = 2'))
     pub_address = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
-    pull = P.puller(ctx, tcp_address)
-    pub = P.publisher(ctx, pub_address)
+    pull = protocol.puller(ctx, tcp_address)
+    pub = protocol.publisher(ctx, pub_address)
     stop = threading.Event()
 
     def service() -> None:  # a decoded face with a feedback value every 50 ms
-        fields, payload = P.encode_image(smooth_image(rng, 24, 32))
+        fields, payload = protocol.encode_image(smooth_image(rng, 24, 32))
         seq = 0
         while not stop.wait(0.05):
-            P.send(pub, "frame", {"run_id": "r1", "seq": seq, "feedback": {"value": 0.5}, **fields}, payload)
+            protocol.send(pub, "frame", {"run_id": "r1", "seq": seq, "feedback": {"value": 0.5}, **fields}, payload)
             seq += 1
 
     thread = threading.Thread(target=service, daemon=True)
@@ -287,7 +287,7 @@ def test_feedback_run_sends_the_target_and_reads_the_live_value(stimuli_dir, tmp
         args += ["--service", tcp_address, "--feedback-sub", pub_address, "--json"]
         result = json.loads(run_fmriface(args, window_env).stdout)
         kinds = []
-        while (m := P.recv(pull, 1000, ("event",))) is not None:
+        while (m := protocol.recv(pull, 1000, ("event",))) is not None:
             kinds.append((m.header["kind"], m.header.get("stim_id"), m.header.get("trial_type")))
     finally:
         stop.set()

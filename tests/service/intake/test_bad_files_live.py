@@ -101,7 +101,7 @@ def test_a_watch_folder_deleted_mid_run_ends_the_run_saying_so(tmp_path):
 
     import zmq
 
-    from service import protocol as P
+    from service import protocol
     from service.live.serve import ServeConfig, Service
     from tests.conftest import free_port
 
@@ -119,14 +119,14 @@ def test_a_watch_folder_deleted_mid_run_ends_the_run_saying_so(tmp_path):
     cfg = ServeConfig(**{**cfg.__dict__, "watcher": cfg.watcher.__class__(polling="on", poll_interval_s=0.02)})
     svc = Service(cfg).start()
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, cfg.pub, hwm=1000)
+    sub = protocol.subscriber(ctx, cfg.pub, hwm=1000)
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
     try:
-        while (msg := P.recv(sub, 30000, P.SERVICE_TOPICS)) is None or msg.topic != "status":
+        while (msg := protocol.recv(sub, 30000, protocol.SERVICE_TOPICS)) is None or msg.topic != "status":
             assert msg is not None
         shutil.rmtree(watch)
-        while (msg := P.recv(sub, 30000, P.SERVICE_TOPICS)) is None or msg.topic != "end":
+        while (msg := protocol.recv(sub, 30000, protocol.SERVICE_TOPICS)) is None or msg.topic != "end":
             assert msg is not None, "no end message after the folder went"
         assert msg.header["reason"].startswith("watch folder lost")
     finally:

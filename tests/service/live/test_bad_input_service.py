@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from fmriface.benchmarks.synth import make_bundle, make_run
-from service import jsonsafe
-from service import protocol as P
+from service import jsonsafe, protocol
 from service.bundle import BundleError, load_bundle, sha256_file
 from service.live.runlog import read_volumes
 from service.live.trials import read_events_tsv
@@ -23,21 +22,21 @@ TR = 2.0
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_a_header_with_a_non_finite_number_is_refused_on_the_way_in(literal):
     frames = [b"flip", f'{{"schema": 1, "shown_seq": 0, "flip_time": {literal}}}'.encode(), b""]
-    with pytest.raises(P.ProtocolError, match="strict JSON"):
-        P.decode(frames)
+    with pytest.raises(protocol.ProtocolError, match="strict JSON"):
+        protocol.decode(frames)
 
 
 def test_a_header_with_nan_is_refused_on_the_way_out_naming_the_field():
-    with pytest.raises(P.ProtocolError, match=r"frame header: feedback\.value is not a finite number"):
-        P.encode("frame", {"volume": 3, "feedback": {"value": float("nan")}})
+    with pytest.raises(protocol.ProtocolError, match=r"frame header: feedback\.value is not a finite number"):
+        protocol.encode("frame", {"volume": 3, "feedback": {"value": float("nan")}})
     with pytest.raises(jsonsafe.NonFiniteError, match=r"motion\[2\]"):
         jsonsafe.dumps({"motion": [0.0, 1.0, np.float32("inf")]})
 
 
 def test_an_image_no_display_can_draw_is_refused():
     header = {"schema": 1, "shape": [1, 1_000_000, 3], "dtype": "uint8"}
-    with pytest.raises(P.ProtocolError, match="larger than 4096"):
-        P.decode_image(header, bytes(3_000_000))
+    with pytest.raises(protocol.ProtocolError, match="larger than 4096"):
+        protocol.decode_image(header, bytes(3_000_000))
 
 
 @pytest.fixture(scope="module")

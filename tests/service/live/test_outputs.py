@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from fmriface.benchmarks.synth import make_bundle, make_run
-from service import protocol as P
+from service import protocol
 from service.jsonsafe import dumps, loads
 from service.live.outputs import Output, Outputs
 from service.live.serve import Service
@@ -86,7 +86,7 @@ def run_data(synth):
     return make_run(synth, TRIALS, N_VOL, amplitude=3.0, noise=2.0, drift=5.0, seed=4)
 
 
-def _serve(synth, run_data, tmp_path, outputs: tuple[Output, ...]) -> tuple[Service, list[P.Message]]:
+def _serve(synth, run_data, tmp_path, outputs: tuple[Output, ...]) -> tuple[Service, list[protocol.Message]]:
     """Serve ``N_VOL`` volumes with the trials of an events.tsv and ``outputs`` beside the publisher; every
     message a subscriber got from the first heartbeat it saw to ``end``."""
     events = tmp_path / "events.tsv"
@@ -96,21 +96,21 @@ def _serve(synth, run_data, tmp_path, outputs: tuple[Output, ...]) -> tuple[Serv
     source = QueueSource()
     svc = Service(cfg, source=source, outputs=outputs).start()
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, cfg.pub, hwm=100000)
+    sub = protocol.subscriber(ctx, cfg.pub, hwm=100000)
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
-    messages: list[P.Message] = []
+    messages: list[protocol.Message] = []
     try:
         deadline = time.monotonic() + 30
         while not messages:  # the subscription is up once a heartbeat arrives
             assert time.monotonic() < deadline, "no status heartbeat within 30 s"
-            msg = P.recv(sub, 200, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 200, protocol.SERVICE_TOPICS)
             if msg is not None and msg.topic == "status":
                 messages.append(msg)
         for i in range(N_VOL):
             source.q.put(make_volume(i, run_data[i], synth.affine, TR))
         while messages[-1].topic != "end":
-            msg = P.recv(sub, 30000, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 30000, protocol.SERVICE_TOPICS)
             assert msg is not None, "the service went silent for 30 s"
             messages.append(msg)
     finally:
@@ -122,11 +122,11 @@ def _serve(synth, run_data, tmp_path, outputs: tuple[Output, ...]) -> tuple[Serv
     return svc, messages
 
 
-def _as_recorded(messages: list[P.Message]) -> list[tuple[str, dict[str, Any], bytes]]:
+def _as_recorded(messages: list[protocol.Message]) -> list[tuple[str, dict[str, Any], bytes]]:
     return [(m.topic, {k: v for k, v in m.header.items() if k != "schema"}, m.payload) for m in messages]
 
 
-def _check_same_as_subscriber(rec: Recorder, messages: list[P.Message]) -> None:
+def _check_same_as_subscriber(rec: Recorder, messages: list[protocol.Message]) -> None:
     wire = _as_recorded(messages)
     assert wire[0] in rec.calls, "the subscriber's first heartbeat never reached the output"
     start = rec.calls.index(wire[0])  # the subscriber joined after the first heartbeats

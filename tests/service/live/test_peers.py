@@ -23,7 +23,7 @@ from fmriface.benchmarks.soak_harness import (
     wait_until,
 )
 from fmriface.benchmarks.synth import make_bundle
-from service import protocol as P
+from service import protocol
 from service.scanner.replay import ScannerEmulator
 
 TR = 2.0
@@ -31,13 +31,13 @@ N_VOL = 48
 
 _DISPLAY = """
 import sys
-from service import protocol as P
+from service import protocol
 import zmq
 ctx = zmq.Context()
-sub = P.subscriber(ctx, sys.argv[1], topics=("frame", "status"))
+sub = protocol.subscriber(ctx, sys.argv[1], topics=("frame", "status"))
 connected = False
 while True:
-    m = P.recv(sub, 1000, P.SERVICE_TOPICS)
+    m = protocol.recv(sub, 1000, protocol.SERVICE_TOPICS)
     if m is not None and m.topic == "status" and not connected:
         connected = True
         print("connected", flush=True)
@@ -48,7 +48,7 @@ while True:
 
 def _garbage() -> tuple[list[list[bytes]], list[list[bytes]]]:
     """(bad messages, each must be refused and counted once; odd but valid messages, to be taken)."""
-    ok_event = json.dumps(P.event_header("trigger", 90, trigger_time=time.time())).encode()
+    ok_event = json.dumps(protocol.event_header("trigger", 90, trigger_time=time.time())).encode()
     bad = [
         [b"event"],  # one part
         [b"event", ok_event, b"", b"extra", b"parts"],  # five parts
@@ -57,8 +57,8 @@ def _garbage() -> tuple[list[list[bytes]], list[list[bytes]]]:
         [b"\xff\xfeevent", ok_event, b""],  # non-ASCII topic
         [b"event", b"[1, 2, 3]", b""],  # header not an object
         [b"event", json.dumps({"schema": 99, "kind": "onset", "onset": 1.0}).encode(), b""],
-        [b"event", ok_event, b"\x00" * (P.MAX_PAYLOAD_BYTES + 1)],  # huge payload
-        [b"event", b'{"schema": 1, "pad": "' + b"x" * P.MAX_HEADER_BYTES + b'"}', b""],  # huge header
+        [b"event", ok_event, b"\x00" * (protocol.MAX_PAYLOAD_BYTES + 1)],  # huge payload
+        [b"event", b'{"schema": 1, "pad": "' + b"x" * protocol.MAX_HEADER_BYTES + b'"}', b""],  # huge header
         [b"event", json.dumps({"schema": 1, "kind": "explode", "seq": 1}).encode(), b""],  # unknown kind
         [b"event", json.dumps({"schema": 1, "kind": "target", "stim_id": "no/such_face.png"}).encode(), b""],
         [
@@ -77,8 +77,12 @@ def _garbage() -> tuple[list[list[bytes]], list[list[bytes]]]:
     ]
     # odd but valid: a flip for a frame never sent, an event with an extra (patient) field
     odd = [
-        [b"flip", json.dumps(P.flip_header(0, "frame", 10**12, time.time())).encode(), b""],
-        [b"event", json.dumps({**P.event_header("onset", 7, onset=6.0, trial=7), "PatientName": "X"}).encode(), b""],
+        [b"flip", json.dumps(protocol.flip_header(0, "frame", 10**12, time.time())).encode(), b""],
+        [
+            b"event",
+            json.dumps({**protocol.event_header("onset", 7, onset=6.0, trial=7), "PatientName": "X"}).encode(),
+            b"",
+        ],
     ]
     return bad, odd
 
@@ -102,9 +106,9 @@ def peer_run(tmp_path_factory):
     collector = Collector(pub)
     collector.start()
     ctx = zmq.Context()
-    stalled = P.subscriber(ctx, pub, hwm=1)  # reads two messages, then never again
+    stalled = protocol.subscriber(ctx, pub, hwm=1)  # reads two messages, then never again
     stalled.setsockopt(zmq.RCVBUF, 4096)
-    push = P.pusher(ctx, pull)
+    push = protocol.pusher(ctx, pull)
     bad, odd = _garbage()
     serve = ServeProcess(values, tmp).start()
     displays: list[subprocess.Popen] = []
@@ -129,8 +133,8 @@ def peer_run(tmp_path_factory):
         assert wait_until(lambda: collector.ready.is_set() or not serve.alive(), 60), serve.log()
         listening = _listening(serve.pid)
         first = display(0)
-        P.recv(stalled, 2000)
-        P.recv(stalled, 2000)
+        protocol.recv(stalled, 2000)
+        protocol.recv(stalled, 2000)
         for frames in bad[: len(bad) // 2] + odd:
             push.send_multipart(frames)
         emu.start()
@@ -233,7 +237,7 @@ def test_a_stalled_subscriber_holds_nothing_back(tmp_path):
     collector = Collector(pub)
     collector.start()
     ctx = zmq.Context()
-    lazy = P.subscriber(ctx, pub, hwm=1)
+    lazy = protocol.subscriber(ctx, pub, hwm=1)
     lazy.setsockopt(zmq.RCVBUF, 4096)
     serve = ServeProcess(values, tmp_path).start()
     try:

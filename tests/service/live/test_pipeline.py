@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fmriface.benchmarks.synth import make_bundle, make_run
-from service import protocol as P
+from service import protocol
 from service.bundle import load_bundle
 from service.live.decoder import LatentDecoder
 from service.live.runlog import read_volumes
@@ -55,10 +55,10 @@ def _cfg(synth, tmp_path, **kw) -> ServeConfig:
 def _onsets(synth) -> list[bytes]:
     out = []
     for k, (onset, s) in enumerate(TRIALS):
-        h = P.event_header(
+        h = protocol.event_header(
             "onset", k, onset=onset, duration=1.0, trial_type="test_face", stim_id=synth.stim_ids[s], trial=k
         )
-        out.append(P.encode("event", h))
+        out.append(protocol.encode("event", h))
     return out
 
 
@@ -122,7 +122,7 @@ def test_online_trial_latents_match_the_offline_window_estimate(synth, tmp_path)
     trials = [(6.0 + 10.0 * k, s) for k, s in enumerate([0, 1, 2, 1, 3, 4, 1, 5, 0, 1, 2, 3, 4, 5])]
     data = make_run(synth, trials, n, amplitude=3.0, noise=2.0, drift=25.0, seed=5)
     events = [
-        P.encode("event", P.event_header("onset", k, onset=o, stim_id=synth.stim_ids[s], trial=k))
+        protocol.encode("event", protocol.event_header("onset", k, onset=o, stim_id=synth.stim_ids[s], trial=k))
         for k, (o, s) in enumerate(trials)
     ]
     out = serve(_cfg(synth, tmp_path, max_volumes=n), _volumes(synth, data), inbound=events)
@@ -211,15 +211,17 @@ def test_inbound_events_flips_and_malformed_messages(synth, run_data, tmp_path):
 
     def ack(msg, push):
         if msg.header["seq"] % 5 == 0:
-            push.send_multipart(P.encode("flip", P.flip_header(len(flips), "frame", msg.header["seq"], msg.received)))
+            push.send_multipart(
+                protocol.encode("flip", protocol.flip_header(len(flips), "frame", msg.header["seq"], msg.received))
+            )
             flips.append(msg.header["seq"])
 
     bad = [
         [b"event", b"{not json", b""],
         [b"bogus", json.dumps({"schema": 1}).encode(), b""],
-        P.encode("event", {"schema": 1, "kind": "dance", "seq": 0}),
-        P.encode("event", P.event_header("target", 1, stim_id="no_such_face.png")),
-        P.encode("event", P.event_header("target", 2, stim_id=synth.stim_ids[2], PatientName="DOE^JOHN")),
+        protocol.encode("event", {"schema": 1, "kind": "dance", "seq": 0}),
+        protocol.encode("event", protocol.event_header("target", 1, stim_id="no_such_face.png")),
+        protocol.encode("event", protocol.event_header("target", 2, stim_id=synth.stim_ids[2], PatientName="DOE^JOHN")),
     ]
     out = serve(_cfg(synth, tmp_path, max_volumes=30), _volumes(synth, run_data[:30]), inbound=bad, on_frame=ack)
     assert out.summary["malformed_inbound"] == 4  # bad JSON, unknown topic, unknown kind, unknown stimulus
@@ -238,8 +240,8 @@ def test_a_target_given_as_an_image_is_encoded_with_the_bundle_encoder(synth, ru
 
     decoder = LatentDecoder(load_bundle(synth.path)).build()
     face = decoder.decode(synth.stim_latents[3]).copy()  # the face of stimulus 3, as an image
-    fields, payload = P.encode_image(face)
-    event = P.encode("event", P.event_header("target", 0, **fields), payload)
+    fields, payload = protocol.encode_image(face)
+    event = protocol.encode("event", protocol.event_header("target", 0, **fields), payload)
     out = serve(_cfg(synth, tmp_path, max_volumes=12), _volumes(synth, run_data[:12]), inbound=[event])
     assert out.topic("frame")[-1].header["feedback"]["target"] == "image"
     target = np.array(json.loads((out.service.run_dir_ / "state.json").read_text())["target"]["latent"])

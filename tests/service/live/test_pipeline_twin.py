@@ -99,7 +99,7 @@ def _serve_run(folder, run, target: str, tmp_path):
     """Replay one BIDS run through the service (emulator + its events) with a target; all messages."""
     import zmq
 
-    from service import protocol as P
+    from service import protocol
     from service.live.serve import Service
     from service.scanner.replay import ScannerEmulator
     from tests.service.harness import _collect_until_end
@@ -112,7 +112,7 @@ def _serve_run(folder, run, target: str, tmp_path):
     overrides.update(max_volumes=int(data.shape[3]), target_stim=target)
     svc = Service(load_config(ServeConfig, preset_path("serve-tiny"), overrides)).start()
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, svc.cfg.pub, hwm=100000)
+    sub = protocol.subscriber(ctx, svc.cfg.pub, hwm=100000)
     events = run.events.to_dict("records")
     emu = ScannerEmulator(
         data, affine, run.tr, watch, fmt="nifti", speed=25.0, events=events, event_address=svc.cfg.pull

@@ -11,7 +11,7 @@ import zmq
 
 from fmriface.benchmarks.soak_harness import Collector, ServeProcess, free_address, synthetic_run, wait_until
 from fmriface.benchmarks.synth import make_bundle
-from service import protocol as P
+from service import protocol
 from service.scanner.replay import ScannerEmulator
 
 TR = 2.0
@@ -42,7 +42,7 @@ def _serve_with_patient(tmp: Path, fmt: str, json_log: bool, export_name: str = 
     collector = Collector(pub, raw=True)
     collector.start()
     ctx = zmq.Context()
-    push = P.pusher(ctx, pull)
+    push = protocol.pusher(ctx, pull)
     serve = ServeProcess(values, tmp).start()
     emu = ScannerEmulator(
         data=synthetic_run(sb.reference, N_VOL, seed=9),
@@ -58,8 +58,8 @@ def _serve_with_patient(tmp: Path, fmt: str, json_log: bool, export_name: str = 
     )
     try:
         assert wait_until(lambda: collector.ready.is_set() or not serve.alive(), 60), serve.log()
-        header = P.event_header("onset", 0, onset=4.0, duration=1.0, trial_type="test_face", trial=0)
-        push.send_multipart(P.encode("event", {**header, **PATIENT, "note": PATIENT["PatientName"]}))
+        header = protocol.event_header("onset", 0, onset=4.0, duration=1.0, trial_type="test_face", trial=0)
+        push.send_multipart(protocol.encode("event", {**header, **PATIENT, "note": PATIENT["PatientName"]}))
         with emu:
             assert emu.wait(60)
         rc = serve.wait(60)

@@ -156,7 +156,7 @@ def test_serve_restarted_on_an_ended_runs_folder_does_not_decode_its_volumes_aga
     import zmq
 
     from fmriface.benchmarks.soak_harness import synthetic_run
-    from service import protocol as P
+    from service import protocol
     from service.live.serve import Service
     from service.scanner.replay import ScannerEmulator
 
@@ -168,12 +168,12 @@ def test_serve_restarted_on_an_ended_runs_folder_does_not_decode_its_volumes_aga
         cfg = _cfg(synth, tmp_path, watch=watch, runs=runs, max_volumes=6, **kw)
         svc = Service(cfg).start()
         ctx = zmq.Context()
-        sub = P.subscriber(ctx, cfg.pub, hwm=10000)
+        sub = protocol.subscriber(ctx, cfg.pub, hwm=10000)
         thread = threading.Thread(target=svc.run, daemon=True)
         thread.start()
         frames, end = [], None
         while end is None:
-            msg = P.recv(sub, 30000, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 30000, protocol.SERVICE_TOPICS)
             assert msg is not None
             frames += [msg] if msg.topic == "frame" else []
             end = msg if msg.topic == "end" else None

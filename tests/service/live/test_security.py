@@ -15,7 +15,7 @@ import zmq
 import zmq.auth
 
 from fmriface.commands import keys as keys_cmd
-from service import protocol as P
+from service import protocol
 from service.live.security import (
     Authenticator,
     KeyFileError,
@@ -38,7 +38,7 @@ def _host(address: str) -> str:
 def test_every_default_address_is_loopback():
     from service.live.config import ServeConfig
 
-    assert _host(P.DEFAULT_PUB) == "127.0.0.1" and _host(P.DEFAULT_PULL) == "127.0.0.1"
+    assert _host(protocol.DEFAULT_PUB) == "127.0.0.1" and _host(protocol.DEFAULT_PULL) == "127.0.0.1"
     cfg = ServeConfig()
     addresses = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in ("pub", "pull")}
     assert addresses and all(_host(a) == "127.0.0.1" for a in addresses.values()), addresses
@@ -73,8 +73,8 @@ def test_protocol_sockets_with_default_options_listen_on_loopback_only():
     psutil = pytest.importorskip("psutil")
     port_pub, port_pull = free_port(), free_port()
     ctx = zmq.Context()
-    pub = P.publisher(ctx, f"tcp://127.0.0.1:{port_pub}")
-    pull = P.puller(ctx, f"tcp://127.0.0.1:{port_pull}")
+    pub = protocol.publisher(ctx, f"tcp://127.0.0.1:{port_pub}")
+    pull = protocol.puller(ctx, f"tcp://127.0.0.1:{port_pull}")
     try:
         listening = [
             c for c in psutil.Process().net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr
@@ -132,8 +132,8 @@ def test_curve_keys_never_show_the_secret(tmp_path):
     _, secret_file = create_keypair(tmp_path, "server")
     keys = server_keys(secret_file)
     assert keys.secret.decode() not in repr(keys) and keys.public.decode() in repr(keys)
-    with pytest.raises(P.ProtocolError, match="40-character"):
-        P.CurveKeys(b"short", keys.secret)
+    with pytest.raises(protocol.ProtocolError, match="40-character"):
+        protocol.CurveKeys(b"short", keys.secret)
 
 
 # --- CurveZMQ: only listed peers get through ---------------------------------------------------------------
@@ -150,16 +150,16 @@ def _until_subscribed(pub, sub, timeout: float = 30.0) -> None:
     """Send ``status`` probes until ``sub`` receives one: its connection, handshake and subscription are live
     (an event to wait on, instead of a sleep), then drop whatever probes are still queued."""
     deadline = time.monotonic() + timeout
-    while P.recv(sub, 20, P.SERVICE_TOPICS) is None:
+    while protocol.recv(sub, 20, protocol.SERVICE_TOPICS) is None:
         assert time.monotonic() < deadline, "the subscription never came up"
-        P.send(pub, "status", {"seq": 0, "probe": True})
-    while P.recv(sub, 50, P.SERVICE_TOPICS) is not None:
+        protocol.send(pub, "status", {"seq": 0, "probe": True})
+    while protocol.recv(sub, 50, protocol.SERVICE_TOPICS) is not None:
         pass
 
 
-def _drain(sock, wait_ms: int = 300) -> list[P.Message]:
+def _drain(sock, wait_ms: int = 300) -> list[protocol.Message]:
     out = []
-    while (m := P.recv(sock, wait_ms)) is not None:
+    while (m := protocol.recv(sock, wait_ms)) is not None:
         out.append(m)
     return out
 
@@ -170,32 +170,32 @@ def test_curve_admits_listed_subscribers_and_pushers_only(keyring, capsys):
     server_ctx, peer_ctx = zmq.Context(), zmq.Context()
     auth = Authenticator(server_ctx, k / "allowed").start()
     srv = server_keys(k / "server.key_secret")
-    pub = P.publisher(server_ctx, pub_addr, curve=srv)
-    pull = P.puller(server_ctx, pull_addr, curve=srv)
+    pub = protocol.publisher(server_ctx, pub_addr, curve=srv)
+    pull = protocol.puller(server_ctx, pull_addr, curve=srv)
     display = client_keys(k / "display.key_secret", k / "server.key")
     experiment = client_keys(k / "experiment.key_secret", k / "server.key")
     intruder = client_keys(keyring / "stranger" / "intruder.key_secret", k / "server.key")
     subs = {
-        "display": P.subscriber(peer_ctx, pub_addr, curve=display),
-        "intruder": P.subscriber(peer_ctx, pub_addr, curve=intruder),
-        "plain": P.subscriber(peer_ctx, pub_addr),
+        "display": protocol.subscriber(peer_ctx, pub_addr, curve=display),
+        "intruder": protocol.subscriber(peer_ctx, pub_addr, curve=intruder),
+        "plain": protocol.subscriber(peer_ctx, pub_addr),
     }
     pushes = {
-        "experiment": P.pusher(peer_ctx, pull_addr, curve=experiment),
-        "intruder": P.pusher(peer_ctx, pull_addr, curve=intruder),
-        "plain": P.pusher(peer_ctx, pull_addr),
+        "experiment": protocol.pusher(peer_ctx, pull_addr, curve=experiment),
+        "intruder": protocol.pusher(peer_ctx, pull_addr, curve=intruder),
+        "plain": protocol.pusher(peer_ctx, pull_addr),
     }
     try:
         _until_subscribed(pub, subs["display"])  # the display's handshake and subscription are done
         assert auth.wait_for_handshakes(refused=2, timeout=30)  # the intruder's subscriber and pusher were refused
         for i in range(10):
-            P.send(pub, "frame", {"seq": i, "volume": i})
+            protocol.send(pub, "frame", {"seq": i, "volume": i})
         got = {name: [m.header["volume"] for m in _drain(s)] for name, s in subs.items() if name != "display"}
         got["display"] = [m.header["volume"] for m in _drain(subs["display"]) if m.topic == "frame"]
         assert got == {"display": list(range(10)), "intruder": [], "plain": []}
         for name, s in pushes.items():
-            P.send(s, "event", P.event_header("trigger", 0, sender=name))
-        first = P.recv(pull, 30000)  # the experiment's event, once its handshake is through
+            protocol.send(s, "event", protocol.event_header("trigger", 0, sender=name))
+        first = protocol.recv(pull, 30000)  # the experiment's event, once its handshake is through
         assert first is not None, "no event within 30 s"
         received = [first.header["sender"]] + [m.header["sender"] for m in _drain(pull, 300)]
         assert received == ["experiment"]
@@ -266,13 +266,13 @@ def test_curve_traffic_is_encrypted_on_the_wire(keyring, encrypted):
     auth = Authenticator(server_ctx, k / "allowed").start() if encrypted else None
     srv = server_keys(k / "server.key_secret") if encrypted else None
     cli = client_keys(k / "display.key_secret", k / "server.key") if encrypted else None
-    pub = P.publisher(server_ctx, f"tcp://127.0.0.1:{port}", curve=srv)
+    pub = protocol.publisher(server_ctx, f"tcp://127.0.0.1:{port}", curve=srv)
     tap = _Tap(port)
-    sub = P.subscriber(peer_ctx, f"tcp://127.0.0.1:{tap.port}", curve=cli)
+    sub = protocol.subscriber(peer_ctx, f"tcp://127.0.0.1:{tap.port}", curve=cli)
     try:
         _until_subscribed(pub, sub)
         for i in range(5):
-            P.send(pub, "frame", {"seq": i, "volume": i, "note": "VISIBLE-MARKER"}, b"PIXELS-MARKER")
+            protocol.send(pub, "frame", {"seq": i, "volume": i, "note": "VISIBLE-MARKER"}, b"PIXELS-MARKER")
         got = _drain(sub)
         assert [m.header["volume"] for m in got] == list(range(5))  # the relay passes everything
         assert (b"VISIBLE-MARKER" in tap.seen) is not encrypted
@@ -412,12 +412,12 @@ def test_a_fifo_in_the_watch_folder_does_not_block_intake(tmp_path):
 def test_a_stimulus_program_loads_its_keys_through_the_protocol_module_alone(keyring):
     """The display may import only service.protocol: CurveKeys.load gives it the same keys as service.live.security."""
     k = keyring / "keys"
-    via_protocol = P.CurveKeys.load(k / "display.key_secret", k / "server.key")
+    via_protocol = protocol.CurveKeys.load(k / "display.key_secret", k / "server.key")
     assert via_protocol == client_keys(k / "display.key_secret", k / "server.key")
-    assert P.CurveKeys.load(k / "server.key_secret") == server_keys(k / "server.key_secret")
+    assert protocol.CurveKeys.load(k / "server.key_secret") == server_keys(k / "server.key_secret")
     assert via_protocol.server_key == server_keys(k / "server.key_secret").public
     os.chmod(k / "display.key_secret", 0o640)
-    with pytest.raises(P.ProtocolError, match="chmod 600"):
-        P.CurveKeys.load(k / "display.key_secret", k / "server.key")
-    with pytest.raises(P.ProtocolError, match="no secret key"):
-        P.CurveKeys.load(k / "server.key")
+    with pytest.raises(protocol.ProtocolError, match="chmod 600"):
+        protocol.CurveKeys.load(k / "display.key_secret", k / "server.key")
+    with pytest.raises(protocol.ProtocolError, match="no secret key"):
+        protocol.CurveKeys.load(k / "server.key")

@@ -19,7 +19,7 @@ import zmq
 from fmriface import cli
 from fmriface.benchmarks.synth import make_bundle, make_run
 from fmriface.config import resolve_config
-from service import protocol as P
+from service import protocol
 from service.live.runlog import read_volumes
 from service.scanner.replay import ScannerEmulator
 from tests.conftest import free_port
@@ -41,7 +41,7 @@ def _argv(synth, watch: Path, runs: Path, pub: str, pull: str, *extra: str) -> l
 def _wait_status(sub, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        msg = P.recv(sub, 200, P.SERVICE_TOPICS)
+        msg = protocol.recv(sub, 200, protocol.SERVICE_TOPICS)
         if msg is not None and msg.topic == "status":
             return
     raise AssertionError(f"no status heartbeat within {seconds} s")
@@ -56,7 +56,7 @@ def test_serve_a_watched_folder_of_dicom_files_until_idle(synth, tmp_path, capsy
     events = tmp_path / "events.tsv"
     events.write_text("onset\tduration\ttrial_type\tstim_file\n4.0\t1.0\ttest_face\ttest/test_00.png\n")
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, pub, hwm=10000)
+    sub = protocol.subscriber(ctx, pub, hwm=10000)
     argv = _argv(synth, watch, runs, pub, pull, "--events", str(events), "--idle-timeout", "1.5")
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(rc=cli.main(argv)), daemon=True)
@@ -68,7 +68,7 @@ def test_serve_a_watched_folder_of_dicom_files_until_idle(synth, tmp_path, capsy
         emulator.start()
         messages = []
         while True:
-            msg = P.recv(sub, 10000, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 10000, protocol.SERVICE_TOPICS)
             assert msg is not None, "the service went silent"
             messages.append(msg)
             if msg.topic == "end":
@@ -174,7 +174,7 @@ def test_sigterm_ends_the_run_cleanly_and_it_resumes(synth, tmp_path):
     argv = [sys.executable, "-m", "fmriface", *_argv(synth, watch, runs, pub, pull, "--json-log", "--run-id", "r1")]
     env = {**os.environ, "FMRIFACE_RAISE": "0"}
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, pub, hwm=1000)
+    sub = protocol.subscriber(ctx, pub, hwm=1000)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     try:
         _wait_status(sub, 60)
@@ -184,13 +184,13 @@ def test_sigterm_ends_the_run_cleanly_and_it_resumes(synth, tmp_path):
             write_volume(data[i], synth.affine, watch / f"vol_{i + 1:04d}.nii", "nifti", acquisition=i + 1, tr=TR)
         frames = []
         while len(frames) < 3:
-            msg = P.recv(sub, 10000, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 10000, protocol.SERVICE_TOPICS)
             assert msg is not None
             frames += [msg] if msg.topic == "frame" else []
         proc.send_signal(signal.SIGTERM)
         end = None
         while end is None:
-            msg = P.recv(sub, 10000, P.SERVICE_TOPICS)
+            msg = protocol.recv(sub, 10000, protocol.SERVICE_TOPICS)
             assert msg is not None, "no end message after SIGTERM"
             end = msg if msg.topic == "end" else None
         out, err = proc.communicate(timeout=20)
@@ -226,7 +226,7 @@ def test_a_corrupt_file_is_recorded_as_skipped_and_the_run_goes_on(synth, tmp_pa
     cfg = load_config(ServeConfig, preset_path("serve-tiny"), overrides)
     svc = Service(cfg).start()
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, cfg.pub, hwm=1000)
+    sub = protocol.subscriber(ctx, cfg.pub, hwm=1000)
 
     def scanner():
         for i in range(6):

@@ -12,7 +12,7 @@ import zmq
 
 from fmriface.benchmarks.synth import make_bundle, make_run
 from fmriface.commands import keys as keys_cmd
-from service import protocol as P
+from service import protocol
 from service.live.security import client_keys, create_keypair
 from service.live.serve import ServeConfig, Service
 from stimulus.display import DisplayConfig
@@ -44,23 +44,23 @@ def test_service_with_curve_serves_allowed_peers_only(tmp_path, keyring):
     ctx = zmq.Context()
     display = client_keys(keyring / "display.key_secret", keyring / "server.key")
     intruder = client_keys(tmp_path / "stranger" / "intruder.key_secret", keyring / "server.key")
-    sub = P.subscriber(ctx, cfg.pub, hwm=100000, curve=display)
-    ack = P.pusher(ctx, cfg.pull, curve=display)
-    others = [P.subscriber(ctx, cfg.pub, curve=intruder), P.subscriber(ctx, cfg.pub)]
+    sub = protocol.subscriber(ctx, cfg.pub, hwm=100000, curve=display)
+    ack = protocol.pusher(ctx, cfg.pull, curve=display)
+    others = [protocol.subscriber(ctx, cfg.pub, curve=intruder), protocol.subscriber(ctx, cfg.pub)]
     frames = []
     try:
         deadline = time.monotonic() + 15
-        while (m := P.recv(sub, 200, P.SERVICE_TOPICS)) is None or m.topic != "status":
+        while (m := protocol.recv(sub, 200, protocol.SERVICE_TOPICS)) is None or m.topic != "status":
             assert time.monotonic() < deadline, "no heartbeat reached the allowed display"
         for i in range(N_VOL):
             source.q.put(make_volume(i, run[i], synth.affine, 2.0))
-        while (m := P.recv(sub, 15000, P.SERVICE_TOPICS)) is not None and m.topic != "end":
+        while (m := protocol.recv(sub, 15000, protocol.SERVICE_TOPICS)) is not None and m.topic != "end":
             if m.topic == "frame":
                 frames.append(m.header["volume"])
-                P.send(ack, "flip", P.flip_header(len(frames) - 1, "frame", m.header["seq"], time.time()))
+                protocol.send(ack, "flip", protocol.flip_header(len(frames) - 1, "frame", m.header["seq"], time.time()))
         assert frames == list(range(N_VOL))
         for s in others:
-            assert P.recv(s, 200, P.SERVICE_TOPICS) is None
+            assert protocol.recv(s, 200, protocol.SERVICE_TOPICS) is None
     finally:
         svc.stop("test")
         thread.join(10)

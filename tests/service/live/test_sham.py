@@ -15,7 +15,7 @@ import pytest
 
 from fmriface import cli
 from fmriface.benchmarks.synth import make_bundle, make_run
-from service import protocol as P
+from service import protocol
 from service.live.serve import ServeConfig, Service, StartupError
 from service.live.sham import SOURCE_FILES, ShamError, SourceRun, read_allocation
 from tests.service.harness import make_volume, serve, serve_config
@@ -40,9 +40,11 @@ def _cfg(synth, folder, **kw) -> ServeConfig:
 
 def _onsets(synth, trials) -> list[bytes]:
     return [
-        P.encode(
+        protocol.encode(
             "event",
-            P.event_header("onset", k, onset=o, duration=1.0, trial_type="face", stim_id=synth.stim_ids[s], trial=k),
+            protocol.event_header(
+                "onset", k, onset=o, duration=1.0, trial_type="face", stim_id=synth.stim_ids[s], trial=k
+            ),
         )
         for k, (o, s) in enumerate(trials)
     ]
@@ -91,7 +93,9 @@ def test_a_sham_run_replays_the_source_feedback_exactly_and_records_the_real_val
         s = src_frames[m.header["volume"]]
         assert m.header["feedback"] == s.header["feedback"]
         assert m.header["latent"] == s.header["latent"]
-        np.testing.assert_array_equal(P.decode_image(m.header, m.payload), P.decode_image(s.header, s.payload))
+        np.testing.assert_array_equal(
+            protocol.decode_image(m.header, m.payload), protocol.decode_image(s.header, s.payload)
+        )
     assert [t.header["feedback"] for t in sham.topic("trial")] == [t.header["feedback"] for t in source.topic("trial")]
     # the participant's own values are recorded beside what was shown: those of a live run on the same brain
     own_frames = {m.header["volume"]: m.header["feedback"] for m in own.topic("frame")}
