@@ -6,9 +6,9 @@ import shutil
 import pytest
 import tomllib
 
-from fmriface import demo_live as live
-from fmriface.commands.demo import DemoConfig, Step
 from fmriface.config import ConfigError, load_config, preset_path
+from fmriface.demo import live
+from fmriface.demo.steps import DemoConfig, Step
 
 
 def _bids(tmp_path):
