@@ -5,13 +5,19 @@ real-time export (Siemens mosaic, enhanced multi-frame, slice-per-file DICOM, or
 schedule t0 + k*TR/speed (or as fast as possible). With ``--events-to`` the run's events.tsv is replayed as
 ``event`` messages to the service at the right times, after a ``trigger`` event at the first volume, so
 trial-wise decoding works in simulation. ``--faults`` injects truncated, corrupt, dropped, reordered,
-duplicated or delayed volumes to test the service's intake; the faults injected are listed in
-``<to>_faults.tsv``.
+duplicated or delayed volumes to test the service's intake; ``--signal-faults`` writes well-formed files with
+wrong data to test its quality assurance: a volume multiplied by ``--spike-factor`` (spike, default x100), one
+slice multiplied by ``--slice-factor`` (slice-spike, x10) or set to zero (slice-dropout), an all-zero volume
+(zero), a sustained global change by ``--step-factor`` from a volume on (step, x1.05), on volumes drawn with
+``--signal-fault-rate`` or listed in ``--signal-fault-volumes`` (0-based, the i-th listed volume gets the i-th
+kind). Every fault injected is listed in ``<to>_faults.tsv`` (volume, acquisition, fault, file; with signal
+faults also slice, magnitude and quantum: the value of one stored unit of that volume).
 
 Examples
 --------
-fmriface replay --bids twin/ --subject 01 --session 01 --run 12 --to /tmp/scanner --format mosaic --speed 4
+fmriface replay --bids twin/ --subject 01 --session 02 --task faces --run 4 --to /tmp/scanner --format mosaic --speed 4
 fmriface replay --run sub-01_task-faces_run-01_bold.nii.gz --to /tmp/scanner --asap --faults drop,truncate
+fmriface replay --run run.nii.gz --to /tmp/scanner --signal-faults spike,slice-spike,zero --signal-fault-volumes 30,60,90
 """
 
 from __future__ import annotations
@@ -82,6 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     pace.add_argument("--asap", action="store_true", help="as fast as possible")
     p.add_argument("--faults", default="", help="comma list of truncate,corrupt,drop,reorder,duplicate,delay")
     p.add_argument("--fault-rate", type=float, default=0.05)
+    p.add_argument(
+        "--signal-faults", default="", help="comma list of spike,slice-spike,slice-dropout,zero,step (data faults)"
+    )
+    p.add_argument(
+        "--signal-fault-rate",
+        type=float,
+        default=0.02,
+        help="probability that a volume gets a signal fault (0.02; never one of the first 5 or one with a file fault)",
+    )
+    p.add_argument(
+        "--signal-fault-volumes",
+        default=None,
+        help="0-based volumes that get the signal faults instead, e.g. 12,40 (the i-th gets the i-th kind, cycling)",
+    )
+    p.add_argument("--spike-factor", type=float, default=100.0, help="factor of a spiked volume (100)")
+    p.add_argument("--slice-factor", type=float, default=10.0, help="factor of a spiked slice (10)")
+    p.add_argument("--step-factor", type=float, default=1.05, help="global factor from a step on (1.05)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunked", action="store_true", help="write files in chunks (partial files are visible)")
     p.add_argument("--events-to", default=None, help="service PULL address for events, e.g. tcp://127.0.0.1:5557")
@@ -111,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(
             f"--faults {args.faults!r}: unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}"
         )
+    signal_faults = _signal_faults(args)
     if args.to.exists() and not args.to.is_dir():
         raise UsageError(f"--to {args.to} exists and is not a folder")
     if args.events_to is not None:
@@ -131,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     data = np.asarray(img.dataobj)
     if args.max_volumes is not None:
         data = data[..., : args.max_volumes]
+    late = [v for v in signal_faults.volumes or () if v >= data.shape[3]]
+    if late:
+        raise UsageError(f"--signal-fault-volumes {late} beyond the run's {data.shape[3]} volumes (0-based)")
     tr_run = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 2.0
     tr = tr_run if tr_run > 0 else 2.0
     speed = 1.0
@@ -155,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         events=events,
         event_address=args.events_to,
         seed=args.seed,
+        signal_faults=signal_faults,
     )
     n = emu.n_volumes
     pace = "as fast as possible" if args.asap else f"every {tr / speed:.3f} s (TR {tr:g} s, x{speed:g})"
@@ -174,3 +202,40 @@ def main(argv: list[str] | None = None) -> int:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
         print(f"faults injected: {kinds} (listed in {args.to}_faults.tsv)", file=sys.stderr)
     return 0
+
+
+def _signal_faults(args):
+    """The signal faults the options ask for, checked (a UsageError names the bad option)."""
+    import math
+
+    from service.scanner.signal import SignalFaults
+
+    kinds = tuple(f for f in args.signal_faults.split(",") if f)
+    volumes = None
+    if args.signal_fault_volumes is not None:
+        try:
+            volumes = [int(v) for v in args.signal_fault_volumes.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(
+                f"--signal-fault-volumes {args.signal_fault_volumes!r} must be a comma list of volume indices"
+            ) from None
+    for opt, value in (
+        ("--spike-factor", args.spike_factor),
+        ("--slice-factor", args.slice_factor),
+        ("--step-factor", args.step_factor),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{opt} {value:g} must be a positive factor")
+    if not 0.0 <= args.signal_fault_rate <= 1.0:
+        raise UsageError(f"--signal-fault-rate {args.signal_fault_rate:g} must be between 0 and 1")
+    try:
+        return SignalFaults(
+            kinds,
+            rate=args.signal_fault_rate if kinds else 0.0,
+            volumes=volumes,
+            spike_factor=args.spike_factor,
+            slice_factor=args.slice_factor,
+            step_factor=args.step_factor,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--signal-faults: {exc}") from None

@@ -17,7 +17,14 @@ Faults, each drawn per volume with probability ``fault_rate`` (seeded), exercise
 ``delay``       the volume is written late (``delay_trs`` TRs after its slot)
 ==============  =====================================================================================
 
-Every fault injected is listed in ``<out_dir>_faults.tsv`` beside the watched folder (and in :attr:`ScannerEmulator.faults`).
+Signal faults (``signal_faults``, :class:`service.scanner.signal.SignalFaults`: ``spike``, ``slice-spike``,
+``slice-dropout``, ``zero``, ``step``) change the data of a volume before it is written, so every format carries
+them; see :mod:`service.scanner.signal` for their sizes and what is written.
+
+Every fault injected is listed in ``<out_dir>_faults.tsv`` beside the watched folder (and in
+:attr:`ScannerEmulator.injected`): ``volume``, ``acquisition``, ``fault``, ``file``, and when the replay injected
+signal faults also ``slice`` (slice faults), ``magnitude`` (the factor) and ``quantum`` (the value of one stored
+unit of that volume: the DICOM rescale slope, 0 for float32 NIfTI), ``n/a`` where they do not apply.
 The emulator can also replay the run's events (``events.tsv`` rows) to the service as ``event`` messages at
 their times, and announces the trigger time of the first volume, so the service's trial mode works in
 simulation exactly as in the scanner.
@@ -35,21 +42,27 @@ from typing import Any
 import numpy as np
 
 from service import protocol
+from service.scanner import signal
+from service.scanner.signal import SIGNAL_FAULT_KINDS, SignalFault, SignalFaults
 from service.scanner.writers import FORMATS, write_bytes, write_volume
 
-__all__ = ["FAULT_KINDS", "ReplayFault", "ScannerEmulator", "volume_file_name"]
+__all__ = ["FAULT_KINDS", "SIGNAL_FAULT_KINDS", "ReplayFault", "ScannerEmulator", "SignalFaults", "volume_file_name"]
 
 FAULT_KINDS = ("truncate", "corrupt", "drop", "reorder", "duplicate", "delay")
 
 
 @dataclass(frozen=True)
 class ReplayFault:
-    """One fault the emulator injected: the volume (0-based index in the run), its acquisition number, the kind."""
+    """One fault the emulator injected: the volume (0-based index in the run), its acquisition number, the kind,
+    the file; for a signal fault also the slice (slice faults), the factor and the volume's stored quantum."""
 
     volume: int
     acquisition: int
     kind: str
     path: str = ""
+    slice: int | None = None
+    magnitude: float | None = None
+    quantum: float | None = None
 
 
 def volume_file_name(fmt: str, acquisition: int, series_number: int = 1) -> str:
@@ -98,6 +111,9 @@ class ScannerEmulator:
         Rows of the run's ``events.tsv`` (``onset``, ``duration``, ``trial_type``, ``stim_file``); sent as
         ``event`` messages to ``event_address`` at ``t0 + onset / speed``, after a ``trigger`` event at t0.
     seed : int
+    signal_faults : SignalFaults, optional
+        Signal faults to apply to the data (see :mod:`service.scanner.signal`); a volume drawn by rate gets at
+        most one fault, file or signal.
     series_number : int
     start_volume : int
         First volume to write (to continue an interrupted replay).
@@ -122,6 +138,7 @@ class ScannerEmulator:
     delay_trs: float = 1.5
     scale_to_int16: bool = True
     patient: dict[str, str] | None = None
+    signal_faults: SignalFaults | None = None
     written: list[tuple[int, float, list[Path]]] = field(default_factory=list, init=False)
     injected: list[ReplayFault] = field(default_factory=list, init=False)
     trigger_time: float | None = field(default=None, init=False)
@@ -154,6 +171,8 @@ class ScannerEmulator:
         self._thread: threading.Thread | None = None
         self._ctx: Any = None
         self._push: Any = None
+        self._signal: dict[int, SignalFault] | None = None
+        self._gains: np.ndarray | None = None
 
     # -- player interface ---------------------------------------------------------------------------------
 
@@ -224,6 +243,18 @@ class ScannerEmulator:
         jobs.sort(key=lambda j: (j.due, j.volume, j.copy))
         return jobs
 
+    def signal_plan(self) -> dict[int, SignalFault]:
+        """The signal faults by volume, deterministic from the seed (empty without ``signal_faults``)."""
+        if self._signal is None:
+            sf = self.signal_faults
+            if sf is None or not sf.active:
+                self._signal = {}
+            else:
+                busy = {j.volume for j in self.plan() if j.fault is not None}
+                self._signal = sf.plan(self.data, self.seed, self.start_volume, busy)
+            self._gains = signal.gains(self._signal, self.n_volumes)
+        return self._signal
+
     def _run(self) -> None:
         try:
             self._run_inner()
@@ -237,6 +268,7 @@ class ScannerEmulator:
 
     def _run_inner(self) -> None:
         jobs = self.plan()
+        self.signal_plan()
         events = sorted(self.events or (), key=lambda e: float(e["onset"]))
         push = None
         if self.event_address and self.events is not None:
@@ -305,11 +337,17 @@ class ScannerEmulator:
         vol = np.asarray(self.data[..., k], dtype=np.float32)
         if scale is not None and scale != 1.0:
             vol = np.rint(vol * scale)
+        sig = self.signal_plan().get(k)
+        if sig is not None or self._gains[k] != 1.0:
+            integral = self.fmt != "nifti" and bool(np.all(vol == np.rint(vol)))
+            vol = signal.apply(vol, sig, float(self._gains[k]), integral)
         name = volume_file_name(self.fmt, acq, self.series_number)
         if job.copy:
             name = name.replace(f"{acq:06d}", f"{acq:06d}_dup")
         target = self.out_dir / name
         fault = job.fault
+        if sig is not None and not job.copy:
+            self._record_signal(sig, acq, target, vol)
         if fault == "drop":
             self._record(job, acq, target)
             return
@@ -360,9 +398,27 @@ class ScannerEmulator:
     def _record(self, job: _Job, acq: int, target: Path) -> None:
         self.injected.append(ReplayFault(job.volume, acq, job.fault or "", str(target.name)))
 
+    def _record_signal(self, sig: SignalFault, acq: int, target: Path, vol: np.ndarray) -> None:
+        quantum = 0.0
+        if self.fmt != "nifti":  # the value of one stored unit, as the writers will store this volume
+            from service.dicom.build import to_stored
+
+            stored = to_stored(vol, self.vendor)
+            quantum = 1.0 / stored.philips_ss if stored.philips_ss else stored.slope
+        self.injected.append(ReplayFault(sig.volume, acq, sig.kind, target.name, sig.slice, sig.magnitude, quantum))
+
     def _write_fault_log(self) -> None:
         if not self.injected:
             return
         lines = ["volume\tacquisition\tfault\tfile"]
-        lines += [f"{f.volume}\t{f.acquisition}\t{f.kind}\t{f.path}" for f in self.injected]
+        if any(f.kind in SIGNAL_FAULT_KINDS for f in self.injected):  # the file-fault log keeps its columns
+            lines[0] += "\tslice\tmagnitude\tquantum"
+            lines += [f"{f.volume}\t{f.acquisition}\t{f.kind}\t{f.path}\t{_na(f.slice)}\t{_na(f.magnitude)}"
+                      f"\t{_na(f.quantum)}" for f in self.injected]  # fmt: skip
+        else:
+            lines += [f"{f.volume}\t{f.acquisition}\t{f.kind}\t{f.path}" for f in self.injected]
         (self.out_dir.parent / f"{self.out_dir.name}_faults.tsv").write_text("\n".join(lines) + "\n")
+
+
+def _na(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.10g}"
