@@ -198,6 +198,7 @@ class Heartbeat:
         self.times: dict[str, float] = {}
 
     def __call__(self, msg: str) -> None:
+        """Log ``msg`` and restart the silence clock."""
         with self._lock:
             self._last = time.monotonic()
         self._log(msg)

@@ -28,6 +28,7 @@ KINDS = ("latent", "pixel", "perceptual")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The fit preset, an existing twin or face space to reuse, and where the work goes."""
     p.add_argument("--config", default="fit-paper", help="fit preset or TOML file (default fit-paper)")
     p.add_argument("--bids", type=Path, help="an existing twin or BIDS data set (default: simulate one)")
     p.add_argument("--vaegan", type=Path, help="an existing face space (default: train one)")
@@ -54,6 +55,8 @@ def _child(argv: list[str]) -> tuple[int, float, float, str, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Prepare the twin and face space (unless given), run ``fmriface fit`` once and report its wall time, peak
+    memory, per-step times and scores."""
     work = args.work or Path(tempfile.mkdtemp(prefix="fmriface-bench-fit-"))
     work.mkdir(parents=True, exist_ok=True)
     prepare_s: dict[str, float] = {}

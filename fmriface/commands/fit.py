@@ -23,6 +23,7 @@ from fmriface.config import config_to_dict, load_config, resolve_config
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fit the mapping on a BIDS data set and write the bundle and its report; 0 on success."""
     from service.preprocess import ESTIMATORS
 
     p = parser("fit", __doc__)

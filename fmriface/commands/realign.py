@@ -15,7 +15,8 @@ motion within the session (the offset taken out), and the realigned run is writt
 (one interpolation). A registration that fails (no overlap, an empty or constant volume, a flipped slab) is
 refused with what was measured.
 
-examples:
+Examples
+--------
   fmriface realign sub-01_task-faces_run-01_bold.nii.gz --out qc/run-01
   fmriface realign run.nii.gz --reference-volume 0 --out qc/run --write-realigned
   fmriface realign run.nii.gz --reference bundle/reference.nii.gz --mask brain_mask.nii.gz --out qc/run
@@ -71,6 +72,8 @@ class _Run:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Realign one run (to its mean, a volume of its own or a reference) and write motion.tsv, FD and the
+    realigned run where asked; 0 on success."""
     args = _parse_args(argv)
 
     from fmriface.config import load_config, resolve_config

@@ -93,6 +93,7 @@ class RealignedRun:
 
     @property
     def n_volumes(self) -> int:
+        """Volumes in the run."""
         return self.x.shape[0]
 
 

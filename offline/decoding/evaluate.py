@@ -68,6 +68,7 @@ class PairwiseResult:
     p_value: float
 
     def as_dict(self) -> dict:
+        """The JSON record of the score (accuracy, each item's, the item count)."""
         return {
             "accuracy": self.accuracy,
             "per_item": [round(float(v), 4) for v in self.per_item],

@@ -243,6 +243,7 @@ class TargetFactors:
 
     @classmethod
     def of(cls, zc: np.ndarray, rank_tol: float = 1e-10) -> TargetFactors:
+        """The thin SVD of centred targets ``zc`` [N, L], its rank cut at ``rank_tol`` of the largest value."""
         zc = np.asarray(zc, dtype=np.float64)
         n, latent = zc.shape
         tol = max(rank_tol, 1e-12)
@@ -265,6 +266,7 @@ class TargetFactors:
         return self.s.size if k <= 0 or k >= self.s.size else k
 
     def truncated(self, k: int) -> TargetFactors:
+        """The factors of the leading ``k`` directions (fewer where the rank is lower)."""
         r = self.rank(k)
         return TargetFactors(self.u[:, :r], self.s[:r], self.vt[:r])
 

@@ -44,10 +44,12 @@ class ReleasedDecoder:
 
     @property
     def latent_size(self) -> int:
+        """Latent dimensions the decoder predicts (the weights' rows less the bias)."""
         return self.w.shape[0] - 1
 
     @property
     def n_voxels(self) -> int:
+        """Voxels a pattern has."""
         return self.w.shape[1]
 
     def decode(self, patterns: np.ndarray) -> np.ndarray:

@@ -69,6 +69,7 @@ class Selection:
     n_splits: int = 0  # outer folds of auto's nested cross-validation (0: none was run)
 
     def summary(self) -> dict:
+        """The JSON record of the selection (method, k, voxels kept, cross-validation, outer folds)."""
         out = {"method": self.method, "k": self.k, "n_voxels": int(self.index.sum()), "cv": self.cv}
         return {**out, "n_splits": self.n_splits} if self.n_splits else out
 

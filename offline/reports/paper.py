@@ -213,6 +213,7 @@ def repeats_figure(path: Path, ev: dict) -> bool:
 
 
 def ablations_figure(path: Path, summary: dict) -> bool:
+    """Plot the ablation ladder into ``path``; False (nothing written) when fewer than three rungs were scored."""
     rows = summary.get("ablations") or []
     if len(rows) < 3:
         return False

@@ -59,6 +59,7 @@ class Feedback:
         self._recent.clear()
 
     def clear_target(self) -> None:
+        """Forget the neurofeedback target and the recent correlations."""
         self.target_ = None
         self.target_source_ = {}
         self._recent.clear()

@@ -88,6 +88,7 @@ class AppendNpy:
         return np.load(self.path)
 
     def close(self) -> None:
+        """Flush and close the file (idempotent)."""
         if self._f is not None:
             self._f.flush()
             self._f.close()

@@ -189,6 +189,7 @@ class Authenticator:
             return self._judged.wait_for(lambda: self.accepted >= accepted and self.refused >= refused, timeout)
 
     def start(self) -> Authenticator:
+        """Start ZeroMQ's authenticator thread with the allowed keys."""
         from zmq.auth.thread import ThreadAuthenticator
 
         self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("service.live.security.zap"))
@@ -197,6 +198,7 @@ class Authenticator:
         return self
 
     def stop(self) -> None:
+        """Stop the authenticator thread (idempotent)."""
         if self._auth is not None:
             self._auth.stop()
             self._auth = None

@@ -277,6 +277,7 @@ class Allocation:
     sha256: str
 
     def record(self) -> dict[str, Any]:
+        """What the run's manifest records of the allocation (the file's hash, the participant, the condition)."""
         return {"file_sha256": self.sha256, "participant": self.participant, "condition": self.condition}
 
 

@@ -118,6 +118,7 @@ def setup_logging(json_log: bool = False, level: int = logging.INFO) -> None:
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python and the packages the service runs on, for the run's manifest."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
@@ -242,6 +243,7 @@ def limit_blas(threads: int) -> Any:
 
 
 def config_record(cfg: ServeConfig) -> dict[str, Any]:
+    """The serve config as the run's manifest records it (paths as strings)."""
     from dataclasses import fields
 
     out = {}

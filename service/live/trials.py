@@ -177,6 +177,7 @@ class TrialBook:
             raise ValueError("a target event needs a stim_id or an image payload")
 
     def set_target(self, latent: np.ndarray, source: dict[str, Any]) -> None:
+        """Make ``latent`` the neurofeedback target (``source`` says where it came from) and save the state."""
         self.feedback.set_target(latent, source)
         self._save_state()
         log.info("neurofeedback target set: %s", source)
