@@ -12,6 +12,14 @@ measured from the rename to the frame being sent (header ``t.sent``), and per st
 sampled from the twin's templates on that grid; ``serve`` registers it at its first volume, which the warm-up
 leaves out), one after the other: the cross-grid cost per volume, side by side.
 
+``--matrix 64x64x36,104x104x72`` runs it on each acquisition matrix, one after the other (``--tr 2,0.8``: one TR per
+matrix, or one for all): the field of view stays the twin's (192 x 192 x 126 mm), so 104x104x72 is a 1.85 x 1.85 x
+1.75 mm grid (a modern 2 mm multiband protocol's matrix), and the mask keeps its size in mm^3: ``--voxels`` mask
+voxels at 3 x 3 x 3.5 mm, scaled by the voxel volume (5,000 -> about 26,400 at 104x104x72). ``--format slices``
+writes one file per slice (Siemens XA interoperability), renamed in back to back; the latency counts from its last
+slice's rename. Besides rename -> sent, each run gives the service's own ``file_ready`` -> sent (``ready_*``; for
+slices ``file_ready`` is when the watcher saw the volume's first slice).
+
 ``--browsers 0,3`` runs the whole benchmark once per count, one after another: with ``N`` > 0 an ``fmriface
 dashboard`` (its own process) subscribes to the service's stream and ``N`` headless Chromium browsers show its
 page throughout (``fmriface.benchmarks.dashboard.attach_pages``); ``side_by_side`` lists each run's figures.
@@ -35,10 +43,19 @@ from fmriface.common import free_address, progress, write_toml
 def add_arguments(p) -> None:
     """Add this benchmark's options to the parser of ``fmriface bench service``."""
     p.add_argument("--n-paced", type=int, default=200, help="volumes of the TR-paced run")
-    p.add_argument("--tr", type=float, default=0.15, help="TR of the paced run (s)")
+    p.add_argument("--tr", default="0.15", help="TR of the paced run (s); a comma list gives one per --matrix (0.15)")
     p.add_argument("--n-asap", type=int, default=400, help="volumes of the as-fast-as-possible run")
-    p.add_argument("--voxels", type=int, default=5000, help="mask voxels")
-    p.add_argument("--format", default="mosaic", choices=("mosaic", "enhanced", "nifti"), help="scanner file format")
+    p.add_argument(
+        "--voxels", type=int, default=5000, help="mask voxels at 3 x 3 x 3.5 mm (scaled with the voxel size)"
+    )
+    p.add_argument(
+        "--matrix",
+        default="64x64x36",
+        help="acquisition matrix XxYxZ, a comma list run one after another (64x64x36,104x104x72: side by side)",
+    )
+    p.add_argument(
+        "--format", default="mosaic", choices=("mosaic", "enhanced", "slices", "nifti"), help="scanner file format"
+    )
     p.add_argument("--decoder", default="small-64", choices=("small-64", "matmul"), help="decoder.onnx to use")
     p.add_argument("--warmup", type=int, default=5, help="first volumes of each run left out of the statistics")
     p.add_argument(
@@ -95,14 +112,16 @@ def _other_session() -> tuple[np.ndarray, np.ndarray]:
     return draw_rigid(rng, 10.0, 10.0, low=0.5), draw_rigid(rng, 10.0, 8.0, low=0.5)
 
 
-def _make_other_grid_run(walk: np.ndarray, shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _make_other_grid_run(
+    walk: np.ndarray, shape: tuple[int, int, int], seed: int, voxel: tuple[float, float, float] = (3.0, 3.0, 3.5)
+) -> tuple[np.ndarray, np.ndarray]:
     """The same head-motion walk in a later session: volumes sampled from the twin's templates on that session's
     own grid (not resampled from the bundle's), with the head at its pose; returns (volumes, the grid's affine)."""
     from offline.twin.anatomy import anatomy_on_grid, scanner_affine
     from service.motion import params_from_matrix, rigid_matrix
 
     head, slab = _other_session()
-    affine = rigid_matrix(slab) @ scanner_affine(shape, (3.0, 3.0, 3.5))
+    affine = rigid_matrix(slab) @ scanner_affine(shape, voxel)
     rng = np.random.default_rng(seed)
     vols = np.empty((len(walk), *shape), np.float32)
     with progress(total=len(walk), desc="other-grid run", unit="vol") as bar:
@@ -113,7 +132,8 @@ def _make_other_grid_run(walk: np.ndarray, shape: tuple[int, int, int], seed: in
     return np.clip(vols, 0, None), affine
 
 
-def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Path, series: int) -> list[Path]:
+def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Path, series: int) -> list[list[Path]]:
+    """Each volume's files (one, or one per slice), written in ``folder`` to be renamed into the watched folder."""
     from service.scanner.replay import volume_file_name
     from service.scanner.writers import write_volume
 
@@ -122,14 +142,13 @@ def _stage(vols: np.ndarray, affine: np.ndarray, tr: float, fmt: str, folder: Pa
     for k, v in enumerate(vols):
         path = folder / volume_file_name(fmt, k + 1, series)
         data = np.rint(v) if fmt != "nifti" else v
-        write_volume(data, affine, path, fmt, acquisition=k + 1, tr=tr, series_number=series)
-        paths.append(path)
+        paths.append(write_volume(data, affine, path, fmt, acquisition=k + 1, tr=tr, series_number=series))
     return paths
 
 
 def _serve_phase(
     bundle: Path,
-    staged: list[Path],
+    staged: list[list[Path]],
     watch: Path,
     runs: Path,
     tr: float,
@@ -179,11 +198,13 @@ def _serve_phase(
 
         def writer() -> None:
             t0 = time.time() + 0.2
-            for k, path in enumerate(staged):
+            for k, paths in enumerate(staged):
                 if paced:
                     time.sleep(max(0.0, t0 + k * tr - time.time()))  # absolute schedule
-                renamed[k] = time.time()  # the file is complete in the watched folder from the rename on
-                os.replace(path, watch / path.name)
+                for path in paths[:-1]:  # slices: back to back, in slice order, as a scanner exports them
+                    os.replace(path, watch / path.name)
+                renamed[k] = time.time()  # the volume is complete in the watched folder from its last rename on
+                os.replace(paths[-1], watch / paths[-1].name)
 
         wthread = threading.Thread(target=writer, name="scanner", daemon=True)
         wthread.start()
@@ -242,7 +263,8 @@ def _analyse(phase: dict[str, Any], warmup: int) -> dict[str, Any]:
     lat = np.array([1000 * (t["sent"] - t["renamed"]) for t in rows])
     stages = {name: _pct(np.array([1000 * (t[b] - t[a]) for t in rows])) for name, a, b in _STAGES}
     stages["subscriber"] = _pct(np.array([1000 * (t["received"] - t["sent"]) for t in rows]))
-    return {"latency": _pct(lat), "stages": stages, "n": len(rows)}
+    ready = _pct(np.array([1000 * (t["sent"] - t["file_ready"]) for t in rows]))
+    return {"latency": _pct(lat), "ready_latency": ready, "stages": stages, "n": len(rows)}
 
 
 def _browser_counts(text: str) -> list[int]:
@@ -279,6 +301,8 @@ def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers:
         "volumes_per_s": round(len(asap["frames"]) / (last_sent - first), 1),
         "asap_p50_ms": a["latency"]["p50"],
         "asap_p99_ms": a["latency"]["p99"],
+        "ready_p50_ms": p["ready_latency"]["p50"],
+        "ready_p99_ms": p["ready_latency"]["p99"],
     }
     if browsers:
         out["page_frames"] = {"paced": paced["pages"].get("page_frames"), "asap": asap["pages"].get("page_frames")}
@@ -290,78 +314,142 @@ def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers:
     return out
 
 
+#: The twin's field of view (mm): 64x64x36 at 3 x 3 x 3.5 mm; every --matrix keeps it.
+TWIN_FOV_MM = (192.0, 192.0, 126.0)
+#: The voxel volume (mm^3) that --voxels counts mask voxels at.
+TWIN_VOXEL_MM3 = 3.0 * 3.0 * 3.5
+
+
+def _matrix_list(text: str) -> list[tuple[int, int, int]]:
+    from fmriface.common import UsageError
+
+    try:
+        matrices = [tuple(int(n) for n in m.lower().split("x")) for m in text.split(",") if m.strip()]
+    except ValueError:
+        matrices = []
+    if not matrices or any(len(m) != 3 or min(m) < 8 or max(m) > 512 for m in matrices):
+        raise UsageError(f"--matrix must be a comma list like 64x64x36,104x104x72 (8 to 512 each); got {text!r}")
+    return matrices  # type: ignore[return-value]
+
+
+def _tr_list(text: str, n: int) -> list[float]:
+    from fmriface.common import UsageError
+
+    try:
+        trs = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        trs = []
+    if len(trs) == 1:
+        trs *= n
+    if len(trs) != n or not all(np.isfinite(t) and t > 0 for t in trs):
+        raise UsageError(f"--tr must be one positive TR or one per --matrix ({n}); got {text!r}")
+    return trs
+
+
+def voxel_size(matrix: tuple[int, int, int]) -> tuple[float, float, float]:
+    """The voxel size (mm) of ``matrix`` over the twin's field of view (64x64x36 -> 3 x 3 x 3.5 mm)."""
+    return tuple(f / n for f, n in zip(TWIN_FOV_MM, matrix))  # type: ignore[return-value]
+
+
+def mask_voxels(voxels: int, voxel: tuple[float, float, float]) -> int:
+    """The mask voxels of the same volume of cortex as ``voxels`` voxels of 3 x 3 x 3.5 mm."""
+    return max(1, round(voxels * TWIN_VOXEL_MM3 / float(np.prod(voxel))))
+
+
+def _prepare(matrix, args, work: Path, onnx, grids: list[str]) -> dict[str, Any]:
+    """One matrix's bundle (in ``work``) and runs: the anatomy on its grid, the head-motion walk, a later session's."""
+    from fmriface.benchmarks.synth import make_bundle
+    from offline.twin import make_anatomy
+
+    onnx_dir, latent, size = onnx
+    voxel = voxel_size(matrix)
+    anatomy = make_anatomy(matrix, voxel)
+    n_mask = mask_voxels(args.voxels, voxel)
+    make_bundle(work, n_voxels=n_mask, latent_size=latent, image_size=size, tr=2.0, anatomy=anatomy, onnx_dir=onnx_dir)
+    vols, walk = _make_run(anatomy[0], anatomy[1], args.n_paced + args.n_asap, seed=0)
+    runs_of = {"same": (vols, anatomy[1])}
+    if "other" in grids:
+        runs_of["other"] = _make_other_grid_run(walk, anatomy[0].shape, seed=0, voxel=voxel)
+    return {"bundle": work, "runs_of": runs_of, "voxel": voxel, "mask_voxels": n_mask}
+
+
 def run(args) -> dict[str, Any]:
     """Run the paced and the as-fast-as-possible runs through ``fmriface serve``; returns latency and throughput."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    from fmriface.benchmarks.synth import make_bundle
-    from offline.twin import make_anatomy
 
     grids, browsers = _grid_list(args.grids), _browser_counts(args.browsers)  # refused before any work
+    matrices = _matrix_list(args.matrix)
+    trs = _tr_list(args.tr, len(matrices))
     work = Path(tempfile.mkdtemp(prefix="fmriface-bench-service-"))
     try:
-        anatomy = make_anatomy((64, 64, 36), (3.0, 3.0, 3.5))
-        onnx_dir, latent, size = _decoder_files(args.decoder, work / "onnx")
-        bundle = work / "bundle"
-        make_bundle(
-            bundle, n_voxels=args.voxels, latent_size=latent, image_size=size, tr=2.0, anatomy=anatomy,
-            onnx_dir=onnx_dir,
-        )  # fmt: skip
-        vols, walk = _make_run(anatomy[0], anatomy[1], args.n_paced + args.n_asap, seed=0)
-        runs_of = {"same": (vols, anatomy[1])}
-        if "other" in grids:
-            runs_of["other"] = _make_other_grid_run(walk, anatomy[0].shape, seed=0)
+        onnx = _decoder_files(args.decoder, work / "onnx")
         side: list[dict[str, Any]] = []
-        plan = [(n, g) for n in browsers for g in grids]
-        for i, (n_browsers, grid) in enumerate(plan):
-            tag = "" if i == 0 else f"-{i}"  # each run its own staged files, watched folder and run id
-            data, aff = runs_of[grid]
-            paced_files = _stage(data[: args.n_paced], aff, args.tr, args.format, work / f"stage-paced{tag}", 1)
-            asap_files = _stage(data[args.n_paced :], aff, args.tr, args.format, work / f"stage-asap{tag}", 2)
-            runs = work / "runs"
-            nice = args.browser_nice
-            paced = _serve_phase(bundle, paced_files, work / f"watch-paced{tag}", runs, args.tr, True, n_browsers, nice)
-            asap = _serve_phase(bundle, asap_files, work / f"watch-asap{tag}", runs, args.tr, False, n_browsers, nice)
-            side.append({"grid": grid, **_figures(paced, asap, args.warmup, n_browsers)})
-            if grid == "other":
-                side[-1]["session"] = paced["summary"].get("session")
-            if i == 0:
-                first_paced, first_asap = paced, asap
-        paced, asap = first_paced, first_asap
-        p = _analyse(paced, args.warmup)
-        a = _analyse(asap, args.warmup)
-        return {
-            "p50_ms": p["latency"]["p50"],
-            "p95_ms": p["latency"]["p95"],
-            "p99_ms": p["latency"]["p99"],
-            "volumes_per_s": side[0]["volumes_per_s"],
-            "browsers": side[0]["browsers"],
-            "grid": side[0]["grid"],
-            "browser_nice": args.browser_nice,
-            **({"side_by_side": side} if len(side) > 1 else {}),
-            "stages": p["stages"],
-            "asap": {
-                "latency_ms": a["latency"],
-                "stages": a["stages"],
-                "frames_received": len(asap["frames"]),
-                "volumes_ok": asap["summary"].get("volumes_ok"),
-            },
-            "targets": {"p50_ms": 15.0, "p99_ms": 30.0, "volumes_per_s": 200.0},
-            "setup": {
-                "grid": [64, 64, 36],
-                "mask_voxels": args.voxels,
-                "latent_size": latent,
-                "image": [size, size, 3],
-                "decoder": "small-64 VAE-GAN (untrained weights), ONNX" if onnx_dir else "MatMul+Sigmoid ONNX fixture",
-                "format": args.format,
-                "tr_paced_s": args.tr,
-                "volumes_paced": args.n_paced,
-                "volumes_asap": args.n_asap,
-                "warmup_excluded": args.warmup,
-                "latency": "file renamed into the watched folder -> frame sent (header t.sent)",
-                "cpu_count": os.cpu_count(),
-            },
-            "service_summary_paced": {k: paced["summary"].get(k) for k in ("volumes_ok", "volumes_failed", "sent")},
-        }
+        first: dict[str, Any] = {}
+        i = 0
+        for m, (matrix, tr) in enumerate(zip(matrices, trs)):
+            prep = _prepare(matrix, args, work / ("bundle" if m == 0 else f"bundle-{m}"), onnx, grids)
+            for n_browsers, grid in [(n, g) for n in browsers for g in grids]:
+                tag = "" if i == 0 else f"-{i}"  # each run its own staged files, watched folder and run id
+                i += 1
+                data, aff = prep["runs_of"][grid]
+                paced_files = _stage(data[: args.n_paced], aff, tr, args.format, work / f"stage-paced{tag}", 1)
+                asap_files = _stage(data[args.n_paced :], aff, tr, args.format, work / f"stage-asap{tag}", 2)
+                runs, nice, bundle = work / "runs", args.browser_nice, prep["bundle"]
+                paced = _serve_phase(bundle, paced_files, work / f"watch-paced{tag}", runs, tr, True, n_browsers, nice)
+                asap = _serve_phase(bundle, asap_files, work / f"watch-asap{tag}", runs, tr, False, n_browsers, nice)
+                figures = _figures(paced, asap, args.warmup, n_browsers)
+                side.append({"matrix": "x".join(map(str, matrix)), "tr_s": tr, "grid": grid, **figures})
+                side[-1]["mask_voxels"] = prep["mask_voxels"]
+                side[-1]["ready_p99_pct_of_tr"] = round(figures["ready_p99_ms"] / (10.0 * tr), 2)
+                if grid == "other":
+                    side[-1]["session"] = paced["summary"].get("session")
+                if not first:
+                    first = {"paced": paced, "asap": asap, "matrix": matrix, "tr": tr, **prep}
+        return _result(args, first, side, onnx)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _result(args, first: dict[str, Any], side: list[dict[str, Any]], onnx) -> dict[str, Any]:
+    """The benchmark's output: the first run's figures and stages, every run's side by side."""
+    onnx_dir, latent, size = onnx
+    paced, asap = first["paced"], first["asap"]
+    p = _analyse(paced, args.warmup)
+    a = _analyse(asap, args.warmup)
+    return {
+        "p50_ms": p["latency"]["p50"],
+        "p95_ms": p["latency"]["p95"],
+        "p99_ms": p["latency"]["p99"],
+        "ready_latency_ms": p["ready_latency"],
+        "volumes_per_s": side[0]["volumes_per_s"],
+        "browsers": side[0]["browsers"],
+        "grid": side[0]["grid"],
+        "browser_nice": args.browser_nice,
+        **({"side_by_side": side} if len(side) > 1 else {}),
+        "stages": p["stages"],
+        "asap": {
+            "latency_ms": a["latency"],
+            "stages": a["stages"],
+            "frames_received": len(asap["frames"]),
+            "volumes_ok": asap["summary"].get("volumes_ok"),
+        },
+        "targets": {"p50_ms": 15.0, "p99_ms": 30.0, "volumes_per_s": 200.0},
+        "setup": {
+            "grid": list(first["matrix"]),
+            "voxel_mm": [round(v, 3) for v in first["voxel"]],
+            "mask_voxels": first["mask_voxels"],
+            "latent_size": latent,
+            "image": [size, size, 3],
+            "decoder": "small-64 VAE-GAN (untrained weights), ONNX" if onnx_dir else "MatMul+Sigmoid ONNX fixture",
+            "format": args.format,
+            "tr_paced_s": first["tr"],
+            "volumes_paced": args.n_paced,
+            "volumes_asap": args.n_asap,
+            "warmup_excluded": args.warmup,
+            "latency": "file renamed into the watched folder -> frame sent (header t.sent); ready_latency_ms: "
+            "file_ready (the watcher saw the volume complete) -> sent",
+            "cpu_count": os.cpu_count(),
+        },
+        "service_summary_paced": {k: paced["summary"].get(k) for k in ("volumes_ok", "volumes_failed", "sent")},
+    }

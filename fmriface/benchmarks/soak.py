@@ -7,7 +7,15 @@ acquisition must be accounted for in the run's ``volumes.jsonl`` as its fault pr
 corrupt, duplicate, late), frames must have left in order with ``seq`` without gaps, and the service's
 resident memory may grow by less than 50 MB between the end of warm-up and the end of the run.
 
-Keys: ``volumes``, ``faults`` (injected, by kind), ``accounted`` (bool), ``memory_growth_mb``, ``per_status``,
+Signal faults (``--signal-fault-rate``, 2% by default; :mod:`service.scanner.signal`: a x100 volume, a x10 or a
+dropped slice, an all-zero volume, a 5% step) go into well-formed files on volumes without a file fault. The soak
+injects them and reports them: how many of each kind, and what ``volumes.jsonl`` says of each (``ok`` until the
+service checks the signal); where the records carry ``qa`` (``qa.censored``), how many of each kind were censored
+and how many clean volumes were.
+
+Keys: ``volumes``, ``faults`` (file faults injected, by kind), ``signal_faults`` (by kind), ``signal_outcomes``
+(kind -> record label -> count), ``signal_censored`` (kind -> count, ``clean`` for the others; None without
+``qa`` records), ``accounted`` (bool), ``memory_growth_mb``, ``per_status``,
 ``frames`` (received), ``frames_in_order``, ``seq_gaps``, ``volumes_per_s``, ``rss_mb`` (start/end/peak),
 ``service_alive_until_end``, ``summary`` (the service's end-of-run summary), ``problems`` (what failed).
 """
@@ -35,6 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add this benchmark's options to the parser of ``fmriface bench soak``."""
     p.add_argument("--volumes", type=int, default=2000, help="volumes in the run (default 2000)")
     p.add_argument("--fault-rate", type=float, default=0.05, help="probability of a fault per volume (0.05)")
+    p.add_argument(
+        "--signal-fault-rate",
+        type=float,
+        default=0.02,
+        help="probability of a signal fault (spike, slice-spike, slice-dropout, zero, step) per volume (0.02)",
+    )
     p.add_argument("--rate", type=float, default=100.0, help="volumes written per second (default 100)")
     p.add_argument("--format", default="mosaic", choices=["mosaic", "enhanced", "slices", "nifti"])
     p.add_argument("--vendor", default="siemens", choices=["siemens", "ge", "philips"], help="whose export layout")
@@ -59,6 +73,7 @@ def soak(
     say=None,
     vendor: str = "siemens",
     bad_files: int = 0,
+    signal_fault_rate: float = 0.02,
 ) -> dict[str, Any]:
     """Run the soak in ``workdir`` (created); returns the result dict (see the module docstring)."""
     from fmriface.benchmarks.soak_harness import (
@@ -71,7 +86,7 @@ def soak(
         wait_until,
     )
     from fmriface.benchmarks.synth import make_bundle
-    from service.scanner.replay import FAULT_KINDS, ScannerEmulator
+    from service.scanner.replay import FAULT_KINDS, SIGNAL_FAULT_KINDS, ScannerEmulator, SignalFaults
 
     say = say or (lambda msg: None)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +130,7 @@ def soak(
             faults=FAULT_KINDS,
             fault_rate=fault_rate,
             seed=seed,
+            signal_faults=SignalFaults(SIGNAL_FAULT_KINDS, rate=signal_fault_rate),
         )
         t0 = time.monotonic()
         bar = progress(total=n_volumes, desc="soak", unit="vol")
@@ -148,11 +164,13 @@ def soak(
     if rc != 0:
         problems.append(f"serve exited with status {rc}")
 
-    faults = {f.acquisition: f.kind for f in emu.injected}
+    faults = {f.acquisition: f.kind for f in emu.injected if f.kind in FAULT_KINDS}
+    signal_faults = {f.acquisition: f.kind for f in emu.injected if f.kind in SIGNAL_FAULT_KINDS}
     records = read_jsonl(runs / "soak" / "volumes.jsonl")
     bad_records = [r for r in records if str(r.get("file", "")).startswith(BadFiles.PREFIX)]
     records = [r for r in records if not str(r.get("file", "")).startswith(BadFiles.PREFIX)]
     acc = account(records, n_volumes, faults)
+    signal = signal_report(records, signal_faults)
     frames = collector.frames()
     vols = [f["volume"] for f in frames]
     seqs = [f["seq"] for f in frames]
@@ -180,6 +198,10 @@ def soak(
         "volumes": n_volumes,
         "faults": dict(sorted(Counter(faults.values()).items())),
         "faults_total": len(faults),
+        "signal_faults": dict(sorted(Counter(signal_faults.values()).items())),
+        "signal_faults_total": len(signal_faults),
+        "signal_fault_rate": signal_fault_rate,
+        **signal,
         "fault_rate": fault_rate,
         "format": fmt,
         "accounted": acc.accounted,
@@ -206,8 +228,42 @@ def soak(
         "bad_file_records": len(bad_records),
         "problems": problems,
     }
-    say(f"soak: {result['volumes_ok']} ok of {n_volumes}, {len(faults)} faults, growth {growth} MB")
+    say(
+        f"soak: {result['volumes_ok']} ok of {n_volumes}, {len(faults)} file faults, {len(signal_faults)} signal "
+        f"faults, growth {growth} MB"
+    )
     return result
+
+
+def signal_report(records: list[dict[str, Any]], signal_faults: dict[int, str]) -> dict[str, Any]:
+    """What the run records say of the signal-faulted acquisitions (``signal_faults``: acquisition -> kind).
+
+    ``signal_outcomes``: kind -> record label (``ok``, ``error``, a skip kind) -> count. ``signal_censored``: kind
+    -> how many of its volumes the service censored (``qa.censored``), and ``clean`` -> how many volumes without a
+    signal fault it censored; None while the records carry no ``qa``.
+    """
+    from fmriface.benchmarks.soak_harness import acquisition_of_file, record_label
+
+    # TODO(issue 27): once the service's QA writes ``qa`` records, the soak should require every spike, zero,
+    # slice-spike and slice-dropout volume censored (a step: the volume of the step) and clean volumes censored
+    # at most at the false-positive rate, and add a problem otherwise; today it only reports.
+    outcomes: dict[str, Counter] = {}
+    censored: Counter = Counter()
+    has_qa = False
+    for rec in records:
+        acq = rec.get("acquisition", acquisition_of_file(rec.get("file")))
+        kind = signal_faults.get(int(acq)) if acq is not None else None
+        if kind is not None:
+            outcomes.setdefault(kind, Counter())[record_label(rec)] += 1
+        qa = rec.get("qa")
+        if isinstance(qa, dict):
+            has_qa = True
+            if qa.get("censored"):
+                censored[kind or "clean"] += 1
+    return {
+        "signal_outcomes": {k: dict(sorted(v.items())) for k, v in sorted(outcomes.items())},
+        "signal_censored": dict(sorted(censored.items())) if has_qa else None,
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -216,6 +272,8 @@ def run(args: argparse.Namespace) -> dict:
         raise UsageError("--volumes must be at least 20")
     if not 0.0 <= args.fault_rate <= 1.0 or args.rate <= 0:
         raise UsageError("--fault-rate must be in [0, 1] and --rate positive")
+    if not 0.0 <= args.signal_fault_rate <= 1.0:
+        raise UsageError("--signal-fault-rate must be in [0, 1]")
 
     def soak_in(folder: Path) -> dict:
         return soak(
@@ -227,6 +285,7 @@ def run(args: argparse.Namespace) -> dict:
             args.seed,
             vendor=args.vendor,
             bad_files=args.bad_files,
+            signal_fault_rate=args.signal_fault_rate,
         )
 
     if args.keep is not None:
