@@ -47,7 +47,8 @@ _OPTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the service until the run ends and print its run id, run folder and summary as one JSON line."""
+    """Run the service until the run ends and print its run id, run folder and summary as one JSON line; returns
+    0, or 1 when the run stopped by an error (records that cannot be written, the watch folder gone)."""
     p = parser("serve", __doc__)
     p.add_argument("--config", help="TOML file or preset name (serve-demo, serve-tiny); options override it")
     for opt, (_, typ, help_) in _OPTIONS.items():
@@ -76,4 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(cfg).start()
     summary = service.run()
     print(json.dumps({"run_id": service.runlog_.run_id, "run_dir": str(service.run_dir_), **summary}))
+    if service.error_ is not None:  # a stop by an error is a failure, whatever the run managed before it
+        print(f"fmriface serve: run {service.runlog_.run_id} stopped by an error: {service.error_}", file=sys.stderr)
+        return 1
     return 0

@@ -17,6 +17,8 @@ Layout of ``<root>/<run_id>/``:
                      residual, overlap, time) and the live grid
 ``intake.jsonl``     intake's decisions: which series is followed and why, which are ignored and why
 ``state.json``       sequence counters and the neurofeedback target, rewritten atomically
+``serve.lock``       the one-writer lock (:class:`RunLock`): who holds the run (pid, host, start time)
+``space.reserve``    space held back while the run is open, given up to close it on a full disk
 
 A line is written and flushed after its arrays, so after a crash every line refers to rows that exist; on
 restart rows beyond the last line are dropped and the run goes on with the same numbering. No patient field is
@@ -25,10 +27,12 @@ ever written: records are built from whitelisted keys.
 
 from __future__ import annotations
 
-import csv
+import errno
+import fcntl
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +46,20 @@ from service.live.npy import AppendNpy
 
 log = logging.getLogger("service.runlog")
 
-__all__ = ["RunLog", "ResumeState", "TRIAL_COLUMNS", "EVENT_FIELDS", "read_volumes", "read_records", "RecordError"]
+__all__ = [
+    "RunLog",
+    "RunLock",
+    "RunLockedError",
+    "ResumeState",
+    "TRIAL_COLUMNS",
+    "EVENT_FIELDS",
+    "TSV_FIELD_MAX",
+    "read_volumes",
+    "read_records",
+    "read_records_checked",
+    "read_trials",
+    "RecordError",
+]
 
 TRIAL_COLUMNS = (
     "trial",
@@ -70,6 +87,83 @@ EVENT_FIELDS = (
     "stim_id",
     "trial",
 )
+#: The longest value a ``trials.tsv`` field is written with (longer ones are cut, ending in ``...``): the
+#: inbound limits keep peers' strings far shorter; this bounds what any reader of the table must take.
+TSV_FIELD_MAX = 4096
+#: Bytes held back in ``space.reserve`` while a run is open: on a full disk they are given up so that the
+#: manifest and ``report.md`` can still say how the run ended.
+RESERVE_BYTES = 256 << 10
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run (its :class:`RunLock`); the message names it."""
+
+    user_error = True
+
+
+class RunLock:
+    """One writer per run: an exclusive ``fcntl.flock`` on ``<run>/serve.lock``, held for the writer's lifetime.
+
+    The kernel releases it when the process dies (a SIGKILL too), so a crashed run can be resumed at once, while
+    a second ``serve`` on a run that is being written is refused before it writes anything. The holder writes its
+    pid, host and start time into the file, so the refusal can name it.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run's folder (created if missing).
+    """
+
+    NAME = "serve.lock"
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / self.NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
+
+    def acquire(self) -> RunLock:
+        """Take the lock without waiting; raise :class:`RunLockedError` naming the holder if another has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunLockedError(
+                f"run {self.path.parent} is being written by another process ({_holder_text(holder)}); "
+                "stop that serve first, or pass another --run-id or --runs folder"
+            ) from None
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Let the lock go (the file stays: it names the last holder)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:  # a holder dropped without release (a start that failed in a test)
+        self.release()
+
+
+def _holder_text(raw: str) -> str:
+    try:
+        h = json.loads(raw)
+        return f"pid {h['pid']} on {h['host']}, started {h['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not yet written its name"
 
 
 @dataclass
@@ -126,6 +220,43 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             if n != len(lines):
                 raise RecordError(f"{path} line {n} is not JSON: {exc.msg}") from None
     return out
+
+
+def read_records_checked(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The lines of a JSON-lines record, read without changing the file, and the numbers (1-based) of the lines
+    that are not JSON (a crash's torn last line, or damage): nothing is dropped without being named. The caller
+    says so; :func:`read_records` raises instead where a line other than the last is damaged."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    out: list[dict[str, Any]] = []
+    bad: list[int] = []
+    for n, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad.append(n)
+    return out, bad
+
+
+def read_trials(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a run's ``trials.tsv`` (header, then one row per trial), read without changing the file.
+
+    The writer never quotes (tabs and newlines in a value become spaces), so the table is split on tabs: no
+    field is too large to read and no quote character changes the columns. A torn last line (a crash while it
+    was written) is left out.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw[: raw.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
+    if not lines:
+        return []
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line]
 
 
 def read_volumes(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -196,6 +327,7 @@ class RunLog:
         self.manifest = {"state": "running", **manifest, "run_id": self.run_id}
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         _atomic_json(mpath, self.manifest)
+        self._reserve()
         if (self.dir / "feedback.jsonl").exists():
             _cut_torn_line(self.dir / "feedback.jsonl")
         for name in ("volumes.jsonl", "events.jsonl", "flips.jsonl", "intake.jsonl", "feedback.jsonl"):
@@ -212,8 +344,20 @@ class RunLog:
         if not path.exists():
             return []
         _cut_torn_line(path)
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t"))
+        return read_trials(path)
+
+    def _reserve(self) -> None:
+        """Hold :data:`RESERVE_BYTES` back in ``space.reserve`` (given up by :meth:`release_space`)."""
+        try:
+            with open(self.dir / "space.reserve", "wb") as f:
+                f.write(bytes(RESERVE_BYTES))
+        except OSError as exc:  # a disk already full: the run fails at its first record, and says so
+            log.warning("run %s: no space could be held back for its close: %s", self.run_id, exc.strerror or exc)
+
+    def release_space(self) -> None:
+        """Give up the space held back for the close (``space.reserve``), so the manifest and the report can
+        be written on a disk that filled up during the run."""
+        (self.dir / "space.reserve").unlink(missing_ok=True)
 
     def _line(self, name: str, record: dict[str, Any], sync: bool = False) -> None:
         f = self._files[name]
@@ -275,17 +419,27 @@ class RunLog:
 
     def close(self, summary: dict[str, Any] | None = None, ended: bool = True) -> None:
         """Close the files; the manifest is marked ``ended`` (a later start makes a new run) or ``stopped``
-        (interrupted: a later start with the same run id resumes it)."""
-        for f in self._files.values():
-            f.close()
+        (interrupted, or stopped by an error: a later start with the same run id resumes it).
+
+        The space held back at :meth:`open` is given up first, so a disk that filled up during the run still
+        takes the manifest; a file that cannot be closed (its last buffered write failing) does not keep the
+        manifest from being written, and the first such error is raised after it.
+        """
+        self.release_space()
+        first_error: OSError | None = None
+        for f in [*self._files.values(), self.voxels, self.latents, self.trial_latents]:
+            try:
+                f.close()
+            except OSError as exc:
+                first_error = first_error or exc
         self._files.clear()
-        for arr in (self.voxels, self.latents, self.trial_latents):
-            arr.close()
         if summary is not None:
             self.manifest["summary"] = summary
         self.manifest["state"] = "ended" if ended else "stopped"
         self.manifest["ended" if ended else "stopped"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _atomic_json(self.dir / "manifest.json", self.manifest)
+        if first_error is not None:
+            raise first_error
 
 
 def _tsv(v: Any) -> str:
@@ -293,7 +447,8 @@ def _tsv(v: Any) -> str:
         return "n/a"
     if isinstance(v, float):
         return f"{v:.6f}"
-    return str(v).replace("\t", " ").replace("\n", " ")
+    text = str(v).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= TSV_FIELD_MAX else text[: TSV_FIELD_MAX - 3] + "..."
 
 
 class GuardedRunLog:

@@ -5,6 +5,11 @@ file, target), builds the pipeline once (onnxruntime session warmed up), then ru
 (or intake event) with a short timeout, process it, drain the inbound events and flip acks, send the ``status``
 heartbeat, stop on ``max_volumes``, the idle timeout, SIGINT/SIGTERM or :meth:`Service.stop`. The ``end``
 message carries the run's summary; the records are closed and the manifest marked.
+
+One process writes a run: :meth:`Service.start` takes the run's :class:`~service.live.runlog.RunLock` before it
+builds anything, and holds it until the report is written. A stop by an error (records that cannot be written,
+the watch folder gone, an exception) is :attr:`Service.error_`: the manifest says ``stopped`` with the reason, the
+report says so, and ``fmriface serve`` exits non-zero.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from service.live.decoder import LatentDecoder
 from service.live.outputs import Output, Outputs
 from service.live.pipeline import Pipeline
 from service.live.publisher import Publisher
-from service.live.runlog import RunLog
+from service.live.runlog import RunLock, RunLog
 from service.live.sham import control_condition
 from service.live.startup import (
     StartupError,
@@ -74,7 +79,9 @@ class Service:
         self._extra_outputs = tuple(outputs)
         self._stop = threading.Event()
         self.stop_reason = ""
+        self.error_: str | None = None  # the stop reason, when the run stopped by an error
         self.summary_: dict[str, Any] = {}
+        self._lock: RunLock | None = None
         self.series_ = ""  # which series intake follows and why (its "series" event)
 
     # --- start-up ---------------------------------------------------------------------------------------
@@ -100,8 +107,29 @@ class Service:
             )
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        decoder = LatentDecoder(bundle, device=cfg.device, threads=cfg.threads).build()
         run_id = choose_run_id(cfg)
+        lock = RunLock(Path(cfg.runs) / run_id)
+        new_folder = not lock.path.parent.exists()
+        self._lock = lock.acquire()  # one writer per run: a second serve stops here, naming the first
+        try:
+            return self._start(bundle, run_id, sham, control, condition)
+        except BaseException:
+            self._release_lock(remove_empty=new_folder)
+            raise
+
+    def _release_lock(self, remove_empty: bool = False) -> None:
+        if self._lock is None:
+            return
+        self._lock.release()
+        run_dir = self._lock.path.parent
+        if remove_empty and [p.name for p in run_dir.iterdir()] == [RunLock.NAME]:  # a start that failed
+            self._lock.path.unlink()
+            run_dir.rmdir()
+        self._lock = None
+
+    def _start(self, bundle: Any, run_id: str, sham: Any, control: dict[str, Any], condition: str) -> Service:
+        cfg = self.cfg
+        decoder = LatentDecoder(bundle, device=cfg.device, threads=cfg.threads).build()
         self.runlog_ = RunLog(cfg.runs, run_id, bundle.latent_size, bundle.n_voxels, fsync=cfg.fsync)
         manifest = {
             "config": config_record(cfg),
@@ -172,9 +200,13 @@ class Service:
 
     # --- the loop -----------------------------------------------------------------------------------------
 
-    def stop(self, reason: str = "stopped") -> None:
-        """Ask the loop to finish after the volume in flight (thread-safe)."""
-        self.stop_reason = self.stop_reason or reason
+    def stop(self, reason: str = "stopped", error: bool = False) -> None:
+        """Ask the loop to finish after the volume in flight (thread-safe); ``error``: the run stops because
+        something failed (it is then :attr:`error_`, and the command exits non-zero)."""
+        if not self.stop_reason:
+            self.stop_reason = reason
+            if error:
+                self.error_ = reason
         self._stop.set()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -202,7 +234,7 @@ class Service:
                 for msg in self.pub_.receive():
                     pipe.handle(msg)
                 if pipe.runlog.failure is not None:  # a run that cannot be recorded ends, cleanly and saying why
-                    self.stop(pipe.runlog.failure)
+                    self.stop(pipe.runlog.failure, error=True)
                     break
                 if now >= next_beat:
                     self._heartbeat("running" if t_last_volume else "waiting", now - t0)
@@ -214,7 +246,7 @@ class Service:
                 elif cfg.startup_timeout and t_last_volume is None and now - t0 > cfg.startup_timeout:
                     self.stop("startup_timeout")
         except BaseException as exc:  # the end message and the records still go out, then it propagates
-            self.stop(f"error: {type(exc).__name__}")
+            self.stop(f"error: {type(exc).__name__}", error=not isinstance(exc, KeyboardInterrupt))
             raise
         finally:
             self.source.stop()
@@ -248,7 +280,7 @@ class Service:
             if ev.kind == "series":
                 self.series_ = ev.reason
             if ev.kind == "lost":
-                self.stop(f"watch folder lost: {ev.reason}")
+                self.stop(f"watch folder lost: {ev.reason}", error=True)
 
     def _heartbeat(self, state: str, uptime: float) -> None:
         pipe = self.pipeline_
@@ -281,7 +313,7 @@ class Service:
     def _finish(self) -> None:
         reason = self.stop_reason or "stopped"
         self._drain_inbound()
-        ended = reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
+        ended = self.error_ is None and reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
         self.summary_ = {"reason": reason, **self.pipeline_.summary(), "series": self.series_}
         self.outputs_.end({"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
         self.pipeline_.save_state()  # guarded: skipped once the records have failed
@@ -291,19 +323,39 @@ class Service:
             self.runlog_.close(self.summary_, ended=ended)
         except OSError as exc:
             log.error("run %s: its records could not be closed: %s", self.runlog_.run_id, exc.strerror or exc)
+            self.error_ = self.error_ or f"run records cannot be closed: {exc.strerror or exc}"
         self.outputs_.close()  # the publisher's linger: the end message still goes out to connected subscribers
         self._write_report()
+        self._release_lock()
+        if self.error_ is not None:
+            log.error("run %s stopped by an error: %s", self.runlog_.run_id, self.error_)
         log.info("run %s %s: %s", self.runlog_.run_id, reason, json.dumps(self.summary_.get("latency_ms")))
 
     def _write_report(self) -> None:
-        """Leave ``report.md`` (the run's CRED-nf items, :mod:`service.live.report`) in the run's folder."""
+        """Leave ``report.md`` (the run's CRED-nf items, :mod:`service.live.report`) in the run's folder.
+
+        Written through a temporary file, so it is whole or absent, never empty; a report that cannot be built
+        from the records is replaced by one that says how the run stopped and why the report is missing.
+        """
         from service.live.report import format_reports, run_report
 
+        head = f"# Run {self.runlog_.run_id}\n\n"
         try:
-            text = format_reports([run_report(self.run_dir_)])
-            (self.run_dir_ / "report.md").write_text(f"# Run {self.runlog_.run_id}\n\n{text}\n", encoding="utf-8")
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # the records stand; the summary is a convenience
-            log.error("run %s: report.md not written: %s", self.runlog_.run_id, exc)
+            text = head + format_reports([run_report(self.run_dir_)]) + "\n"
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the records stand; say what is missing
+            log.error("run %s: report.md could not be built from the records: %s", self.runlog_.run_id, exc)
+            state = "ended" if self.error_ is None else "stopped by an error"
+            text = head + (
+                f"state: {state} ({self.stop_reason or 'stopped'})\n\n"
+                f"The report could not be built from the run's records: {type(exc).__name__}: {exc}\n"
+            )
+        path, tmp = self.run_dir_ / "report.md", self.run_dir_ / "report.md.tmp"
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.error("run %s: report.md not written: %s", self.runlog_.run_id, exc.strerror or exc)
 
 
 def _is_loopback(address: str) -> bool:
