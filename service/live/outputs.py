@@ -1,7 +1,9 @@
 """Where the service's messages go: the :class:`Output` interface and :class:`Outputs`, the fan-out over several.
 
-The service sends four things: a ``frame`` per volume, a ``trial`` per decoded trial, a ``status`` heartbeat and
-the ``end`` of the run. An output is any object with one method for each (and ``close``); the ZeroMQ
+The service sends five things: a ``frame`` per volume, a ``trial`` per decoded trial, a ``status`` heartbeat, the
+``qa`` maps every few volumes (the mean EPI with the mask outlined and the tSNR, :mod:`service.qa.maps`) and the
+``end`` of the run. An output is any object with one method for each (and ``close``); ``qa`` is optional: an
+output without it (one written before it existed) gets everything else. The ZeroMQ
 :class:`service.live.publisher.Publisher` is the first, and the one the wire protocol describes. Another output
 (a Lab Streaming Layer outlet, a recorder) is one more object in the list that :class:`Outputs` fans out to.
 
@@ -27,7 +29,7 @@ import numpy as np
 from service.live.policy import raise_errors
 from service.protocol import SeqCounter
 
-__all__ = ["Output", "PrimaryOutput", "Outputs"]
+__all__ = ["Output", "QAOutput", "PrimaryOutput", "Outputs"]
 
 log = logging.getLogger("service.live.outputs")
 
@@ -61,7 +63,15 @@ class Output(Protocol):
         ...
 
 
-class PrimaryOutput(Output, Protocol):
+class QAOutput(Output, Protocol):
+    """An output that also takes the QA maps (optional: :class:`Outputs` calls ``qa`` where an output has it)."""
+
+    def qa(self, header: dict[str, Any], image: np.ndarray) -> None:
+        """The QA maps (``uint8 [H, W, 3]``, :func:`service.qa.maps.render_maps`) with their header."""
+        ...
+
+
+class PrimaryOutput(QAOutput, Protocol):
     """The output that numbers the messages: its ``seq`` counters are saved with the run's state and restored on
     resume, and ``counts()`` gives the summary's ``sent`` and ``dropped`` per topic."""
 
@@ -137,6 +147,13 @@ class Outputs:
         self.primary.status(header)
         for k in range(1, len(self.outputs)):
             self._call(k, "status", header)
+
+    def qa(self, header: dict[str, Any], image: np.ndarray) -> None:
+        """Send the QA maps (to the primary, then to every other output that has a ``qa`` method)."""
+        self.primary.qa(header, image)
+        for k in range(1, len(self.outputs)):
+            if callable(getattr(self.outputs[k], "qa", None)):
+                self._call(k, "qa", header, image)
 
     def end(self, header: dict[str, Any]) -> None:
         """Send the end of the run."""

@@ -1,4 +1,4 @@
-"""The service's sockets: a PUB for frames/trials/status/end and a PULL for events and flip acks.
+"""The service's sockets: a PUB for frames/trials/status/qa/end and a PULL for events and flip acks.
 
 :class:`Publisher` is the service's primary output (:mod:`service.live.outputs`): it numbers the frames and
 trials, and its PUB socket is what the wire protocol (docs/protocol.md) describes.
@@ -53,7 +53,7 @@ def check_bindable(ctx: Any, address: str, what: str) -> None:
 
 class Publisher:
     """Bound PUB and PULL sockets with per-topic sequence numbers: the primary :class:`~service.live.outputs.Output`
-    (``frame``, ``trial``, ``status``, ``end``) and the inbound side (``receive``).
+    (``frame``, ``trial``, ``status``, ``qa``, ``end``) and the inbound side (``receive``).
 
     Parameters
     ----------
@@ -149,6 +149,14 @@ class Publisher:
     def status(self, header: dict[str, Any]) -> None:
         """Send a ``status`` heartbeat."""
         self.send("status", header)
+
+    def qa(self, header: dict[str, Any], image: np.ndarray) -> None:
+        """Send a ``qa`` message: the QA maps image with its header (``seq``, and ``shape`` / ``dtype`` when the
+        header lacks them, set here)."""
+        fields, payload = protocol.encode_image(image)
+        for key, value in fields.items():
+            header.setdefault(key, value)
+        self.send("qa", header, payload)
 
     def end(self, header: dict[str, Any]) -> None:
         """Send the ``end`` message."""

@@ -8,7 +8,8 @@ Topics
 service -> displays (PUB, default ``tcp://127.0.0.1:5556``)
     ``frame``  one decoded face per volume
     ``trial``  one decoded face per finished trial
-    ``status`` heartbeat (~1 Hz): run state, volumes seen, last motion/FD
+    ``status`` heartbeat (~1 Hz): run state, volumes seen, last motion/FD, QA counts
+    ``qa``     every few volumes: the QA maps (mean EPI with the mask outlined, tSNR) as an image
     ``end``    run finished, with its summary
 experiment and displays -> service (PUSH to the service's PULL, default ``tcp://127.0.0.1:5557``)
     ``event``  ``kind`` is ``trigger`` (scanner trigger time), ``onset`` (a trial: onset, duration,
@@ -56,7 +57,7 @@ __all__ = [
 SCHEMA = 1
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_PULL = "tcp://127.0.0.1:5557"
-SERVICE_TOPICS = ("frame", "trial", "status", "end")
+SERVICE_TOPICS = ("frame", "trial", "status", "qa", "end")
 INBOUND_TOPICS = ("event", "flip")
 EVENT_KINDS = ("trigger", "onset", "target", "clear_target")
 #: Largest header we accept (bytes); a header is a few hundred bytes, or ~20 kB with a 1024-D latent.

@@ -1,5 +1,6 @@
-"""The output interface: an in-process output beside the ZeroMQ publisher receives every frame, trial, status
-and end once, in order, with the headers the subscribers receive; one that raises does not stop the live path."""
+"""The output interface: an in-process output beside the ZeroMQ publisher receives every frame, trial, status, qa
+and end once, in order, with the headers the subscribers receive; one that raises does not stop the live path; one
+written before ``qa`` existed still works."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fmriface.benchmarks.synth import make_bundle, make_run
 from service import protocol
 from service.jsonsafe import dumps, loads
 from service.live.outputs import Output, Outputs
+from service.live.publisher import Publisher
 from service.live.serve import Service
 from service.protocol import SeqCounter
 from tests.service.harness import QueueSource, make_volume, serve_config
@@ -44,6 +46,9 @@ class Recorder:
 
     def status(self, header: dict[str, Any]) -> None:
         self._keep("status", header)
+
+    def qa(self, header: dict[str, Any], image: np.ndarray) -> None:
+        self._keep("qa", header, image)
 
     def end(self, header: dict[str, Any]) -> None:
         self._keep("end", header)
@@ -188,3 +193,70 @@ def test_an_output_is_checked_when_added_and_a_failure_raises_under_fmriface_rai
     out.status({})
     out.status({})
     assert out.failures == {1: 2}
+
+
+class BeforeQA:
+    """An output written before the ``qa`` message existed: frame, trial, status, end and close only."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def frame(self, header: dict[str, Any], image: np.ndarray) -> None:
+        self.calls.append("frame")
+
+    def trial(self, header: dict[str, Any], image: np.ndarray) -> None:
+        self.calls.append("trial")
+
+    def status(self, header: dict[str, Any]) -> None:
+        self.calls.append("status")
+
+    def end(self, header: dict[str, Any]) -> None:
+        self.calls.append("end")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_a_qa_message_reaches_an_output_and_a_subscriber_once():
+    from service.qa import render_maps
+
+    shape = (12, 14, 10)
+    mask = np.zeros(shape, bool)
+    mask[3:9, 4:11, 2:8] = True
+    maps = render_maps(np.where(mask, 500.0, 20.0), np.where(mask, 60.0, np.nan), mask)
+    pub = Publisher("tcp://127.0.0.1:*")
+    rec, old = Recorder(), BeforeQA()
+    out = Outputs(pub, old, rec)
+    ctx = zmq.Context()
+    sub = protocol.subscriber(ctx, pub.pub_address, hwm=1000)
+    got: list[protocol.Message] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not got:  # the subscription is up once a heartbeat arrives
+            assert time.monotonic() < deadline, "no status within 20 s"
+            out.status({"run_id": "r", "state": "running"})
+            while (msg := protocol.recv(sub, 50, protocol.SERVICE_TOPICS)) is not None:
+                got.append(msg)
+        header = {"run_id": "r", "volume": 19, "tsnr_mean": 61.5, "kind": "maps", "slices": [3, 5, 6]}
+        out.qa(header, maps)
+        out.end({"run_id": "r", "reason": "test"})
+        while got[-1].topic != "end":
+            msg = protocol.recv(sub, 10000, protocol.SERVICE_TOPICS)
+            assert msg is not None, "the subscriber got no end within 10 s"
+            got.append(msg)
+    finally:
+        out.close()
+        sub.close(linger=0)
+        ctx.term()
+    wire = [m for m in got if m.topic == "qa"]
+    assert len(wire) == 1
+    msg = wire[0]
+    assert msg.header["seq"] == 0 and msg.header["shape"] == list(maps.shape) and msg.header["dtype"] == "uint8"
+    assert {k: msg.header[k] for k in header} == header
+    assert np.array_equal(msg.image(), maps)
+    qa_calls = [(h, pixels) for method, h, pixels in rec.calls if method == "qa"]
+    assert len(qa_calls) == 1
+    assert qa_calls[0][0] == {k: v for k, v in msg.header.items() if k != "schema"}  # the header the wire carried
+    assert qa_calls[0][1] == maps.tobytes()
+    assert "qa" not in old.calls and old.calls.count("end") == 1 and old.calls[-1] == "close"
+    assert out.failures == {} and pub.counts()["sent"]["qa"] == 1
