@@ -39,6 +39,8 @@ __all__ = [
     "encode_image",
     "frame_point",
     "record_point",
+    "qa_point",
+    "qa_counts",
 ]
 
 #: Latency stages of a frame: (name, from, to) timestamps of the header's ``t``.
@@ -48,6 +50,14 @@ STAGES = (
     ("motion", "dequeued", "motion"),
     ("decode", "motion", "decoded"),
     ("send", "decoded", "sent"),
+)
+#: The per-volume QA metrics a frame's ``qa`` carries (docs/protocol.md) and their short names in a point.
+QA_METRICS = (
+    ("dvars", "dv"),
+    ("std_dvars", "sd"),
+    ("global_signal", "gs"),
+    ("outlier_fraction", "of"),
+    ("slice_z", "sz"),
 )
 #: What the service records of a volume the intake did not hand on (``volumes.jsonl``, status ``skipped``).
 INTAKE_KINDS = ("incomplete", "corrupt", "mismatch", "gap", "duplicate", "late")
@@ -146,9 +156,44 @@ def _stages(t: Any) -> dict[str, float | None]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def qa_point(x: Any) -> dict[str, Any] | None:
+    """The plotted QA of a frame's (or a record's) ``qa`` object: ``c`` (censored), ``r`` (reasons, at most 8
+    names of 40 characters) and the metrics of :data:`QA_METRICS` under their short names; None without one."""
+    if not isinstance(x, dict):
+        return None
+    reasons = x.get("reasons")
+    out: dict[str, Any] = {
+        "c": x.get("censored") is True,
+        "r": [r[:40] for r in reasons[:8] if isinstance(r, str)] if isinstance(reasons, list) else [],
+    }
+    for name, short in QA_METRICS:
+        out[short] = as_number(x.get(name))
+    return out
+
+
+def qa_counts(x: Any) -> dict[str, Any] | None:
+    """The status message's ``qa`` (``censored``, ``by_reason``, ``tsnr_mean``, ``volumes``) checked; None without
+    one (a service from before QA, or an old run)."""
+    if not isinstance(x, dict):
+        return None
+    by = x.get("by_reason")
+    by_reason = {}
+    if isinstance(by, dict):
+        for k, v in list(by.items())[:16]:
+            if isinstance(k, str) and as_int(v) is not None:
+                by_reason[k[:40]] = as_int(v)
+    return {
+        "censored": as_int(x.get("censored")),
+        "by_reason": by_reason,
+        "tsnr_mean": as_number(x.get("tsnr_mean")),
+        "volumes": as_int(x.get("volumes")),
+    }
+
+
 def frame_point(h: dict[str, Any], received: float | None = None) -> dict[str, Any]:
     """The plotted values of one frame header: volume ``v``, frame ``q``, motion ``m``, FD ``fd``, feedback
-    ``fb``, stage latencies ``s`` (ms), sent time ``sent`` and, on the wire, ``wire`` (sent -> received, ms)."""
+    ``fb``, stage latencies ``s`` (ms), sent time ``sent``, on the wire ``wire`` (sent -> received, ms) and, when
+    the frame carries one, its QA ``qa`` (:func:`qa_point`)."""
     t = h.get("t") if isinstance(h.get("t"), dict) else {}
     p: dict[str, Any] = {
         "v": as_int(h.get("volume")),
@@ -161,13 +206,16 @@ def frame_point(h: dict[str, Any], received: float | None = None) -> dict[str, A
     }
     if received is not None and p["sent"] is not None:
         p["wire"] = round(1000.0 * (received - p["sent"]), 3)
+    qa = qa_point(h.get("qa"))
+    if qa is not None:
+        p["qa"] = qa
     return p
 
 
 def record_point(rec: dict[str, Any]) -> dict[str, Any]:
     """The plotted values of an ``ok`` line of ``volumes.jsonl`` (as :func:`frame_point` of its frame)."""
     h = {"volume": rec.get("volume"), "seq": rec.get("frame_seq"), "motion": rec.get("motion"), "fd": rec.get("fd")}
-    h.update(feedback=rec.get("feedback"), t=rec.get("t"))
+    h.update(feedback=rec.get("feedback"), t=rec.get("t"), qa=rec.get("qa"))
     return frame_point(h)
 
 
@@ -199,7 +247,15 @@ def prepare(
     except protocol.ProtocolError as exc:
         return {"kind": "malformed", "error": str(exc)[:300], "received": received}
     item: dict[str, Any] = {"kind": msg.topic, "header": msg.header, "received": received, "image": None}
-    if msg.topic in ("frame", "trial"):
+    if msg.topic == "qa":  # the QA maps: every few volumes, always encoded, always PNG (sharp outlines)
+        if not msg.payload:
+            item["image_error"] = "no image payload"
+        else:
+            try:
+                item["image"] = encode_image(protocol.decode_image(msg.header, msg.payload), "png")
+            except (protocol.ProtocolError, ValueError, OSError) as exc:
+                item["image_error"] = str(exc)[:300]
+    elif msg.topic in ("frame", "trial"):
         if not msg.payload:
             item["image_error"] = "no image payload"
         elif with_image or keep_raw:
@@ -303,6 +359,8 @@ def _new_counts() -> dict[str, Any]:
         "intake": {k: 0 for k in INTAKE_KINDS},
         "images_skipped": 0,
         "flips": 0,
+        "censored_seen": 0,
+        "qa_maps": 0,
     }
 
 
@@ -347,6 +405,8 @@ class RunState:
         self.status_extra: dict[str, Any] = {}
         self.end: dict[str, Any] | None = None
         self.target: dict[str, Any] | None = None
+        self.qa: dict[str, Any] | None = None  # the status's QA counts
+        self.qa_maps: dict[str, Any] | None = None  # the latest QA maps image
         self.tr: float | None = None
         self.seen = Seen()
         self.last_seq: dict[str, int] = {}
@@ -379,6 +439,7 @@ class RunState:
             self.last_message = as_number(item.get("received")) or time.time()
             events.append(("snapshot", self.snapshot()))
         handler = {"frame": self._frame, "trial": self._trial, "status": self._status, "end": self._end}.get(kind)
+        handler = self._qa if kind == "qa" else handler
         if handler is not None:
             events += handler(h, item)
         return events
@@ -438,6 +499,8 @@ class RunState:
             self.counts["volumes_known"] = self.seen.count
             if p["fd"] is not None and p["fd"] > self.cfg.fd_threshold:
                 self.counts["fd_above"] += 1
+            if p.get("qa") and p["qa"]["c"]:
+                self.counts["censored_seen"] += 1
         self.counts["missing"] = self.seen.missing
         return where
 
@@ -466,6 +529,25 @@ class RunState:
         events.append(("trial", {"trial": tr, "counts": self.counts}))
         return events
 
+    def _qa(self, h: dict[str, Any], item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The QA maps: the newest replaces the one before (the page shows one)."""
+        events = self._track_seq("qa", h)
+        slices = h.get("slices")
+        maps = {
+            "v": as_int(h.get("volume")),
+            "q": as_int(h.get("seq")),
+            "kind": as_text(h.get("kind"), 40),
+            "tsnr_mean": as_number(h.get("tsnr_mean")),
+            "slices": [as_int(z) for z in slices[:64]] if isinstance(slices, list) else [],
+            "img": item.get("image"),
+        }
+        if item.get("image_error"):
+            return [*events, self._problem("stream", "image", f"qa maps {maps['q']}: {item['image_error']}", maps["v"])]
+        self.counts["qa_maps"] += 1
+        self.qa_maps = maps
+        events.append(("qa", {"maps": maps, "counts": self.counts}))
+        return events
+
     def _status(self, h: dict[str, Any], item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         c = self.counts
         uptime = as_number(h.get("uptime_s"))
@@ -473,7 +555,7 @@ class RunState:
             c["restarts"] += 1
         self.last_uptime = uptime if uptime is not None else self.last_uptime
         known = ("run_id", "state", "uptime_s", "volumes", "failed", "last_volume", "motion", "fd", "trials")
-        known += ("trials_pending", "target", "malformed_inbound", "seq", "schema", "discarded", "condition")
+        known += ("trials_pending", "target", "malformed_inbound", "seq", "schema", "discarded", "condition", "qa")
         st = {
             "state": as_text(h.get("state"), 40),
             "uptime_s": uptime,
@@ -496,13 +578,17 @@ class RunState:
                 self.target = {"name": name, "url": self.stimulus_url(name) if target.get("stim_id") else None}
         elif target is None and "target" in h:
             self.target = None
+        if "qa" in h:
+            self.qa = qa_counts(h.get("qa"))
         self.status = st
         self.status_extra = scalars({k: v for k, v in h.items() if k not in known}, limit=20)
         c["ok"], c["failed"], c["trials_pending"] = st["volumes"], st["failed"], st["trials_pending"]
         if st["discarded"] is not None:
             c["discarded"] = st["discarded"]
         self._seen()
-        return [("status", {"status": st, "extra": self.status_extra, "counts": c, "target": self.target})]
+        return [
+            ("status", {"status": st, "extra": self.status_extra, "counts": c, "target": self.target, "qa": self.qa})
+        ]
 
     def _end(self, h: dict[str, Any], item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         summary = h.get("summary") if isinstance(h.get("summary"), dict) else {}
@@ -614,6 +700,8 @@ class RunState:
             "status_extra": self.status_extra,
             "end": self.end,
             "target": self.target,
+            "qa": self.qa,
+            "qa_maps": self.qa_maps,
             "tr": self.tr,
             "points": self.points.list(),
             "trial_points": list(self.trial_points),

@@ -15,7 +15,7 @@
     total: "#e2e8f0", wire: "#22d3ee", page: "#fb923c", screen: "#f87171" };
 
   const S = {
-    runId: null, counts: {}, status: null, statusExtra: {}, end: null, target: null, tr: null,
+    runId: null, counts: {}, status: null, statusExtra: {}, end: null, target: null, tr: null, qa: null, qaMaps: null,
     points: [], trialPoints: [], flips: [], trials: [], film: [], latest: null, problems: [],
     runs: [], runsNote: "", info: {}, config: { history: 1000, fd_threshold: 0.5, trials_kept: 24, film: 8,
       problems_kept: 200, stages: ["read", "queue", "motion", "decode", "send"] },
@@ -106,6 +106,7 @@
     es.addEventListener("problem", safe(onProblem));
     es.addEventListener("points", safe(onPoints));
     es.addEventListener("flips", safe(onFlips));
+    es.addEventListener("qa", safe(onQa));
     es.addEventListener("runs", safe((d) => { S.runs = d.runs || []; S.runsNote = d.note || ""; mark("runs"); }));
   }
 
@@ -117,6 +118,7 @@
     S.points = d.points || []; S.trialPoints = d.trial_points || []; S.flips = d.flips || [];
     S.trials = d.trials || []; S.film = d.film || []; S.latest = d.latest; S.problems = d.problems || [];
     S.runs = d.runs || []; S.runsNote = d.runs_note || "";
+    S.qa = d.qa || null; S.qaMaps = d.qa_maps || null;
     if (d.last_message && d.now) S.lastMessage = now() - 1000 * (d.now - d.last_message);
     if (runChanged) S.pageLatency = [];
     const have = new Set(S.points.map((p) => p.v));
@@ -143,7 +145,7 @@
     }
     page.pending.push({ q: p.q, v: p.v, sent: typeof p.sent === "number" ? 1000 * p.sent : null, rx: now(),
       img: !!d.img });
-    mark("counts", "motion", "latency", "feedback", d.img ? "face" : null, "header");
+    mark("counts", "motion", "latency", "feedback", d.img ? "face" : null, "header", "qa");
   }
   function onFace(d) {  // the newest face of a burst, sent after its frame
     const f = d.face;
@@ -162,8 +164,9 @@
   function onStatus(d) {
     S.status = d.status; S.statusExtra = d.extra || {}; S.counts = d.counts || S.counts;
     S.target = d.target === undefined ? S.target : d.target;
+    if (d.qa !== undefined) S.qa = d.qa;
     S.lastMessage = now();
-    mark("counts", "header", "summary", "face");
+    mark("counts", "header", "summary", "face", "qa");
   }
   function onEnd(d) {
     S.end = d.end; S.counts = d.counts || S.counts; S.lastMessage = now();
@@ -177,7 +180,13 @@
   function onPoints(d) {
     S.counts = d.counts || S.counts;
     for (const p of d.points || []) pushPoint(p);
-    mark("counts", "motion", "latency", "feedback");
+    mark("counts", "motion", "latency", "feedback", "qa");
+  }
+  function onQa(d) {  // the newest QA maps (every few volumes)
+    S.qaMaps = d.maps;
+    S.counts = d.counts || S.counts;
+    S.lastMessage = now();
+    mark("qa");
   }
   function onFlips(d) {
     S.counts = d.counts || S.counts;
@@ -208,6 +217,7 @@
     if (has("header")) renderHeader();
     if (has("counts")) renderCounts();
     if (has("motion")) renderMotion();
+    if (has("qa")) renderQA();
     if (has("latency")) renderLatency();
     if (has("feedback")) renderFeedback();
     if (has("trials")) renderTrials();
@@ -320,6 +330,66 @@
     const last = pts.length ? pts[pts.length - 1] : null;
     text($("fd-now"), last && typeof last.fd === "number" ? `FD ${last.fd.toFixed(3)} mm at volume ${last.v}` : "");
     text($("fd-above"), `${marks.length} of ${pts.length} shown above ${thr} mm`);
+  }
+
+  // ---- quality: the per-volume QA traces, the maps, the censored counts ----------------------------------------
+  const QA_REASONS = ["spike", "slice", "outliers", "motion"];
+  function renderQA() {
+    const pts = S.points;
+    const withQa = pts.filter((p) => p.qa);
+    const xs = withQa.length ? xsOf(pts) : [];
+    const q = (k) => pts.map((p) => (p.qa && typeof p.qa[k] === "number" ? p.qa[k] : null));
+    const cens = withQa.filter((p) => p.qa.c);
+    const vmarks = cens.map((p) => p.v);
+    const marksOf = (k) => cens.filter((p) => typeof p.qa[k] === "number").map((p) => ({ x: p.v, y: p.qa[k] }));
+    const empty = S.points.length ? "no QA in this run's frames" : "no data yet";
+    drawPlot($("plot-dvars"), { xs, ylabel: "DVARS (standardized)", empty, vmarks, marks: marksOf("sd"),
+      series: [{ label: "std DVARS", color: "#60a5fa", ys: q("sd") }] });
+    drawPlot($("plot-gs"), { xs, ylabel: "global signal", empty, vmarks, marks: marksOf("gs"),
+      series: [{ label: "global", color: "#34d399", ys: q("gs") }] });
+    drawPlot($("plot-outliers"), { xs, ylabel: "outlier voxels (fraction)", empty, vmarks, marks: marksOf("of"), ymin: 0,
+      series: [{ label: "outliers", color: "#fbbf24", ys: q("of") }] });
+    const last = withQa.length ? withQa[withQa.length - 1] : null;
+    text($("qa-now"), last ? `volume ${last.v}: DVARS ${num(last.qa.dv, 1)} (std ${num(last.qa.sd, 2)}) · ` +
+      `outliers ${num(typeof last.qa.of === "number" ? 100 * last.qa.of : null, 2)} %` +
+      (last.qa.c ? ` · CENSORED (${last.qa.r.join(", ")})` : "") : "");
+    text($("qa-censored-now"), withQa.length ? `${cens.length} of ${withQa.length} shown censored` : "");
+    const M = S.qaMaps;
+    const img = $("qa-maps");
+    setImage(img, M ? M.img : null, M ? `QA maps at volume ${M.v}` : "");
+    setData(img, "volume", M && M.v !== null ? String(M.v) : "");
+    setData(img, "seq", M && M.q !== null ? String(M.q) : "");
+    text($("qa-maps-caption"), M
+      ? `volume ${num(M.v)} · axial slices z = ${(M.slices || []).join(", ") || "–"} · mean tSNR in the mask ` +
+        `${num(M.tsnr_mean, 1)} — top: mean EPI with the mask outlined; bottom: tSNR (scale at the right)`
+      : "QA maps: none yet (the service sends them every few volumes)");
+    renderQACounts();
+  }
+  function renderQACounts() {
+    const Q = S.qa;
+    const dl = $("qa-counts");
+    const rows = [];
+    const row = (key, label, v, cls) => {
+      const r = el("div", "count" + (typeof v === "number" && v > 0 && key !== "volumes" && key !== "tsnr" ? " alert" : ""));
+      const dd = el("dd", cls || "", v === null || v === undefined ? "–" : String(v));
+      dd.dataset.value = v === null || v === undefined ? "" : String(v);
+      r.dataset.key = key;
+      r.append(el("dt", "", label), dd);
+      rows.push(r);
+    };
+    if (Q) {
+      row("censored", "censored (all reasons)", Q.censored);
+      const by = Q.by_reason || {};
+      for (const k of [...QA_REASONS, ...Object.keys(by).filter((k) => !QA_REASONS.includes(k)).sort()]) {
+        row("reason:" + k, "  " + k, typeof by[k] === "number" ? by[k] : 0);
+      }
+      row("volumes", "volumes checked", Q.volumes);
+      row("tsnr", "mean tSNR in the mask", typeof Q.tsnr_mean === "number" ? Number(Q.tsnr_mean.toFixed(1)) : null);
+    }
+    dl.replaceChildren(...rows);
+    dl.dataset.count = String(rows.length);
+    text($("qa-note"), Q ? "a censored volume is still shown, but kept out of the online fit and the trials"
+      : "the service's status carries no QA counts (a service from before QA)");
   }
 
   let lastStats = 0;

@@ -1,9 +1,10 @@
 // fmriface dashboard: line plots on a plain <canvas> (no library, nothing fetched from outside).
 //
 // drawPlot(canvas, {xs, series: [{label, color, ys, dots, width}], log, ymin, ymax, threshold: {y, label, color},
-//                   marks: [{x, y}], xlabel, ylabel, xmin, xmax})
+//                   marks: [{x, y}], vmarks: [x], xlabel, ylabel, xmin, xmax})
 // draws the series against xs (null ys leave a gap) and sets canvas.dataset.points to the number of x values
-// drawn, canvas.dataset.marks to the number of marks.
+// drawn, canvas.dataset.marks to the number of marks, canvas.dataset.vmarks to the number of vertical marks
+// (a translucent band behind the series at each x: the censored volumes).
 "use strict";
 
 (function () {
@@ -129,6 +130,12 @@
     // series
     ctx.save();
     ctx.beginPath(); ctx.rect(L, T, R - L, B - T); ctx.clip();
+    const vmarks = o.vmarks || [];
+    if (vmarks.length) {
+      ctx.fillStyle = o.vmarkColor || "rgba(248,113,113,0.35)";
+      const bw = Math.max(2, (R - L) / Math.max(1, x1 - x0) * 0.8);
+      for (const x of vmarks) ctx.fillRect(X(x) - bw / 2, T, bw, B - T);
+    }
     for (const s of series) {
       ctx.strokeStyle = s.color;
       ctx.fillStyle = s.color;
@@ -178,6 +185,7 @@
     }
     canvas.dataset.points = String(xs.length);
     canvas.dataset.marks = String(marks.length);
+    canvas.dataset.vmarks = String(vmarks.length);
   }
 
   function logTicks(lo, hi) {
