@@ -55,12 +55,17 @@ class Volume:
     series : str
         SeriesInstanceUID (DICOM) or the series number as text (NIfTI).
     t_seen, t_ready : float
-        ``time.time()`` when the file was first seen and when the volume was ready to hand on.
+        ``time.time()`` when the watcher first noticed the file and when the volume was ready to hand on.
     fmt : str
         Detected format: ``mosaic``, ``enhanced``, ``slices``, ``philips-enhanced``, ``philips-slices`` or
         ``nifti``.
     series_number : int or None
         DICOM SeriesNumber (or the NIfTI ``series=N`` note), when known.
+    t_written : float
+        When the file was last written: its ``st_mtime_ns`` as read complete, in ``time.time()`` seconds (for
+        slice files: the last slice's), never later than ``t_seen`` (a file server whose clock runs ahead); 0.0
+        when not known. A volume queued behind a slow start or written while the service was down shows its real
+        wait from this time, and a file written slowly in place is timed from its last write.
     """
 
     index: int
@@ -75,6 +80,7 @@ class Volume:
     t_ready: float
     fmt: str = ""
     series_number: int | None = None
+    t_written: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -100,6 +106,7 @@ class Volume:
             "format": self.fmt,
             "t_seen": self.t_seen,
             "t_ready": self.t_ready,
+            "t_written": self.t_written,
         }
 
 

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 from service.volume import IntakeEvent, Volume
 
-__all__ = ["SeriesFilter", "Sequencer"]
+__all__ = ["SeriesFilter", "Sequencer", "series_label"]
+
+
+def series_label(number: int | None, description: str) -> str:
+    """How intake names a series in its reports: ``series 7 (ep2d_bold)``."""
+    return f"series {number if number is not None else '?'} ({description or 'no description'})"
 
 
 @dataclass
@@ -26,6 +31,7 @@ class SeriesFilter:
     prefer: str | None = None  # while catching up at start: the run UID of the newest EPI series (on the grid)
     prefer_reason: str = "newest EPI series present"
     prefer_why: dict[str, str] = field(default_factory=dict)  # run UID -> why it is not the preferred one
+    stale: dict[str, str] = field(default_factory=dict)  # run UID of an earlier run -> why its new files are refused
     _reported: set[str] = field(default_factory=set)
 
     def offer(
@@ -36,7 +42,9 @@ class SeriesFilter:
         ``uid`` identifies the run (every volume of a Siemens XA MFSPLIT run shares one); ``aliases`` are other
         series numbers a configured ``number`` may call it by (:attr:`DicomImage.series_numbers`).
         """
-        label = f"series {number if number is not None else '?'} ({description or 'no description'})"
+        label = series_label(number, description)
+        if uid in self.stale and uid != self.chosen:  # a run that began before the service started
+            return False, self._once(uid, path, f"{label} {self.stale[uid]}")
         if self.chosen is not None:
             if uid == self.chosen:
                 return True, []
@@ -97,6 +105,12 @@ class Sequencer:
     handed: dict[int, tuple[str, str]] = field(default_factory=dict)  # acquisition -> (sha256, path)
     missing: set[int] = field(default_factory=set)
     pending: dict[int, tuple[Volume, float]] = field(default_factory=dict)
+    refused: set[int] = field(default_factory=set)  # acquisitions reported already (mismatch): never a gap too
+
+    def refuse(self, acquisition: int) -> None:
+        """An acquisition that arrived and was refused (reported as such): counted once, so never declared missing."""
+        if self.next_expected is None or acquisition >= self.next_expected:
+            self.refused.add(acquisition)
 
     def push(self, vol: Volume, now: float | None = None) -> list[Volume | IntakeEvent]:
         """Take one volume; return what can be handed on now (volumes in order, and events)."""
@@ -107,6 +121,7 @@ class Sequencer:
             self.first_acquisition, self.next_expected = base, base
         if self.shape is not None and vol.shape != self.shape:
             reason = f"matrix {vol.shape} differs from the series' matrix {self.shape}; volume refused"
+            self.refuse(acq)
             return [IntakeEvent("mismatch", reason, path=vol.path, acquisition=acq)]
         earlier = self.handed.get(acq) or (
             (self.pending[acq][0].sha256, self.pending[acq][0].path.name) if acq in self.pending else None
@@ -129,7 +144,12 @@ class Sequencer:
         """Hand on what is in order; declare gaps that waited long enough."""
         now = time.time() if now is None else now
         out: list[Volume | IntakeEvent] = []
-        while self.pending:
+        while True:
+            while self.next_expected in self.refused:  # reported when it came: not a gap
+                self.refused.discard(self.next_expected)
+                self.next_expected += 1
+            if not self.pending:
+                break
             if self.next_expected in self.pending:
                 vol, _ = self.pending.pop(self.next_expected)
                 vol.index = vol.acquisition - int(self.first_acquisition or 0)
@@ -141,9 +161,11 @@ class Sequencer:
             if len(self.pending) < self.reorder_window and now - oldest < self.gap_timeout_s:
                 break
             resume = min(self.pending)
-            gap = tuple(range(self.next_expected, resume))
+            gap = tuple(a for a in range(self.next_expected, resume) if a not in self.refused)
+            self.refused.difference_update(range(self.next_expected, resume))
             self.missing.update(gap)
-            span = f"{gap[0]}" if len(gap) == 1 else f"{gap[0]}-{gap[-1]}"
+            contiguous = gap[-1] - gap[0] == len(gap) - 1
+            span = f"{gap[0]}" if len(gap) == 1 else f"{gap[0]}-{gap[-1]}" if contiguous else ",".join(map(str, gap))
             reason = f"acquisition{'s' if len(gap) > 1 else ''} {span} never arrived (resuming at {resume})"
             out.append(IntakeEvent("gap", reason, acquisition=gap[0], acquisitions=gap))
             self.next_expected = resume

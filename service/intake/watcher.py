@@ -3,13 +3,17 @@
 File events come from watchdog (inotify close-write and rename on Linux). When events do not arrive (network
 shares), a slow background scan notices files no event announced and the watcher switches to polling; polling
 can also be forced (``polling="on"``) or disabled (``"off"``). Files already in the folder at start are
-processed first, in acquisition order, so a restarted service catches up.
+processed first, in acquisition order, so a restarted service catches up; with ``since`` set (``serve`` sets it
+to its start), files written before it are an earlier run's and are not followed (:mod:`service.intake.stale`):
+they are only stat'ed at start, and their headers read later, a few milliseconds at a time while intake is idle,
+to report them once per series.
 
 A file is read only when its content is complete (DICOM pixel data as long as the header says, NIfTI data
 as long as its header says, gzip stream ended); incomplete files are retried until they stop changing for
 ``complete_timeout_s`` (or ``complete_retries`` reads without change), then reported ``incomplete``. Every
-problem becomes an :class:`~service.volume.IntakeEvent` and intake goes on. Symlinks that point outside the
-folder are never followed.
+problem becomes an :class:`~service.volume.IntakeEvent`, logged on ``service.intake`` naming its file (at most one
+line per kind per ``log_interval_s``, with counts: :class:`service.logs.RateLimitedLog`), and intake goes on.
+Symlinks that point outside the folder are never followed.
 
 Examples
 --------
@@ -29,14 +33,17 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from service.dicom.parse import DicomImage
 from service.intake.assembly import assemble, read_image, sniff
 from service.intake.parse_offload import ParseOffload
-from service.intake.series import Sequencer, SeriesFilter
+from service.intake.series import Sequencer, SeriesFilter, series_label
+from service.intake.stale import StaleFiles, acquired_at
+from service.logs import RateLimitedLog
 from service.policy import raise_errors
 from service.volume import (
     CorruptFileError,
@@ -58,6 +65,11 @@ def _not_the_stop_race(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("watchdog.observers.inotify").addFilter(_not_the_stop_race)
+log = logging.getLogger("service.intake")
+#: Event kinds logged as warnings (a volume lost or a problem with intake itself); the others are information.
+_WARNINGS = ("incomplete", "corrupt", "mismatch", "gap", "duplicate", "late", "lost", "parse-process")
+#: Bytes read of a file set aside as an earlier run's, to name its series (DICOM puts the series first).
+_HEAD_BYTES = 16384
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,22 @@ class WatcherConfig:
     reference_shape : tuple of int or None
         The bundle's grid (``serve`` sets it): at start, the newest EPI series on this matrix is followed, so a
         scout or a run of another protocol saved later is not taken for the run.
+    since : float or None
+        The service's start, ``time.time()`` (``serve`` sets it): a file last written before it (``st_mtime``, with
+        ``stale_tolerance_s``; a DICOM file also by its acquisition time) is an earlier run's, not followed, and its
+        series is reported once with its age; a series with such files is not followed when new files of it come
+        either (it began before the service did). None: every file present is taken (as ``take_earlier``).
+    take_earlier : bool
+        Take a run that began before ``since`` (``serve --take-earlier-run``): at start, the newest EPI series
+        present is followed, however old its files.
+    resume_files : tuple of str
+        Names of the files the run being resumed already recorded (``serve`` sets them from
+        ``runs/<run_id>/volumes.jsonl``): their series is that run's, and is followed with its files written
+        while the service was down, whatever ``since`` says.
+    stale_tolerance_s : float
+        A file last written this long before ``since`` still counts as written after it.
+    log_interval_s : float
+        Intake's log lines: at most one per event kind per this many seconds, then one with the count held back.
     """
 
     folder: str = "."
@@ -120,6 +148,11 @@ class WatcherConfig:
     slices_per_volume: int | None = None
     reference_shape: tuple[int, ...] | None = None
     max_file_bytes: int = 64 << 20
+    since: float | None = None
+    take_earlier: bool = False
+    resume_files: tuple[str, ...] = ()
+    stale_tolerance_s: float = 2.0
+    log_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.polling not in ("auto", "on", "off"):
@@ -135,6 +168,8 @@ class WatcherConfig:
             raise ValueError(f"slices_per_volume must be a whole number >= 1, not {self.slices_per_volume!r}")
         if self.complete_retries < 1 or self.reorder_window < 1:
             raise ValueError("complete_retries and reorder_window must be >= 1")
+        if self.stale_tolerance_s < 0 or self.log_interval_s < 0:
+            raise ValueError("stale_tolerance_s and log_interval_s must be >= 0")
 
 
 @dataclass
@@ -154,6 +189,20 @@ class _File:
 class _SliceSet:
     images: dict[tuple[float, ...], DicomImage] = field(default_factory=dict)
     t_seen: float = 0.0
+    t_written: float = 0.0  # the last slice's last write
+
+
+class _Present(NamedTuple):
+    """A file present at start, by its header."""
+
+    epi: bool
+    mtime: float
+    acquisition: int
+    name: str
+    run: str | None  # the run (series) UID
+    on_grid: bool
+    label: str = ""
+    signature: tuple[int, int] = (-1, -1)
 
 
 class VolumeWatcher:
@@ -198,6 +247,11 @@ class VolumeWatcher:
         )
         self.counts: dict[str, int] = {"volumes": 0}
         self._lost = False
+        self._log = RateLimitedLog(log, self.config.log_interval_s)
+        rule = None if self.config.take_earlier else self.config.since
+        self._stale = StaleFiles(rule, self.config.stale_tolerance_s)
+        self._stale_queue: list[tuple[float, str]] = []  # (last write, name) set aside at start, oldest first
+        self._earlier_ok: set[str] = set()  # run UIDs taken although written before the start (a resumed run)
 
     # ------------------------------------------------------------------ public
     def start(self) -> VolumeWatcher:
@@ -230,6 +284,7 @@ class VolumeWatcher:
                 return  # still busy: the parse process is dead; its pipes close when this process exits
             self._thread = None
         self._parser.close()
+        self._log.flush(force=True)
 
     def __enter__(self) -> VolumeWatcher:
         return self.start()
@@ -290,7 +345,11 @@ class VolumeWatcher:
             while self._retries and self._retries[0][0] <= now:
                 self._consider(heapq.heappop(self._retries)[1], now)
             self._tick(now)
+            self._log.flush()
+            if self._stale_queue and self._inbox.empty():  # the earlier runs' headers, a little at a time when idle
+                self._stale_step(0.005)
             wake = [next_scan if self.config.polling != "off" else now + 0.5]
+            wake += [time.time() + 0.01] if self._stale_queue else []
             wake += [self._retries[0][0]] if self._retries else []
             wake += [d for d in (self._seq.due(),) if d is not None]
             try:
@@ -360,11 +419,27 @@ class VolumeWatcher:
             self._emit(item)
 
     def _emit(self, item: Volume | IntakeEvent) -> None:
+        """Hand on a volume (stamping ``t_ready``) or an event (logged naming its file, at most one line per kind
+        per ``log_interval_s`` with the count held back)."""
+        self._hand_on(item, limit=True)
+
+    def _emit_series(self, event: IntakeEvent) -> None:
+        """Hand on an event that comes once per series (followed, ignored, set aside): logged, never held back."""
+        self._hand_on(event, limit=False)
+
+    def _hand_on(self, item: Volume | IntakeEvent, limit: bool) -> None:
         if isinstance(item, Volume):
             item.t_ready = time.time()
             self.counts["volumes"] += 1
         else:
             self.counts[item.kind] = self.counts.get(item.kind, 0) + 1
+            level = logging.WARNING if item.kind in _WARNINGS else logging.INFO
+            where = (item.path.name,) if item.path is not None else ()
+            msg = "intake %s: " + ("%s: " if where else "") + "%s"
+            if limit:
+                self._log.log(level, item.kind, msg, item.kind, *where, item.reason)
+            else:
+                log.log(level, msg, item.kind, *where, item.reason)
         self._out.put(item)
 
     # ------------------------------------------------------------------ files
@@ -450,6 +525,7 @@ class VolumeWatcher:
                     info.state = "done"  # an unrelated file: ignored without a report
                     return
                 raise IncompleteFileError(path, f"only {len(raw)} bytes")
+            acquired = acquired_at(raw) if kind == "dicom" and self._stale.active else None
             # volumes waiting for the worker: parse in the helper process (service.intake.parse_offload)
             got = self._parser.read(path, raw, digest, kind, backlog=self._out.qsize() >= 2)
         except FileNotFoundError:
@@ -474,38 +550,47 @@ class VolumeWatcher:
             self._emit(IntakeEvent("corrupt", getattr(exc, "reason", str(exc)), path=path))
             return
         info.state = "done"
-        self._take(got, info.t_seen if info.t_seen else t)
+        written = min(info.signature[1] / 1e9, time.time())  # the complete file's last write, never in the future
+        self._take(got, info.t_seen if info.t_seen else t, written, acquired)
 
-    def _take(self, got: DicomImage | Volume, t_seen: float) -> None:
+    def _take(self, got: DicomImage | Volume, t_seen: float, written: float, acquired: float | None = None) -> None:
         if isinstance(got, Volume):
             uid, number, description, exclusion = f"nifti:{got.series}", got.series_number, "NIfTI", None
         else:
             uid, number, description, exclusion = got.run_uid, got.series_number, got.series_description, got.exclusion
+        if uid not in self._earlier_ok and self._stale.before_start(written, acquired):
+            self._set_aside(uid, series_label(number, description), got.path, written)
+            return
         aliases = got.series_numbers if isinstance(got, DicomImage) else ()
         taken, events = self._series.offer(uid, number, description, exclusion, got.path, aliases)
         for event in events:
-            self._emit(event)
+            self._emit_series(event)
         if not taken:
             return
         if isinstance(got, DicomImage):
-            vol = self._slice(got, t_seen) if got.fmt == "slice" else self._assemble([got], t_seen)
+            vol = self._slice(got, t_seen, written) if got.fmt == "slice" else self._assemble([got], t_seen, written)
             if vol is None:
                 return
         else:
             vol = got
-            vol.t_seen = t_seen
+            vol.t_seen, vol.t_written = t_seen, written
         for item in self._seq.push(vol):
             self._emit(item)
 
-    def _assemble(self, images: list[DicomImage], t_seen: float) -> Volume | None:
+    def _assemble(self, images: list[DicomImage], t_seen: float, written: float) -> Volume | None:
         try:
-            return assemble(images, t_seen)
+            vol = assemble(images, t_seen)
         except IntakeError as exc:
-            kind = "mismatch" if isinstance(exc, ShapeMismatchError) else "corrupt"
+            mismatch = isinstance(exc, ShapeMismatchError)
+            if mismatch:  # reported here, once: the sequencer must not declare it missing as well
+                self._seq.refuse(images[0].acquisition)
+            kind = "mismatch" if mismatch else "corrupt"
             self._emit(IntakeEvent(kind, exc.reason, path=exc.path, acquisition=images[0].acquisition))
             return None
+        vol.t_written = written
+        return vol
 
-    def _slice(self, img: DicomImage, t_seen: float) -> Volume | None:
+    def _slice(self, img: DicomImage, t_seen: float, written: float) -> Volume | None:
         if not img.slices_expected and self.config.slices_per_volume:
             img.with_slices_per_volume(self.config.slices_per_volume, "the reference grid (slices_per_volume)")
         if not img.slices_expected:
@@ -517,6 +602,7 @@ class VolumeWatcher:
             return None
         key = (img.run_uid, img.acquisition)
         group = self._slices.setdefault(key, _SliceSet(t_seen=t_seen))
+        group.t_written = max(group.t_written, written)
         position = tuple(round(float(v), 3) for v in img.positions[0])
         if position in group.images:
             reason = f"slice at {list(position)} of acquisition {img.acquisition} arrived twice; keeping the first"
@@ -526,7 +612,7 @@ class VolumeWatcher:
         if len(group.images) < img.slices_expected:
             return None
         del self._slices[key]
-        return self._assemble(list(group.images.values()), group.t_seen)
+        return self._assemble(list(group.images.values()), group.t_seen, group.t_written)
 
     def _on_grid(self, got: DicomImage | Volume) -> bool:
         """Whether a file's volume has the reference grid's matrix (True when no reference is given)."""
@@ -542,39 +628,150 @@ class VolumeWatcher:
     def _catch_up(self, names: list[str]) -> None:
         """Process the files present at start: EPI files first, in acquisition order.
 
-        Without a configured series, the newest EPI series present (by file time) is followed: a restarted
-        service goes on with the run in progress, not with an earlier run left in the folder.
+        With ``since`` (and not ``take_earlier``), files written before the start are only stat'ed here and set
+        aside (their headers are read later, while intake is idle, to report them once per series); the newest of
+        them are read now, so that a run already in progress is known before its next file comes. A file the run
+        being resumed recorded makes its series followed, files written while the service was down included.
         """
         now = time.time()
-        rows = []  # (is EPI, mtime, acquisition, name, run (series) UID, on the reference grid)
+        fresh, earlier = [], []  # earlier: (last write, name)
         for name in names:
-            self._files[name] = _File(t_seen=now)
+            info = self._files[name] = _File(t_seen=now)
+            checked = None
+            if self._stale.active:
+                try:
+                    checked = self._target(Path(name))
+                except OSError:
+                    checked = None
+            if isinstance(checked, tuple) and self._stale.before_start(checked[1].st_mtime_ns / 1e9):
+                info.signature, info.state = (checked[1].st_size, checked[1].st_mtime_ns), "done"
+                earlier.append((checked[1].st_mtime_ns / 1e9, name))
+            else:
+                fresh.append(name)
+        resume = set(self.config.resume_files)
+        if any(os.path.basename(name) in resume for _, name in earlier):
+            for _, name in earlier:  # a restart mid-run: every file is read, the resumed run's series followed
+                self._files[name] = _File(t_seen=now)
+            self._follow_present(names, resume)
+            return
+        self._stale_queue = sorted(earlier)
+        read_now, newest = 0, max(earlier)[0] if earlier else 0.0
+        while self._stale_queue and read_now < 50 and newest - self._stale_queue[-1][0] < 10.0:  # a run in progress
+            self._note_stale(*self._stale_queue.pop())
+            read_now += 1
+        if not self._stale_queue:
+            self._report_stale()
+        self._follow_present(fresh)
+
+    def _follow_present(self, names: list[str], resume: Collection[str] = ()) -> None:
+        """Read the headers of ``names`` and consider them in acquisition order, EPI first.
+
+        Without a configured series, the newest EPI series present (by file time) is followed: a restarted service
+        goes on with the run in progress, not with an earlier run left in the folder. With ``resume`` (the names
+        the run being resumed recorded), that run's series is followed, and the other series written before the
+        start are set aside.
+        """
+        now = time.time()
+        rows: list[_Present] = []
+        for name in names:
             try:
                 checked = self._target(Path(name))
                 if isinstance(checked, str):
                     raise IsADirectoryError(checked)  # reported when considered below
                 raw, st = self._read_bytes(checked[0])
                 got = read_image(name, raw, pixels=False)
-                epi = isinstance(got, Volume) or got.exclusion is None
-                run = f"nifti:{got.series}" if isinstance(got, Volume) else got.run_uid
-                rows.append((epi, st.st_mtime, got.acquisition, name, run, self._on_grid(got)))
+                nifti = isinstance(got, Volume)
+                run = f"nifti:{got.series}" if nifti else got.run_uid
+                label = series_label(got.series_number, "NIfTI" if nifti else got.series_description)
+                epi = nifti or got.exclusion is None
+                sig = (st.st_size, st.st_mtime_ns)
+                rows.append(_Present(epi, st.st_mtime, got.acquisition, name, run, self._on_grid(got), label, sig))
             except (IntakeError, OSError, RuntimeError):  # RuntimeError: a symlink loop (reported when considered)
-                rows.append((False, 0.0, 0, name, None, False))
-        epi_rows = [r for r in rows if r[0]]
-        on_grid = [r for r in epi_rows if r[5]]
-        if epi_rows:
-            self._series.prefer = max(on_grid or epi_rows, key=lambda r: r[1])[4]
+                rows.append(_Present(False, 0.0, 0, name, None, False))
+        resumed = {r.run for r in rows if r.run is not None and os.path.basename(r.name) in resume}
+        if resumed:
+            self._earlier_ok |= resumed
+            keep = []
+            for row in rows:
+                if row.run is not None and row.run not in resumed and self._stale.before_start(row.mtime):
+                    info = self._files[row.name]
+                    info.state, info.signature = "done", row.signature
+                    self._set_aside(row.run, row.label, Path(row.name), row.mtime, report=False)
+                else:
+                    keep.append(row)
+            rows = keep
+            self._report_stale()
+        epi_rows = [r for r in rows if r.epi]
+        on_grid = [r for r in epi_rows if r.on_grid]
+        if resumed:
+            self._series.prefer = max((r for r in rows if r.run in resumed), key=lambda r: r.mtime).run
+            self._series.prefer_reason = "the series of the run being resumed"
+            self._series.prefer_why = {r.run: "is not the series of the run being resumed" for r in epi_rows}
+        elif epi_rows:
+            self._series.prefer = max(on_grid or epi_rows, key=lambda r: r.mtime).run
             gridded = bool(on_grid) and self.config.reference_shape is not None
             self._series.prefer_reason = (
                 "newest EPI series on the bundle's grid" if gridded else "newest EPI series present"
-            )
+            ) + (", an earlier run taken (take_earlier)" if self.config.take_earlier else "")
             grid = "x".join(map(str, self.config.reference_shape or ()))
             self._series.prefer_why = {
-                r[4]: "is an earlier EPI series than the one followed"
-                if r[5] or not on_grid
+                r.run: "is an earlier EPI series than the one followed"
+                if r.on_grid or not on_grid
                 else f"is not on the bundle's grid {grid}"
                 for r in epi_rows
             }
-        for row in sorted(rows, key=lambda r: (not r[0], r[2], r[3])):
-            self._consider(row[3], now)
+        for row in sorted(rows, key=lambda r: (not r.epi, r.acquisition, r.name)):
+            self._consider(row.name, now)
         self._series.prefer = None
+
+    # ------------------------------------------------------------------ earlier runs
+    def _set_aside(self, uid: str, label: str, path: Path, written: float, report: bool = True) -> None:
+        """A file of an earlier run (written before the start): counted for its series' report, never followed;
+        the series' new files are refused too (a run that began before the service did)."""
+        new = self._stale.add(uid, label, path, written)
+        self._series.stale.setdefault(
+            uid,
+            "began before serve started (files written before it): its new files are not followed either; to decode "
+            "it, start serve again with --take-earlier-run",
+        )
+        if new and report and not self._stale_queue:  # after the start-up report: a series of its own line
+            self._report_stale()
+
+    def _report_stale(self) -> None:
+        """One line per series set aside and not yet reported."""
+        for _, path, reason in self._stale.unreported():
+            self._emit_series(IntakeEvent("ignored", reason, path=path))
+
+    def _note_stale(self, written: float, name: str) -> None:
+        """Read the head of one file set aside at start, to name its series (a file that is no scanner volume is
+        left out of the report, as it would be ignored anyway)."""
+        try:
+            with open(name, "rb") as f:
+                head = f.read(_HEAD_BYTES)
+                kind = sniff(Path(name), head[:132])
+                if kind == "nifti":  # small, and its series may be in the data's name or header only
+                    head += f.read()
+                elif kind is None:
+                    return
+            try:
+                got = read_image(name, head, pixels=False, sha256="-", kind=kind)
+            except IncompleteFileError:  # a header longer than the head read (enhanced DICOM): the whole file
+                got = read_image(name, Path(name).read_bytes(), pixels=False, sha256="-", kind=kind)
+        except (IntakeError, OSError, RuntimeError, ValueError):
+            return
+        if isinstance(got, Volume):
+            uid, label = f"nifti:{got.series}", series_label(got.series_number, "NIfTI")
+        else:
+            uid, label = got.run_uid, series_label(got.series_number, got.series_description)
+        self._set_aside(uid, label, Path(name), written, report=False)
+
+    def _stale_step(self, budget_s: float) -> None:
+        """Name the series of the files set aside at start, newest first, for about ``budget_s`` seconds; once all
+        are named, report each series once."""
+        deadline = time.perf_counter() + budget_s
+        while self._stale_queue:
+            self._note_stale(*self._stale_queue.pop())
+            if time.perf_counter() >= deadline:
+                break
+        if not self._stale_queue:
+            self._report_stale()

@@ -305,7 +305,9 @@ def test_bad_inputs_are_recorded_and_intake_goes_on(tmp_path):
     ignored = {e.path.name: e.reason for e in by_kind["ignored"]}
     assert "not an MR image" in ignored["report.dcm"] and "outside the watch folder" in ignored["link.dcm"]
     assert "notes.txt" not in ignored
-    assert [e.acquisitions for e in by_kind["gap"]] == [(2, 3, 4, 5)]
+    # acquisition 5 was refused (mismatch) and is counted once: not in the gap as well (issue 28)
+    assert [e.acquisitions for e in by_kind["gap"]] == [(2, 3, 4)]
+    assert by_kind["mismatch"][0].acquisition == 5
 
 
 def test_config_validation_and_missing_folder(tmp_path):
