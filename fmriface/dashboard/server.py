@@ -20,6 +20,11 @@ Access: bound to a loopback address the server answers requests addressed to a l
 elsewhere cannot reach it through DNS rebinding); bound to any other address it requires a token (printed at
 start, or ``--token``/``FMRIFACE_DASHBOARD_TOKEN``), given once as ``?token=`` (it is then kept in a cookie) or as
 ``Authorization: Bearer``. A request without the right token gets 401 and nothing else.
+
+Requests the HTTP parser refuses, before any route or token check: a request line (the address) over
+``MAX_REQUEST_LINE`` bytes gets 414, a header line over ``MAX_HEADER_LINE`` bytes 431, anything else malformed
+400; each is one log line at most per minute with the count since the last (:class:`BadRequests`), never a
+traceback. A stimulus name the file system refuses (too long) is no file: 404, never 500.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ STATIC_FILES = {
     "plots.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
+#: The longest request line (method, address, version) and header line the server reads, in bytes.
+MAX_REQUEST_LINE = 8190
+MAX_HEADER_LINE = 16384
+#: The longest stimulus name looked up in the stimulus folder (a longer one is no file).
+MAX_STIMULUS_NAME = 1024
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp": "image/bmp"}
 _IMAGE_TYPES.update({".gif": "image/gif", ".webp": "image/webp"})
 _CSP = (
@@ -135,6 +145,87 @@ def sse(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'), allow_nan=False)}\n\n".encode()
 
 
+class BadRequests:
+    """Requests the HTTP parser refused: answered 414 (address too long), 431 (a header too long) or 400, and
+    logged at most once per ``interval`` seconds per kind, with the count since the last line, never a traceback.
+
+    Parameters
+    ----------
+    interval : float
+        Seconds between two log lines of one kind.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self.counts: dict[int, int] = {}  # every refusal, by status
+        self._unlogged: dict[int, int] = {}
+        self._last: dict[int, float] = {}
+
+    def answer(self, exc: BaseException) -> tuple[int, str]:
+        """The status and text for a request the parser refused with ``exc``; counted, and logged when due."""
+        from aiohttp.http_exceptions import LineTooLong
+
+        if isinstance(exc, LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else None
+            status = 414 if str(limit) == str(MAX_REQUEST_LINE) else 431
+        else:
+            status = 400
+        text = {
+            414: f"414: the address is longer than {MAX_REQUEST_LINE} bytes\n",
+            431: f"431: a request header is longer than {MAX_HEADER_LINE} bytes\n",
+        }.get(status, "400: malformed request\n")
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self._unlogged[status] = self._unlogged.get(status, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(status, -1e18) >= self.interval:
+            n, self._unlogged[status] = self._unlogged[status], 0
+            self._last[status] = now
+            log.warning("refused %d request%s with %s (%s)", n, "" if n == 1 else "s", text.strip(), type(exc).__name__)
+        return status, text
+
+    def attach(self, server: Any) -> None:
+        """Answer the parser's refusals on every connection ``server`` (an ``aiohttp.web.Server``) takes.
+
+        aiohttp answers them itself, 400 with a logged traceback, in its connection's ``handle_error``; each
+        connection is made a subclass that answers them here (same slots: only the method differs), as it is
+        made. Any other error (a handler's exception: 500) keeps aiohttp's answer."""
+        made = server.connection_made
+        classes: dict[type, type] = {}
+
+        def connection_made(handler: Any, transport: Any) -> None:
+            base = type(handler)
+            try:
+                if base not in classes:
+                    classes[base] = self._handler_class(base)
+                handler.__class__ = classes[base]
+            except TypeError:  # another aiohttp's layout: its own answers (400), the connection served all the same
+                pass
+            made(handler, transport)
+
+        server.connection_made = connection_made
+
+    def _handler_class(self, base: type) -> type:
+        from aiohttp import web
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        bad = self
+
+        class Refusing(base):  # type: ignore[misc, valid-type]
+            __slots__ = ()
+
+            def handle_error(
+                self, request: Any, status: int = 500, exc: BaseException | None = None, message: Any = None
+            ) -> Any:
+                if not isinstance(exc, HttpProcessingError):
+                    return super().handle_error(request, status, exc, message)
+                code, text = bad.answer(exc)
+                resp = web.Response(status=code, text=text, headers={"Cache-Control": "no-store"})
+                resp.force_close()
+                return resp
+
+        return Refusing
+
+
 class Client:
     """One connected page's queue: at most ``max_events`` events and ``max_bytes`` bytes; past that the oldest
     go and the page is sent the whole state next (``resync``)."""
@@ -200,20 +291,26 @@ class Dashboard:
         self.records: RecordsFeed | None = None
         self.url = ""
         self._face_timer: Any = None
+        self.bad_requests = BadRequests()
 
     # --- stimuli ------------------------------------------------------------------------------------------
 
     def stimulus_file(self, stim_id: str) -> Path | None:
         """The image file of ``stim_id`` inside the stimulus folder, or None (outside it, not an image, or missing)."""
-        if self.stimuli is None or not stim_id or "\x00" in stim_id:
+        if self.stimuli is None or not stim_id or "\x00" in stim_id or len(stim_id) > MAX_STIMULUS_NAME:
             return None
-        path = (self.stimuli / stim_id).resolve()
-        if not path.is_relative_to(self.stimuli) or path.suffix.lower() not in _IMAGE_TYPES or not path.is_file():
+        try:
+            path = (self.stimuli / stim_id).resolve()
+            if not path.is_relative_to(self.stimuli) or path.suffix.lower() not in _IMAGE_TYPES or not path.is_file():
+                return None
+        except (OSError, ValueError):  # a name the file system refuses: too long, a component over its limit
             return None
         return path
 
     def stimulus_url(self, stim_id: str) -> str | None:
         """The page's address of ``stim_id``'s image, or None when there is none (answers are cached)."""
+        if len(stim_id) > MAX_STIMULUS_NAME:
+            return None
         if stim_id not in self._stim_cache:
             if len(self._stim_cache) > 4096:
                 self._stim_cache.clear()
@@ -401,8 +498,16 @@ class Dashboard:
         cfg = self.cfg
         curve = None if cfg.curve_secret is None else protocol.CurveKeys.load(cfg.curve_secret, cfg.curve_server_key)
         handoff = Handoff(loop, self.deliver)
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            max_line_size=MAX_REQUEST_LINE,
+            max_field_size=MAX_HEADER_LINE,
+        )
         await runner.setup()
+        self.bad_requests.attach(runner.server)
         site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else cfg.port
@@ -444,6 +549,7 @@ class Dashboard:
             "frames": c["frames"],
             "malformed": c["malformed"],
             "uptime_s": round(time.monotonic() - t0, 3),
+            "bad_requests": {str(k): v for k, v in sorted(self.bad_requests.counts.items())},
             **self.stats,
         }
 

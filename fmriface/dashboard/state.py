@@ -464,7 +464,8 @@ class RunState:
         self.tr = as_number(h.get("tr")) or self.tr
         fb = h.get("feedback")
         if isinstance(fb, dict) and as_text(fb.get("target")):
-            self.target = {"name": fb["target"][:200], "url": self.stimulus_url(fb["target"])}
+            name = fb["target"][:200]
+            self.target = {"name": name, "url": self.stimulus_url(name)}
         added = self._add_point(p) if p["v"] is not None else None
         image = item.get("image")
         if image:

@@ -5,10 +5,12 @@ its own Content Security Policy, and file names from the stream never reach outs
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from fmriface.dashboard.server import Dashboard, DashboardConfig
-from tests.dashboard.live import DashboardProcess, FakeService, http
+from tests.dashboard.live import DashboardProcess, FakeService, http, page_state, wait
 
 PATHS = ("/", "/events", "/api/state", "/api/runs", "/api/runs/x", "/static/app.js", "/stimulus/a.png", "/nothing")
 
@@ -106,3 +108,72 @@ def test_on_loopback_only_loopback_names_are_answered_and_paths_stay_inside(fake
         assert not page.errors and not [c for c in page.console if "Content Security Policy" in c], page.console
     finally:
         dash.stop()
+
+
+def _raw_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """GET over a plain socket (http.client refuses nothing, but this says exactly what is sent)."""
+    import socket
+
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize("token", [False, True])
+def test_an_over_long_address_gets_414_and_one_log_line_not_a_traceback(fake, tmp_path, token):
+    stimuli = tmp_path / "stimuli"
+    stimuli.mkdir()
+    (stimuli / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    args = ["--stimuli", str(stimuli), *(["--require-token"] if token else [])]
+    dash = DashboardProcess(fake.address, *args, workdir=tmp_path).start()
+    try:
+        for n in (9000, 20000, 200000):
+            status, body = _raw_get(dash.port, "/" + "x" * n)
+            assert status == 414 and body.startswith(b"414: the address is longer than"), (n, status, body[:80])
+            assert b"xxxx" not in body  # the address is not echoed back
+        status, _ = _raw_get(dash.port, "/api/state?token=" + "t" * 9000)
+        assert status == 414
+        assert _raw_get(dash.port, "/api/state", {"X-Long": "h" * 20000})[0] == 431
+        # a stimulus name the file system refuses is no file: 404, never 500 (with the token when one is asked)
+        auth = {"Authorization": f"Bearer {dash.token}"} if token else {}
+        for name in ("a" * 300 + ".png", "é" * 200 + ".png", "d/" * 3000 + "a.png", "a" * 5000 + ".png"):
+            status, body = _raw_get(dash.port, "/stimulus/" + quote(name), auth)
+            assert status == 404, (name[:20], status, body[:200])
+        assert _raw_get(dash.port, "/stimulus/a.png", auth)[0] == 200
+        assert _raw_get(dash.port, "/api/state", auth)[0] == 200  # and the server is as it was
+    finally:
+        summary = dash.stop()
+    log = dash.log()
+    assert "Traceback" not in log and "Error handling request" not in log, log
+    assert log.count("refused") <= 2, log  # one line per kind (414, 431) at most per minute
+    assert summary["bad_requests"] == {"414": 4, "431": 1}
+
+
+def test_long_stimulus_names_in_the_stream_render_cut(fake, browser, tmp_path):
+    stimuli = tmp_path / "stimuli"
+    stimuli.mkdir()
+    dash = DashboardProcess(fake.address, "--stimuli", str(stimuli), workdir=tmp_path).start()
+    try:
+        page = browser.page(dash.url)
+        fake.until(page, "document.body.dataset.run === 'fake'")
+        long_names = ["s" * 900_000, "é" * 300, "d/" * 2000 + "x.png"]
+        for k, name in enumerate(long_names):
+            fake.send("trial", {"trial": k, "stim_id": name, "trial_type": "face", "volume": k}, fake.image())
+            fake.frame(k, feedback={"value": 0.1, "target": name})
+        fake.status(target={"stim_id": long_names[0]})
+        wait(page, "() => document.getElementById('trials').dataset.count === '3'")
+        wait(page, "() => document.getElementById('face-volume').dataset.volume === '2'")
+        assert len(page_state(page, "state.trials[0].stim_id")) == 200
+        assert len(page.text_content("#face-target-caption")) < 260
+        assert not page.errors, page.errors
+        status, _, body = http(dash.base + "/api/state")
+        assert status == 200 and len(body) < 200_000
+    finally:
+        dash.stop()
+    assert "Traceback" not in dash.log(), dash.log()
