@@ -5,7 +5,8 @@ trials, and its PUB socket is what the wire protocol (docs/protocol.md) describe
 
 Publishing never blocks: the PUB socket has a bounded send high-water mark, so a subscriber that reads slowly
 or not at all only misses frames (ZeroMQ drops them for that subscriber alone). Inbound messages are drained
-without blocking; a malformed one is counted and logged, never raised.
+without blocking; a malformed one is counted and logged, never raised, and one over the inbound limits
+(:mod:`service.live.inbound`) is dropped and counted by kind; their log lines are rate-limited.
 
 An address may name port ``*`` (``tcp://127.0.0.1:*``): the system picks a free port, and ``pub_address`` /
 ``pull_address`` hold the endpoints actually bound.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from service import protocol
+from service.live.inbound import InboundGate, InboundLimits, OverLimit
 
 __all__ = ["Publisher", "PortInUseError", "check_bindable"]
 
@@ -67,6 +69,8 @@ class Publisher:
         The service's CURVE server keys: both sockets then encrypt and admit only ``allowed`` peers.
     allowed : path or iterable of keys, optional
         The public keys of the peers admitted (with ``curve``); see :class:`service.live.security.Authenticator`.
+    limits : InboundLimits, optional
+        The limits on inbound messages (default :class:`~service.live.inbound.InboundLimits`).
 
     Attributes
     ----------
@@ -82,6 +86,9 @@ class Publisher:
     malformed : int
         Inbound messages that could not be decoded here, or that whoever handled them could not use
         (:meth:`count_malformed`).
+    gate : InboundGate
+        The inbound limits: ``gate.dropped`` counts the messages dropped, by kind; ``gate.open_trials`` may be
+        set to the pipeline's count of trials waiting for their window.
     """
 
     #: How long (ms) :meth:`close` lets ZeroMQ go on handing queued messages (the ``end`` message) to connected
@@ -96,6 +103,7 @@ class Publisher:
         seq: dict[str, int] | None = None,
         curve: protocol.CurveKeys | None = None,
         allowed: Any = None,
+        limits: InboundLimits | None = None,
     ):
         import zmq
 
@@ -121,6 +129,7 @@ class Publisher:
         self.sent: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.malformed = 0
+        self.gate = InboundGate(limits)
         self.inbound = 0  # inbound messages taken off the socket, malformed ones included
         self._inbound_cv = threading.Condition()
 
@@ -174,22 +183,29 @@ class Publisher:
         self.malformed += 1
 
     def receive(self, limit: int = 100) -> list[protocol.Message]:
-        """Inbound ``event``/``flip`` messages waiting now (never blocks); malformed ones are counted."""
+        """Inbound ``event``/``flip`` messages waiting now (never blocks); malformed ones are counted, those over
+        the limits dropped and counted (:attr:`gate`)."""
         out: list[protocol.Message] = []
         if self.pull is None:
             return out
-        malformed_before = self.malformed
+        taken = 0
         for _ in range(limit):
             try:
-                msg = protocol.recv(self.pull, 0, protocol.INBOUND_TOPICS)
+                msg = self.gate.receive(self.pull)
+            except OverLimit:  # counted and logged by the gate
+                taken += 1
+                continue
             except protocol.ProtocolError as exc:
+                taken += 1
                 self.count_malformed()
-                log.warning("ignored a malformed inbound message: %s", exc)
+                kind = "malformed: " + " ".join(str(exc).split()[:2])  # one line per kind of fault per interval
+                self.gate.lines.log(logging.WARNING, kind, "ignored a malformed inbound message: %s", exc)
                 continue
             if msg is None:
                 break
+            taken += 1
             out.append(msg)
-        taken = len(out) + self.malformed - malformed_before
+        self.gate.lines.flush()
         if taken:
             with self._inbound_cv:
                 self.inbound += taken
@@ -206,6 +222,7 @@ class Publisher:
         """Close the sockets: messages still queued (the ``end`` message) go on out to connected subscribers for
         at most ``linger_ms`` (default :attr:`CLOSE_LINGER_MS`); the inbound socket closes at once."""
         self.pub.close(linger=self.CLOSE_LINGER_MS if linger_ms is None else linger_ms)
+        self.gate.lines.flush(force=True)
         if self.pull is not None:
             self.pull.close(linger=0)
         if self.auth is not None:

@@ -158,12 +158,19 @@ class Service:
                 "binding %s / %s beyond this host without CurveZMQ: frames travel unencrypted", cfg.pub, cfg.pull
             )
         self.pub_ = Publisher(
-            cfg.pub, cfg.pull, hwm=cfg.hwm, seq=rs.state.get("seq"), curve=curve, allowed=cfg.curve_allowed
+            cfg.pub,
+            cfg.pull,
+            hwm=cfg.hwm,
+            seq=rs.state.get("seq"),
+            curve=curve,
+            allowed=cfg.curve_allowed,
+            limits=cfg.inbound,
         )
         self.outputs_ = Outputs(self.pub_, *self._extra_outputs)
         self.pipeline_ = Pipeline(
             bundle, cfg, self.outputs_, self.pub_, self.runlog_, decoder, self.tr_, sham, condition
         )
+        self.pub_.gate.open_trials = lambda: self.pipeline_.trials_.pending  # onsets beyond the limit dropped
         if rs.resumed:
             self.pipeline_.restore(rs)
             if sham is not None:
@@ -290,6 +297,7 @@ class Service:
             "uptime_s": round(uptime, 3),
             **pipe.status(),
             "malformed_inbound": self.pub_.malformed,
+            "inbound_dropped": self.pub_.gate.counts(),
         }
         self.outputs_.status(header)
         pipe.save_state()
@@ -315,6 +323,7 @@ class Service:
         self._drain_inbound()
         ended = self.error_ is None and reason in ("max_volumes", "idle_timeout", "startup_timeout", "end")
         self.summary_ = {"reason": reason, **self.pipeline_.summary(), "series": self.series_}
+        self.summary_["inbound_dropped"] = self.pub_.gate.counts()
         self.outputs_.end({"run_id": self.runlog_.run_id, "reason": reason, "summary": self.summary_})
         self.pipeline_.save_state()  # guarded: skipped once the records have failed
         if self.pipeline_.sham is not None:  # the record keeps what a blinded end message leaves out

@@ -244,13 +244,13 @@ def limit_blas(threads: int) -> Any:
 
 def config_record(cfg: ServeConfig) -> dict[str, Any]:
     """The serve config as the run's manifest records it (paths as strings)."""
-    from dataclasses import fields
+    from dataclasses import asdict, fields, is_dataclass
 
     out = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
-        if f.name == "watcher":
-            v = {g.name: getattr(v, g.name) for g in fields(v) if g.name != "folder"}
+        if is_dataclass(v):  # a table ([watcher], [inbound], ...); the watcher's folder is the watched one
+            v = {k: x for k, x in asdict(v).items() if (f.name, k) != ("watcher", "folder")}
         out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
     # the watched folder's path may name the patient (export folders often do): keep only a hash of it
     out["watch"] = None if cfg.watch is None else default_run_id(Path(cfg.watch)).replace("run-", "sha256:")
