@@ -7,6 +7,7 @@ from pathlib import Path
 
 from service import protocol
 from service.intake.watcher import WatcherConfig
+from service.live.inbound import InboundLimits
 from service.preprocess import PreprocessSpec
 
 __all__ = ["ServeConfig", "preprocess_of", "interpolation_of"]
@@ -100,6 +101,9 @@ class ServeConfig:
         training voxels were.
     watcher : WatcherConfig
         Intake settings (TOML table ``[watcher]``: pattern, polling, series, ...); its ``folder`` is ``watch``.
+    inbound : InboundLimits
+        Limits on the experiment's and displays' messages (TOML table ``[inbound]``: message size, fields,
+        field length, events per second, open trials); a message over one is dropped and counted.
     """
 
     bundle: Path | None = None
@@ -140,6 +144,7 @@ class ServeConfig:
     curve_secret: Path | None = None
     curve_allowed: Path | None = None
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
+    inbound: InboundLimits = field(default_factory=InboundLimits)
 
     def __post_init__(self) -> None:
         for name in ("hwm", "frame_average", "feedback_smooth", "threads", "blas_threads", "max_batch"):
