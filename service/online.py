@@ -84,7 +84,9 @@ class OnlinePreprocessor:
     Attributes
     ----------
     n_ : int
-        Volumes seen.
+        Volumes in the fit.
+    n_skipped_ : int
+        Volumes left out (:meth:`skip`: censored).
     rtr_, rtx_, sxx_ : ndarray
         Running ``R^T R`` [K, K], ``R^T X`` [K, V] and ``sum x^2`` [V] (float64).
     beta_ : ndarray [K, V]
@@ -129,6 +131,7 @@ class OnlinePreprocessor:
         """Forget every volume (start of a run)."""
         k, v = self.n_regressors, self.n_voxels
         self.n_ = 0
+        self.n_skipped_ = 0
         self.rtr_ = np.zeros((k, k))
         self.rtx_ = np.zeros((k, v))
         self.sxx_ = np.zeros(v)
@@ -193,6 +196,11 @@ class OnlinePreprocessor:
         self._out[:] = self._v
         return self._out
 
+    def skip(self, index: int) -> None:
+        """Leave volume ``index`` out (censored by the QA): it never enters the running sums, so neither the drift
+        fit nor the scale; :func:`detrend_offline` with ``exclude`` leaves out the same rows."""
+        self.n_skipped_ += 1
+
     def _refresh_beta(self) -> None:
         if self._beta_stale:
             np.dot(self._a_inv, self.rtx_, out=self.beta_)
@@ -218,6 +226,7 @@ def detrend_offline(
     horizon: float = 200.0,
     scale: str = "psc",
     prior: float = 0.1,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """The same drift + motion model fitted on a whole run at once: residuals [T, V], scaled per voxel.
 
@@ -226,6 +235,9 @@ def detrend_offline(
 
     ``prior`` is the online preprocessor's ridge on the motion coefficients (the same default, so offline
     features are what the service computes).
+
+    ``exclude`` (bool [T]) marks the volumes left out of the fit and the scale (censored by the QA, as
+    :meth:`OnlinePreprocessor.skip` leaves them out online); every row still gets its residual.
     """
     x = np.asarray(x, dtype=np.float64)
     t = x.shape[0]
@@ -233,18 +245,20 @@ def detrend_offline(
     design = np.zeros((t, k))
     for i in range(t):
         design_row(i, None if motion is None else np.asarray(motion[i], float), poly_order, horizon, design[i])
-    dtd = design.T @ design
+    keep = np.ones(t, bool) if exclude is None else ~np.asarray(exclude, bool)
+    fit_d, fit_x = (design, x) if keep.all() else (design[keep], x[keep])
+    dtd = fit_d.T @ fit_d
     jitter = 1e-12 * max(1.0, float(np.trace(dtd)))
-    beta = np.linalg.solve(dtd + _penalty(k, poly_order, prior) + jitter * np.eye(k), design.T @ x)
+    beta = np.linalg.solve(dtd + _penalty(k, poly_order, prior) + jitter * np.eye(k), fit_d.T @ fit_x)
     resid = x - design @ beta
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if scale == "psc":
-        div = x.mean(axis=0) / 100.0
+        div = fit_x.mean(axis=0) / 100.0
         div[np.abs(div) < 1e-6 * max(1e-12, float(np.abs(div).max()))] = 1.0
         resid /= div
     elif scale == "zscore":
-        sd = np.sqrt((resid**2).sum(axis=0) / max(t - k, 1))
+        sd = np.sqrt((resid[keep] ** 2).sum(axis=0) / max(int(keep.sum()) - k, 1))
         sd[sd < 1e-9] = 1.0
         resid /= sd
     return resid.astype(np.float32)

@@ -160,10 +160,11 @@ class PreprocessSpec:
 
     # --- the two forms of the detrending ------------------------------------------------------------------
 
-    def detrend(self, x: np.ndarray, motion: np.ndarray | None) -> np.ndarray:
-        """A whole run's residuals ``[T, V]``, scaled: the offline form of :meth:`online_preprocessor`."""
+    def detrend(self, x: np.ndarray, motion: np.ndarray | None, exclude: np.ndarray | None = None) -> np.ndarray:
+        """A whole run's residuals ``[T, V]``, scaled: the offline form of :meth:`online_preprocessor` (``exclude``:
+        the censored volumes, left out of the fit and the scale as the service skips them)."""
         return detrend_offline(
-            x, motion if self.motion_regressors else None, poly_order=self.poly_order, scale=self.scale
+            x, motion if self.motion_regressors else None, poly_order=self.poly_order, scale=self.scale, exclude=exclude
         )
 
     def online_preprocessor(self, n_voxels: int, min_volumes: int = 10) -> OnlinePreprocessor:

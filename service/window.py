@@ -26,6 +26,8 @@ import numpy as np
 __all__ = [
     "WindowSpec",
     "IncompleteWindowError",
+    "CensoredWindowError",
+    "usable",
     "window_indices",
     "last_volume_needed",
     "estimate_from_indices",
@@ -114,21 +116,54 @@ def last_volume_needed(onset: float, tr: float, spec: WindowSpec = WindowSpec())
     return int(window[-1])
 
 
-def estimate_from_indices(data: np.ndarray, window: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-    """``mean(data[window]) - mean(data[baseline])`` along axis 0, in float32 (data: [T, ...])."""
+class CensoredWindowError(ValueError):
+    """A trial whose window (or baseline) holds no uncensored volume: it is recorded as such and not decoded."""
+
+    user_error = True
+
+
+def usable(window: np.ndarray, baseline: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The window and baseline indices whose volumes are ``valid`` (bool [T]; None: all); raises
+    :class:`CensoredWindowError` when the window or the baseline keeps none."""
+    if valid is None:
+        return window, baseline
+    valid = np.asarray(valid, bool)
+    win = window[(window < valid.size) & valid[np.minimum(window, valid.size - 1)]]
+    base = baseline[(baseline < valid.size) & valid[np.minimum(baseline, valid.size - 1)]]
+    if win.size == 0 or base.size == 0:
+        what = "window" if win.size == 0 else "baseline"
+        raise CensoredWindowError(
+            f"every volume of the trial's {what} ({window.tolist() if win.size == 0 else baseline.tolist()}) is censored"
+        )
+    return win, base
+
+
+def estimate_from_indices(
+    data: np.ndarray, window: np.ndarray, baseline: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """``mean(data[window]) - mean(data[baseline])`` along axis 0, in float32 (data: [T, ...]).
+
+    ``valid`` (bool [T], optional) leaves out the volumes it marks False (censored by the QA): a trial whose
+    window or baseline keeps none raises :class:`CensoredWindowError`.
+    """
     data = np.asarray(data)
     n = data.shape[0]
     if window.max() >= n or baseline.max() >= n:
         raise IncompleteWindowError(
             f"the window needs volume {int(max(window.max(), baseline.max()))}, only {n} volumes are available"
         )
+    window, baseline = usable(window, baseline, valid)
     win = data[window].mean(axis=0, dtype=np.float64)
     base = data[baseline].mean(axis=0, dtype=np.float64)
     return (win - base).astype(np.float32)
 
 
 def window_estimate(
-    data: np.ndarray, onsets: float | np.ndarray, tr: float, spec: WindowSpec = WindowSpec()
+    data: np.ndarray,
+    onsets: float | np.ndarray,
+    tr: float,
+    spec: WindowSpec = WindowSpec(),
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """The window estimate of one trial or several.
 
@@ -142,6 +177,8 @@ def window_estimate(
         Repetition time in seconds.
     spec : WindowSpec
         Window and baseline.
+    valid : bool array [T], optional
+        The volumes a window may use (False: censored by the QA); None: all.
 
     Returns
     -------
@@ -151,12 +188,14 @@ def window_estimate(
     ------
     IncompleteWindowError
         A window reaches past the last volume of ``data``.
+    CensoredWindowError
+        A window or baseline has no valid volume.
     """
     scalar = np.ndim(onsets) == 0
     onset_arr = np.atleast_1d(np.asarray(onsets, dtype=np.float64))
     out = np.empty((onset_arr.size, *np.shape(data)[1:]), dtype=np.float32)
     for i, onset in enumerate(onset_arr):
-        out[i] = estimate_from_indices(data, *window_indices(float(onset), tr, spec))
+        out[i] = estimate_from_indices(data, *window_indices(float(onset), tr, spec), valid=valid)
     return out[0] if scalar else out
 
 

@@ -1,10 +1,17 @@
-"""Motion-correct a recorded run: write its motion parameters and framewise displacement (motion.tsv).
+"""Motion-correct a recorded run: write its motion parameters and framewise displacement (motion.tsv) and its QA
+confounds (confounds.tsv).
 
 Realigns every volume of a 4-D NIfTI run to one reference with the service's real-time rigid registration (the
 same code the live service runs), and writes ``motion.tsv``: one row per volume, tab-separated, with a header
 ``trans_x trans_y trans_z rot_x rot_y rot_z fd`` (mm, degrees, framewise displacement in mm; the convention is
 documented in ``service.motion``), as MCFLIRT's ``.par`` file serves FSL users. With ``--write-realigned`` the
 realigned run is written too (``<run>_realigned.nii.gz``, trilinear).
+
+Every volume is judged by the service's own QA (``service.qa``, docs/qa.md: the same code and default thresholds
+as ``serve``), on the mask's voxels (``--mask``, else the registration mask estimated from the reference) after
+motion correction: ``confounds.tsv`` holds fMRIPrep's columns ``trans_x`` ... ``rot_z``,
+``framewise_displacement``, ``dvars``, ``std_dvars``, ``global_signal`` (``n/a`` where not yet defined, as
+fMRIPrep writes the first volume's) and ``censored`` (0/1). An all-zero or constant volume is refused, naming it.
 
 The reference is ``--reference FILE`` (a 3-D volume), volume ``--reference-volume K`` of the run, or by default
 the mean of the run's volumes. A reference on another grid (another session's slab: another affine, maybe another
@@ -82,9 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     run = _read_run(args)
     out = prepare_out_dir(args.out, args.force, inputs=[args.bold, args.reference, args.mask])
     tracker, session = _tracker(run, cfg, args)
-    params, fd, realigned = _track(tracker, run, args.write_realigned)
+    params, fd, realigned, qa = _track(tracker, run, args.write_realigned)
     written = _write(out, run, args, params, fd, realigned, session)
-    emit(_summary(args, run, session, params, fd, written), args.json)
+    written.append(_write_confounds(out, params, qa))
+    summary = _summary(args, run, session, params, fd, written)
+    summary["censored_volumes"] = [t for t, q in enumerate(qa) if q["censored"]]
+    emit(summary, args.json)
     return 0
 
 
@@ -183,21 +193,48 @@ def _tracker(run: _Run, cfg: RealignConfig, args):
 
 
 def _track(tracker, run: _Run, write_realigned: bool):
-    """Every volume tracked in order: ``(motion [T, 6] within the session, FD [T], realigned or None)``; the
-    realigned run lies on the reference's grid."""
+    """Every volume tracked and judged in order: ``(motion [T, 6] within the session, FD [T], realigned or None,
+    QA records)``; the realigned run lies on the reference's grid."""
     import numpy as np
+
+    from service.qa import QualityTracker, RefusedVolumeError, check_volume
 
     n = run.data.shape[3]
     params, fd = np.zeros((n, 6)), np.zeros(n)
     realigned = np.empty((*run.reference.shape, n), dtype=np.float32) if write_realigned else None
+    qa_mask = run.mask if run.mask is not None else tracker.registration_.mask_
+    judge = QualityTracker(reference_mean=float(run.reference[qa_mask].mean(dtype=np.float64)))
+    records = []
     with progress(total=n, desc="realign", unit="vol") as bar:
         for t in range(n):
-            params[t], values = tracker.track(run.data[..., t], affine=run.img.affine, resample=realigned is not None)
+            vol = run.data[..., t]
+            try:
+                check_volume(vol)
+            except RefusedVolumeError as exc:
+                raise UsageError(
+                    f"{run.img.get_filename()}: volume {t} (0-based): {exc}; nothing was written"
+                ) from None
+            params[t], values = tracker.track(vol, None if realigned is not None else qa_mask, affine=run.img.affine)
             fd[t] = tracker.fd_
             if realigned is not None:
                 realigned[..., t] = values
+                values = values[qa_mask]
+            records.append(judge.update(vol, values, fd[t]))
             bar.update(1)
-    return params, fd, realigned
+    return params, fd, realigned, records
+
+
+def _write_confounds(out: Path, params, qa: list[dict[str, Any]]) -> Path:
+    """``confounds.tsv``: fMRIPrep's column names, ``n/a`` where a metric is not defined, and ``censored``."""
+    columns = ("framewise_displacement", "dvars", "std_dvars", "global_signal")
+    keys = ("fd", "dvars", "std_dvars", "global_signal")
+    lines = ["\t".join((*HEADER[:6], *columns, "censored"))]
+    for p, q in zip(params, qa):
+        values = [f"{v:.6f}" for v in p] + ["n/a" if q[k] is None else f"{q[k]:.6g}" for k in keys]
+        lines.append("\t".join((*values, str(int(q["censored"])))))
+    path = out / "confounds.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def _write(out: Path, run: _Run, args, params, fd, realigned, session) -> list[Path]:

@@ -32,7 +32,8 @@ import pandas as pd
 
 from offline.datasets.bids import BidsError, BidsRun, BidsSubject
 from service.preprocess import PreprocessSpec
-from service.window import WindowSpec, last_volume_needed, window_estimate
+from service.qa import QAConfig, QualityTracker, RefusedVolumeError, check_volume
+from service.window import CensoredWindowError, WindowSpec, last_volume_needed, usable, window_estimate, window_indices
 
 if TYPE_CHECKING:
     from service.motion import MotionTracker
@@ -90,11 +91,18 @@ class RealignedRun:
     x: np.ndarray  # float32 [T, V]: the brain mask's voxels, np.flatnonzero order
     motion: np.ndarray  # [T, 6] mm, degrees: within the run's session (the session offset taken out)
     session: SessionOffset | None = None  # the run's session (None: not recorded)
+    qa: list[dict[str, Any]] | None = None  # each volume's QA record (service.qa; None: not judged)
 
     @property
     def n_volumes(self) -> int:
         """Volumes in the run."""
         return self.x.shape[0]
+
+    @property
+    def censored(self) -> np.ndarray | None:
+        """The volumes the QA censored, bool [T] (left out of the detrending and of every estimate); None when the
+        run was not judged."""
+        return None if self.qa is None else np.array([bool(q["censored"]) for q in self.qa], dtype=bool)
 
 
 def _same_grid(shape, affine, ref_shape, ref_affine) -> bool:
@@ -140,6 +148,8 @@ def track_run(
     mask: np.ndarray,
     offset: np.ndarray | None = None,
     on_volume: Callable[[], None] | None = None,
+    qa: QualityTracker | None = None,
+    qa_records: list[dict[str, Any]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Track every volume of a run (any grid) and sample ``mask``'s voxels on the reference grid.
 
@@ -147,6 +157,10 @@ def track_run(
     from ``offset`` (the session offset, reference -> session; None or zeros: the reference's grid, from zero), each
     later one from the volume before it. Returns ``(x float32 [T, V], motion [T, 6] within the session, total
     [T, 6] reference -> volume)``: ``rigid(total) = rigid(motion) @ rigid(offset)``.
+
+    With ``qa`` (a :class:`service.qa.QualityTracker` fitted for the run) every volume is judged as the service
+    judges it, in order: an all-zero or constant volume is refused (:class:`service.qa.RefusedVolumeError` naming
+    it), and each volume's ``qa`` record is appended to ``qa_records``.
     """
     n = data.shape[3]
     x = np.empty((n, int(np.count_nonzero(mask))), dtype=np.float32)
@@ -156,8 +170,17 @@ def track_run(
     tracker.set_session(offset if on_offset else None, (tuple(data.shape[:3]), affine))
     for k in range(n):
         vol = np.ascontiguousarray(data[..., k])
+        if qa is not None:
+            try:
+                check_volume(vol)
+            except RefusedVolumeError as exc:
+                raise RefusedVolumeError(f"volume {k} (0-based): {exc}", exc.reason) from None
         motion[k], x[k] = tracker.track(vol, mask, affine=affine)
         total[k] = tracker.total_
+        if qa is not None:
+            record = qa.update(vol, x[k], tracker.fd_)
+            if qa_records is not None:
+                qa_records.append(record)
         if on_volume is not None:
             on_volume()
     return x, motion, total
@@ -168,6 +191,7 @@ def iter_realigned(
     runs: Sequence[BidsRun] | None = None,
     on_volume: Callable[[], None] | None = None,
     interpolation: str = "linear",
+    qa: QAConfig | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, RealignedRun]]:
     """Realign the runs (default all) to the mean of the first run's volumes, one run at a time.
 
@@ -180,6 +204,11 @@ def iter_realigned(
     each other session (a BIDS session, and within one a grid of its own) is registered to the reference when
     its first run comes (:func:`register_run_session`), and its runs tracked from that offset
     (:func:`track_run`); ``RealignedRun.session`` says which, and ``motion`` is within the session.
+
+    Every volume is judged by the service's QA (``qa``: its thresholds, default :class:`service.qa.QAConfig`, the
+    serve's defaults) on the brain mask's voxels, one tracker per run, against the reference's mean in the mask:
+    ``RealignedRun.qa`` holds the records, ``RealignedRun.censored`` the volumes every estimate leaves out. An
+    all-zero or constant volume is refused (:class:`service.qa.RefusedVolumeError` naming the run and volume).
     """
     import nibabel as nib
     from nilearn.masking import compute_epi_mask
@@ -192,6 +221,7 @@ def iter_realigned(
     brain = np.asarray(compute_epi_mask(nib.Nifti1Image(reference, affine)).dataobj) > 0
     brain.flags.writeable = False  # one mask for every run: motion correction finds its points by identity
     tracker = MotionTracker(interpolation=interpolation).fit(reference, affine)
+    reference_mean = float(reference[brain].mean(dtype=np.float64))
     sessions: list[SessionOffset] = [
         SessionOffset(runs[0].session, np.zeros(6), reference.shape, np.asarray(affine, np.float64), "reference")
     ]
@@ -214,9 +244,14 @@ def iter_realigned(
             ses = register_run_session(tracker, data, aff, label, run.name)
             sessions.append(ses)
         ses.runs.append(run.name)
-        x, motion, _ = track_run(tracker, data, aff, brain, ses.params, on_volume)
+        records: list[dict[str, Any]] = []
+        judge = QualityTracker(qa, reference_mean)
+        try:
+            x, motion, _ = track_run(tracker, data, aff, brain, ses.params, on_volume, qa=judge, qa_records=records)
+        except RefusedVolumeError as exc:
+            raise RefusedVolumeError(f"{run.bold}: {exc}", exc.reason) from None
         del data
-        yield reference, affine, brain, RealignedRun(run=run, x=x, motion=motion, session=ses)
+        yield reference, affine, brain, RealignedRun(run=run, x=x, motion=motion, session=ses, qa=records)
 
 
 def realign_subject(
@@ -265,10 +300,24 @@ def window_patterns(
         spec = PreprocessSpec(window=spec)
     trials = trials_of(rr.run, trial_types)
     tr = rr.run.tr
-    complete = [last_volume_needed(o, tr, spec.window) < rr.n_volumes for o in trials["onset"]]
+    censored = rr.censored
+    valid = None if censored is None else ~censored
+    # a trial whose window lies past the run, or keeps no uncensored volume (the service's rule), is left out
+    complete = [
+        last_volume_needed(o, tr, spec.window) < rr.n_volumes and _uncensored(o, tr, spec.window, valid)
+        for o in trials["onset"]
+    ]
     trials = trials.loc[complete].reset_index(drop=True)
-    resid = spec.detrend(rr.x, rr.motion)
-    return window_estimate(resid, trials["onset"].to_numpy(float), tr, spec.window), trials
+    resid = spec.detrend(rr.x, rr.motion, exclude=censored)
+    return window_estimate(resid, trials["onset"].to_numpy(float), tr, spec.window, valid=valid), trials
+
+
+def _uncensored(onset: float, tr: float, window: WindowSpec, valid: np.ndarray | None) -> bool:
+    try:
+        usable(*window_indices(onset, tr, window), valid)
+    except CensoredWindowError:
+        return False
+    return True
 
 
 def _design(
@@ -296,6 +345,12 @@ def _ols(design: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least-squares coefficients for many voxels: one pseudo-inverse of the design, then a matrix product
     (LAPACK's lstsq with tens of thousands of right-hand sides is many times slower)."""
     return np.linalg.pinv(design) @ y
+
+
+def _kept(rr: RealignedRun) -> np.ndarray | slice:
+    """The rows a GLM fits: the uncensored volumes (every volume of a run the QA did not judge)."""
+    censored = rr.censored
+    return slice(None) if censored is None or not censored.any() else ~censored
 
 
 def _psc(x: np.ndarray) -> np.ndarray:
@@ -327,7 +382,8 @@ def glm_patterns(
     fix = ev.loc[ev["trial_type"].astype(str) == "Fix", ["onset", "duration", "trial_type"]]
     events = pd.concat([model_ev[["onset", "duration", "trial_type"]], fix])
     design = _design(rr, events, options.hrf_model, options.high_pass, spec.motion_regressors)
-    beta = _ols(design.to_numpy(), _psc(rr.x.astype(np.float64)))
+    keep = _kept(rr)
+    beta = _ols(design.to_numpy()[keep], _psc(rr.x[keep].astype(np.float64)))
     cols = [design.columns.get_loc(names[s]) for s in stims]
     return beta[cols].astype(np.float32), pd.DataFrame({"stim_file": stims})
 
@@ -348,8 +404,9 @@ def contrast_terms(
         ]
     )
     design = _design(rr, model_ev, hrf_model, high_pass)
-    xmat = design.to_numpy()
-    y = _psc(rr.x.astype(np.float64))
+    keep = _kept(rr)
+    xmat = design.to_numpy()[keep]
+    y = _psc(rr.x[keep].astype(np.float64))
     beta = _ols(xmat, y)
     dof = max(len(y) - np.linalg.matrix_rank(xmat), 1)
     sigma2 = ((y - xmat @ beta) ** 2).sum(axis=0) / dof

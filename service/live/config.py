@@ -9,6 +9,7 @@ from service import protocol
 from service.intake.watcher import WatcherConfig
 from service.live.inbound import InboundLimits
 from service.preprocess import PreprocessSpec
+from service.qa.config import QAConfig
 
 __all__ = ["ServeConfig", "preprocess_of", "interpolation_of"]
 
@@ -104,6 +105,8 @@ class ServeConfig:
     inbound : InboundLimits
         Limits on the experiment's and displays' messages (TOML table ``[inbound]``: message size, fields,
         field length, events per second, open trials); a message over one is dropped and counted.
+    qa : QAConfig
+        The per-volume QA's thresholds and maps (TOML table ``[qa]``; ``docs/qa.md``).
     """
 
     bundle: Path | None = None
@@ -145,6 +148,7 @@ class ServeConfig:
     curve_allowed: Path | None = None
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     inbound: InboundLimits = field(default_factory=InboundLimits)
+    qa: QAConfig = field(default_factory=QAConfig)
 
     def __post_init__(self) -> None:
         for name in ("hwm", "frame_average", "feedback_smooth", "threads", "blas_threads", "max_batch"):

@@ -1,4 +1,4 @@
-"""The per-volume pipeline: motion correction -> mask -> online preprocessing -> decode -> publish -> record.
+"""The per-volume pipeline: motion correction -> mask -> QA -> online preprocessing -> decode -> publish -> record.
 
 :class:`Pipeline` holds every piece of state that lives across volumes as a named attribute (the fitted
 registration, the last motion estimate, the detrending state, the buffer of preprocessed volumes, the trial
@@ -6,6 +6,12 @@ windows, the neurofeedback target). :meth:`Pipeline.process_many` takes the volu
 backlog); :meth:`Pipeline.handle` one inbound message. A volume that fails is logged, recorded in
 ``volumes.jsonl`` with its error and skipped; the run goes on (``FMRIFACE_RAISE=1`` re-raises instead, as the
 tests set).
+
+The QA (:class:`service.qa.QualityTracker`, docs/qa.md) refuses an all-zero or constant volume before motion
+correction (an error, never decoded) and judges every other one after it. A censored volume is motion-corrected,
+recorded (``qa`` in its record and frame header) and published, but enters neither the online detrending nor a
+trial's estimate, and its frame is *held*: its latent is decoded from the frame input of the last uncensored
+volume (zeros before the first), so the display and the feedback keep what they last showed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from service.live.runlog import GuardedRunLog, ResumeState, RunLog
 from service.live.sham import ShamFeedback
 from service.live.trials import TrialBook
 from service.motion import MotionTracker, RigidRegistration, SessionRegistrationError, TrackingError
+from service.qa.tracker import QualityTracker, RefusedVolumeError, check_volume
 
 __all__ = ["Pipeline", "StagedVolume", "VolumeError"]
 
@@ -103,6 +110,9 @@ class Pipeline:
         self.online_ = self.spec.online_preprocessor(bundle.n_voxels, min_volumes=cfg.min_volumes)
         # by volume index: motion-corrected mask voxels, motion, preprocessed voxels, and which volumes are in
         self.history = VolumeHistory(bundle.n_voxels)
+        # the per-volume QA: its absolute check compares the global signal with the reference's mean in the mask
+        self.qa_ = QualityTracker(cfg.qa, reference_mean=float(bundle.reference[bundle.mask].mean(dtype=np.float64)))
+        self._maps_at = 0  # QA volumes judged when the QA maps were last published
         self.n_ok_ = self.n_errors_ = self.n_duplicates_ = self.n_discarded_ = 0
         self.done_files_: set[tuple[str, str]] = set()
         self.earlier_files_: set[tuple[str, str]] = set()  # decoded by an ended run of this folder: skipped
@@ -183,16 +193,14 @@ class Pipeline:
             if not self._tr_checked:  # the first volume of this process, a resumed run's too
                 self._check_tr(vol)
             try:
+                self._refuse(vol)
                 x, params = self._correct(vol, t, w0, p0)
                 rec.update(motion=[float(p) for p in params], fd=round(self.last_fd_, 5))  # full precision: resume
                 if int(vol.index) < self.cfg.discard:  # a dummy volume: its motion tracked, nothing else
                     self._discard(rec)
                     self.done_files_.add(key)
                     continue
-                z = self.online_.update(x, int(vol.index), params)
-                self.history.store(int(vol.index), x, params, z)
-                self.trials_.advance(int(vol.index), publish=False)  # estimated under this volume's fit
-                frame_x = self.history.average(int(vol.index), self.cfg.frame_average)
+                frame_x = self._preprocess(vol, x, params, rec)
                 frame_x = frame_x if len(vols) == 1 else frame_x.copy()
                 staged.append(StagedVolume(vol, rec, t, x, params, frame_x, w0 - p0))
             except Exception as exc:  # noqa: BLE001 - the error policy: record, log, go on
@@ -202,7 +210,71 @@ class Pipeline:
             self.done_files_.add(key)
         if staged:
             self._decode_and_send(staged)
+        self._publish_maps()
         return out
+
+    def _refuse(self, vol: Any) -> None:
+        """An all-zero or constant volume is refused before motion correction (recorded as an error)."""
+        try:
+            check_volume(vol.data)
+        except RefusedVolumeError as exc:
+            raise VolumeError(str(exc)) from None
+
+    def _preprocess(self, vol: Any, x: np.ndarray, params: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
+        """QA, online preprocessing, history and trials of one motion-corrected volume; its frame input.
+
+        A censored volume is kept out of the online fit (:meth:`OnlinePreprocessor.skip`) and of every trial
+        (:meth:`VolumeHistory.valid_among`); its frame input is the last uncensored volume's (held).
+        """
+        index = int(vol.index)
+        qa = self.qa_.update(vol.data, x, self.last_fd_)
+        rec["qa"] = qa
+        if qa["censored"]:
+            self.online_.skip(index)
+            self.history.store(index, x, params, None, censored=True)
+            log.warning(
+                "volume %s censored by the QA (%s): its frame holds the last uncensored latent",
+                index,
+                ", ".join(qa["reasons"]),
+            )
+        else:
+            self.history.store(index, x, params, self.online_.update(x, index, params))
+        self.trials_.advance(index, publish=False)  # estimated under this volume's fit
+        held = self.history.last_uncensored
+        if held < 0:  # nothing uncensored yet: a zero input
+            return np.zeros(self.bundle.n_voxels, np.float32)
+        return self.history.average(held, self.cfg.frame_average)
+
+    def _publish_maps(self) -> None:
+        """Every ``qa.maps_every`` volumes judged: the QA maps (mean EPI with the mask, tSNR) on topic ``qa``."""
+        every = self.cfg.qa.maps_every
+        if not every or self.qa_.n_ // every <= self._maps_at // every or not hasattr(self.outputs, "qa"):
+            return
+        self._maps_at = self.qa_.n_
+        maps = self.qa_.maps()
+        if maps is None:
+            return
+        try:
+            from service.qa.maps import choose_slices, render_maps
+
+            mean, tsnr = maps
+            mask = self.bundle.mask if self.bundle.mask.shape == mean.shape else None  # another session's grid
+            slices = choose_slices(mask, mean.shape)
+            image = render_maps(mean, tsnr, mask, slices)
+            header = {
+                "run_id": self.runlog.run_id,
+                "volume": self.history.last_index,
+                "tsnr_mean": self.qa_.tsnr_mean(),
+                "kind": "maps",
+                "slices": slices,
+                "shape": list(image.shape),
+                "dtype": "uint8",
+            }
+            self.outputs.qa(header, image)
+        except Exception as exc:  # noqa: BLE001 - the maps must never cost a volume
+            if raise_errors():
+                raise
+            log.error("QA maps not published: %s", exc)
 
     def _check_tr(self, vol: Any) -> None:
         self._tr_checked = True
@@ -240,6 +312,7 @@ class Pipeline:
                 real = self.feedback_.frame(latent)
                 face_latent, feedback = (latent, real) if shown is None else shown[k][:2]
                 header = self._frame_header(vol, t, s.params, face_latent, feedback)
+                header["qa"] = rec.get("qa")
                 seq = self.outputs.frame(header, image)
                 rec.update(status="ok", frame_seq=seq)
                 if "value" in header["feedback"]:
@@ -418,6 +491,7 @@ class Pipeline:
             "target": self.feedback_.target_source_ or None,
             "session": self.session_,
             "condition": self.condition,
+            "qa": self.qa_.summary(),
         }
 
     def save_state(self) -> None:
@@ -452,8 +526,16 @@ class Pipeline:
                 self.n_errors_ += 1
                 continue
             params = np.asarray(rec["motion"], np.float64)
-            z = self.online_.update(voxels[rec["voxel_row"]].astype(np.float32), int(rec["volume"]), params)
-            self.history.store(int(rec["volume"]), voxels[rec["voxel_row"]], params, z)
+            x = voxels[rec["voxel_row"]].astype(np.float32)
+            # the QA's voxel estimates replayed with the recorded decisions (the slices and maps start again)
+            censored = bool((rec.get("qa") or {}).get("censored"))
+            self.qa_.update(None, x, rec.get("fd"), censored=censored)
+            if censored:
+                self.online_.skip(int(rec["volume"]))
+                self.history.store(int(rec["volume"]), x, params, None, censored=True)
+            else:
+                z = self.online_.update(x, int(rec["volume"]), params)
+                self.history.store(int(rec["volume"]), x, params, z)
             self.tracker_.restore(params)
             self.n_ok_ += 1
         self.trials_.restore(rs)
@@ -497,6 +579,7 @@ class Pipeline:
             "last_fd": round(self.last_fd_, 4),
             "session": self.session_,
             "condition": self.condition,
+            "qa": {**self.qa_.summary(), "trials_censored": list(self.trials_.censored_)},
             # the end message goes to the displays too: a blinded run's summary says nothing of the sham
             **({"sham": self.sham_counts()} if self.sham is not None and self.condition == "sham" else {}),
         }

@@ -98,6 +98,9 @@ class TrialBook:
         Trial key -> its onset event fields.
     published_ : set
         Keys of trials already published (restored from ``trials.tsv`` on resume).
+    censored_ : list of str
+        Keys of trials not decoded because their window or baseline kept no uncensored volume (the QA); the run's
+        summary records them (``trials_censored``).
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class TrialBook:
         self.sham = sham  # a sham run: the k-th trial published shows the source run's k-th
         self.trials_: dict[Any, dict[str, Any]] = {}
         self.published_: set[str] = set()
+        self.censored_: list[str] = []
         self.n_published = 0
         self._auto = 0
         self._ready: list[tuple] = []
@@ -216,7 +220,13 @@ class TrialBook:
         hist, online = self.history, self.online
         win, base = hist.valid_among(r.window), hist.valid_among(r.baseline)
         if win.size == 0 or base.size == 0:
-            log.warning("trial %s skipped: its window or baseline volumes all failed", r.key)
+            span = r.window if win.size == 0 else r.baseline
+            inside = span[span < hist.valid.size]
+            if inside.size and hist.censored[inside].any():  # volumes in, but censored: recorded as such
+                self.censored_.append(str(r.key))
+                log.warning("trial %s not decoded: every volume of its window or baseline is censored (QA)", r.key)
+            else:
+                log.warning("trial %s skipped: its window or baseline volumes all failed", r.key)
             return None
         # the window and baseline volumes under the current drift fit and scale (as offline on the run so far)
         idx = np.concatenate([win, base])
