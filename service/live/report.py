@@ -4,14 +4,13 @@
 et al. 2020) that a real-time fMRI run can answer: the feedback signal and how it was computed, its latency per
 volume (file ready -> frame sent, and file ready -> on screen from the displays' flip acks), the control
 condition (live or sham, how it was assigned, the source run and its hash), the volumes excluded and why, the
-head motion (framewise displacement), and the software versions and bundle hash. :func:`format_reports` prints
+QA (volumes censored and why, mean tSNR in the mask, DVARS; docs/qa.md), the head motion (framewise displacement), and the software versions and bundle hash. :func:`format_reports` prints
 one or more runs side by side (``fmriface report RUN [RUN ...]``); ``serve`` leaves ``report.md`` in the run's
 folder when it closes.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from service.live.runlog import read_records
+from service.live.runlog import read_records_checked, read_trials
 
-__all__ = ["ReportError", "run_report", "format_reports", "FD_THRESHOLD_MM"]
+__all__ = ["ReportError", "run_report", "format_reports", "damaged_text", "FD_THRESHOLD_MM"]
 
 #: Framewise displacement (Power et al. 2012, 50 mm head radius) above which a volume is counted as a spike.
 FD_THRESHOLD_MM = 0.5
@@ -92,14 +91,18 @@ def run_report(run_dir: str | Path, fd_threshold: float = FD_THRESHOLD_MM) -> di
         state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"{run_dir}: manifest.json or state.json is not valid JSON: {exc}") from None
-    volumes = read_records(run_dir / "volumes.jsonl")
-    flips = read_records(run_dir / "flips.jsonl")
-    events = read_records(run_dir / "events.jsonl")
-    feedback = read_records(run_dir / "feedback.jsonl")
-    trials = []
-    if (run_dir / "trials.tsv").exists():
-        with open(run_dir / "trials.tsv", encoding="utf-8", newline="") as f:
-            trials = list(csv.DictReader(f, delimiter="\t"))
+    # a line that is not JSON (a crash's torn last line, or damage) is named, never dropped silently
+    damaged: dict[str, list[int]] = {}
+    records = {}
+    for name in ("volumes.jsonl", "flips.jsonl", "events.jsonl", "feedback.jsonl"):
+        records[name], bad = read_records_checked(run_dir / name)
+        if bad:
+            damaged[name] = bad
+    volumes, flips, events, feedback = (
+        records[n] for n in ("volumes.jsonl", "flips.jsonl", "events.jsonl", "feedback.jsonl")
+    )
+    trials = read_trials(run_dir / "trials.tsv")
+    session = _session(run_dir)
 
     ok = [v for v in volumes if v.get("status") == "ok"]
     latency = [1000.0 * (v["t"]["sent"] - v["t"]["file_ready"]) for v in ok if "sent" in v.get("t", {})]
@@ -123,6 +126,7 @@ def run_report(run_dir: str | Path, fd_threshold: float = FD_THRESHOLD_MM) -> di
         if real.size == shown.size and real.size > 2 and shown.std() > 0 and real.std() > 0:
             values["r_shown_real"] = round(float(np.corrcoef(shown, real)[0, 1]), 4)
     summary = manifest.get("summary") or {}
+    qa = [v["qa"] for v in ok if isinstance(v.get("qa"), dict)]
     return {
         "run_id": manifest.get("run_id", run_dir.name),
         "state": manifest.get("state"),
@@ -144,6 +148,9 @@ def run_report(run_dir: str | Path, fd_threshold: float = FD_THRESHOLD_MM) -> di
             "reasons": dict(reasons.most_common()),
         },
         "trials": len(trials),
+        "qa": _qa_summary(
+            qa, (summary.get("qa") or {}).get("tsnr_mean"), (summary.get("qa") or {}).get("trials_censored")
+        ),
         "motion": {
             "fd_mean_mm": round(float(fd.mean()), 4) if fd.size else None,
             "fd_max_mm": round(float(fd.max()), 4) if fd.size else None,
@@ -151,13 +158,60 @@ def run_report(run_dir: str | Path, fd_threshold: float = FD_THRESHOLD_MM) -> di
             "volumes_above": int((fd > fd_threshold).sum()),
             "max_translation_mm": round(float(np.abs(motion[:, :3]).max()), 3) if len(motion) else None,
             "max_rotation_deg": round(float(np.abs(motion[:, 3:]).max()), 3) if len(motion) else None,
-            "session_offset": (summary.get("session") or {}).get("offset"),
+            "session_offset": (summary.get("session") or session or {}).get("offset"),
         },
         "software": manifest.get("versions") or {},
         "bundle": manifest.get("bundle") or {},
         "provider": manifest.get("provider"),
         "stop_reason": summary.get("reason"),
+        "damaged_lines": damaged,
     }
+
+
+def _session(run_dir: Path) -> dict[str, Any] | None:
+    """``session.json`` (the registration of a run on another session's grid), None without one."""
+    path = run_dir / "session.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path} is not valid JSON: {exc}") from None
+
+
+def damaged_text(report: dict[str, Any]) -> str:
+    """The damaged record lines of a run report, as one line (``none`` without any)."""
+    parts = []
+    for name, lines in (report.get("damaged_lines") or {}).items():
+        shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        parts.append(f"{name}: {len(lines)} line{'s' if len(lines) > 1 else ''} not read (line {shown})")
+    return "; ".join(parts) or "none"
+
+
+def _qa_summary(qa: list[dict[str, Any]], tsnr_mean: Any, trials_censored: Any) -> dict[str, Any]:
+    """The QA of the decoded volumes: censored count and why, mean tSNR in the mask, DVARS and FD summaries."""
+    by_reason = Counter(r for q in qa if q.get("censored") for r in q.get("reasons", []))
+
+    def values(key: str) -> list[float]:
+        return [float(q[key]) for q in qa if q.get(key) is not None]
+
+    return {
+        "judged": len(qa),
+        "censored": sum(bool(q.get("censored")) for q in qa),
+        "by_reason": dict(by_reason.most_common()),
+        "tsnr_mean": tsnr_mean,
+        "dvars": _pct(values("dvars")),
+        "std_dvars": _pct(values("std_dvars")),
+        "fd_mm": _pct(values("fd")),
+        "trials_censored": len(trials_censored or []),
+    }
+
+
+def _qa_text(q: dict[str, Any]) -> str:
+    if not q["judged"]:
+        return "not recorded (a run before the QA)"
+    why = ", ".join(f"{n}x {k}" for k, n in q["by_reason"].items()) or "none"
+    return f"{q['censored']} of {q['judged']} ({why}); trials not decoded: {q['trials_censored']}"
 
 
 def _control_text(c: dict[str, Any]) -> str:
@@ -185,11 +239,16 @@ def format_reports(reports: list[dict[str, Any]]) -> str:
         rows.append((label, [str(fn(r)) for r in reports]))
 
     row("state", lambda r: f"{r['state']} ({r['stop_reason']})")
+    row("damaged record lines", damaged_text)
     row("control condition", lambda r: _control_text(r["control"]))
     row("TR (s)", lambda r: r["tr_s"])
     row("volumes ok / recorded", lambda r: f"{r['volumes']['ok']} / {r['volumes']['recorded']}")
     row("volumes excluded", lambda r: "; ".join(f"{n}x {k}" for k, n in r["volumes"]["reasons"].items()) or "none")
     row("trials decoded", lambda r: r["trials"])
+    row("volumes censored (QA)", lambda r: _qa_text(r["qa"]))
+    row("mean tSNR in the mask", lambda r: r["qa"]["tsnr_mean"] if r["qa"]["tsnr_mean"] is not None else "n/a")
+    row("std DVARS", lambda r: _lat(r["qa"]["std_dvars"]))
+    row("FD (mm)", lambda r: _lat(r["qa"]["fd_mm"]))
     row("feedback shown (mean, sd)", lambda r: _mean_sd(r["feedback_values"], "shown"))
     row("participant's own feedback (mean)", lambda r: r["feedback_values"].get("real_mean", "= shown"))
     row("r(shown, own)", lambda r: r["feedback_values"].get("r_shown_real", "1 (live)"))

@@ -57,5 +57,19 @@ def test_faults_are_censored_held_and_later_latents_match_the_clean_run(synth, t
     recs = {r["volume"]: r for r in read_volumes(out.service.run_dir_)}
     assert recs[40]["status"] == "error" and "all zero" in recs[40]["error"]
     assert recs[20]["qa"]["censored"] and recs[21]["qa"]["censored"] is False
-    status = out.topic("status")[-1].header["qa"]
-    assert status["censored"] >= 2 and status["by_reason"]["spike"] >= 1 and status["tsnr_mean"] > 0
+    status = [m.header["qa"] for m in out.topic("status")]
+    assert all(set(q) == {"censored", "by_reason", "tsnr_mean", "volumes"} for q in status)
+    final = out.topic("end")[0].header["summary"]["qa"]  # Pipeline.summary: the status's qa at the end
+    assert final["censored"] >= 2 and final["by_reason"]["spike"] >= 1 and final["tsnr_mean"] > 0
+
+
+def test_the_run_report_gives_the_qa(synth, tmp_path, monkeypatch):
+    from service.live.report import format_reports, run_report
+
+    clean = make_run(synth, TRIALS, N_VOL, amplitude=3.0, noise=2.0, drift=25.0, seed=3)
+    out = _run(synth, _faulty(clean), tmp_path, monkeypatch)
+    report = run_report(out.service.run_dir_)
+    qa = report["qa"]
+    assert qa["censored"] >= 2 and qa["by_reason"]["spike"] >= 1 and qa["judged"] == N_VOL - 2
+    assert qa["tsnr_mean"] > 0 and qa["std_dvars"]["max"] > 10
+    assert "volumes censored (QA)" in format_reports([report])
