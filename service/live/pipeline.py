@@ -185,8 +185,13 @@ class Pipeline:
             if key in self.done_files_:
                 self.n_duplicates_ += 1
                 continue
-            # file_ready: the watcher saw the complete file; read: it was read; dequeued: the worker took it
-            t = {"file_ready": float(getattr(vol, "t_seen", vol.t_ready)), "read": float(vol.t_ready), "dequeued": w0}
+            # file_ready: the file's last write; seen: the watcher noticed it; read: it was read; dequeued: taken
+            t = {
+                "file_ready": float(getattr(vol, "t_written", 0.0) or getattr(vol, "t_seen", vol.t_ready)),
+                "seen": float(getattr(vol, "t_seen", vol.t_ready)),
+                "read": float(vol.t_ready),
+                "dequeued": w0,
+            }
             rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
             rec.update(sha256=key[1], t=t)
             out.append(rec)
