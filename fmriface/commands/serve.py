@@ -6,6 +6,12 @@ detrended online and decoded (mapping -> decoder.onnx); a `frame` message goes o
 messages on --pull). The run is recorded under --runs/<run id>/; restarting on the same folder resumes it.
 Stops on Ctrl-C / SIGTERM, after --max-volumes, or after --idle-timeout seconds without a volume.
 
+Only the run that starts after serve does is followed: files already in --watch that were written before serve
+started (by their file time and DICOM acquisition time) are an earlier run's, reported once per series with their
+age and not decoded; `fmriface inspect DIR` says which, and what to run. --take-earlier-run follows a run that began
+before serve did (the newest EPI series present on the bundle's grid); a restart in the middle of a run resumes
+it without the option (its records name its files).
+
 Example:
   fmriface serve --bundle out/bundle --watch /data/export --events run-01_events.tsv --max-volumes 195
 """
@@ -15,6 +21,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
 from fmriface.common import parser
 from fmriface.config import load_config, resolve_config
@@ -60,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --allocation, status messages name the condition (live or sham) instead of 'blinded'",
     )
     p.add_argument("--no-verify", action="store_true", help="skip the bundle's SHA-256 check at start")
+    p.add_argument(
+        "--take-earlier-run",
+        action="store_true",
+        help="follow a run that began before serve started (the newest EPI series present on the bundle's grid); "
+        "by default files written before the start are an earlier run's and are not followed",
+    )
+    t_start = time.time()  # files written before this are an earlier run's
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before numpy loads: one volume's work is too small to split
@@ -73,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_verify:
         overrides["verify_bundle"] = False
     cfg = load_config(ServeConfig, resolve_config(args.config, "serve"), overrides)
+    cfg = _live_run_only(cfg, t_start, args.take_earlier_run)
     setup_logging(cfg.json_log)
     service = Service(cfg).start()
     summary = service.run()
@@ -81,3 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fmriface serve: run {service.runlog_.run_id} stopped by an error: {service.error_}", file=sys.stderr)
         return 1
     return 0
+
+
+def _live_run_only(cfg, t_start: float, take_earlier: bool):
+    """The config whose intake follows only files written after ``t_start`` (unless ``take_earlier``, or the
+    config's own ``[watcher] since`` / ``take_earlier``), and the run being resumed, whose records name its files."""
+    from service.live.runlog import RecordError, read_records
+    from service.live.startup import StartupError, choose_run_id
+
+    try:  # the run serve will open: a resumed one's files say which series is its own
+        records = read_records(Path(cfg.runs) / choose_run_id(cfg) / "volumes.jsonl")
+    except (StartupError, RecordError, OSError, ValueError, TypeError):  # TypeError: no --watch
+        records = []  # Service.start reports what is wrong with the run
+    taken = [str(r["file"]) for r in records if r.get("file") and r.get("status") in ("ok", "discarded")]
+    names = tuple(dict.fromkeys(taken[-16:]))  # any one of them present names the series; the manifest keeps them
+    watcher = cfg.watcher
+    return replace(
+        cfg,
+        watcher=replace(
+            watcher,
+            since=t_start if watcher.since is None else watcher.since,
+            take_earlier=watcher.take_earlier or take_earlier,
+            resume_files=watcher.resume_files or names,
+        ),
+    )

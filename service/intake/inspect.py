@@ -2,17 +2,25 @@
 
 The engine of ``fmriface inspect``: every file is read as intake would read it (so the problems listed are the
 ones the service would meet), grouped by series, and summarised. Nothing about the patient is reported.
+
+Every file present was written before a service started now, so each series is an earlier run to it
+(:mod:`service.intake.stale`): the report gives each series' age (its newest and oldest file) and the ``fmriface
+serve`` command line to run next: a plain one for a run still to come, ``--take-earlier-run`` to decode one
+present.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from service.dicom.parse import DicomImage
 from service.intake.assembly import assemble, read_image, sniff
+from service.intake.stale import age_text
 from service.volume import IntakeError, UnsupportedFileError, Volume
 
 __all__ = ["inspect_path", "format_report", "compact_ranges"]
@@ -62,10 +70,12 @@ def inspect_path(
     ignored: list[dict[str, str]] = []
     series: dict[str, dict[str, Any]] = {}
     slices: dict[tuple[str, int], list[DicomImage]] = defaultdict(list)
+    written: dict[Path, float] = {}  # file -> its last write
     files = _files(path, recursive)
     for f in files:
         try:
-            size = f.stat().st_size
+            st = f.stat()
+            size, written[f] = st.st_size, st.st_mtime
             if size > max_file_bytes:
                 problems.append(
                     {
@@ -98,7 +108,7 @@ def inspect_path(
                 continue
             slices[(got.run_uid, got.acquisition)].append(got)
             continue
-        _add(series, got if isinstance(got, Volume) else _volume(got, problems), got)
+        _add(series, got if isinstance(got, Volume) else _volume(got, problems), got, written.get(f, 0.0))
     for (_, acq), group in slices.items():
         expected = group[0].slices_expected
         if expected and len(group) < expected:
@@ -110,8 +120,11 @@ def inspect_path(
                 }
             )
             continue
-        _add(series, _volume(group, problems), group[0])
-    summaries = [_summary(s) for s in sorted(series.values(), key=lambda s: (s["number"] is None, s["number"] or 0))]
+        _add(series, _volume(group, problems), group[0], max(written.get(Path(g.path), 0.0) for g in group))
+    now = time.time()
+    summaries = [
+        _summary(s, now) for s in sorted(series.values(), key=lambda s: (s["number"] is None, s["number"] or 0))
+    ]
     if not summaries and not problems:
         what = "no files" if not files else f"{len(files)} file(s), none a DICOM or NIfTI image volume"
         problems.append({"file": str(path), "kind": "empty", "reason": f"{what}: nothing a scanner exported"})
@@ -122,6 +135,7 @@ def inspect_path(
         "ignored_files": ignored,
         "problems": problems,
         "advice": _advice(summaries, problems),
+        "next": _next_commands(path, summaries),
     }
 
 
@@ -138,11 +152,30 @@ def _advice(summaries: list[dict[str, Any]], problems: list[dict[str, str]]) -> 
     if len(epi) > 1:
         numbers = ", ".join(str(s["series_number"]) for s in epi)
         out.append(
-            f"{len(epi)} EPI runs (series {numbers}): serve follows the newest one present at start, then the first "
-            "new one; set [watcher] series = N in the serve config to follow another"
+            f"{len(epi)} EPI runs (series {numbers}): serve follows the first run that starts after it does (with "
+            "--take-earlier-run: the newest one present on the bundle's grid); set [watcher] series = N in the serve "
+            "config to follow another"
         )
     if any(p["kind"] == "ambiguous" for p in problems):
         out.append("set [watcher] slices_per_volume (serve sets it from the bundle's reference grid)")
+    return out
+
+
+def _next_commands(path: Path, summaries: list[dict[str, Any]]) -> list[str]:
+    """The ``fmriface serve`` command lines to run next, for a folder: the run to come, and the newest run present
+    (every file here was written before a serve started now, so that one needs ``--take-earlier-run``)."""
+    if not path.is_dir():
+        return []
+    base = f"fmriface serve --bundle BUNDLE --watch {shlex.quote(str(path))}"
+    out = [f"{base}    (start it before the run: follows the first run written after it starts)"]
+    epi = [s for s in summaries if s["epi"] and s["age_s"] is not None]
+    if epi:
+        newest = min(epi, key=lambda s: s["age_s"])
+        out.append(
+            f"{base} --take-earlier-run    (decodes series {newest['series_number']}, written "
+            f"{age_text(newest['age_s'])} ago, from its start; a series other than the newest on the bundle's grid: "
+            "[watcher] series = N)"
+        )
     return out
 
 
@@ -155,7 +188,7 @@ def _volume(images: DicomImage | list[DicomImage], problems: list[dict[str, str]
         return None
 
 
-def _add(series: dict[str, dict[str, Any]], vol: Volume | None, source: DicomImage | Volume) -> None:
+def _add(series: dict[str, dict[str, Any]], vol: Volume | None, source: DicomImage | Volume, written: float) -> None:
     if vol is None:
         return
     key = vol.series or f"nifti:{vol.path.parent}"
@@ -179,8 +212,12 @@ def _add(series: dict[str, dict[str, Any]], vol: Volume | None, source: DicomIma
             "trs": Counter(),
             "acquisitions": [],
             "files": 0,
+            "newest": 0.0,
+            "oldest": float("inf"),
         },
     )
+    if written > 0:
+        entry["newest"], entry["oldest"] = max(entry["newest"], written), min(entry["oldest"], written)
     entry["numbers"].update(numbers)
     if vol.acquisition >= max(entry["acquisitions"], default=vol.acquisition):  # the later volumes tell the rule
         entry["volumes_from"] = getattr(source, "volume_from", "") or entry["volumes_from"]
@@ -192,7 +229,7 @@ def _add(series: dict[str, dict[str, Any]], vol: Volume | None, source: DicomIma
     entry["files"] += 1
 
 
-def _summary(entry: dict[str, Any]) -> dict[str, Any]:
+def _summary(entry: dict[str, Any], now: float) -> dict[str, Any]:
     acqs = entry["acquisitions"]
     counts = Counter(acqs)
     missing = sorted(set(range(min(acqs), max(acqs) + 1)) - set(acqs)) if acqs else []
@@ -228,6 +265,9 @@ def _summary(entry: dict[str, Any]) -> dict[str, Any]:
         "missing": compact_ranges(missing),
         "duplicates": sorted(a for a, n in counts.items() if n > 1),
         "notes": notes,
+        # seconds since its newest and oldest file were written: to a serve started now, an earlier run
+        "age_s": round(now - entry["newest"], 1) if entry["newest"] > 0 else None,
+        "oldest_age_s": round(now - entry["oldest"], 1) if entry["newest"] > 0 else None,
     }
 
 
@@ -243,12 +283,18 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"    volumes told apart by {s['volumes_told_by']}; slices per volume from {s['slices_told_by']}")
         lines.append(f"    format {s['format']}, matrix {'x'.join(map(str, s['matrix']))}, voxel {vox} mm, TR {tr}")
         lines.append(f"    {s['volumes']} volume(s), acquisitions {s['acquisitions']}")
+        if s.get("age_s") is not None:
+            lines.append(
+                f"    written {age_text(s['age_s'])} ago (the oldest file {age_text(s['oldest_age_s'])}): an earlier "
+                "run to a serve started now, not followed without --take-earlier-run"
+            )
         if s["missing"]:
             lines.append(f"    missing acquisitions: {s['missing']}")
         if s["duplicates"]:
             lines.append(f"    duplicated acquisitions: {s['duplicates']}")
         lines += [f"    note: {n}" for n in s["notes"]]
     lines += [f"  advice: {a}" for a in report.get("advice", [])]
+    lines += [f"  next: {c}" for c in report.get("next", [])]
     if report["problems"]:
         lines.append(f"  problems ({len(report['problems'])}):")
         lines += [f"    {os.path.basename(p['file'])}: {p['kind']}: {p['reason']}" for p in report["problems"]]

@@ -74,7 +74,7 @@ def test_every_volume_published_in_order_with_feedback_and_trials(synth, run_dat
     assert [m.header["volume"] for m in frames] == list(range(N_VOL))
     assert [m.header["seq"] for m in frames] == list(range(N_VOL))
     h = frames[-1].header
-    assert set(h["t"]) == {"file_ready", "read", "dequeued", "motion", "decoded", "sent"}
+    assert set(h["t"]) == {"file_ready", "seen", "read", "dequeued", "motion", "decoded", "sent"}
     assert h["t"]["file_ready"] <= h["t"]["motion"] <= h["t"]["decoded"] <= h["t"]["sent"]
     assert len(h["motion"]) == 6 and max(abs(p) for p in h["motion"]) < 0.2  # the run has no head motion
     assert frames[0].image().shape == (8, 8, 3) and len(h["latent"]) == 8
