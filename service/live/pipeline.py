@@ -313,18 +313,24 @@ class Pipeline:
         for k, (s, latent, image) in enumerate(zip(staged, latents, images)):
             vol, rec, t = s.vol, s.rec, s.t
             t["decoded"] = s.clock_offset + time.perf_counter()
+            recorded = False
             try:
                 real = self.feedback_.frame(latent)
                 face_latent, feedback = (latent, real) if shown is None else shown[k][:2]
                 header = self._frame_header(vol, t, s.params, face_latent, feedback)
                 header["qa"] = rec.get("qa")
-                seq = self.outputs.frame(header, image)
-                rec.update(status="ok", frame_seq=seq)
+                # the record first, then the frame: no frame goes out that the records do not hold
+                rec.update(status="ok", frame_seq=self.outputs.seq.peek("frame"))
                 if "value" in header["feedback"]:
                     rec["feedback"] = header["feedback"]["value"]
                 if shown is not None and "value" in real:
                     rec["feedback_real"] = real["value"]
-                self.runlog.volume(rec, s.x, latent)
+                t["sent"] = time.time()  # one stamp for the record and the frame (the publisher keeps it)
+                if self.runlog.volume(rec, s.x, latent) is None:  # the records failed: the run ends, unpublished
+                    self.n_errors_ += 1
+                    continue
+                recorded = True
+                seq = self.outputs.frame(header, image)
                 line = {"topic": "frame", "volume": rec["volume"], "seq": seq, "latent_row": rec.get("latent_row")}
                 line["shown"] = header["feedback"]
                 if shown is not None:
@@ -333,7 +339,11 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 if raise_errors():
                     raise
-                self._record_error(rec, exc)
+                if recorded:  # its line is written: the error is logged and counted, not recorded twice
+                    self.n_errors_ += 1
+                    log.error("volume %s (%s): recorded, but its frame failed: %s", rec["volume"], rec["file"], exc)
+                else:
+                    self._record_error(rec, exc)
                 continue
             self._account(rec, t)
         self.trials_.flush()

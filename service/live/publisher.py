@@ -134,11 +134,12 @@ class Publisher:
         self._inbound_cv = threading.Condition()
 
     def send(self, topic: str, header: dict[str, Any], payload: bytes | np.ndarray = b"") -> int:
-        """Send one message; its ``seq`` (returned) is assigned here and ``t.sent`` stamped just before."""
+        """Send one message; its ``seq`` (returned) is assigned here and ``t.sent`` stamped just before, unless the
+        caller stamped it (a frame: just before its record is written, so that the record and the frame agree)."""
         seq = self.seq.next(topic)
         header["seq"] = seq
         t = header.get("t")
-        if isinstance(t, dict):
+        if isinstance(t, dict) and "sent" not in t:
             t["sent"] = time.time()
         # accepted (queued for the subscribers with room; a PUB drops at a full queue silently) or refused
         counts = self.sent if protocol.send(self.pub, topic, header, payload) else self.dropped

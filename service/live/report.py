@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.live.runlog import read_records_checked, read_trials
+from service.live.runlog import read_records, read_trials
 
 __all__ = ["ReportError", "run_report", "format_reports", "damaged_text", "FD_THRESHOLD_MM"]
 
@@ -91,13 +91,13 @@ def run_report(run_dir: str | Path, fd_threshold: float = FD_THRESHOLD_MM) -> di
         state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"{run_dir}: manifest.json or state.json is not valid JSON: {exc}") from None
-    # a line that is not JSON (a crash's torn last line, or damage) is named, never dropped silently
+    # a crash's torn last line is named, never dropped silently (a damaged line before it is an error)
     damaged: dict[str, list[int]] = {}
     records = {}
     for name in ("volumes.jsonl", "flips.jsonl", "events.jsonl", "feedback.jsonl"):
-        records[name], bad = read_records_checked(run_dir / name)
-        if bad:
-            damaged[name] = bad
+        records[name] = read_records(run_dir / name, torn := [])
+        if torn:
+            damaged[name] = torn
     volumes, flips, events, feedback = (
         records[n] for n in ("volumes.jsonl", "flips.jsonl", "events.jsonl", "feedback.jsonl")
     )
@@ -184,7 +184,7 @@ def damaged_text(report: dict[str, Any]) -> str:
     parts = []
     for name, lines in (report.get("damaged_lines") or {}).items():
         shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
-        parts.append(f"{name}: {len(lines)} line{'s' if len(lines) > 1 else ''} not read (line {shown})")
+        parts.append(f"{name}: {len(lines)} torn line{'s' if len(lines) > 1 else ''} not read (line {shown})")
     return "; ".join(parts) or "none"
 
 

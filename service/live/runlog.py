@@ -56,7 +56,6 @@ __all__ = [
     "TSV_FIELD_MAX",
     "read_volumes",
     "read_records",
-    "read_records_checked",
     "read_trials",
     "RecordError",
 ]
@@ -202,10 +201,11 @@ class RecordError(ValueError):
     user_error = True
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
+def read_records(path: str | Path, torn: list[int] | None = None) -> list[dict[str, Any]]:
     """The lines of a JSON-lines record, read without changing the file (another run's, or one still written):
-    a torn last line (a crash while it was written) is left out, any other line that is not JSON raises
-    :class:`RecordError`; a missing file has no lines."""
+    a torn last line (a crash while it was written) is left out, and its number (1-based) appended to ``torn``
+    when given, so that the caller can say so; any other line that is not JSON raises :class:`RecordError`; a
+    missing file has no lines."""
     path = Path(path)
     if not path.exists():
         return []
@@ -219,26 +219,9 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             if n != len(lines):
                 raise RecordError(f"{path} line {n} is not JSON: {exc.msg}") from None
+            if torn is not None:
+                torn.append(n)
     return out
-
-
-def read_records_checked(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
-    """The lines of a JSON-lines record, read without changing the file, and the numbers (1-based) of the lines
-    that are not JSON (a crash's torn last line, or damage): nothing is dropped without being named. The caller
-    says so; :func:`read_records` raises instead where a line other than the last is damaged."""
-    path = Path(path)
-    if not path.exists():
-        return [], []
-    out: list[dict[str, Any]] = []
-    bad: list[int] = []
-    for n, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad.append(n)
-    return out, bad
 
 
 def read_trials(path: str | Path) -> list[dict[str, str]]:

@@ -136,9 +136,11 @@ def test_a_full_disk_stops_the_run_as_a_failure_with_its_reason_in_manifest_and_
     n = 8
     data = make_run(synth, [], n, amplitude=0.0, noise=1.0, drift=0.0, seed=1)
     vols = [make_volume(i, data[i], synth.affine, TR) for i in range(n)]
-    _disk_full_after(monkeypatch, 3)
+    written = _disk_full_after(monkeypatch, 3)
     out = serve(serve_config(synth.path, tmp_path, max_volumes=n), vols)
     svc = out.service
+    # the record first, then the frame: every frame published is recorded, none without
+    assert [m.header["volume"] for m in out.topic("frame")] == written == [0, 1, 2]
     assert svc.error_ is not None and "No space left" in svc.error_
     manifest = json.loads((svc.run_dir_ / "manifest.json").read_text())
     assert manifest["state"] == "stopped" and "run records cannot be written" in manifest["summary"]["reason"]
@@ -182,3 +184,24 @@ def test_serve_exits_non_zero_when_its_records_cannot_be_written(synth, tmp_path
     assert json.loads((run_dir / "manifest.json").read_text())["state"] == "stopped"
     assert (run_dir / "report.md").stat().st_size > 0
     assert np.load(run_dir / "latents.npy").shape[0] == 2
+
+
+def test_fmriface_report_names_torn_lines_and_reads_session_json(synth, tmp_path, monkeypatch, capsys):
+    from fmriface.commands import report as report_command
+
+    monkeypatch.setenv("FMRIFACE_RAISE", "0")
+    n = 5
+    data = make_run(synth, [], n, amplitude=0.0, noise=1.0, drift=0.0, seed=3)
+    out = serve(
+        serve_config(synth.path, tmp_path, max_volumes=n), [make_volume(i, data[i], synth.affine, TR) for i in range(n)]
+    )
+    run_dir = out.service.run_dir_
+    with open(run_dir / "volumes.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"volume": 99, "sta')  # a crash's torn last line
+    (run_dir / "session.json").write_text(json.dumps({"offset": [1.0, 0, 0, 0, 0, 2.0], "residual": 0.1}))
+    assert report_command.main([str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert f"volumes.jsonl: 1 torn line not read (line {n + 1})" in captured.out
+    assert "warning" in captured.err and f"(line {n + 1})" in captured.err
+    assert "[1.0, 0, 0, 0, 0, 2.0]" in captured.out  # the session offset from session.json
+    assert f"{n} / {n}" in captured.out  # every line that could be read is counted
