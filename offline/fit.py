@@ -284,9 +284,15 @@ def prepare(cfg: FitConfig, bids: Path, log, progress=None) -> FitData:
     import nibabel as nib
 
     from offline.datasets.bids import BidsError, load_bids
+    from offline.datasets.checks import check_inputs
     from offline.decoding.estimates import combine_contrasts
 
     progress = progress or _NoBar
+    # every input checked before the first expensive step, every problem named at once
+    problems = check_inputs(bids, cfg.subject or None)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise BidsError(f"{bids}: {len(problems)} problem(s) in the fit's inputs:\n{listed}")
     subject = load_bids(bids, cfg.subject or None)
     runs = [r for r in subject.runs if r.kind in SPLITS]
     kinds = {k: sum(r.kind == k for r in runs) for k in SPLITS}

@@ -5,7 +5,8 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "bids": ["BidsError", "BidsRun", "BidsSubject", "load_bids", "load_stimuli", "stimulus_table"],
+        "bids": ["BidsError", "BidsRun", "BidsSubject", "bold_files", "load_bids", "load_stimuli", "stimulus_table"],
+        "checks": ["check_inputs"],
         "images": [
             "DataError",
             "CorruptImageWarning",

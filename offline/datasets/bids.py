@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["BidsError", "BidsRun", "BidsSubject", "load_bids", "load_stimuli", "stimulus_table"]
+__all__ = ["BidsError", "BidsRun", "BidsSubject", "bold_files", "load_bids", "load_stimuli", "stimulus_table"]
 
 _ENTITY = re.compile(r"(sub|ses|task|acq|run)-([a-zA-Z0-9]+)")
 
@@ -131,8 +131,9 @@ def _read_events(path: Path) -> pd.DataFrame:
     return ev
 
 
-def load_bids(root: str | Path, subject: str | None = None) -> BidsSubject:
-    """Index a subject's functional runs (``subject``: ``01`` or ``sub-01``; default the only / first one)."""
+def bold_files(root: str | Path, subject: str | None = None) -> tuple[str, list[Path]]:
+    """The subject's label and its functional runs' NIfTI files, sorted by path; a BidsError names what is
+    missing (the folder, ``dataset_description.json``, the subject, any run)."""
     root = Path(root)
     if not root.is_dir():
         raise BidsError(f"--bids {root} is not a folder")
@@ -144,8 +145,18 @@ def load_bids(root: str | Path, subject: str | None = None) -> BidsSubject:
     sub = subjects[0] if subject is None else str(subject).removeprefix("sub-")
     if sub not in subjects:
         raise BidsError(f"{root} has no subject {sub!r}; it has {', '.join(subjects)}")
+    bolds = sorted((root / f"sub-{sub}").glob("**/func/*_bold.nii*"))
+    if not bolds:
+        raise BidsError(f"{root / ('sub-' + sub)} has no functional runs (*/func/*_bold.nii[.gz])")
+    return sub, bolds
+
+
+def load_bids(root: str | Path, subject: str | None = None) -> BidsSubject:
+    """Index a subject's functional runs (``subject``: ``01`` or ``sub-01``; default the only / first one)."""
+    root = Path(root)
+    sub, bolds = bold_files(root, subject)
     runs = []
-    for bold in sorted((root / f"sub-{sub}").glob("**/func/*_bold.nii*")):
+    for bold in bolds:
         ent = _entities(bold.name)
         tr = _sidecar_tr(bold, root, ent.get("task", ""))
         if tr is None:
@@ -158,8 +169,6 @@ def load_bids(root: str | Path, subject: str | None = None) -> BidsSubject:
         stem = bold.name.split(".nii")[0].removesuffix("_bold")
         events = _read_events(bold.with_name(stem + "_events.tsv"))
         runs.append(BidsRun(bold, sub, ent.get("ses", ""), ent.get("task", ""), ent.get("run", ""), tr, events))
-    if not runs:
-        raise BidsError(f"{root / ('sub-' + sub)} has no functional runs (*/func/*_bold.nii[.gz])")
     runs.sort(key=lambda r: (r.session, int(r.run) if r.run.isdigit() else 0, r.task))
     return BidsSubject(root=root, subject=sub, runs=tuple(runs))
 

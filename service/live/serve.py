@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import sha256_file
+from service.bundle import BundleError, sha256_file
 from service.live.config import ServeConfig, preprocess_of
 from service.live.decoder import LatentDecoder
+from service.live.onnx_session import OnnxSessionError
 from service.live.outputs import Output, Outputs
 from service.live.pipeline import Pipeline
 from service.live.publisher import Publisher
@@ -129,7 +130,10 @@ class Service:
 
     def _start(self, bundle: Any, run_id: str, sham: Any, control: dict[str, Any], condition: str) -> Service:
         cfg = self.cfg
-        decoder = LatentDecoder(bundle, device=cfg.device, threads=cfg.threads).build()
+        try:
+            decoder = LatentDecoder(bundle, device=cfg.device, threads=cfg.threads).build()
+        except (BundleError, OnnxSessionError) as exc:  # a wrong or unloadable decoder.onnx: what to fix, no traceback
+            raise StartupError(f"{exc}; rebuild the bundle with `fmriface fit` or point --bundle at another") from None
         self.runlog_ = RunLog(cfg.runs, run_id, bundle.latent_size, bundle.n_voxels, fsync=cfg.fsync)
         manifest = {
             "config": config_record(cfg),
