@@ -43,7 +43,7 @@ def test_bench_service_runs_two_matrices_as_slice_files(tmp_path):
     argv = [sys.executable, "-m", "fmriface", "bench", "service", "--json", "--matrix", "32x32x18,40x40x24"]
     argv += ["--format", "slices", "--n-paced", "8", "--n-asap", "12", "--tr", "0.2,0.3", "--decoder", "matmul"]
     argv += ["--voxels", "500", "--warmup", "2"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)  # two runs: 45 s idle
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
     small, large = out["side_by_side"]
