@@ -63,6 +63,17 @@ def median5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.nd
     return np.maximum(np.minimum(f, g), np.minimum(np.maximum(f, g), e))
 
 
+def _median(a: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """``np.median`` of a small array, bit for bit (the middle of the sorted values, or the mean of the two middle
+    ones), without its overhead: the slice check takes five medians of at most ``window`` x slices values."""
+    s = np.sort(a, axis=axis)
+    if axis is None:
+        s, axis = s.reshape(-1), 0
+    n = s.shape[axis]
+    hi = np.take(s, n // 2, axis=axis)
+    return hi if n % 2 else (np.take(s, n // 2 - 1, axis=axis) + hi) / 2.0
+
+
 def _sig(value: float | None, digits: int = 5) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
@@ -103,10 +114,12 @@ class QualityTracker:
         self._last_gs: float | None = None
         self._prev_gs: float | None = None
         self._n_pairs = 0
+        self._expected: tuple[int, float | None] = (-1, None)  # (pairs, expected DVARS) cached
         self._dsum: np.ndarray | None = None
         self._dsq: np.ndarray | None = None
         self._ring: np.ndarray | None = None
         self._ring_n = 0
+        self._pending: tuple | None = None  # the last volume's share of the running estimates (flush)
         self._absdev: np.ndarray | None = None
         self._n_dev = 0
         self._mean_x: np.ndarray | None = None
@@ -123,41 +136,60 @@ class QualityTracker:
         self._ring = np.zeros((CENTER, n_voxels), np.float32)
         self._absdev = np.zeros(n_voxels)
         self._mean_x, self._m2_x = np.zeros(n_voxels), np.zeros(n_voxels)
+        # scratch buffers: the same operations in the same order as with temporaries, without the allocations
+        self._f64 = (np.empty(n_voxels), np.empty(n_voxels))
+        self._f32 = tuple(np.empty(n_voxels, np.float32) for _ in range(5))
+        self._over = np.empty(n_voxels, np.bool_)
 
     # --- the metrics --------------------------------------------------------------------------------------
 
     def expected_dvars(self) -> float | None:
         """Nichols' expected DVARS under the null: the mean over voxels of the SD of their volume-to-volume
         differences (consecutive uncensored pairs); None before two pairs."""
+        self.flush()
         if self._n_pairs < 2:
             return None
         n = self._n_pairs
-        var = (self._dsq - self._dsum * self._dsum / n) / (n - 1)
-        return float(np.sqrt(np.maximum(var, 0.0)).mean())
+        if self._expected[0] != n:  # it changes only with a new pair
+            var = np.multiply(self._dsum, self._dsum, out=self._f64[0])
+            np.divide(var, n, out=var)
+            np.subtract(self._dsq, var, out=var)
+            np.divide(var, n - 1, out=var)
+            np.maximum(var, 0.0, out=var)
+            self._expected = (n, float(np.sqrt(var, out=var).mean()))
+        return self._expected[1]
 
     def _outliers(self, x: np.ndarray) -> tuple[np.ndarray | None, float | None]:
         """``(|x - running median|, outlier fraction)``; the fraction is None until enough deviations are in."""
         if self._ring_n < CENTER:
             return None, None
-        dev = np.abs(x - median5(*self._ring))
+        a, b, c, d, e = self._ring
+        f, g, dev = self._f32[2], self._f32[3], self._f32[4]
+        # median5, its temporaries in the scratch buffers
+        np.maximum(np.minimum(a, b, out=f), np.minimum(c, d, out=dev), out=f)
+        np.minimum(np.maximum(a, b, out=g), np.maximum(c, d, out=dev), out=g)
+        np.minimum(np.maximum(f, g, out=dev), e, out=dev)
+        np.maximum(np.minimum(f, g, out=f), dev, out=dev)
+        np.subtract(x, dev, out=dev)
+        np.abs(dev, out=dev)
         if self._n_dev < self.config.warmup:
             return dev, None
-        scale = self._absdev * (_MEAN_ABS_TO_SD * self.config.outlier_z / self._n_dev)
-        return dev, float(np.count_nonzero(dev > scale)) / x.size
+        scale = np.multiply(self._absdev, _MEAN_ABS_TO_SD * self.config.outlier_z / self._n_dev, out=self._f64[1])
+        return dev, float(np.count_nonzero(np.greater(dev, scale, out=self._over))) / x.size
 
     def _slice_z(self, means: np.ndarray) -> float | None:
         """The largest robust z of a slice's mean (over the volume's median slice) against its running estimate."""
         if self._slices_n < self.config.warmup:
             return None
         hist = self._slices[: min(self._slices_n, self.config.window)]
-        level = np.median(hist, axis=0)
+        level = _median(hist, axis=0)
         head = level >= SLICE_MIN_LEVEL * max(float(level.max()), 1e-12)
         if not head.any():
             return None
-        ratios = hist[:, head] / np.median(hist[:, head], axis=1, keepdims=True)
-        cur = means[head] / np.median(means[head])
-        center = np.median(ratios, axis=0)
-        mad = np.median(np.abs(ratios - center), axis=0)
+        ratios = hist[:, head] / _median(hist[:, head], axis=1)[:, None]
+        cur = means[head] / _median(means[head])
+        center = _median(ratios, axis=0)
+        mad = _median(np.abs(ratios - center), axis=0)
         scale = np.maximum(_MAD_TO_SD * mad, SLICE_FLOOR * np.abs(center))
         return float((np.abs(cur - center) / np.maximum(scale, 1e-12)).max())
 
@@ -185,27 +217,34 @@ class QualityTracker:
             Take this decision instead of making it (a resumed run replays its records).
         """
         cfg = self.config
+        self.flush()
         x = np.asarray(x, np.float32)
         if self._dsum is None or self._dsum.size != x.size:
             self._start(x.size)
         gs = float(x.mean(dtype=np.float64))
         dvars = std = std_last = None
         expected = self.expected_dvars()
+        diff, sq = self._f32[0], self._f32[2]
         if self._prev is not None:
-            dvars = float(np.sqrt(np.mean(np.square(x - self._prev), dtype=np.float64)))
+            np.subtract(x, self._prev, out=diff)  # kept for the DVARS sums (_commit)
+            dvars = float(np.sqrt(np.square(diff, out=sq).mean(dtype=np.float64)))
             if expected:
                 std = dvars / expected
                 if self._prev_ok:
                     std_last = std
                 elif self._last is not None:
-                    std_last = float(np.sqrt(np.mean(np.square(x - self._last), dtype=np.float64))) / expected
+                    np.subtract(x, self._last, out=sq)
+                    std_last = float(np.sqrt(np.square(sq, out=sq).mean(dtype=np.float64))) / expected
         # the outliers of the voxels relative to the volume's global signal: a global change (a spike, a step) is
         # the DVARS and global checks' business, a local one (a slice, a coil element) this count's
-        xn = x * np.float32(1.0 / gs) if gs else x
+        xn = np.multiply(x, np.float32(1.0 / gs), out=self._f32[1]) if gs else x
         dev, outlier_fraction = self._outliers(xn)
         means = None
         if data is not None:
-            means = np.asarray(data, np.float32).mean(axis=(0, 1), dtype=np.float64)
+            # the slices' means (einsum: the float64 sums of float32 values, summed faster than by ``mean``)
+            means = np.einsum("ijk->k", np.asarray(data, np.float32), dtype=np.float64) / (
+                data.shape[0] * data.shape[1]
+            )
             if not np.all(np.isfinite(means)):
                 means = None
             elif self._raw_shape != tuple(data.shape):  # a new grid: the raw estimates start again
@@ -214,6 +253,7 @@ class QualityTracker:
                 self._slices_n = self._n_r = 0
                 self._mean_r = np.zeros(data.shape, np.float32)
                 self._m2_r = np.zeros(data.shape, np.float32)
+                self._raw_tmp = (np.empty(data.shape, np.float32), np.empty(data.shape, np.float32))
         slice_z = self._slice_z(means) if means is not None else None
 
         reasons = []
@@ -256,44 +296,65 @@ class QualityTracker:
         data: Any,
         bad: bool,
     ) -> None:
-        """Take the volume into the running estimates (uncensored), and remember it as the previous one."""
+        """Count the volume and remember it as the previous one (and the last uncensored); what it adds to the
+        running estimates waits for :meth:`flush`."""
         self.n_ += 1
-        if self._prev is not None and self._prev_ok and not bad:
-            d = x - self._prev
-            self._dsum += d
-            self._dsq += np.square(d, dtype=np.float64)
-            self._n_pairs += 1
+        pair = self._prev is not None and self._prev_ok and not bad
         copy = x.copy()
         self._prev, self._prev_ok, self._prev_gs = copy, not bad, gs
-        # the medians take every judged volume (robust: a spike moves them not; a sustained change is accepted
-        # after half their span), the means and variances the uncensored ones only
+        if bad:
+            self.n_censored_ += 1
+        else:
+            self.n_used_ += 1
+            self._last, self._last_gs = copy, gs
+        self._pending = (copy, xn, dev, means, data, bad, pair)
+
+    def flush(self) -> None:
+        """Take the last judged volume into the running estimates: the medians take every judged volume (robust: a
+        spike moves them not; a sustained change is accepted after half their span), the sums, means and variances
+        the uncensored ones only.
+
+        :meth:`update` leaves this work for later so that a volume's verdict comes first: the live pipeline calls it
+        once the volume's frame is published; the next :meth:`update` and every reader of the estimates call it
+        themselves. The same operations in the same order either way: the results do not depend on when.
+        """
+        if self._pending is None:
+            return
+        x, xn, dev, means, data, bad, pair = self._pending
+        self._pending = None
+        if pair:
+            d = self._f32[0]  # x - the previous volume (update)
+            self._dsum += d
+            self._dsq += np.square(d, dtype=np.float64, out=self._f64[0])
+            self._n_pairs += 1
         self._ring[self._ring_n % CENTER] = xn
         self._ring_n += 1
         if means is not None:
             self._slices[self._slices_n % self.config.window] = means
             self._slices_n += 1
         if bad:
-            self.n_censored_ += 1
             return
-        self.n_used_ += 1
-        self._last, self._last_gs = copy, gs
         if dev is not None:
             self._absdev += dev
             self._n_dev += 1
-        delta = x - self._mean_x  # Welford, over the mask's voxels: the run's mean tSNR
-        self._mean_x += delta / self.n_used_
-        self._m2_x += delta * (x - self._mean_x)
+        delta, tmp = self._f64  # Welford, over the mask's voxels: the run's mean tSNR
+        np.subtract(x, self._mean_x, out=delta)
+        self._mean_x += np.divide(delta, self.n_used_, out=tmp)
+        self._m2_x += np.multiply(delta, np.subtract(x, self._mean_x, out=tmp), out=tmp)
         if means is not None:
             self._n_r += 1
             raw = np.asarray(data, np.float32)
-            delta_r = raw - self._mean_r  # Welford, over the raw grid: the maps
-            self._mean_r += delta_r / np.float32(self._n_r)
-            self._m2_r += delta_r * (raw - self._mean_r)
+            delta_r, tmp_r = self._raw_tmp  # Welford, over the raw grid: the maps
+            np.subtract(raw, self._mean_r, out=delta_r)
+            self._mean_r += np.divide(delta_r, np.float32(self._n_r), out=tmp_r)
+            self._m2_r += np.multiply(delta_r, np.subtract(raw, self._mean_r, out=tmp_r), out=tmp_r)
+        self.expected_dvars()  # for the next volume, while there is time
 
     # --- what the run shows -------------------------------------------------------------------------------
 
     def tsnr_mean(self) -> float | None:
         """The mean over the QA voxels of their tSNR (mean over SD of the uncensored volumes); None before 3."""
+        self.flush()
         if self.n_used_ < 3:
             return None
         sd = np.sqrt(self._m2_x / (self.n_used_ - 1))
@@ -303,6 +364,7 @@ class QualityTracker:
     def maps(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(mean, tsnr)`` float32 [X, Y, Z] on the raw grid from the uncensored volumes (tSNR NaN where the SD
         is 0 or fewer than 3 volumes are in); None before any raw volume."""
+        self.flush()
         if not self._n_r:
             return None
         mean = self._mean_r.copy()
