@@ -215,6 +215,7 @@ class Pipeline:
             self.done_files_.add(key)
         if staged:
             self._decode_and_send(staged)
+        self.qa_.flush()  # the QA's running estimates take the volumes after their frames are out (docs/qa.md)
         self._publish_maps()
         return out
 
