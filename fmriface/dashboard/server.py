@@ -5,7 +5,7 @@ Routes (every one behind the token when one is required):
 ``/``                       the page (``static/index.html``)
 ``/static/NAME``            its script and style sheet (packaged with the project: no CDN)
 ``/events``                 the live stream: ``text/event-stream``, a ``snapshot`` event first, then one event
-                            per change (``frame``, ``face``, ``trial``, ``status``, ``end``, ``problem``,
+                            per change (``frame``, ``face``, ``trial``, ``status``, ``qa``, ``end``, ``problem``,
                             ``points``, ``flips``, ``runs``, ``snapshot`` again when the run changes or the page
                             fell behind)
 ``/api/state``              the snapshot as JSON

@@ -2,7 +2,9 @@
 
 :class:`RunState` takes *items*: messages already decoded off the wire by the feed (:func:`prepare`, which runs
 on the subscriber's thread and also encodes the face images), and record lines of the run's folder
-(``volumes.jsonl``, ``flips.jsonl``, read by :mod:`fmriface.dashboard.runs`). :meth:`RunState.apply` returns the
+(``volumes.jsonl``, ``flips.jsonl``, read by :mod:`fmriface.dashboard.runs`). A frame's or record's ``qa``
+(the volume's quality check) rides on its point; the status's ``qa`` counts and the newest ``qa`` maps image are
+kept once each. :meth:`RunState.apply` returns the
 events to push to the browsers: ``(name, data)`` pairs with plain JSON data. :meth:`RunState.snapshot` is the
 whole state, sent to a page when it connects and whenever its queue overflowed.
 
