@@ -3,8 +3,10 @@
 Reads every file as the service's intake would (Siemens mosaic and XA enhanced DICOM, one-file-per-slice DICOM,
 Philips DICOM, NIfTI-1/2 3-D), groups them by series and prints, per series: the format, matrix, voxel size,
 TR, the acquisition numbers present, missing and duplicated, whether it is an EPI series the service would
-follow (derived, MoCo, phase and localizer series are not), and then the problems found (incomplete or corrupt
-files, matrices that differ). No patient-identifying field is ever printed.
+follow (derived, MoCo, phase and localizer series are not), how long ago its files were written (to a serve
+started now, every series present is an earlier run, not followed without --take-earlier-run), and then the
+problems found (incomplete or corrupt files, matrices that differ) and the `fmriface serve` command lines to run
+next. No patient-identifying field is ever printed.
 
 The exit status is 0; with ``--strict`` it is 1 when problems were found.
 

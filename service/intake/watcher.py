@@ -347,7 +347,7 @@ class VolumeWatcher:
             self._tick(now)
             self._log.flush()
             if self._stale_queue and self._inbox.empty():  # the earlier runs' headers, a little at a time when idle
-                self._stale_step(0.005)
+                self._stale_step(0.01)
             wake = [next_scan if self.config.polling != "off" else now + 0.5]
             wake += [time.time() + 0.01] if self._stale_queue else []
             wake += [self._retries[0][0]] if self._retries else []

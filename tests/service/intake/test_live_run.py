@@ -4,6 +4,7 @@ intake's lines name their file and are rate-limited by kind."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from fmriface.commands.serve import _live_run_only
 from service.intake.inspect import format_report, inspect_path
 from service.intake.stale import StaleFiles, acquired_at, age_text
 from service.intake.watcher import VolumeWatcher
+from service.live.config import ServeConfig
+from service.live.startup import choose_run_id
 from service.scanner.writers import write_volume
 from service.volume import IntakeEvent, Volume
 from tests.service.dicom.test_formats import make_volume
@@ -209,3 +213,24 @@ def test_the_rule_and_its_words():
     assert rule.before_start(1001.0, acquired=1000.0 - 3600) and not rule.before_start(1001.0, acquired=990.0)
     assert not StaleFiles().before_start(0.0)  # no start given: nothing is judged
     assert [age_text(s) for s in (4.24, 95, 7384, 3 * 86400)] == ["4.2 s", "1 min 35 s", "2 h 03 min", "3 days 0 h"]
+
+
+def test_serve_sets_the_start_the_flag_and_the_resumed_runs_files(tmp_path):
+    """What ``fmriface serve`` hands intake: its start, --take-earlier-run, and the files the run to resume recorded."""
+    watch, runs = tmp_path / "watch", tmp_path / "runs"
+    watch.mkdir()
+    cfg = ServeConfig(bundle=tmp_path / "bundle", watch=watch, runs=runs)
+    fresh = _live_run_only(cfg, 1234.5, take_earlier=False).watcher
+    assert (fresh.since, fresh.take_earlier, fresh.resume_files) == (1234.5, False, ())
+    assert _live_run_only(cfg, 1234.5, take_earlier=True).watcher.take_earlier
+    run = runs / choose_run_id(cfg)  # a run in progress, stopped: serve resumes it
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"state": "running"}))
+    records = [
+        {"volume": 0, "file": "s07_0001.dcm", "status": "discarded"},
+        {"volume": 1, "file": "s07_0002.dcm", "status": "ok"},
+        {"volume": None, "file": "junk.dcm", "status": "skipped"},
+    ]
+    (run / "volumes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    resumed = _live_run_only(cfg, 1234.5, take_earlier=False).watcher
+    assert resumed.resume_files == ("s07_0001.dcm", "s07_0002.dcm")
