@@ -725,6 +725,8 @@ def _write_bundle(
 
 def _manifest_fields(cfg: FitConfig, data: FitData, vae, main_fit, mapping: str, training: dict, evaluation) -> dict:
     """What the fit adds to the bundle's manifest (docs/bundle.md)."""
+    from service.qa import QAConfig  # the thresholds its realignment judged with (iter_realigned's default)
+
     return {
         "package_version": _package_version(),
         "image_shape": [vae.image_size, vae.image_size, 3],
@@ -738,4 +740,5 @@ def _manifest_fields(cfg: FitConfig, data: FitData, vae, main_fit, mapping: str,
         "sessions": data.sessions,
         "training": training,
         "evaluation": {k: evaluation[k] for k in ("pairwise", "pairwise_centred", "permutation", "chance")},
+        "qa": QAConfig().as_dict(),  # serve warns when its [qa] differs (docs/qa.md)
     }

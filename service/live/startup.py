@@ -147,6 +147,7 @@ def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
     except BundleError as exc:
         raise StartupError(f"{exc}; rebuild the bundle with `fmriface fit` or point --bundle at another") from None
     check_bundle_estimator(cfg, bundle)
+    check_qa_config(cfg, bundle)
     fitted = bundle.manifest.get("interpolation")
     if cfg.interpolation and fitted and cfg.interpolation != fitted:  # allowed (to compare), but said
         log.warning(
@@ -181,6 +182,28 @@ def startup_checks(cfg: ServeConfig) -> tuple[Bundle, list[dict[str, Any]]]:
     if cfg.target_image is not None and not Path(cfg.target_image).is_file():
         raise StartupError(f"target image {cfg.target_image} does not exist")
     return bundle, events
+
+
+def check_qa_config(cfg: ServeConfig, bundle: Bundle) -> list[str]:
+    """Warn when the serve's ``[qa]`` thresholds differ from those the fit judged its volumes with (the manifest's
+    ``qa``; a bundle without one says nothing): online and offline would censor different volumes (docs/qa.md).
+    ``maps_every`` (the display's) is not compared. Returns the differences, one ``name serve (fit)`` each."""
+    fitted = bundle.manifest.get("qa")
+    if not isinstance(fitted, dict):
+        return []
+    ours = cfg.qa.as_dict()
+    differ = [
+        f"{k} {ours[k]!r} (fit: {fitted[k]!r})"
+        for k in ours
+        if k != "maps_every" and k in fitted and fitted[k] != ours[k]
+    ]
+    if differ:
+        log.warning(
+            "the [qa] thresholds differ from those the bundle's fit censored its volumes with: %s; the live run "
+            "will censor differently from the fit",
+            "; ".join(differ),
+        )
+    return differ
 
 
 def check_bundle_estimator(cfg: ServeConfig, bundle: Bundle) -> None:
