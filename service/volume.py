@@ -63,7 +63,7 @@ class Volume:
         DICOM SeriesNumber (or the NIfTI ``series=N`` note), when known.
     t_written : float
         When the file was last written: its ``st_mtime_ns`` as read complete, in ``time.time()`` seconds (for
-        slice files: the last slice's), never later than ``t_seen`` (a file server whose clock runs ahead); 0.0
+        slice files: the last slice's), never later than when it was read (a file server whose clock runs ahead); 0.0
         when not known. A volume queued behind a slow start or written while the service was down shows its real
         wait from this time, and a file written slowly in place is timed from its last write.
     """

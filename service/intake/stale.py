@@ -121,13 +121,20 @@ class StaleFiles:
         """Whether files are judged at all."""
         return self.since is not None
 
-    def before_start(self, written: float, acquired: float | None = None) -> bool:
-        """Whether a file last written at ``written`` (acquired at ``acquired``, when known) is an earlier run's."""
+    def before_start(self, written: float, acquired: float | None = None, present: bool = True) -> bool:
+        """Whether a file last written at ``written`` (acquired at ``acquired``, when known) is an earlier run's.
+
+        ``present``: the file was in the folder at the start, so its time is only asked whether it was still being
+        written then (``tolerance_s``). A file that came later is new by that alone unless its time is older than
+        clocks can be apart (``CLOCK_SKEW_S``: a file server's clock behind this host's must not hide the live run;
+        an old file moved in is still caught).
+        """
         if self.since is None:
             return False
-        if written < self.since - self.tolerance_s:
+        skew = max(self.tolerance_s, CLOCK_SKEW_S)
+        if written < self.since - (self.tolerance_s if present else skew):
             return True
-        return acquired is not None and acquired < self.since - max(self.tolerance_s, CLOCK_SKEW_S)
+        return acquired is not None and acquired < self.since - skew
 
     def add(self, uid: str, label: str, path: Path, written: float) -> bool:
         """Count one file of series ``uid`` set aside; True when the series is new here."""

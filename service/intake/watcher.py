@@ -252,6 +252,7 @@ class VolumeWatcher:
         self._stale = StaleFiles(rule, self.config.stale_tolerance_s)
         self._stale_queue: list[tuple[float, str]] = []  # (last write, name) set aside at start, oldest first
         self._earlier_ok: set[str] = set()  # run UIDs taken although written before the start (a resumed run)
+        self._present: set[str] = set()  # the files in the folder at the start
 
     # ------------------------------------------------------------------ public
     def start(self) -> VolumeWatcher:
@@ -558,7 +559,8 @@ class VolumeWatcher:
             uid, number, description, exclusion = f"nifti:{got.series}", got.series_number, "NIfTI", None
         else:
             uid, number, description, exclusion = got.run_uid, got.series_number, got.series_description, got.exclusion
-        if uid not in self._earlier_ok and self._stale.before_start(written, acquired):
+        present = str(got.path) in self._present
+        if uid not in self._earlier_ok and self._stale.before_start(written, acquired, present):
             self._set_aside(uid, series_label(number, description), got.path, written)
             return
         aliases = got.series_numbers if isinstance(got, DicomImage) else ()
@@ -634,6 +636,7 @@ class VolumeWatcher:
         being resumed recorded makes its series followed, files written while the service was down included.
         """
         now = time.time()
+        self._present = {str(Path(name)) for name in names}
         fresh, earlier = [], []  # earlier: (last write, name)
         for name in names:
             info = self._files[name] = _File(t_seen=now)

@@ -30,10 +30,12 @@ def series_file(folder: Path, series: int, acq: int, age_s: float = 0.0, **kw) -
     """A mosaic of ``series``; ``age_s`` > 0 sets its file time (and, by the writer's clock, its acquisition time)
     that many seconds in the past."""
     path = folder / f"s{series:02d}_{acq:04d}.dcm"
-    write_volume(make_volume(acq), AFFINE, path, "mosaic", acquisition=acq, tr=2.0, series_number=series, **kw)
+    staged = folder / ".staging" / path.name if age_s else path  # dated before it is moved in: no race
+    write_volume(make_volume(acq), AFFINE, staged, "mosaic", acquisition=acq, tr=2.0, series_number=series, **kw)
     if age_s:
         t = time.time() - age_s
-        os.utime(path, (t, t))
+        os.utime(staged, (t, t))
+        os.replace(staged, path)
     return path
 
 
@@ -234,3 +236,13 @@ def test_serve_sets_the_start_the_flag_and_the_resumed_runs_files(tmp_path):
     (run / "volumes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     resumed = _live_run_only(cfg, 1234.5, take_earlier=False).watcher
     assert resumed.resume_files == ("s07_0001.dcm", "s07_0002.dcm")
+
+
+def test_a_new_file_is_followed_though_its_file_server_clock_is_behind(tmp_path):
+    """A file that was not in the folder at the start is new by that alone, unless its time is older than clocks
+    can be apart (stale.CLOCK_SKEW_S)."""
+    with VolumeWatcher(fast(tmp_path, since=time.time())) as watcher:
+        series_file(tmp_path, 8, 1, age_s=30.0)  # written now, stamped by a clock 30 s behind
+        volumes, events = collect(watcher, 1, timeout=8.0)
+    assert [(v.series_number, v.acquisition) for v in volumes] == [(8, 1)]
+    assert not [e for e in events if "before serve started" in e.reason]
