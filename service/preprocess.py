@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from service.lss import LSSOptions
 from service.online import SCALES, OnlinePreprocessor, detrend_offline
 from service.window import WindowSpec
 
@@ -111,6 +112,14 @@ register_estimator(
         "offline.decoding.estimates:glm_patterns",
     )
 )
+register_estimator(
+    Estimator(
+        "lss",
+        "least-squares-separate GLM betas, one GLM per trial against the rest of its condition (service.lss)",
+        "offline.decoding.estimates:lss_patterns",
+        online=False,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,9 @@ class PreprocessSpec:
         Per-voxel scaling of the residuals (:data:`service.online.SCALES`).
     interpolation : {"linear", "cubic"}
         The kernel each volume is resampled with onto the reference grid.
+    lss : LSSOptions
+        The least-squares-separate estimate's lag, drift, oversampling and output (:mod:`service.lss`); the
+        manifest records them when ``estimate`` is ``"lss"``.
     """
 
     estimate: str = "window"
@@ -139,6 +151,7 @@ class PreprocessSpec:
     motion_regressors: bool = True
     scale: str = "psc"
     interpolation: str = "linear"
+    lss: LSSOptions = field(default_factory=LSSOptions)
 
     def __post_init__(self) -> None:
         get_estimator(self.estimate)
@@ -176,8 +189,11 @@ class PreprocessSpec:
     # --- the bundle's record ------------------------------------------------------------------------------
 
     def to_manifest(self) -> dict[str, Any]:
-        """The manifest's fields for this spec (``window``, ``estimate``, ``interpolation``, ``preprocessing``)."""
+        """The manifest's fields for this spec (``window``, ``estimate``, ``interpolation``, ``preprocessing``; and
+        ``lss`` for an LSS bundle)."""
+        lss = {"lss": self.lss.as_dict()} if self.estimate == "lss" else {}
         return {
+            **lss,
             "window": self.window.as_dict(),
             "estimate": self.estimate,
             "interpolation": self.interpolation,
@@ -208,15 +224,18 @@ class PreprocessSpec:
         for key in ("poly_order", "motion_regressors", "scale"):
             if key in pre:
                 kwargs[key] = pre[key]
+        if manifest.get("lss"):
+            known = {f.name for f in dataclasses.fields(LSSOptions)}
+            kwargs["lss"] = LSSOptions(**{k: v for k, v in manifest["lss"].items() if k in known})
         return cls(**kwargs)
 
     def differences(self, other: PreprocessSpec, ignore: tuple[str, ...] = ()) -> list[str]:
         """``key = mine (theirs: other's)`` for every setting that differs; the window's fields one by one."""
         mine, theirs = _flat(self), _flat(other)
         return [
-            f"{key} = {mine[key]!r} (the bundle's: {theirs[key]!r})"
+            f"{key} = {mine[key]!r} (the bundle's: {theirs.get(key)!r})"
             for key in mine
-            if key not in ignore and mine[key] != theirs[key]
+            if key not in ignore and mine[key] != theirs.get(key)
         ]
 
 
@@ -224,8 +243,10 @@ def _flat(spec: PreprocessSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
-        if isinstance(value, WindowSpec):
-            out.update({f"window.{k}": v for k, v in value.as_dict().items()})
+        if f.name == "lss" and spec.estimate != "lss":
+            continue  # the LSS settings matter to an LSS estimate only
+        if isinstance(value, (WindowSpec, LSSOptions)):
+            out.update({f"{f.name}.{k}": v for k, v in value.as_dict().items()})
         else:
             out[f.name] = value
     return out

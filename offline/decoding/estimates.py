@@ -14,9 +14,11 @@
 3. :func:`glm_patterns`: GLM betas with nilearn's design matrices (one regressor per unique image, canonical
    HRF, cosine drift, motion regressors), solved by least squares with numpy on the voxels (percent signal
    change), which is what FirstLevelModel does per voxel, without its per-voxel overhead.
-4. :func:`face_contrast`: the face-vs-fixation t-statistic (fixed effects over runs) for voxel selection.
+4. :func:`lss_patterns`: least-squares-separate betas (or t-values), one GLM per trial, by the service's own
+   code (:func:`service.lss.lss_estimates`), which the service runs live on the volumes so far.
+5. :func:`face_contrast`: the face-vs-fixation t-statistic (fixed effects over runs) for voxel selection.
 
-Both estimators are registered by name in :data:`service.preprocess.ESTIMATORS` and share one signature,
+The estimators are registered by name in :data:`service.preprocess.ESTIMATORS` and share one signature,
 ``(run, trial_types, spec, options)`` -> ``(patterns, rows)``, so the fit calls each through the registry.
 Repeated presentations (one-back repeats, the test faces' repeats) are averaged by :func:`average_by_stimulus`.
 """
@@ -49,6 +51,8 @@ __all__ = [
     "EstimateOptions",
     "window_patterns",
     "glm_patterns",
+    "lss_events",
+    "lss_patterns",
     "face_contrast",
     "contrast_terms",
     "combine_contrasts",
@@ -386,6 +390,58 @@ def glm_patterns(
     beta = _ols(design.to_numpy()[keep], _psc(rr.x[keep].astype(np.float64)))
     cols = [design.columns.get_loc(names[s]) for s in stims]
     return beta[cols].astype(np.float32), pd.DataFrame({"stim_file": stims})
+
+
+def lss_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The events an LSS model holds: every event of the run with a finite onset (``onset, duration,
+    trial_type``; a missing duration is 0), as the service reads them from the run's events.tsv."""
+    ev = events.loc[pd.to_numeric(events["onset"], errors="coerce").notna()]
+    return pd.DataFrame(
+        {
+            "onset": pd.to_numeric(ev["onset"]).to_numpy(float),
+            "duration": pd.to_numeric(ev["duration"], errors="coerce").fillna(0.0).to_numpy(float),
+            "trial_type": ev["trial_type"].astype(str).to_numpy(),
+            "stim_file": ev["stim_file"].to_numpy(),
+        }
+    )
+
+
+def lss_patterns(
+    rr: RealignedRun,
+    trial_types: Sequence[str],
+    spec: PreprocessSpec | None = None,
+    options: EstimateOptions | None = None,
+    n_volumes: int | None = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Least-squares-separate estimates ``[n, V]`` of the run's trials of the given types that start before its
+    last volume (strictly), and those trials (``onset, duration, trial_type, stim_file``).
+
+    Each trial's GLM (:func:`service.lss.lss_estimates`, the service's code): its regressor, one for the rest of
+    its trial type, one per other trial type of the run's events, the cosine drift and the motion parameters
+    (unless ``spec.motion_regressors`` is false), the QA's censored volumes left out; the settings are
+    ``spec.lss`` (the bundle records them), so ``options`` is unused. ``n_volumes``: only the run's first volumes
+    (what the service has when it estimates a trial live).
+    """
+    from service.lss import lss_estimates
+
+    spec = spec or PreprocessSpec(estimate="lss")
+    n = rr.n_volumes if n_volumes is None else int(n_volumes)
+    events = lss_events(rr.run.events)
+    is_trial = events["trial_type"].isin(list(trial_types)) & events["stim_file"].notna()
+    targets = np.flatnonzero(is_trial.to_numpy() & (events["onset"].to_numpy() < (n - 1) * rr.run.tr))
+    censored = rr.censored
+    patterns = lss_estimates(
+        rr.x[:n],
+        rr.run.tr,
+        events["onset"],
+        events["duration"],
+        events["trial_type"],
+        targets,
+        motion=rr.motion[:n] if spec.motion_regressors else None,
+        exclude=None if censored is None else censored[:n],
+        options=spec.lss,
+    )
+    return patterns.astype(np.float32), events.iloc[targets].reset_index(drop=True)
 
 
 def contrast_terms(
