@@ -467,7 +467,12 @@ class Pipeline:
                 self.trials_.event(msg.header, msg.payload, record=True)
         except Exception as exc:  # noqa: BLE001 - external input: counted and logged, never raised
             self.inbound.count_malformed()
-            log.warning("ignored an inbound %s message: %s", msg.topic, exc)
+            gate = getattr(self.inbound, "gate", None)  # the publisher's: one line per kind per interval
+            if gate is None:
+                log.warning("ignored an inbound %s message: %s", msg.topic, exc)
+            else:
+                kind = f"ignored {msg.topic}: {type(exc).__name__}"
+                gate.lines.log(logging.WARNING, kind, "ignored an inbound %s message: %s", msg.topic, exc)
 
     def _flip(self, h: dict[str, Any]) -> None:
         topic, seq, flip_time = str(h.get("shown_topic", "frame")), int(h["shown_seq"]), float(h["flip_time"])

@@ -172,3 +172,30 @@ def test_5000_valid_events_do_not_delay_frames(synth, tmp_path, monkeypatch, lim
     kept = len((out.service.run_dir_ / "events.jsonl").read_text().splitlines())
     assert kept <= max(limits.max_open_trials, limits.max_events_per_s * 2)
     assert kept + sum(dropped.values()) <= 5000
+
+
+def test_a_flood_of_malformed_messages_is_counted_each_and_logged_once_per_kind(caplog):
+    from service.live.publisher import Publisher
+
+    pub = Publisher("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
+    ctx = zmq.Context()
+    push = protocol.pusher(ctx, pub.pull_address)
+    caplog.set_level(logging.WARNING)
+    try:
+        for _ in range(1000):
+            push.send_multipart([b"event", b"{not json", b""])
+        for _ in range(1000):
+            push.send_multipart([b"telemetry", b"{}", b""])
+        got = []
+        while pub.inbound < 2000:
+            got += pub.receive()
+            pub.wait_inbound(2000, 0.05)
+        assert got == [] and pub.malformed == 2000
+        lines = [r for r in caplog.records if "malformed inbound" in r.getMessage()]
+        assert len(lines) == 2, [r.getMessage() for r in lines]  # one per kind of fault, the rest held back
+        pub.close(linger_ms=0)
+        told = [r.getMessage() for r in caplog.records if "more lines like it held back" in r.getMessage()]
+        assert sorted(int(t.split(": ")[2].split()[0]) for t in told) == [999, 999], told
+    finally:
+        push.close(linger=0)
+        ctx.term()
