@@ -87,7 +87,8 @@ class QualityTracker:
         The thresholds.
     reference_mean : float, optional
         The reference image's mean over the QA voxels (the bundle's mask): the global signal's absolute check from
-        the first volume on. None: no absolute check.
+        the first volume on. None: no absolute check. A run in other units (two volumes in a row off the reference
+        by the same factor) turns it off for the rest of the run (``units_ratio_``).
 
     Attributes
     ----------
@@ -107,6 +108,11 @@ class QualityTracker:
     def reset(self) -> None:
         """Forget every volume (start of a run)."""
         self.n_ = self.n_used_ = self.n_censored_ = 0
+        self._reference = self.reference_mean  # the absolute check's level, until the run shows other units
+        self._off_reference: float | None = None  # the previous volume's global signal, when it was off it
+        #: the run's global signal over the reference's, once two volumes in a row showed the run's units differ
+        #: (the absolute check is then off); None while the run is in the reference's units
+        self.units_ratio_: float | None = None
         self.by_reason_: dict[str, int] = {r: 0 for r in REASONS}
         self._prev: np.ndarray | None = None  # the previous judged volume's voxels
         self._prev_ok = False
@@ -257,8 +263,15 @@ class QualityTracker:
         slice_z = self._slice_z(means) if means is not None else None
 
         reasons = []
-        ratio = gs / self.reference_mean if self.reference_mean else None
+        ratio = gs / self._reference if self._reference else None
         spike = ratio is not None and not (1.0 / cfg.reference_ratio <= ratio <= cfg.reference_ratio)
+        if spike and self._off_reference is not None and abs(gs / self._off_reference - 1.0) <= cfg.global_jump:
+            # two volumes in a row off the reference by the same factor agree with each other: the run's units
+            # differ from the reference's (another scanner export's scaling, another session's receive gain), it is
+            # no spike; the run's own level replaces the absolute check from here on (the first of the two stays
+            # censored: it could not be told from a spike when it came)
+            self._reference, self.units_ratio_, spike = None, ratio, False
+        self._off_reference = gs if spike and ratio is not None else None
         if self._last_gs and self._prev_gs:  # a jump from both the volume before and the last uncensored one
             spike |= min(abs(gs / self._prev_gs - 1.0), abs(gs / self._last_gs - 1.0)) > cfg.global_jump
         if std is not None and self._n_pairs >= cfg.warmup and std_last is not None:
@@ -376,9 +389,12 @@ class QualityTracker:
 
     def summary(self) -> dict[str, Any]:
         """The run's QA so far: ``{"censored", "by_reason", "tsnr_mean", "volumes"}`` (the status message's ``qa``)."""
-        return {
+        out = {
             "censored": self.n_censored_,
             "by_reason": {r: n for r, n in self.by_reason_.items() if n},
             "tsnr_mean": self.tsnr_mean(),
             "volumes": self.n_,
         }
+        if self.units_ratio_ is not None:  # the absolute check was turned off: say by how much the units differ
+            out["units_ratio"] = _sig(self.units_ratio_, 4)
+        return out
