@@ -205,3 +205,50 @@ def test_fmriface_report_names_torn_lines_and_reads_session_json(synth, tmp_path
     assert "warning" in captured.err and f"(line {n + 1})" in captured.err
     assert "[1.0, 0, 0, 0, 0, 2.0]" in captured.out  # the session offset from session.json
     assert f"{n} / {n}" in captured.out  # every line that could be read is counted
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 512 KiB tmpfs (root only; skipped where it cannot be mounted), unmounted after the test."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_runs_folder_that_really_fills_up_stops_the_run_with_manifest_and_report(synth, tiny_disk, monkeypatch):
+    import threading
+    import time
+
+    from service.live.serve import Service
+    from tests.service.harness import QueueSource
+
+    monkeypatch.setenv("FMRIFACE_RAISE", "0")
+    n = 40
+    data = make_run(synth, [], n, amplitude=0.0, noise=1.0, drift=0.0, seed=4)
+    source = QueueSource()
+    svc = Service(serve_config(synth.path, tiny_disk, runs=tiny_disk / "runs", max_volumes=n), source=source).start()
+    assert (svc.run_dir_ / "space.reserve").stat().st_size > 0
+    with open(tiny_disk / "filler", "wb", buffering=0) as f:  # the disk fills up: someone else takes it all
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError:
+            pass
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    for i in range(n):
+        v = make_volume(i, data[i], synth.affine, TR)
+        v.t_seen = v.t_ready = time.time()
+        source.q.put(v)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert svc.error_ is not None and "No space left" in svc.error_
+    manifest = json.loads((svc.run_dir_ / "manifest.json").read_text())
+    assert manifest["state"] == "stopped" and "run records cannot be written" in manifest["summary"]["reason"]
+    report = (svc.run_dir_ / "report.md").read_text()
+    assert report.strip() and "stopped" in report
