@@ -117,7 +117,7 @@ register_estimator(
         "lss",
         "least-squares-separate GLM betas, one GLM per trial against the rest of its condition (service.lss)",
         "offline.decoding.estimates:lss_patterns",
-        online=False,
+        online=True,  # service.live.trials.TrialBook: on the volumes so far, once the lag is in
     )
 )
 

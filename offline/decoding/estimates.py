@@ -420,15 +420,20 @@ def lss_patterns(
     its trial type, one per other trial type of the run's events, the cosine drift and the motion parameters
     (unless ``spec.motion_regressors`` is false), the QA's censored volumes left out; the settings are
     ``spec.lss`` (the bundle records them), so ``options`` is unused. ``n_volumes``: only the run's first volumes
-    (what the service has when it estimates a trial live).
+    (what the service has when it estimates a trial live), and only the trials whose lag (``spec.lss.lag``) is in.
     """
-    from service.lss import lss_estimates
+    from service.lss import lss_estimates, ready_volume
 
     spec = spec or PreprocessSpec(estimate="lss")
     n = rr.n_volumes if n_volumes is None else int(n_volumes)
     events = lss_events(rr.run.events)
     is_trial = events["trial_type"].isin(list(trial_types)) & events["stim_file"].notna()
-    targets = np.flatnonzero(is_trial.to_numpy() & (events["onset"].to_numpy() < (n - 1) * rr.run.tr))
+    onsets = events["onset"].to_numpy()
+    if n_volumes is None:  # the whole run: every trial that starts before its last volume
+        in_run = onsets < (n - 1) * rr.run.tr
+    else:  # the run so far: the trials the service has estimated by now (their lag is in)
+        in_run = np.array([ready_volume(o, rr.run.tr, spec.lss.lag) < n for o in onsets], dtype=bool)
+    targets = np.flatnonzero(is_trial.to_numpy() & in_run)
     censored = rr.censored
     patterns = lss_estimates(
         rr.x[:n],

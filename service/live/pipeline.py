@@ -134,7 +134,7 @@ class Pipeline:
             outputs,
             self.save_state,
             sham=sham,
-            window=self.spec.window,
+            window=self.spec,  # the window, or an LSS bundle's lag and settings (service.lss)
         )
         self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
         self._tr_checked = False

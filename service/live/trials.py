@@ -5,6 +5,12 @@ has been acquired (:class:`service.window.TrialWindows`), its window and baselin
 scaled under the current online fit (what ``detrend_offline`` would give on the run so far), the very function
 the offline fit uses (:func:`service.window.estimate_from_indices`) makes the estimate, and a ``trial`` message is
 published and recorded.
+
+With a least-squares-separate bundle (``estimate = "lss"``), a trial is estimated once the volume ``lag`` seconds
+after its onset is in (:func:`service.lss.ready_volume`): one GLM per trial on the run's volumes so far (the
+motion-corrected voxels, the motion, the events announced so far; censored and lost volumes left out), by the
+very code of the offline fit (:func:`service.lss.lss_estimates`), after the volume's frame is sent
+(:meth:`TrialBook.flush`), so volumes keep their latency.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from service.live.outputs import Output
 from service.live.policy import raise_errors
 from service.live.runlog import ResumeState, RunLog
 from service.live.sham import ShamFeedback
+from service.lss import lss_estimates, ready_volume
 from service.online import OnlinePreprocessor
+from service.preprocess import PreprocessSpec
 from service.window import ReadyTrial, TrialWindows, WindowSpec, estimate_from_indices
 
 __all__ = ["TrialBook", "read_events_tsv"]
@@ -89,7 +97,8 @@ class TrialBook:
     A decoded trial goes to ``outputs`` (:class:`service.live.outputs.Outputs`: the publisher and any other
     output), which returns its ``seq``; ``save_state`` is called when the neurofeedback target changes. ``window``
     is the trial window of the bundle's :class:`~service.preprocess.PreprocessSpec` (default: 4-8 s after onset,
-    baseline -2-0 s).
+    baseline -2-0 s), or the whole spec: with ``estimate = "lss"`` the trials are least-squares-separate
+    estimates, each once the volume ``spec.lss.lag`` s after its onset is in.
 
     Attributes
     ----------
@@ -115,10 +124,17 @@ class TrialBook:
         outputs: Output,
         save_state: Callable[[], None],
         sham: ShamFeedback | None = None,
-        window: WindowSpec | None = None,
+        window: WindowSpec | PreprocessSpec | None = None,
     ) -> None:
+        self.preprocess = window if isinstance(window, PreprocessSpec) else None
+        if self.preprocess is not None:
+            window = self.preprocess.window
         self.spec = window if window is not None else WindowSpec()
         self.windows_ = TrialWindows(tr, self.spec)
+        self.tr = float(tr)
+        self.lss = self.preprocess is not None and self.preprocess.estimate == "lss"
+        self._lss_pending: list[tuple[int, float, str]] = []  # (ready volume, onset, key), in order of readiness
+        self._lss_due: list[tuple[str, int]] = []  # (key, last volume of its fit): estimated by flush
         self.cfg, self.decoder = cfg, decoder
         # what the trials read (the run's volumes and online fit) and write (feedback target, messages, records)
         self.history, self.online, self.feedback, self.runlog = history, online, feedback, runlog
@@ -135,7 +151,7 @@ class TrialBook:
     @property
     def pending(self) -> int:
         """Trials announced whose window is not complete yet."""
-        return self.windows_.pending
+        return len(self._lss_pending) + len(self._lss_due) if self.lss else self.windows_.pending
 
     def event(self, h: dict[str, Any], payload: bytes = b"", record: bool = True) -> None:
         """Apply one event header (``kind`` onset/target/clear_target/trigger); recorded when ``record``."""
@@ -167,7 +183,11 @@ class TrialBook:
         }
         if self.trials_[key]["trial_type"] in self.cfg.skip_trial_types or key in self.published_:
             return
-        self.windows_.add(key, onset)
+        if self.lss:
+            self._lss_pending.append((ready_volume(onset, self.tr, self.preprocess.lss.lag), onset, key))
+            self._lss_pending.sort(key=lambda item: item[:2])
+        else:
+            self.windows_.add(key, onset)
         if self.history.last_index >= 0:  # a trial announced late: its window may be complete already
             self.advance(self.history.last_index)
 
@@ -190,8 +210,16 @@ class TrialBook:
         """Estimate every trial whose window is complete once volume ``index`` is in, under the fit as it is now.
 
         With ``publish`` they are decoded and published at once; else they wait for :meth:`flush` (the
-        pipeline estimates right after each volume's detrending, and publishes after that volume's frame).
+        pipeline estimates right after each volume's detrending, and publishes after that volume's frame). LSS
+        trials are only marked here, each with the volumes its fit takes; :meth:`flush` estimates them.
         """
+        if self.lss:
+            while self._lss_pending and self._lss_pending[0][0] <= index:
+                _, _, key = self._lss_pending.pop(0)
+                self._lss_due.append((key, int(index)))
+            if publish:
+                self.flush()
+            return
         for ready in self.windows_.advance(index):
             try:
                 est = self._estimate(ready)
@@ -206,7 +234,15 @@ class TrialBook:
             self.flush()
 
     def flush(self) -> None:
-        """Decode and publish the trials estimated so far."""
+        """Decode and publish the trials estimated so far (and estimate the LSS trials due: after the frame)."""
+        while self._lss_due:
+            key, last = self._lss_due.pop(0)
+            try:
+                self._ready.append(self._estimate_lss(key, last))
+            except Exception as exc:  # noqa: BLE001 - a trial that fails must not stop the volumes
+                if raise_errors():
+                    raise
+                log.error("trial %s not estimated: %s", key, exc)
         while self._ready:
             item = self._ready.pop(0)
             try:
@@ -233,6 +269,31 @@ class TrialBook:
         z = online.residuals(hist.raw[idx], idx, hist.motion[idx] if online.motion_regressors else None)
         est = estimate_from_indices(z, np.arange(win.size), np.arange(win.size, idx.size))
         return r, win, base, est, online.ready
+
+    def estimate_lss(self, key: str, last: int) -> np.ndarray:
+        """Trial ``key``'s least-squares-separate estimate on volumes 0..``last`` (the events announced so far)."""
+        hist, spec = self.history, self.preprocess
+        n = last + 1
+        events = list(self.trials_.values())
+        keys = [e["trial"] for e in events]
+        return lss_estimates(
+            hist.raw[:n],
+            self.tr,
+            [e["onset"] for e in events],
+            [e["duration"] for e in events],
+            [e["trial_type"] for e in events],
+            [keys.index(key)],
+            motion=hist.motion[:n] if spec.motion_regressors else None,
+            exclude=~hist.valid[:n] | hist.censored[:n],
+            options=spec.lss,
+        )[0].astype(np.float32)
+
+    def _estimate_lss(self, key: str, last: int) -> tuple[ReadyTrial, np.ndarray, np.ndarray, np.ndarray, bool]:
+        onset = self.trials_[key]["onset"]
+        first = min(int(np.floor(onset / self.tr)), last)
+        # the header's window: the volumes from the onset to the last of the fit; its baseline: the fit's volumes
+        window, fit = np.arange(first, last + 1), np.arange(0, last + 1)
+        return ReadyTrial(key, onset, window, fit), window, fit, self.estimate_lss(key, last), True
 
     def _publish(self, r: ReadyTrial, win: np.ndarray, base: np.ndarray, est: np.ndarray, ready: bool) -> None:
         w0, p0 = time.time(), time.perf_counter()

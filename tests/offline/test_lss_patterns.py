@@ -30,9 +30,10 @@ def test_lss_patterns_is_the_service_code_on_the_run_so_far(rng):
     rr.qa = [{"censored": k in (10, 11, 40)} for k in range(rr.n_volumes)]
     n = 60
     est, trials = lss_patterns(rr, ["train_face"], n_volumes=n)
-    assert trials["onset"].max() < (n - 1) * rr.run.tr
+    assert trials["onset"].max() + 12.0 <= (n - 1) * rr.run.tr  # the trials whose lag is in
     ev = rr.run.events
-    targets = np.flatnonzero((ev["trial_type"] == "train_face").to_numpy() & (ev["onset"] < (n - 1) * 2.0).to_numpy())
+    in_time = (ev["onset"] + 12.0 <= (n - 1) * 2.0).to_numpy()
+    targets = np.flatnonzero((ev["trial_type"] == "train_face").to_numpy() & in_time)
     direct = lss_estimates(
         rr.x[:n], 2.0, ev["onset"], ev["duration"], ev["trial_type"], targets, rr.motion[:n], rr.censored[:n]
     )

@@ -65,6 +65,6 @@ def test_offline_and_online_detrending_agree_at_the_end_of_a_run():
 
 def test_registry_knows_forms_and_which_run_live():
     assert set(ESTIMATORS) >= {"window", "glm"}
-    assert online_estimators() == ["window"]
+    assert online_estimators() == ["window", "lss"]
     assert get_estimator("window").offline_function().__name__ == "window_patterns"
     assert get_estimator("glm").offline_function().__name__ == "glm_patterns"
