@@ -266,6 +266,8 @@ def _solve(x: np.ndarray, s: np.ndarray, data: np.ndarray, basis: np.ndarray, ra
     yy = np.einsum("tv,tv->v", resid, resid)
     rss = yy[None, :] - b1 * r1 - b2 * r2
     dof = data.shape[0] - rank - np.where(alone, 1, 2)
+    if np.any(dof < 1):
+        raise ValueError(f"{data.shape[0]} kept volumes leave no degrees of freedom for a trial's t-value")
     c11 = np.where(alone, 1.0 / g11, g22 / np.where(alone, 1.0, det))
     var = np.maximum(rss, 0.0) / dof[:, None] * c11[:, None]
     return b1 / np.sqrt(np.maximum(var, 1e-300))
