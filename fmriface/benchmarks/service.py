@@ -166,7 +166,7 @@ def _serve_phase(
 
     import zmq
 
-    from service import protocol as P
+    from service import protocol
 
     watch.mkdir(parents=True, exist_ok=True)
     n = len(staged)
@@ -179,7 +179,7 @@ def _serve_phase(
     argv += ["--watch", str(watch), "--pub", pub, "--pull", pull, "--json-log"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, pub, topics=("frame", "status", "end"), hwm=100000)
+    sub = protocol.subscriber(ctx, pub, topics=("frame", "status", "end"), hwm=100000)
     renamed: dict[int, float] = {}
     frames: list[tuple[dict[str, Any], float]] = []
     wthread = None
@@ -187,7 +187,7 @@ def _serve_phase(
     watchers = contextlib.ExitStack()
     try:
         deadline = time.monotonic() + 60
-        while (msg := P.recv(sub, 500)) is None or msg.topic != "status":
+        while (msg := protocol.recv(sub, 500)) is None or msg.topic != "status":
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError(f"the service sent no status within 60 s:\n{proc.communicate()[1][-2000:]}")
@@ -201,8 +201,12 @@ def _serve_phase(
             for k, paths in enumerate(staged):
                 if paced:
                     time.sleep(max(0.0, t0 + k * tr - time.time()))  # absolute schedule
+                # a scanner writes each file when it shows it: its last write is now (intake times a volume from
+                # its file's last write, and sets aside files written before serve started)
                 for path in paths[:-1]:  # slices: back to back, in slice order, as a scanner exports them
+                    os.utime(path)
                     os.replace(path, watch / path.name)
+                os.utime(paths[-1])
                 renamed[k] = time.time()  # the volume is complete in the watched folder from its last rename on
                 os.replace(paths[-1], watch / paths[-1].name)
 
@@ -211,7 +215,7 @@ def _serve_phase(
         bar = progress(total=n, desc=f"{'paced' if paced else 'asap'} run", unit="vol")
         try:
             while len(frames) < n:
-                msg = P.recv(sub, 20000)
+                msg = protocol.recv(sub, 20000)
                 if msg is None:
                     raise RuntimeError(f"no frame for 20 s after {len(frames)} of {n}")
                 if msg.topic == "frame":

@@ -131,10 +131,10 @@ class Collector(threading.Thread):
         """Receive until :meth:`close`: decode each message, keep it by topic and count those that do not decode."""
         import zmq
 
-        from service import protocol as P
+        from service import protocol
 
         ctx = zmq.Context()
-        sub = P.subscriber(ctx, self.address, hwm=self.hwm, curve=self.curve)
+        sub = protocol.subscriber(ctx, self.address, hwm=self.hwm, curve=self.curve)
         try:
             while not self.stop.is_set():
                 if not sub.poll(50):
@@ -143,8 +143,8 @@ class Collector(threading.Thread):
                 if self.keep_raw:
                     self.raw.append(b"\x00".join(frames))
                 try:
-                    msg = P.decode(frames, P.SERVICE_TOPICS)
-                except P.ProtocolError:
+                    msg = protocol.decode(frames, protocol.SERVICE_TOPICS)
+                except protocol.ProtocolError:
                     self.malformed += 1
                     continue
                 self.messages[msg.topic].append({**msg.header, "_received": msg.received})

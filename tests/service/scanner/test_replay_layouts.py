@@ -11,7 +11,7 @@ import zmq
 
 from fmriface.benchmarks.soak_harness import synthetic_run
 from fmriface.benchmarks.synth import make_bundle
-from service import protocol as P
+from service import protocol
 from service.live.runlog import read_volumes
 from service.live.serve import ServeConfig, Service
 from service.scanner.replay import ScannerEmulator
@@ -54,7 +54,7 @@ def _serve_replay(synth, tmp_path, fmt, vendor, asap: bool, speed: float = 1.0):
     )
     svc = Service(cfg).start()
     ctx = zmq.Context()
-    sub = P.subscriber(ctx, cfg.pub, hwm=100000)
+    sub = protocol.subscriber(ctx, cfg.pub, hwm=100000)
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
     messages = []
@@ -70,11 +70,11 @@ def _serve_replay(synth, tmp_path, fmt, vendor, asap: bool, speed: float = 1.0):
         patient=PATIENT,
     )
     try:
-        while (msg := P.recv(sub, 30000, P.SERVICE_TOPICS)) is None or msg.topic != "status":
+        while (msg := protocol.recv(sub, 30000, protocol.SERVICE_TOPICS)) is None or msg.topic != "status":
             assert msg is not None, "no heartbeat"
         with emu:
             while True:
-                msg = P.recv(sub, 30000, P.SERVICE_TOPICS)
+                msg = protocol.recv(sub, 30000, protocol.SERVICE_TOPICS)
                 assert msg is not None, f"service silent for 30 s; got {len(messages)} messages"
                 messages.append(msg)
                 if msg.topic == "end":
