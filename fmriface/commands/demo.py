@@ -3,7 +3,9 @@
 Steps, each reused on a rerun when its inputs and config are unchanged (keyed by a config hash):
 
   1. simulate      the digital-twin subject: a BIDS data set with stimuli and ground truth
-  2. train-vaegan  the VAE-GAN face space, on procedural faces
+  2. face space    the VAE-GAN face space: the shipped reference (models/reference/small-64, trained once with
+                   `train-vaegan --config vaegan-converged`; its hashes checked) where the preset says
+                   `facespace = "reference"`, else trained on procedural faces (`--train-facespace` forces this)
   3. fit           GLM/window estimates -> voxel selection -> mapping -> evaluation report -> bundle
                    (one test run is held out of the fit for the live replay)
   4. live          `fmriface serve` on a watched folder while the scanner emulator replays the held-out run
@@ -23,6 +25,7 @@ Examples
 fmriface demo                       # the demo preset into ./demo-out
 fmriface demo --preset tiny --out /tmp/tiny
 fmriface demo --preset paper --out paper-out --no-display
+fmriface demo --train-facespace     # train the face space anew (the vaegan preset) instead of the reference
 """
 
 from __future__ import annotations
@@ -46,9 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="a demo TOML (default: configs/demo-<preset>.toml)")
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (reused on a rerun)")
     p.add_argument("--no-display", action="store_true", help="skip the PsychoPy display (no Xvfb needed)")
+    p.add_argument(
+        "--train-facespace",
+        action="store_true",
+        help="train the face space anew with the preset's vaegan preset instead of using the shipped reference",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="the reference face space to use: a shipped name (small-64) or a packed folder (reference.json)",
+    )
     args = p.parse_args(argv)
 
     cfg = load_config(DemoConfig, args.config or preset_path(f"demo-{args.preset}"))
     if args.no_display:
         cfg = DemoConfig(**{**cfg.__dict__, "display": False})
+    if args.train_facespace:
+        cfg = DemoConfig(**{**cfg.__dict__, "facespace": "train"})
+    elif args.reference:
+        cfg = DemoConfig(**{**cfg.__dict__, "facespace": "reference", "reference": args.reference})
     return run_demo(cfg, args.out.resolve())

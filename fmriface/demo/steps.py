@@ -24,6 +24,11 @@ class DemoConfig:
 
     #: each step's preset: a shipped preset's name, or a path to a TOML file (ending in .toml)
     simulate: str = "simulate-demo"
+    #: where the face space comes from: ``train`` (trained anew with the ``vaegan`` preset) or ``reference``
+    #: (the shipped reference face space ``reference``, verified against its hashes; no training)
+    facespace: str = "train"
+    #: the reference face space: a shipped name (``models/reference/<name>/``) or a path to a packed folder
+    reference: str = "small-64"
     vaegan: str = "vaegan-demo"
     fit: str = "fit-demo"
     serve: str = "serve-demo"
@@ -41,6 +46,8 @@ class DemoConfig:
     simulate_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.facespace not in ("train", "reference"):
+            raise ValueError(f"facespace must be train or reference, not {self.facespace!r}")
         if self.replay_format not in ("mosaic", "enhanced", "slices", "nifti"):
             raise ValueError(f"replay_format must be mosaic, enhanced, slices or nifti, not {self.replay_format!r}")
         if self.replay_speed <= 0:
@@ -123,6 +130,45 @@ def _preset_text(name: str) -> str:
     return preset_or_file(name).read_text()
 
 
+def _facespace_label(cfg: DemoConfig) -> str:
+    return "train-vaegan" if cfg.facespace == "train" else "reference face space"
+
+
+def _facespace_step(cfg: DemoConfig, out: Path) -> tuple[Path, float | None]:
+    """The face space the fit reads: trained anew with the ``vaegan`` preset, or the shipped reference verified
+    against its manifest's hashes (every run, also when reused) and unpacked to float32 (seconds)."""
+    if cfg.facespace == "train":
+        return _step(
+            out,
+            "vaegan",
+            ["vaegan", _preset_text(cfg.vaegan), cfg.seed],
+            lambda d: _run_cli(
+                [
+                    "train-vaegan",
+                    "--config",
+                    preset_or_file(cfg.vaegan),
+                    "--data",
+                    "procedural",
+                    "--out",
+                    d,
+                    "--seed",
+                    cfg.seed,
+                ]
+            ),
+        )
+    from fmriface.demo.reference import materialise_reference, resolve_reference, verify_reference
+
+    folder = resolve_reference(cfg.reference)
+    manifest = verify_reference(folder)
+    _say(f"face space: the reference {folder} (hashes checked; `fmriface demo --train-facespace` trains one)")
+    return _step(
+        out,
+        "vaegan",
+        ["reference", json.dumps(manifest["files"], sort_keys=True)],
+        lambda d: materialise_reference(folder, d),
+    )
+
+
 def run_demo(cfg: DemoConfig, out: Path) -> int:
     """Run every step into ``out`` and print the report's summary; 0 on success."""
     out.mkdir(parents=True, exist_ok=True)
@@ -138,24 +184,7 @@ def run_demo(cfg: DemoConfig, out: Path) -> int:
         ["simulate", sim_cfg.read_text(), cfg.seed],
         lambda d: _run_cli(["simulate", "--config", sim_cfg, "--out", d, "--seed", cfg.seed]),
     )
-    vaegan, times["train-vaegan"] = _step(
-        out,
-        "vaegan",
-        ["vaegan", _preset_text(cfg.vaegan), cfg.seed],
-        lambda d: _run_cli(
-            [
-                "train-vaegan",
-                "--config",
-                preset_or_file(cfg.vaegan),
-                "--data",
-                "procedural",
-                "--out",
-                d,
-                "--seed",
-                cfg.seed,
-            ]
-        ),
-    )
+    vaegan, times[_facespace_label(cfg)] = _facespace_step(cfg, out)
 
     holdout = live.choose_holdout(twin, cfg.holdout_run)
     _say(f"held-out run for the live replay: {holdout.name}{_session_note(twin, holdout)}")
