@@ -107,3 +107,24 @@ def test_slice_faults_and_a_step_are_censored_once_and_not_sticky():
     recs = [qa.update(v, v[mask]) for v in data]
     assert [k for k, r in enumerate(recs) if r["censored"]] == [20, 30, 40]
     assert "slice" in recs[20]["reasons"] and "slice" in recs[30]["reasons"]
+
+
+def test_flushing_early_or_late_gives_the_same_records_and_maps():
+    """``flush`` (the running estimates' share of a volume, which the pipeline runs once the frame is out) may come
+    right after ``update`` or be left to the next one: the same records, summary and maps, bit for bit."""
+    data = _run(seed=4, t=50)
+    data[12] *= 100.0
+    data[25][:, :, 3] = 0.0
+    mask = data.mean(0) > 500
+    ref = float(data[0][mask].mean())
+    early, late = QualityTracker(reference_mean=ref), QualityTracker(reference_mean=ref)
+    for k, v in enumerate(data):
+        a = early.update(v, v[mask], 0.1)
+        early.flush()
+        early.flush()  # a second one does nothing
+        assert a == late.update(v, v[mask], 0.1)
+        if k % 9 == 0:
+            assert early.summary() == late.summary() and early.expected_dvars() == late.expected_dvars()
+    assert early.summary()["censored"] == 2
+    for m_early, m_late in zip(early.maps(), late.maps()):
+        np.testing.assert_array_equal(m_early, m_late)
