@@ -22,7 +22,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml $(CONSTRAINTS) Makefile
 	$(PIP) install -q -c $(CONSTRAINTS) torch  # the CPU build, pinned in the constraints
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[cpu,offline,dev,dashboard]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[cpu,offline,dev,dashboard,lsl]'
 	$(PIP) install -q -c $(CONSTRAINTS) $(PSYCHOPY_DEPS)
 	$(PIP) install -q --no-deps psychopy==2026.2.5
 	rm -f $(VENV)/.installed-*

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from service import protocol
 from service.intake.watcher import WatcherConfig
@@ -56,6 +57,16 @@ class ServeConfig:
         Neurofeedback target as an image file (encoded with the bundle's encoder.onnx).
     feedback_smooth : int
         Volumes the frame feedback correlation is averaged over.
+    feedback : str
+        The feedback signal, by name in the entry point group ``fmriface.feedback`` (or ``module:factory``):
+        ``target-correlation`` (closeness to the target face, the default), ``attribute-projection`` (an
+        attribute's projection, with ``feedback_options = {attribute = "Smiling"}``) or an installed plugin's
+        (``service.live.feedback_plugins``, docs/examples/feedback-plugin/).
+    feedback_options : dict
+        Keyword arguments of the signal's factory (TOML table ``[feedback_options]``).
+    feedback_budget_ms : float
+        A plugin signal's time budget per call: one that overruns it, raises or returns a non-finite value is
+        disabled for the run (the built-in signals run inline).
     sham_source : path, optional
         Sham (yoked) feedback: a recorded live run (``runs/<run_id>/``, another participant's or session's) whose
         frames' and trials' feedback, latents and faces are sent in place of this run's, volume by volume and
@@ -107,6 +118,14 @@ class ServeConfig:
         field length, events per second, open trials); a message over one is dropped and counted.
     qa : QAConfig
         The per-volume QA's thresholds and maps (TOML table ``[qa]``; ``docs/qa.md``).
+    bids : bool
+        Keep the run as a BIDS run (the volumes as received, sidecar, events, derivatives; docs/runs.md), written
+        by a thread of its own (``service.live.bids_writer``).
+    bids_out : path, optional
+        The BIDS root the run goes to; None: ``runs/<run_id>/bids/``.
+    subject, session, task : str
+        The BIDS labels (letters and digits); empty: an experiment's ``trigger`` event's, else ``01``, ``01``,
+        ``live`` (never the watched folder's name).
     """
 
     bundle: Path | None = None
@@ -128,6 +147,9 @@ class ServeConfig:
     target_stim: str = ""
     target_image: Path | None = None
     feedback_smooth: int = 3
+    feedback: str = "target-correlation"
+    feedback_options: dict[str, Any] = field(default_factory=dict)
+    feedback_budget_ms: float = 20.0
     sham_source: Path | None = None
     allocation: Path | None = None
     participant: str = ""
@@ -149,6 +171,11 @@ class ServeConfig:
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     inbound: InboundLimits = field(default_factory=InboundLimits)
     qa: QAConfig = field(default_factory=QAConfig)
+    bids: bool = True
+    bids_out: Path | None = None
+    subject: str = ""
+    session: str = ""
+    task: str = ""
 
     def __post_init__(self) -> None:
         for name in ("hwm", "frame_average", "feedback_smooth", "threads", "blas_threads", "max_batch"):
@@ -167,6 +194,11 @@ class ServeConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat <= 0:
             raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
+        if self.feedback_budget_ms <= 0:
+            raise ValueError(f"feedback_budget_ms must be positive, got {self.feedback_budget_ms}")
+        from service.live.feedback_plugins import check_signal_name
+
+        check_signal_name(self.feedback)  # an unknown signal is refused at start, with those available
         if self.interpolation not in ("", "linear", "cubic"):
             raise ValueError(
                 f"interpolation must be linear or cubic (or empty: the bundle's), got {self.interpolation!r}"
@@ -188,6 +220,10 @@ class ServeConfig:
             raise ValueError("participant is read only with an allocation file (allocation = PATH)")
         if self.allocation is not None and self.sham_source is not None:
             raise ValueError("give sham_source or an allocation, not both (the allocation names the source run)")
+        for name in ("subject", "session", "task"):
+            value = str(getattr(self, name))
+            if value and not (value.isascii() and value.isalnum()):
+                raise ValueError(f"{name} must be a BIDS label (letters and digits only), got {getattr(self, name)!r}")
         if self.run_id and not all(c.isalnum() or c in "-_." for c in self.run_id):
             raise ValueError(f"run_id {self.run_id!r} may hold letters, digits, '-', '_' and '.' only")
 

@@ -122,7 +122,18 @@ class Pipeline:
         self.sent_frames_: OrderedDict[tuple[str, int], tuple[int, float, float]] = OrderedDict()
         self.flips_: list[float] = []
         center = bundle.stimulus_latents.mean(0) if len(bundle.stimulus_latents) else np.zeros(bundle.latent_size)
-        self.feedback_ = Feedback(bundle.attribute_names, bundle.attribute_directions, center, cfg.feedback_smooth)
+        # the feedback signal, chosen by name (service.live.feedback_plugins): built in, or a plugin in isolation
+        self.feedback_ = Feedback(
+            bundle.attribute_names,
+            bundle.attribute_directions,
+            center,
+            cfg.feedback_smooth,
+            signal=cfg.feedback,
+            options=cfg.feedback_options,
+            budget_s=cfg.feedback_budget_ms / 1000.0,
+            stimulus_ids=bundle.stimulus_ids,
+            stimulus_latents=bundle.stimulus_latents,
+        )
         self.trials_ = TrialBook(
             tr,
             cfg,
@@ -139,6 +150,8 @@ class Pipeline:
         self._target_saved: tuple[Any, str] = (object(), "")  # (the target array last encoded, its JSON)
         self._tr_checked = False
         self._latent = np.zeros(bundle.latent_size, np.float32)
+        #: the run's BIDS copy (:class:`service.live.bids_writer.BidsArchive`), handed each volume as taken; or None
+        self.archive: Any = None
 
     @property
     def reg_(self) -> RigidRegistration:
@@ -195,6 +208,8 @@ class Pipeline:
             rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
             rec.update(sha256=key[1], t=t)
             out.append(rec)
+            if self.archive is not None:  # the volume as received, to the BIDS copy's thread (a queue put)
+                self.archive.volume(vol)
             if not self._tr_checked:  # the first volume of this process, a resumed run's too
                 self._check_tr(vol)
             try:
@@ -464,6 +479,8 @@ class Pipeline:
             if msg.topic == "flip":
                 self._flip(msg.header)
             else:
+                if self.archive is not None:  # a trigger may name the subject, session and run
+                    self.archive.event(msg.header)
                 self.trials_.event(msg.header, msg.payload, record=True)
         except Exception as exc:  # noqa: BLE001 - external input: counted and logged, never raised
             self.inbound.count_malformed()
@@ -603,4 +620,6 @@ class Pipeline:
             "qa": {**self.qa_.summary(), "trials_censored": list(self.trials_.censored_)},
             # the end message goes to the displays too: a blinded run's summary says nothing of the sham
             **({"sham": self.sham_counts()} if self.sham is not None and self.condition == "sham" else {}),
+            # a plugin signal: its calls, slowest call and why it was disabled, if it was
+            **({"feedback_signal": self.feedback_.report()} if self.feedback_.report() is not None else {}),
         }
