@@ -52,6 +52,10 @@ _OPTIONS = {
     "--participant": ("participant", str, "the participant's ID in the allocation file"),
     "--curve-secret": ("curve_secret", str, "CurveZMQ: the service's secret key file (fmriface keys)"),
     "--curve-allowed": ("curve_allowed", str, "CurveZMQ: folder of the peers' allowed public keys"),
+    "--bids-out": ("bids_out", str, "BIDS root the run is kept in (default runs/<run_id>/bids/)"),
+    "--subject": ("subject", str, "BIDS subject label (default: the experiment's trigger, else 01)"),
+    "--session": ("session", str, "BIDS session label (default: the experiment's trigger, else 01)"),
+    "--task": ("task", str, "BIDS task label (default live)"),
 }
 
 
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         help="with --allocation, status messages name the condition (live or sham) instead of 'blinded'",
     )
     p.add_argument("--no-verify", action="store_true", help="skip the bundle's SHA-256 check at start")
+    p.add_argument("--no-bids", action="store_true", help="keep no BIDS copy of the run's volumes")
     p.add_argument(
         "--take-earlier-run",
         action="store_true",
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["blind_operator"] = False
     if args.no_verify:
         overrides["verify_bundle"] = False
+    if args.no_bids:
+        overrides["bids"] = False
     cfg = load_config(ServeConfig, resolve_config(args.config, "serve"), overrides)
     cfg = _live_run_only(cfg, t_start, args.take_earlier_run)
     setup_logging(cfg.json_log)

@@ -30,6 +30,7 @@ from service.live.decoder import LatentDecoder
 from service.live.onnx_session import OnnxSessionError
 from service.live.outputs import Output, Outputs
 from service.live.pipeline import Pipeline
+from service.live.policy import raise_errors
 from service.live.publisher import Publisher
 from service.live.runlog import RunLock, RunLog
 from service.live.sham import control_condition
@@ -187,6 +188,7 @@ class Service:
                 len(earlier),
                 ", ".join(ended_runs),
             )
+        self._open_archive()
         for ev in self._events:
             self.pipeline_.event(ev, record=False)
         if cfg.target_stim and not self.pipeline_.has_target():
@@ -208,6 +210,34 @@ class Service:
             self.pub_.pull_address or "(none)",
         )
         return self
+
+    def _open_archive(self) -> None:
+        """The run's BIDS copy (``--bids-out``, else ``runs/<run_id>/bids/``), fed by the pipeline, written by a
+        thread of its own; a resumed run goes on with its BIDS run (``service.live.bids_writer``)."""
+        cfg = self.cfg
+        self.archive_ = None
+        if cfg.bids:
+            from service.live.bids_writer import BidsArchive
+
+            root = Path(cfg.bids_out) if cfg.bids_out is not None else self.run_dir_ / "bids"
+            labels = {"subject": cfg.subject, "session": cfg.session, "task": cfg.task}
+            self.archive_ = BidsArchive(root, self.run_dir_, self.tr_, labels).start()
+            self.pipeline_.archive = self.archive_
+
+    def _finish_archive(self) -> None:
+        """Finish the BIDS copy from the closed records; a failure is logged (``fmriface bids-finish`` redoes it)."""
+        if self.archive_ is None or self.runlog_.manifest.get("bids") is None:
+            return
+        from service.live.bids_writer import finish_bids
+
+        try:
+            finish_bids(self.run_dir_)
+        except Exception as exc:  # noqa: BLE001 - the copy never fails the run; the records stand
+            if raise_errors():
+                raise
+            log.error(
+                "run %s: BIDS copy not finished (fmriface bids-finish %s): %s", self.runlog_.run_id, self.run_dir_, exc
+            )
 
     # --- the loop -----------------------------------------------------------------------------------------
 
@@ -332,12 +362,15 @@ class Service:
         self.pipeline_.save_state()  # guarded: skipped once the records have failed
         if self.pipeline_.sham is not None:  # the record keeps what a blinded end message leaves out
             self.runlog_.manifest.setdefault("control", {})["held"] = self.pipeline_.sham_counts()
+        if getattr(self, "archive_", None) is not None:  # the BIDS copy's volumes written; where it is, recorded
+            self.runlog_.manifest["bids"] = self.archive_.stop()
         try:
             self.runlog_.close(self.summary_, ended=ended)
         except OSError as exc:
             log.error("run %s: its records could not be closed: %s", self.runlog_.run_id, exc.strerror or exc)
             self.error_ = self.error_ or f"run records cannot be closed: {exc.strerror or exc}"
         self.outputs_.close()  # the publisher's linger: the end message still goes out to connected subscribers
+        self._finish_archive()
         self._write_report()
         self._release_lock()
         if self.error_ is not None:
