@@ -13,6 +13,9 @@ PSYCHOPY_DEPS := pyglet==1.5.27 packaging six json-tricks pyyaml i18next python-
 DEMO_PRESET ?= demo
 DEMO_OUT ?= demo-out
 
+# the BIDS validator (npm) lives outside the repository; tests/service/live/test_bids_writer.py looks here too
+BIDS_VALIDATOR ?= $(HOME)/.cache/fmriface/bids-validator
+
 .PHONY: all install system-deps demo demo-paper test test-slow lint clean
 
 all: test
@@ -46,6 +49,16 @@ system-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "warning: could not install chromium; the dashboard's browser tests will be skipped"; \
 	else echo "note: /usr/bin/chromium not found and not root; the dashboard's browser tests will be skipped"; fi
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing nodejs and npm (apt-get) for the BIDS validator's tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) \
+		|| echo "warning: could not install node; the BIDS validator's tests will be skipped"; \
+	else echo "note: node not found and not root; the BIDS validator's tests will be skipped"; fi
+	@if command -v npm >/dev/null 2>&1 && [ ! -e "$(BIDS_VALIDATOR)/node_modules/.bin/bids-validator" ]; then \
+		echo "installing bids-validator (npm) into $(BIDS_VALIDATOR) for the BIDS copy's tests"; \
+		mkdir -p "$(BIDS_VALIDATOR)" && npm install -q --no-audit --no-fund --prefix "$(BIDS_VALIDATOR)" bids-validator@1 >/dev/null \
+		|| echo "warning: could not install bids-validator; its tests will be skipped"; fi
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -207,6 +207,7 @@ def write_demo_report(
     flips = _read_jsonl(run / "flips.jsonl")
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {}
     summary: dict[str, Any] = {"holdout_run": holdout.name, "volumes": live.n_volumes, "times_s": times}
+    summary["bids_copy"] = manifest.get("bids")  # where the live run's BIDS copy is: its root and its _bold.nii.gz
 
     # faces: mean live trial image per test stimulus, beside the stimulus and the face-space ceiling
     by_stim: dict[str, list[np.ndarray]] = {}

@@ -4,6 +4,7 @@ events and derivatives; pybids indexes it and the BIDS validator finds no error.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -231,3 +232,39 @@ def validate(root: Path) -> dict:
     )
     assert not errors, json.dumps(errors, indent=1)[:4000]
     return report
+
+
+@pytest.mark.parametrize("name", [s.name for s in __import__("tests.service.realdata", fromlist=["SERIES"]).SERIES])
+def test_real_dicom_exports_kept_equal_to_dcm2niix_and_without_the_patient(name, tmp_path):
+    """The real fixtures (tests/data/scanner-data): the BIDS copy of the volumes as intake reads them equals
+    dcm2niix's conversion of the same files, and no patient field reaches any file of it (the files carry them)."""
+    from service.intake.assembly import read_volume
+    from tests.service.intake.test_real_scanners import _first_files_of_volumes
+    from tests.service.realdata import BY_NAME, canonical, decompress, reference_volumes
+
+    series = BY_NAME[name]
+    files = decompress(series, tmp_path / "files")
+    ref_data, ref_affine = reference_volumes(series, tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    archive = BidsArchive(tmp_path / "bids", run_dir, series.tr_s).start()
+    for t, path in enumerate(_first_files_of_volumes(files, series.volumes)):
+        vol = read_volume(path)
+        vol.index = t
+        archive.volume(vol)
+    bold = archive.close()
+    data, affine = canonical(np.asarray(nib.load(bold).dataobj), nib.load(bold).affine)
+    np.testing.assert_array_equal(data, ref_data[..., : series.volumes])
+    assert np.abs(affine - ref_affine).max() < 0.01
+    sidecar = json.loads(bold.with_name(bold.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["RepetitionTime"] == pytest.approx(series.tr_s, abs=0.01) and sidecar["Manufacturer"]
+    assert sidecar.get("PhaseEncodingAxis") in (None, "i", "j")
+    blob = b""
+    for f in (tmp_path / "bids").rglob("*"):
+        if f.is_file():
+            blob += gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+    blob += (run_dir / "bids.json").read_bytes()
+    assert any(p.encode() in b"".join(f.read_bytes() for f in files) for p in series.patient)  # they carry them
+    for secret in series.patient:
+        assert secret.encode() not in blob, secret
+    validate(tmp_path / "bids")
