@@ -3,6 +3,7 @@ SIGTERM, the idle timeout, JSON logs and privacy."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -93,9 +94,10 @@ def test_serve_a_watched_folder_of_dicom_files_until_idle(synth, tmp_path, capsy
     # privacy: nothing of the patient, nor the patient-named folder, in any message or record
     assert b"DOE^JOHN" in next(watch.glob("*.dcm")).read_bytes()  # the scanner files do carry the patient
     blob = b"".join(json.dumps(m.header).encode() for m in messages)
-    for f in run_dir.iterdir():
-        if f.suffix != ".npy":
-            blob += f.read_bytes()
+    for f in run_dir.rglob("*"):  # the records and the run's BIDS copy (its volumes decompressed)
+        if f.is_file() and f.suffix != ".npy":
+            blob += gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+    assert (run_dir / "bids/sub-01/ses-01/func/sub-01_ses-01_task-live_run-01_bold.json").is_file()
     for secret in ("DOE", "JOHN", "PAT-93817", "19700101"):
         assert secret.encode() not in blob, secret
 
