@@ -29,6 +29,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "EstimateOptions",
             "window_patterns",
             "glm_patterns",
+            "lss_patterns",
             "face_contrast",
             "contrast_terms",
             "combine_contrasts",
