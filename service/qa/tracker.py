@@ -49,9 +49,9 @@ def check_volume(data: np.ndarray) -> None:
     lo, hi = float(np.min(data)), float(np.max(data))
     if lo == hi:
         if hi == 0.0:
-            raise RefusedVolumeError(f"the volume is all zero ({np.size(data)} voxels): refused", "zero")
+            raise RefusedVolumeError(f"an empty or constant volume: all {np.size(data)} voxels are zero; refused", "zero")
         raise RefusedVolumeError(
-            f"the volume holds one value ({hi:g}) in all {np.size(data)} voxels: refused", "constant"
+            f"an empty or constant volume: all {np.size(data)} voxels hold {hi:g}; refused", "constant"
         )
 
 

@@ -55,7 +55,7 @@ def test_faults_are_censored_held_and_later_latents_match_the_clean_run(synth, t
     print(f"later uncensored latents vs the clean run's: median r {np.median(r):.5f}, min {np.min(r):.5f}")
     assert np.median(r) >= 0.99
     recs = {r["volume"]: r for r in read_volumes(out.service.run_dir_)}
-    assert recs[40]["status"] == "error" and "all zero" in recs[40]["error"]
+    assert recs[40]["status"] == "error" and "voxels are zero" in recs[40]["error"]
     assert recs[20]["qa"]["censored"] and recs[21]["qa"]["censored"] is False
     status = [m.header["qa"] for m in out.topic("status")]
     assert all(set(q) == {"censored", "by_reason", "tsnr_mean", "volumes"} for q in status)
