@@ -55,11 +55,19 @@ def _feedback_signal(manifest: dict[str, Any], state: dict[str, Any], events: li
         targets.insert(0, cfg["target_stim"])
     elif cfg.get("target_image"):
         targets.insert(0, Path(str(cfg["target_image"])).name)
-    out: dict[str, Any] = {
-        "value": (
+    signal = str(cfg.get("feedback") or "target-correlation")
+    value = {
+        "target-correlation": (
             "Pearson correlation between the decoded latent and the target face's latent (the bundle's stimulus "
             "latent, or the target image encoded by encoder.onnx)"
         ),
+        "attribute-projection": (
+            f"the decoded latent's projection on the bundle's direction of {(cfg.get('feedback_options') or {}).get('attribute', 'an attribute')}"
+        ),
+    }.get(signal, f"the plugin signal {signal!r} (entry point group fmriface.feedback) of the decoded latent")
+    out: dict[str, Any] = {
+        "signal": signal,
+        "value": value,
         "frame": (
             f"per volume: the latent decoded from the mean of the last {cfg.get('frame_average', 1)} preprocessed "
             f"volume(s), correlation averaged over the last {cfg.get('feedback_smooth', 3)} volume(s)"
