@@ -111,6 +111,22 @@ def _stim_file(stim: str, root: Path, sources: list[Path]) -> str | None:
     return None
 
 
+def _copy_attribute_table(root: Path, sources: list[Path]) -> None:
+    """The stimuli's attribute table (``stimuli/stimuli.tsv``) beside the copied images, when the source data set
+    has one and the copy does not: the fit reads the attributes (its gender evaluation) from there."""
+    import shutil
+
+    target = root / "stimuli" / "stimuli.tsv"
+    if target.is_file():
+        return
+    for src in sources:
+        for table in (src / "stimuli.tsv", src.parent / "derivatives" / "twin" / "stimuli.tsv"):
+            if table.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(table, target)
+                return
+
+
 def write_events(run_dir: str | Path, path: Path, root: Path | None = None) -> Path:
     """``_events.tsv``: onset, duration, trial_type, stim_file of every onset event the run had.
 
@@ -119,6 +135,8 @@ def write_events(run_dir: str | Path, path: Path, root: Path | None = None) -> P
     """
     run_dir = Path(run_dir)
     sources = _stimulus_sources(run_dir)
+    if root is not None:
+        _copy_attribute_table(root, sources)
     rows, missing = [], False
     for e in run_events(run_dir):
         stim = str(e.get("stim_id") or "")

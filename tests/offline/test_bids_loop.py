@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -158,15 +157,14 @@ def test_a_fit_on_the_twins_runs_replayed_as_mosaic_dicom_and_kept_as_bids_match
     original = load_bids(twin)
     order = sorted(original.runs, key=lambda r: (r.session, r.task, int(r.run)))
     collected = tmp_path / "collected"
-    # beside the twin's stimuli, as a lab's data set is: the images and their attribute table (the gender
-    # evaluation's; the BIDS copy brings the images its events name, not the table)
-    shutil.copytree(twin / "stimuli", collected / "stimuli")
-    shutil.copyfile(twin / "derivatives" / "twin" / "stimuli.tsv", collected / "stimuli" / "stimuli.tsv")
+    # the BIDS copy brings the images its events name and the stimuli's attribute table (the fit's gender
+    # evaluation reads it) from the --events file's data set
     t = time.perf_counter()
     served = [_serve_and_replay(tmp_path, twin, r, fit_orig / "bundle", collected) for r in order]
     clock["serve + replay (all runs)"] = time.perf_counter() - t
     for r, s in zip(order, served):  # the labels the fit expects: the originals' names
         assert s["bids"]["bold"] == f"sub-{r.subject}/ses-{r.session}/func/{r.name}_bold.nii.gz"
+    assert (collected / "stimuli" / "stimuli.tsv").is_file()
     copy = load_bids(collected)
     assert sorted(r.name for r in copy.runs) == sorted(r.name for r in original.runs)
     assert sorted(r.kind for r in copy.runs) == sorted(r.kind for r in original.runs)

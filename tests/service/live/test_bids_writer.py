@@ -189,7 +189,10 @@ def test_bids_finish_names_a_folder_without_a_copy(tmp_path):
 
 def test_pybids_indexes_it_and_the_validator_finds_no_error(synth, tmp_path):
     bids = pytest.importorskip("bids")
-    served = serve(serve_config(synth.path, tmp_path, events=_events(tmp_path), max_volumes=8), _volumes(synth, 8))
+    # a run id that reads as no BIDS entity: pybids takes entities from the whole path, so a folder above the root
+    # named like ``run-8903...`` (a default run id that starts with digits) would give run 8903 (docs/runs.md)
+    cfg = serve_config(synth.path, tmp_path, events=_events(tmp_path), max_volumes=8, run_id="live")
+    served = serve(cfg, _volumes(synth, 8))
     root = served.service.run_dir_ / "bids"
     layout = bids.BIDSLayout(str(root), validate=True)
     files = layout.get(suffix="bold", extension=".nii.gz")
