@@ -189,6 +189,7 @@ class Pipeline:
         """
         staged: list[StagedVolume] = []
         out: list[dict[str, Any]] = []
+        taken: list[Any] = []  # every volume taken, for the BIDS copy once the frames are out
         for vol in vols:
             w0, p0 = time.time(), time.perf_counter()
             key = self._file_key(vol)
@@ -208,8 +209,7 @@ class Pipeline:
             rec: dict[str, Any] = {"volume": int(vol.index), "acquisition": int(vol.acquisition), "file": key[0]}
             rec.update(sha256=key[1], t=t)
             out.append(rec)
-            if self.archive is not None:  # the volume as received, to the BIDS copy's thread (a queue put)
-                self.archive.volume(vol)
+            taken.append(vol)
             if not self._tr_checked:  # the first volume of this process, a resumed run's too
                 self._check_tr(vol)
             try:
@@ -230,6 +230,9 @@ class Pipeline:
             self.done_files_.add(key)
         if staged:
             self._decode_and_send(staged)
+        if self.archive is not None:  # as received, to the BIDS copy's thread once the frames are out: its writing
+            for vol in taken:  # (600 KB a volume at 64x64x36) then overlaps the wait for the next volume
+                self.archive.volume(vol)
         self.qa_.flush()  # the QA's running estimates take the volumes after their frames are out (docs/qa.md)
         self._publish_maps()
         return out
