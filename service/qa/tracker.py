@@ -49,7 +49,9 @@ def check_volume(data: np.ndarray) -> None:
     lo, hi = float(np.min(data)), float(np.max(data))
     if lo == hi:
         if hi == 0.0:
-            raise RefusedVolumeError(f"an empty or constant volume: all {np.size(data)} voxels are zero; refused", "zero")
+            raise RefusedVolumeError(
+                f"an empty or constant volume: all {np.size(data)} voxels are zero; refused", "zero"
+            )
         raise RefusedVolumeError(
             f"an empty or constant volume: all {np.size(data)} voxels hold {hi:g}; refused", "constant"
         )
