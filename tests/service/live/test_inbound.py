@@ -158,9 +158,17 @@ def test_5000_valid_events_do_not_delay_frames(synth, tmp_path, monkeypatch, lim
 
     def flood(msg, push):  # at the second frame: 5,000 onsets with distinct trials, as fast as ZeroMQ takes them
         if msg.header["volume"] == 1:
+            ready = zmq.Poller()
+            ready.register(push, zmq.POLLOUT)
             for k in range(5000):
                 header = protocol.event_header("onset", k, onset=0.001 * k, trial=f"f{k}", trial_type="face")
-                push.send_multipart(_encode({**header, "stim_id": synth.stim_ids[k % len(synth.stim_ids)]}))
+                frames = _encode({**header, "stim_id": synth.stim_ids[k % len(synth.stim_ids)]})
+                while True:  # never block for good: a service that stopped taking events fails the test instead
+                    try:
+                        push.send_multipart(frames, flags=zmq.NOBLOCK)
+                        break
+                    except zmq.Again:
+                        assert ready.poll(30000), f"the service stopped taking events after {k} of 5,000"
             flooded.append(True)
 
     cfg = serve_config(synth.path, tmp_path, max_volumes=n, min_volumes=2, inbound=limits)
