@@ -326,7 +326,7 @@ batch {cfg.get("batch_size")}, learning rates {cfg.get("lr_encoder")} / {cfg.get
 {cfg.get("lr_discriminator")}, weights KL {cfg.get("kl_weight")}, feature {cfg.get("feature_weight")}, pixel
 {cfg.get("pixel_weight")}, GAN {cfg.get("gan_weight")}, plateau rule {cfg.get("plateau_checks")} checks /
 {cfg.get("plateau_tol")}, cap {cfg.get("max_minutes")} min, seed {cfg.get("seed")}, threads {cfg.get("threads")}.
-Trained {t.get("step")} steps ({wall}); stopped by: {t.get("stop_reason")}.
+Trained {t.get("step")} steps ({wall}); stopped by: {t.get("stop_reason")}.{_not_converged(t, cfg)}
 
 ## Quality (at the last step, float32; `quality.csv` has every check)
 Held-out reconstruction r = {q.get("heldout_pixel_corr")} (mean pixel correlation over the held-out faces).
@@ -359,6 +359,17 @@ python -m fmriface.demo.reference pack RUN models/reference/{manifest["name"]}
 On 2 CPU cores the run is not bit-for-bit reproducible across thread counts and machines; the wall-clock cap
 makes the step it stops at depend on the machine's speed.
 """
+
+
+def _not_converged(training: dict, cfg: dict) -> str:
+    """A sentence for the card when the wall-clock cap, not the plateau rule, ended the training."""
+    if training.get("stop_reason") != "max_minutes":
+        return ""
+    return (
+        f" Not at its plateau: the {cfg.get('max_minutes')}-minute cap came first (the plateau rule stops when"
+        f" {cfg.get('plateau_checks')} checks in a row add less than {cfg.get('plateau_tol')}; `quality.csv` shows"
+        " the last checks still rising)."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,3 +136,10 @@ def test_the_shipped_reference_verifies_and_fits_the_budget():
     assert sum(f["bytes"] for f in manifest["files"].values()) <= ref.MAX_BYTES
     assert manifest["parity"]["decoded_max_abs"] <= ref.IMAGE_TOLERANCE
     assert manifest["network"] == "small-64" and manifest["latent_size"] == 1024
+    assert manifest["files"]["MODEL_CARD.md"]["sha256"] == ref.sha256(folder / "MODEL_CARD.md")
+
+
+def test_the_card_says_when_the_cap_not_the_plateau_ended_training():
+    cfg = {"max_minutes": 60.0, "plateau_checks": 6, "plateau_tol": 0.002}
+    assert "Not at its plateau" in ref._not_converged({"stop_reason": "max_minutes"}, cfg)
+    assert ref._not_converged({"stop_reason": "plateau"}, cfg) == ""
