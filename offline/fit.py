@@ -25,6 +25,7 @@ nested candidates of the voxel selection share their Gram blocks
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,15 +415,30 @@ def _averaged_patterns(
             elif kind == "test" and cfg.repeats:  # for the accuracy against the number of repeats averaged
                 splits[name]["test_trials"] = trials
             del trials
-    # the same stimuli, in the same order, for every estimate type
-    first = estimates[0]
-    for name in estimates[1:]:
-        for kind in SPLITS:
-            if kind in splits[first] and kind in splits[name]:
-                order = splits[first][kind]
-                if set(splits[name][kind].ids) != set(order.ids):
-                    raise BidsError(f"{bids}: {name} and {first} estimates cover different stimuli")
-                splits[name][kind] = splits[name][kind].in_order_of(order)
+    # the same stimuli, in the same order, for every estimate type: those every type estimated (a trial whose
+    # window volumes the QA censored has no window estimate, while a GLM still fits the rest of its run)
+    for kind in SPLITS:
+        present = [name for name in estimates if kind in splits[name]]
+        if len(present) < 2:
+            continue
+        common = set.intersection(*(set(splits[name][kind].ids) for name in present))
+        if not common:
+            raise BidsError(f"{bids}: the {', '.join(present)} estimates of the {kind} runs share no stimulus")
+        base = splits[present[0]][kind]
+        keep = np.array([i for i, s in enumerate(base.ids) if s in common], dtype=np.int64)
+        order = TrialPatterns(base.x[keep], [base.ids[i] for i in keep], np.asarray(base.runs)[keep])
+        for name in present:
+            left_out = len(set(splits[name][kind].ids) - common)
+            if left_out:
+                logging.getLogger("offline.fit").warning(
+                    "%s: %d %s stimuli of the %s estimates left out of every estimate type: another type has "
+                    "none for them (their trials' volumes censored by the QA)",
+                    bids,
+                    left_out,
+                    kind,
+                    name,
+                )
+            splits[name][kind] = splits[name][kind].in_order_of(order)
     return {name: EstimatePatterns(**split) for name, split in splits.items()}
 
 
