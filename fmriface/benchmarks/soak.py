@@ -169,7 +169,7 @@ def soak(
     records = read_jsonl(runs / "soak" / "volumes.jsonl")
     bad_records = [r for r in records if str(r.get("file", "")).startswith(BadFiles.PREFIX)]
     records = [r for r in records if not str(r.get("file", "")).startswith(BadFiles.PREFIX)]
-    acc = account(records, n_volumes, faults)
+    acc = account(records, n_volumes, {**signal_faults, **faults})  # a file fault decides where both fell
     signal = signal_report(records, signal_faults)
     frames = collector.frames()
     vols = [f["volume"] for f in frames]
