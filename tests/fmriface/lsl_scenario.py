@@ -86,8 +86,8 @@ def main(out_dir: str, n_frames: int, rate: float) -> None:
         assert found, f"stream {name} not found"
         inlets[name] = pylsl.StreamInlet(found[0], max_buflen=360, processing_flags=0)
         inlets[name].open_stream(timeout=5.0)
+    # open_stream returned: each inlet is connected, so nothing pushed from here on is missed
     infos = {name: inlet.info(timeout=5.0).as_xml() for name, inlet in inlets.items()}
-    time.sleep(0.2)
     n_trials = n_frames // 6
     got: dict[str, list] = {name: [] for name in STREAM_NAMES}
     expect = {STREAM_NAMES[0]: n_frames, STREAM_NAMES[1]: n_trials, STREAM_NAMES[2]: n_frames}
