@@ -272,7 +272,7 @@ class Pipeline:
     def _publish_maps(self) -> None:
         """Every ``qa.maps_every`` volumes judged: the QA maps (mean EPI with the mask, tSNR) on topic ``qa``."""
         every = self.cfg.qa.maps_every
-        if not every or self.qa_.n_ // every <= self._maps_at // every or not hasattr(self.outputs, "qa"):
+        if not every or self.qa_.n_ // every <= self._maps_at // every:
             return
         self._maps_at = self.qa_.n_
         maps = self.qa_.maps()
@@ -624,5 +624,5 @@ class Pipeline:
             # the end message goes to the displays too: a blinded run's summary says nothing of the sham
             **({"sham": self.sham_counts()} if self.sham is not None and self.condition == "sham" else {}),
             # a plugin signal: its calls, slowest call and why it was disabled, if it was
-            **({"feedback_signal": self.feedback_.report()} if self.feedback_.report() is not None else {}),
+            **({"feedback_signal": report} if (report := self.feedback_.report()) is not None else {}),
         }
