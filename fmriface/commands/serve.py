@@ -118,7 +118,7 @@ def _live_run_only(cfg, t_start: float, take_earlier: bool):
     except (StartupError, RecordError, OSError, ValueError, TypeError):  # TypeError: no --watch
         records = []  # Service.start reports what is wrong with the run
     taken = [str(r["file"]) for r in records if r.get("file") and r.get("status") in ("ok", "discarded")]
-    names = tuple(dict.fromkeys(taken[-16:]))  # any one of them present names the series; the manifest keeps them
+    names = tuple(dict.fromkeys(taken))  # any one of them present names the series
     watcher = cfg.watcher
     return replace(
         cfg,

@@ -652,7 +652,7 @@ class VolumeWatcher:
             else:
                 fresh.append(name)
         resume = set(self.config.resume_files)
-        if any(os.path.basename(name) in resume for _, name in earlier):
+        if any(os.path.basename(name) in resume for name in names):  # its newest files may all be fresh ones
             for _, name in earlier:  # a restart mid-run: every file is read, the resumed run's series followed
                 self._files[name] = _File(t_seen=now)
             self._follow_present(names, resume)

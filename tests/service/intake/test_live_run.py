@@ -129,6 +129,20 @@ def test_a_resumed_run_goes_on_with_its_series_written_before_the_start(tmp_path
     assert len(stale) == 1 and "series 6" in stale[0] and "2 files" in stale[0]
 
 
+def test_a_resumed_run_whose_recorded_files_are_all_just_written_goes_on(tmp_path):
+    """A restart seconds after a crash: the run's older files are before the start, the ones its records name last
+    were written within the tolerance (so are not "earlier"); the run is still the one followed, from volume 1."""
+    for acq in (1, 2, 3):
+        series_file(tmp_path, 7, acq, age_s=30.0 - acq)
+    for acq in (4, 5):
+        series_file(tmp_path, 7, acq, age_s=0.5)  # just written: fresh by the tolerance
+    cfg = fast(tmp_path, since=time.time(), resume_files=("s07_0004.dcm", "s07_0005.dcm"))
+    with VolumeWatcher(cfg) as watcher:
+        volumes, events = collect(watcher, 5, timeout=8.0)
+    assert [(v.series_number, v.acquisition) for v in volumes] == [(7, a) for a in range(1, 6)]
+    assert not [e.reason for e in events_of(events, "ignored") if "before serve started" in e.reason]
+
+
 def test_take_earlier_follows_the_run_that_began_before_the_start(tmp_path):
     for acq in (1, 2, 3):
         series_file(tmp_path, 7, acq, age_s=HOURS_2)
