@@ -63,6 +63,12 @@ def add_arguments(p) -> None:
         default="0",
         help="browsers on a dashboard of the stream, a comma list run one after another (0,3: side by side)",
     )
+    p.add_argument(
+        "--lsl",
+        default="0",
+        help="an `fmriface lsl` bridge on the stream, a comma list run one after another (0,1,0,1: without and with, "
+        "alternating); with 1 the benchmark reruns itself in a network namespace holding only the loopback (root)",
+    )
     p.add_argument("--browser-nice", type=int, default=0, help="CPU priority given up by those browsers (0-19)")
     p.add_argument(
         "--grids",
@@ -155,10 +161,12 @@ def _serve_phase(
     paced: bool,
     browsers: int = 0,
     browser_nice: int = 0,
+    lsl: bool = False,
 ) -> dict[str, Any]:
     """Run `fmriface serve` (its own process, as in a session) while moving ``staged`` into ``watch`` (every
     ``tr`` s, or back to back); per-frame timings from its frame headers and its end-of-run summary. With
-    ``browsers``, a dashboard and that many browsers watch the stream meanwhile."""
+    ``browsers``, a dashboard and that many browsers watch the stream meanwhile; with ``lsl``, an ``fmriface lsl``
+    bridge, with an LSL inlet on its motion stream."""
     import contextlib
     import json
     import subprocess
@@ -184,6 +192,7 @@ def _serve_phase(
     frames: list[tuple[dict[str, Any], float]] = []
     wthread = None
     pages: dict[str, Any] = {"browsers": browsers}
+    bridge: dict[str, Any] | None = None
     watchers = contextlib.ExitStack()
     try:
         deadline = time.monotonic() + 60
@@ -195,6 +204,10 @@ def _serve_phase(
             from fmriface.benchmarks.dashboard import attach_pages
 
             pages = watchers.enter_context(attach_pages(pub, browsers, watch.parent, runs, browser_nice))
+        if lsl:
+            from fmriface.lsl.probe import attach_bridge
+
+            bridge = watchers.enter_context(attach_bridge(pub, bundle))
 
         def writer() -> None:
             t0 = time.time() + 0.2
@@ -239,7 +252,7 @@ def _serve_phase(
             proc.communicate()
         sub.close(linger=0)
         ctx.term()
-    return {"frames": frames, "renamed": renamed, "summary": summary, "pages": pages}
+    return {"frames": frames, "renamed": renamed, "summary": summary, "pages": pages, "lsl": bridge}
 
 
 _STAGES = (
@@ -283,6 +296,15 @@ def _browser_counts(text: str) -> list[int]:
     return counts
 
 
+def _lsl_list(text: str) -> list[bool]:
+    from fmriface.common import UsageError
+
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not items or any(x not in ("0", "1") for x in items):
+        raise UsageError(f"--lsl must be a comma list of 0 and 1 like 0,1,0,1; got {text!r}")
+    return [x == "1" for x in items]
+
+
 def _grid_list(text: str) -> list[str]:
     from fmriface.common import UsageError
 
@@ -308,6 +330,8 @@ def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers:
         "ready_p50_ms": p["ready_latency"]["p50"],
         "ready_p99_ms": p["ready_latency"]["p99"],
     }
+    if paced.get("lsl") is not None:
+        out.update(_lsl_figures(paced, asap, warmup))
     if browsers:
         out["page_frames"] = {"paced": paced["pages"].get("page_frames"), "asap": asap["pages"].get("page_frames")}
         out["pages_got_end"] = {
@@ -315,6 +339,19 @@ def _figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int, browsers:
             "asap": asap["pages"].get("pages_got_end"),
         }
         out["page_errors"] = paced["pages"].get("page_errors", 0) + asap["pages"].get("page_errors", 0)
+    return out
+
+
+def _lsl_figures(paced: dict[str, Any], asap: dict[str, Any], warmup: int) -> dict[str, Any]:
+    """Frame sent -> its sample at an LSL inlet (ms), paced and as fast as possible, and the bridge's counts."""
+    from fmriface.lsl.probe import frame_to_sample_ms
+
+    out: dict[str, Any] = {}
+    for name, phase in (("lsl", paced), ("lsl_asap", asap)):
+        sent = [h["t"]["sent"] for h, _ in phase["frames"]]
+        lag = np.array(frame_to_sample_ms(sent, phase["lsl"]["received"])[warmup:])
+        out[f"{name}_ms"] = _pct(lag) | {"max": round(float(lag.max()), 3)}
+    out["lsl_bridge"] = {"paced": paced["lsl"]["bridge"], "asap": asap["lsl"]["bridge"]}
     return out
 
 
@@ -383,6 +420,12 @@ def run(args) -> dict[str, Any]:
         os.environ.setdefault(var, "1")
 
     grids, browsers = _grid_list(args.grids), _browser_counts(args.browsers)  # refused before any work
+    bridges = _lsl_list(args.lsl)
+    if any(bridges):
+        from fmriface.lsl.isolation import isolated
+
+        if not isolated():
+            return _rerun_isolated()
     matrices = _matrix_list(args.matrix)
     trs = _tr_list(args.tr, len(matrices))
     work = Path(tempfile.mkdtemp(prefix="fmriface-bench-service-"))
@@ -393,17 +436,21 @@ def run(args) -> dict[str, Any]:
         i = 0
         for m, (matrix, tr) in enumerate(zip(matrices, trs)):
             prep = _prepare(matrix, args, work / ("bundle" if m == 0 else f"bundle-{m}"), onnx, grids)
-            for n_browsers, grid in [(n, g) for n in browsers for g in grids]:
+            for n_browsers, grid, lsl in [(n, g, b) for n in browsers for g in grids for b in bridges]:
                 tag = "" if i == 0 else f"-{i}"  # each run its own staged files, watched folder and run id
                 i += 1
                 data, aff = prep["runs_of"][grid]
                 paced_files = _stage(data[: args.n_paced], aff, tr, args.format, work / f"stage-paced{tag}", 1)
                 asap_files = _stage(data[args.n_paced :], aff, tr, args.format, work / f"stage-asap{tag}", 2)
                 runs, nice, bundle = work / "runs", args.browser_nice, prep["bundle"]
-                paced = _serve_phase(bundle, paced_files, work / f"watch-paced{tag}", runs, tr, True, n_browsers, nice)
-                asap = _serve_phase(bundle, asap_files, work / f"watch-asap{tag}", runs, tr, False, n_browsers, nice)
+                paced = _serve_phase(
+                    bundle, paced_files, work / f"watch-paced{tag}", runs, tr, True, n_browsers, nice, lsl
+                )
+                asap = _serve_phase(
+                    bundle, asap_files, work / f"watch-asap{tag}", runs, tr, False, n_browsers, nice, lsl
+                )
                 figures = _figures(paced, asap, args.warmup, n_browsers)
-                side.append({"matrix": "x".join(map(str, matrix)), "tr_s": tr, "grid": grid, **figures})
+                side.append({"matrix": "x".join(map(str, matrix)), "tr_s": tr, "grid": grid, "lsl": lsl, **figures})
                 side[-1]["mask_voxels"] = prep["mask_voxels"]
                 side[-1]["ready_p99_pct_of_tr"] = round(figures["ready_p99_ms"] / (10.0 * tr), 2)
                 if grid == "other":
@@ -413,6 +460,31 @@ def run(args) -> dict[str, Any]:
         return _result(args, first, side, onnx)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _rerun_isolated() -> dict[str, Any]:
+    """This benchmark again, in a network namespace holding only the loopback (LSL stays off the network)."""
+    import json
+    import subprocess
+    import sys
+
+    from fmriface.common import UsageError
+    from fmriface.lsl.isolation import namespace_missing, run_isolated
+
+    reason = namespace_missing()
+    if reason:
+        raise UsageError(f"--lsl 1 needs an isolated network namespace: {reason}")
+    argv = [sys.executable, "-m", "fmriface", *sys.argv[1:]]
+    if "--json" not in argv:
+        argv.append("--json")
+    folder = Path(tempfile.mkdtemp(prefix="fmriface-bench-lsl-"))
+    try:
+        proc = run_isolated(argv, folder, stdout=subprocess.PIPE, text=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the benchmark in its network namespace exited with status {proc.returncode}")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "network": "a namespace with only the loopback"}
 
 
 def _result(args, first: dict[str, Any], side: list[dict[str, Any]], onnx) -> dict[str, Any]:
@@ -429,6 +501,7 @@ def _result(args, first: dict[str, Any], side: list[dict[str, Any]], onnx) -> di
         "volumes_per_s": side[0]["volumes_per_s"],
         "browsers": side[0]["browsers"],
         "grid": side[0]["grid"],
+        "lsl": side[0].get("lsl_ms") is not None,
         "browser_nice": args.browser_nice,
         **({"side_by_side": side} if len(side) > 1 else {}),
         "stages": p["stages"],

@@ -12,59 +12,33 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
 import sys
-import uuid
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fmriface.lsl import MOTION_CHANNELS, lsl_config
+from fmriface.lsl import MOTION_CHANNELS
+from fmriface.lsl.isolation import namespace_missing, run_isolated
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@cache
-def namespace_missing() -> str | None:
-    """Why an isolated network namespace cannot be made here, or None."""
-    try:
-        import pylsl  # noqa: F401
-    except ImportError:
-        return "pylsl is not installed (pip install -e '.[lsl]')"
-    if os.geteuid() != 0:
-        return "the LSL tests need root to make a network namespace (unshare -n)"
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"no {tool} on PATH (util-linux / iproute2)"
-    probe = subprocess.run(["unshare", "-n", "--", "ip", "link", "set", "lo", "up"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"unshare -n failed here: {probe.stderr.strip()[:200]}"
-    return None
-
-
-def run_isolated(tmp_path: Path, n_frames: int = 60, rate: float = 100.0) -> dict:
+def run_scenario(tmp_path: Path, n_frames: int = 60, rate: float = 100.0) -> dict:
     """Run the scenario in a namespace with only the loopback; its result."""
     reason = namespace_missing()
     if reason:
         pytest.skip(reason)
-    cfg = tmp_path / "lsl_api.cfg"
-    cfg.write_text(lsl_config(session_id=f"fmriface-test-{uuid.uuid4().hex[:8]}"))
-    env = {**os.environ, "LSLAPICFG": str(cfg), "PYTHONPATH": str(ROOT)}
-    script = f"ip link set lo up && exec {sys.executable} -m tests.fmriface.lsl_scenario {tmp_path} {n_frames} {rate}"
-    proc = subprocess.run(
-        ["unshare", "-n", "--", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150
-    )
+    argv = [sys.executable, "-m", "tests.fmriface.lsl_scenario", str(tmp_path), str(n_frames), str(rate)]
+    env = {"PYTHONPATH": str(ROOT)}
+    proc = run_isolated(argv, tmp_path, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp_path / "result.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return run_isolated(tmp_path_factory.mktemp("lsl"))
+    return run_scenario(tmp_path_factory.mktemp("lsl"))
 
 
 def test_the_streams_run_where_only_the_loopback_exists(result):
