@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from offline.decoding.alignment import AlignConfig
 from offline.decoding.facespaces import FaceSpaces
 from offline.decoding.mapping import DEFAULT_ALPHAS
 from offline.decoding.patterns import EstimatePatterns, TrialPatterns
@@ -80,6 +81,8 @@ class FitConfig:
     repeat_draws: int = 20
     #: on a twin's data set: the ablation table from its ground truth (true voxels, noise-free BOLD, hidden code)
     ablations: bool = False
+    #: ``[align]``: a new subject fitted from little data through another subject's bundle (``--align-to``)
+    align: AlignConfig = field(default_factory=AlignConfig)
 
     def __post_init__(self) -> None:
         if self.n_splits < 2:
@@ -648,9 +651,20 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, heartbeat: Hea
     t_est = time.perf_counter() - started
     heartbeat.step("face spaces")
     faces, attrs = _face_spaces(cfg, data, bids, vaegan, heartbeat)
+    everything = (data, faces)
+    if cfg.align.to:  # a new subject: the bundle on its first sessions only, through the reference's decoder
+        heartbeat.step("alignment", f"aligning to {cfg.align.to} ({cfg.align.method})")
+        reference = _reference(cfg, faces)
+        data, faces, attrs = _first_sessions(data, faces, attrs, cfg.align.sessions, heartbeat)
     heartbeat.step("voxel selection")
     selection = _select(cfg, data, faces, heartbeat)
     evaluation, fitted = _evaluate(cfg, data, faces, attrs, selection, bids, heartbeat)
+    aligned = None
+    if cfg.align.to:
+        heartbeat.step("alignment curve")
+        evaluation["alignment"] = _alignment_curve(cfg, *everything, reference, heartbeat)
+        aligned = _aligned_bundle_map(cfg, data, faces, selection, reference, heartbeat)
+        evaluation["alignment"]["bundle"] = aligned["record"]
     t_eval = time.perf_counter() - started
 
     heartbeat.step("bundle", "writing the bundle")
@@ -661,7 +675,7 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, heartbeat: Hea
             f" {' and '.join(online_estimators())} estimates and will refuse this bundle (it is for offline use)"
         )
     training = {**data.summary, "estimate": estimate, "selection": selection.summary(), "vaegan": str(vaegan)}
-    bundle = _write_bundle(cfg, data, faces, attrs, selection, evaluation, fitted, training, out / "bundle")
+    bundle = _write_bundle(cfg, data, faces, attrs, selection, evaluation, fitted, training, out / "bundle", aligned)
     t_bundle = time.perf_counter() - started
     timing = {
         "estimates_s": round(t_est, 1),
@@ -715,9 +729,12 @@ def _attribute_directions(faces: FaceSpaces, attrs: _Attributes | None):
 
 
 def _write_bundle(
-    cfg, data: FitData, faces: FaceSpaces, attrs, selection: Selection, evaluation, fitted, training, out
+    cfg, data: FitData, faces: FaceSpaces, attrs, selection: Selection, evaluation, fitted, training, out, aligned=None
 ):
-    """The bundle: the chosen mapping (VAE-GAN space) on the selected voxels of the reference grid."""
+    """The bundle: the chosen mapping (VAE-GAN space) on the selected voxels of the reference grid, or with
+    ``aligned`` (``--align-to``) the reference's mapping through the alignment; the subject's patterns of the shared
+    faces when its data set lists them (``shared.npz``: what a later subject aligns on)."""
+    from offline.decoding.alignment import read_shared_list
     from offline.decoding.bundle_writer import LinearMap, StimulusLatents, write_bundle
 
     mask = np.zeros(data.brain.shape, dtype=bool)
@@ -725,18 +742,137 @@ def _write_bundle(
     mapping = evaluation["mapping"]  # cfg.mapping, or the one ``auto`` chose
     main_fit = fitted[(cfg.preprocess.estimate, mapping, "vaegan")]
     vae = faces.spaces["vaegan"]
+    fields = _manifest_fields(cfg, data, vae, main_fit, mapping, training, evaluation)
+    extra = {}
+    train = data.estimates[cfg.preprocess.estimate].train
+    shared = set(read_shared_list(data.summary["bids"]))
+    rows = [i for i, s in enumerate(train.ids) if s in shared]
+    if rows:
+        extra["shared.npz"] = {"ids": np.array([train.ids[i] for i in rows]), "x": train.x[rows][:, selection.index]}
+    linear_map = LinearMap.from_mapping(main_fit, mapping)
+    if aligned is not None:
+        linear_map = aligned["map"]
+        extra["alignment.npz"] = aligned["arrays"]
+        fields["alignment"] = aligned["record"]
     return write_bundle(
         out,
         reference=data.reference,
         affine=data.affine,
         mask=mask,
-        linear_map=LinearMap.from_mapping(main_fit, mapping),
+        linear_map=linear_map,
         export_onnx=vae.export_onnx,
         attributes=_attribute_directions(faces, attrs),
         train=StimulusLatents(faces.ids["train"], faces.latents["vaegan"]["train"]),
         test=StimulusLatents(faces.ids["test"], faces.latents["vaegan"]["test"]),
-        manifest_fields=_manifest_fields(cfg, data, vae, main_fit, mapping, training, evaluation),
+        manifest_fields=fields,
+        extra=extra,
     )
+
+
+def _reference(cfg: FitConfig, faces: FaceSpaces):
+    """The reference bundle, checked against this fit: the same face space, no test face among the shared ones."""
+    from offline.decoding.alignment import check_disjoint, check_facespace, load_reference
+
+    reference = load_reference(cfg.align.to)
+    check_facespace(reference, faces.ids["train"], faces.latents["vaegan"]["train"])
+    check_disjoint(reference.shared_ids, faces.ids["test"])
+    return reference
+
+
+def _first_sessions(data: FitData, faces: FaceSpaces, attrs, n: int, log):
+    """The fit's data with the training faces of its first ``n`` sessions only (test and imagery kept: they are
+    scored, never fitted on)."""
+    from offline.decoding.alignment import run_sessions
+
+    sessions = run_sessions(list(data.run_kinds))
+    if n > sessions.max():
+        log(f"note: --align-sessions {n}, the data set has {int(sessions.max())} session(s): all are used")
+    estimates = {}
+    keep = None
+    for name, est in data.estimates.items():
+        keep = sessions[np.asarray(est.train.runs)] <= n
+        train = TrialPatterns(est.train.x[keep], [s for s, k in zip(est.train.ids, keep) if k], est.train.runs[keep])
+        estimates[name] = dataclasses.replace(est, train=train)
+    assert keep is not None
+    latents = {sp: {**by, "train": by["train"][keep]} for sp, by in faces.latents.items()}
+    ids = {**(faces.ids or {}), "train": [s for s, k in zip(faces.ids["train"], keep) if k]}
+    images = {**faces.images, "train": faces.images["train"][keep]}
+    log(f"the bundle is fitted on {int(keep.sum())} of {keep.size} training faces (the first {n} session(s))")
+    if attrs is not None:
+        attrs = dataclasses.replace(attrs, train=attrs.train[keep])
+    data = dataclasses.replace(data, estimates=estimates)
+    return data, dataclasses.replace(faces, latents=latents, ids=ids, images=images), attrs
+
+
+def _voxel_chooser(cfg: FitConfig, data: FitData):
+    """``select(patterns, latents) -> bool [V]``: the fit's voxel selection on the given training patterns."""
+    from offline.decoding.selection import select_voxels
+
+    def select(part: TrialPatterns, latents: np.ndarray) -> np.ndarray:
+        chosen = select_voxels(
+            cfg.selection,
+            x=part.x,
+            z=latents,
+            groups=part.runs,
+            contrast=data.contrast,
+            alphas=cfg.alphas,
+            n_splits=cfg.n_splits,
+        )
+        return chosen.index
+
+    return select
+
+
+def _alignment_curve(cfg: FitConfig, data: FitData, faces: FaceSpaces, reference, log) -> dict:
+    """The table of :func:`offline.decoding.alignment.alignment_curve` on every session the data set has."""
+    from offline.decoding.alignment import alignment_curve, run_sessions
+
+    est = data.estimates[cfg.preprocess.estimate]
+    curve = alignment_curve(
+        est.train,
+        est.test,
+        {k: faces.latents["vaegan"][k] for k in ("train", "test")},
+        run_sessions(list(data.run_kinds)),
+        reference,
+        cfg.align,
+        _voxel_chooser(cfg, data),
+        faces.make,
+        log,
+    )
+    return {"reference": str(reference.path), "reference_manifest_sha256": reference.manifest_sha256, **curve}
+
+
+def _aligned_bundle_map(cfg: FitConfig, data: FitData, faces: FaceSpaces, selection: Selection, reference, log):
+    """The bundle's mapping for an aligned subject: the reference's through the alignment (and fine-tuned)."""
+    from offline.decoding.alignment import aligned_map, fine_tune
+
+    train = data.estimates[cfg.preprocess.estimate].train.select(selection.index)
+    lm, matrix, (offset, used) = aligned_map(reference, train, cfg.align)
+    if cfg.align.fine_tune:
+        lm = fine_tune(lm, train.x, faces.latents["vaegan"]["train"], cfg.align.alphas, groups=train.runs)
+        lm = dataclasses.replace(lm, method=f"{lm.method}, fine-tuned")
+    record = {
+        "method": cfg.align.method,
+        "library": _library_version("fmralign"),
+        "reference_bundle": str(reference.path),
+        "reference_manifest_sha256": reference.manifest_sha256,
+        "shared_faces": used,
+        "sessions": cfg.align.sessions,
+        "fine_tuned": cfg.align.fine_tune,
+        "voxels": [int(matrix.shape[0]), int(matrix.shape[1])],
+    }
+    log(f"bundle: {lm.method} on {matrix.shape[0]} voxels, aligned on {len(used)} shared faces")
+    arrays = {"matrix": matrix.astype(np.float32), "offset": np.asarray(offset, np.float32)}
+    return {"map": lm, "arrays": arrays, "record": record}
+
+
+def _library_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name} {version(name)}"
+    except PackageNotFoundError:
+        return name
 
 
 def _manifest_fields(cfg: FitConfig, data: FitData, vae, main_fit, mapping: str, training: dict, evaluation) -> dict:

@@ -15,6 +15,11 @@ A bundle is a folder written by ``fmriface fit`` (through :func:`write_manifest`
 ``decoder.onnx``       latent ``[N, L]`` float32 -> image ``[N, 3, H, W]`` float32 in [0, 1]
 ``attributes.npz``     ``names`` [A], ``directions`` [A, L], ``train_ids``/``train_latents``,
                        ``test_ids``/``test_latents`` (stimulus file names and their latents)
+``shared.npz``         optional: ``ids`` [K], ``x`` [K, V]: the subject's patterns of the faces every subject of
+                       a group saw (on the mask's voxels, as the mapping reads them): a new subject aligns on them
+``alignment.npz``      optional, a bundle fitted with ``fit --align-to``: ``matrix`` [V, V_ref], ``offset``
+                       [V_ref] (standardised voxels of this subject -> the reference's); already folded into
+                       ``mapping.npz``, kept for the record (the manifest's ``alignment`` says how it was fitted)
 =====================  ==================================================================================
 
 The service refuses a bundle whose hashes, schema or shapes don't match, naming the file and the mismatch.
@@ -39,6 +44,7 @@ from service.jsonsafe import jsonable as _jsonable
 __all__ = [
     "BUNDLE_SCHEMA",
     "BUNDLE_FILES",
+    "OPTIONAL_FILES",
     "BundleError",
     "Bundle",
     "load_bundle",
@@ -55,6 +61,8 @@ BUNDLE_FILES = (
     "decoder.onnx",
     "attributes.npz",
 )
+#: Files a bundle may have; each one present is hashed in the manifest and checked like the others.
+OPTIONAL_FILES = ("shared.npz", "alignment.npz")
 _MAPPING_KEYS = ("weights", "bias", "x_mean", "x_scale")
 _ATTRIBUTE_KEYS = ("names", "directions", "train_ids", "train_latents", "test_ids", "test_latents")
 
@@ -91,7 +99,11 @@ def write_manifest(folder: str | Path, fields: dict[str, Any]) -> dict[str, Any]
         "schema": BUNDLE_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **fields,
-        "files": {name: sha256_file(folder / name) for name in BUNDLE_FILES},
+        "files": {
+            name: sha256_file(folder / name)
+            for name in BUNDLE_FILES + OPTIONAL_FILES
+            if name in BUNDLE_FILES or (folder / name).is_file()
+        },
     }
     tmp = folder / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=_jsonable) + "\n")
@@ -233,6 +245,13 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         if name not in hashes:
             raise BundleError(f"{mpath} has no hash for {name}")
         if verify and sha256_file(fpath) != hashes[name]:
+            raise BundleError(f"{fpath} does not match the hash in manifest.json (modified or corrupt)")
+    for name in OPTIONAL_FILES:
+        fpath, listed = folder / name, name in hashes
+        if listed != fpath.is_file():
+            said = "lists it but the file is missing" if listed else "has no hash for it"
+            raise BundleError(f"bundle {folder}: {name}: manifest.json {said}")
+        if listed and verify and sha256_file(fpath) != hashes[name]:
             raise BundleError(f"{fpath} does not match the hash in manifest.json (modified or corrupt)")
 
     try:

@@ -44,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-voxels", type=int, help="voxels to keep (0: chosen by cross-validation)")
     p.add_argument("--permutations", type=int, help="shuffles of the permutation control")
     p.add_argument("--threads", type=int, help="CPU threads for numpy/torch")
+    p.add_argument(
+        "--align-to",
+        type=Path,
+        help="a new subject from little data: align it on the shared faces to this subject's bundle (align.to)",
+    )
+    p.add_argument("--align-sessions", type=int, help="with --align-to: the sessions the bundle is fitted on (1)")
+    p.add_argument("--align-method", choices=["ridge", "procrustes"], help="with --align-to: fmralign's method")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
@@ -62,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
             "selection.k": args.n_voxels,
             "n_permutations": args.permutations,
             "threads": args.threads,
+            "align.to": str(args.align_to) if args.align_to else None,
+            "align.sessions": args.align_sessions,
+            "align.method": args.align_method,
         },
     )
+    if cfg.align.to and not Path(cfg.align.to).is_dir():
+        raise UsageError(f"--align-to {cfg.align.to} is not a folder (a bundle of `fmriface fit`)")
     for opt, path in (("--bids", args.bids), ("--vaegan", args.vaegan)):
         if not path.is_dir():
             raise UsageError(f"{opt} {path} is not a folder")

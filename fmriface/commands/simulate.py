@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="empty a non-empty --out first")
     p.add_argument("--seed", type=int, help="seed of stimuli, trial order, noise and motion")
     p.add_argument("--tsnr", type=float, help="temporal SNR in grey matter (overrides noise.tsnr)")
+    p.add_argument("--subjects", type=int, help="a group of N twins, OUT/sub-01 ... (overrides group.subjects)")
+    p.add_argument(
+        "--shared-fraction", type=float, help="share of the face code common to the group (group.shared_fraction)"
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -49,19 +53,39 @@ def main(argv: list[str] | None = None) -> int:
 
     from offline.twin import SimulateConfig, prepare, write
 
-    cfg = load_config(SimulateConfig, config, {"seed": args.seed, "noise.tsnr": args.tsnr})
+    overrides = {"seed": args.seed, "noise.tsnr": args.tsnr, "group.subjects": args.subjects}
+    cfg = load_config(SimulateConfig, config, {**overrides, "group.shared_fraction": args.shared_fraction})
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not args.force:
         prepare_out_dir(out, force=False)  # raises the standard "not empty" error before any work
-    try:
-        plan = prepare(cfg)
-    except ValueError as exc:  # a config that passed the type checks but cannot be simulated
-        raise UsageError(f"{config or 'defaults'}: {exc}") from None
-    size = sum(r.n_volumes for r in plan.runs) * int(np.prod(cfg.grid.shape))
-    # Worker processes take a second or two to start: worth it only for data sets of some size.
-    workers = args.workers if args.workers > 0 else (min(2, os.cpu_count() or 1) if size > 20_000_000 else 1)
+
+    def plan_of(member):
+        try:
+            return prepare(member)
+        except ValueError as exc:  # a config that passed the type checks but cannot be simulated
+            raise UsageError(f"{config or 'defaults'}: {exc}") from None
+
+    def write_one(member, folder: Path, plan=None) -> dict:
+        plan = plan or plan_of(member)
+        size = sum(r.n_volumes for r in plan.runs) * int(np.prod(member.grid.shape))
+        # Worker processes take a second or two to start: worth it only for data sets of some size.
+        workers = args.workers if args.workers > 0 else (min(2, os.cpu_count() or 1) if size > 20_000_000 else 1)
+        label = "simulate" if member is cfg else f"simulate sub-{member.subject}"
+        with progress(total=len(plan.runs), desc=label, unit="run") as bar:
+            return write(plan, folder, progress=bar.update, workers=workers)
+
+    if cfg.group.subjects > 1:
+        from offline.twin.group import member_configs, write_group
+
+        try:  # every subject's config checked before anything is written
+            members = member_configs(cfg)
+        except ValueError as exc:
+            raise UsageError(f"{config or 'defaults'}: {exc}") from None
+        plan_of(members[-1])
+        out = prepare_out_dir(out, args.force, inputs=[config])
+        emit(write_group(cfg, out, write_one), args.json)
+        return 0
+    plan = plan_of(cfg)
     out = prepare_out_dir(out, args.force, inputs=[config])
-    with progress(total=len(plan.runs), desc="simulate", unit="run") as bar:
-        summary = write(plan, out, progress=bar.update, workers=workers)
-    emit(summary, args.json)
+    emit(write_one(cfg, out, plan), args.json)
     return 0

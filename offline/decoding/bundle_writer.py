@@ -19,7 +19,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from service.bundle import Bundle, BundleError, load_bundle, write_manifest
+from service.bundle import OPTIONAL_FILES, Bundle, BundleError, load_bundle, write_manifest
 
 __all__ = ["LinearMap", "AttributeDirections", "StimulusLatents", "write_bundle"]
 
@@ -69,6 +69,7 @@ def write_bundle(
     train: StimulusLatents,
     test: StimulusLatents,
     manifest_fields: dict[str, Any],
+    extra: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Bundle:
     """Write a complete bundle folder and return it loaded (and so verified) by the service's loader.
 
@@ -91,6 +92,9 @@ def write_bundle(
         The training and test stimuli and their face-space latents.
     manifest_fields : dict
         At least ``image_shape`` and ``tr``; latent size, voxel count and mapping method are added here.
+    extra : dict, optional
+        The optional files (:data:`service.bundle.OPTIONAL_FILES`: ``shared.npz``, ``alignment.npz``) to write,
+        each as its arrays.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +134,12 @@ def write_bundle(
         test_ids=np.array([str(s) for s in test.ids]),
         test_latents=np.asarray(test.latents, dtype=np.float32),
     )
+    for name in OPTIONAL_FILES:
+        (out / name).unlink(missing_ok=True)  # a file of an earlier fit into this folder is not this bundle's
+    for name, arrays in (extra or {}).items():
+        if name not in OPTIONAL_FILES:
+            raise BundleError(f"{name} is not a bundle file (optional files: {', '.join(OPTIONAL_FILES)})")
+        np.savez(out / name, **arrays)
     parity = _export_two_onnx(out, export_onnx)
     fields = {
         **manifest_fields,

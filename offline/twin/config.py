@@ -16,6 +16,7 @@ __all__ = [
     "NoiseConfig",
     "MotionConfig",
     "SessionsConfig",
+    "GroupConfig",
     "SimulateConfig",
 ]
 
@@ -216,6 +217,38 @@ class SessionsConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """A group of twins (``fmriface simulate`` writes ``sub-01`` ... ``sub-NN``, a data set each): one hidden face
+    code shared by every subject plus one of each subject's own, read out by each subject's own voxels.
+
+    A subject's code is ``sqrt(shared_fraction) * shared + sqrt(1 - shared_fraction) * own`` (both parts unit
+    variance per unit, so the code keeps unit variance). Its responsive voxels, their tuning maps, its slab and its
+    head position are its own. The first ``shared_faces`` training faces are the same faces for every subject (a
+    block of its first training runs, ``stimuli/shared.tsv``): what a new subject is aligned on (the paper's
+    test faces stay each subject's own). ``subjects = 1`` is the single twin (nothing shared, nothing mixed).
+
+    ``shared_fraction`` defaults to 0.7: chosen so that a subject aligned on about a tenth of the training faces
+    decodes close to its own full model, as Ferrante et al. (2024, Imaging Neuroscience, "Through their eyes")
+    report for NSD (cross-subject decoding from the 982 shared images comparable to single-subject decoding);
+    ``fmriface fit --align-to`` measures what the twin gives, and a control group with 0 must gain nothing.
+    """
+
+    subjects: int = 1
+    shared_fraction: float = 0.7
+    shared_faces: int = 0
+    #: which subject of the group this data set is (1-based; 0: not a group member) and the group's shared code
+    #: seed (set by ``fmriface simulate`` for each subject it writes)
+    index: int = 0
+    shared_seed: int = 7
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.subjects <= 99, f"group.subjects must be in [1, 99], got {self.subjects}")
+        _check(0 <= self.shared_fraction <= 1, f"group.shared_fraction must be in [0, 1], got {self.shared_fraction}")
+        _check(self.shared_faces >= 0, f"group.shared_faces must be >= 0, got {self.shared_faces}")
+        _check(0 <= self.index <= self.subjects, f"group.index must be in [0, subjects], got {self.index}")
+
+
+@dataclass(frozen=True)
 class SimulateConfig:
     """Everything ``fmriface simulate`` needs; ``seed`` fixes the stimuli, trials, noise and motion."""
 
@@ -228,6 +261,7 @@ class SimulateConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
 
     def __post_init__(self) -> None:
         _check(self.subject.isalnum(), f"subject must be alphanumeric (a BIDS label), got {self.subject!r}")
@@ -238,3 +272,10 @@ class SimulateConfig:
             self.signal.n_responsive <= n_vox // 10,
             f"signal.n_responsive ({self.signal.n_responsive}) must be at most a tenth of the grid's {n_vox} voxels",
         )
+        if self.group.shared_faces:
+            first = self.paradigm.new_face_slots * self.paradigm.train_runs_per_session
+            _check(
+                self.group.shared_faces <= first,
+                f"group.shared_faces ({self.group.shared_faces}) must fit in the first session's training runs"
+                f" ({first} new faces)",
+            )

@@ -16,7 +16,7 @@ from scipy import ndimage
 from offline.faces.params import PARAM_NAMES, sample_params
 from offline.twin.anatomy import BRAIN_CENTRE_MNI
 
-__all__ = ["FaceCode", "FACE_AREAS_MNI", "responsive_voxels", "readout_weights"]
+__all__ = ["FaceCode", "MixedCode", "FACE_AREAS_MNI", "responsive_voxels", "readout_weights"]
 
 #: (MNI centre mm, radius mm, weight) of the clusters that respond to faces.
 FACE_AREAS_MNI = (
@@ -70,6 +70,25 @@ class FaceCode:
     def __call__(self, params: np.ndarray) -> np.ndarray:
         """Codes ``float32 [n, C]`` of face parameters ``[n, P]``, standardised per unit."""
         return ((self._raw(params) - self.mean_) / self.scale_).astype(np.float32)
+
+
+class MixedCode:
+    """A group member's code: ``sqrt(f) * shared(params) + sqrt(1 - f) * own(params)``, f the shared fraction.
+
+    Both parts are :class:`FaceCode` of the same size with their own random features, so the mix keeps about
+    unit variance per unit; ``f`` is the share of each unit's variance that every subject of the group has.
+    """
+
+    def __init__(self, shared: FaceCode, own: FaceCode, shared_fraction: float) -> None:
+        if shared.code_size != own.code_size:
+            raise ValueError(f"the shared code has {shared.code_size} units, the subject's own {own.code_size}")
+        self.code_size = shared.code_size
+        self.shared, self.own, self.shared_fraction = shared, own, float(shared_fraction)
+
+    def __call__(self, params: np.ndarray) -> np.ndarray:
+        """Codes ``float32 [n, C]`` of face parameters ``[n, P]``."""
+        f = self.shared_fraction
+        return (np.sqrt(f) * self.shared(params) + np.sqrt(1.0 - f) * self.own(params)).astype(np.float32)
 
 
 def responsive_voxels(

@@ -23,8 +23,9 @@ from offline.faces.params import ATTRIBUTE_NAMES, PARAM_NAMES, attributes_from_p
 from offline.twin.anatomy import grey_matter, make_anatomy
 from offline.twin.bold import Subject, synthesize_run
 from offline.twin.config import SimulateConfig
+from offline.twin.group import SHARED_LIST, shared_names
 from offline.twin.motion import MovedGrid, motion_trace
-from offline.twin.neural import FaceCode, readout_weights, responsive_voxels
+from offline.twin.neural import FaceCode, MixedCode, readout_weights, responsive_voxels
 from offline.twin.paradigm import RunPlan, face_run_events, face_slots, imagery_run_events, plan_runs
 from offline.twin.sessions import SessionGeometry, draw_sessions, session_subject
 from offline.twin.writer import func_dir, write_dataset_files, write_json, write_nifti, write_run, write_tsv
@@ -64,6 +65,17 @@ class Plan:
         """A fresh generator for the run's BOLD data, in the state :func:`synthesize_run` starts from (its signal
         is drawn first: ``offline.twin.truth.clean_signal`` reads it back with the same state)."""
         return np.random.default_rng([self.cfg.seed, 6, run.index])
+
+
+def subject_code(cfg: SimulateConfig) -> FaceCode | MixedCode:
+    """The subject's hidden code: its own :class:`FaceCode`, or for a group member (``group.index`` > 0) the
+    group's shared code mixed with its own (:class:`MixedCode`, ``group.shared_fraction`` shared)."""
+    sig = cfg.signal
+    own = FaceCode(sig.code_size, sig.nonlinear_share, sig.code_seed)
+    if not cfg.group.index:
+        return own
+    shared = FaceCode(sig.code_size, sig.nonlinear_share, cfg.group.shared_seed)
+    return MixedCode(shared, own, cfg.group.shared_fraction)
 
 
 def _test_params(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,15 +124,19 @@ def prepare(cfg: SimulateConfig) -> Plan:
     anatomy, affine, brain = make_anatomy(cfg.grid.shape, cfg.grid.voxel_size, cfg.grid.oblique_deg)
     if brain.sum() < 100:
         raise ValueError(f"grid {cfg.grid.shape} at {cfg.grid.voxel_size} mm holds fewer than 100 brain voxels")
-    code = FaceCode(cfg.signal.code_size, cfg.signal.nonlinear_share, cfg.signal.code_seed)
+    code = subject_code(cfg)
     subject, responsive = _subject(cfg, anatomy, affine, brain, code)
 
     runs = plan_runs(par)
     n_new = face_slots(par)[0]
     n_train = n_new * sum(r.kind == "train" for r in runs)
-    train = sample_params(n_train, np.random.default_rng([cfg.seed, 1]))
+    n_shared = cfg.group.shared_faces if cfg.group.index else 0
+    shared = sample_params(n_shared, np.random.default_rng([cfg.group.shared_seed, 31]))  # the same for every subject
+    train = np.concatenate([shared, sample_params(n_train - n_shared, np.random.default_rng([cfg.seed, 1]))])
     test = _test_params(par.n_test_faces, np.random.default_rng([cfg.seed, 2]))
-    names = [f"train/train_{i:05d}.png" for i in range(n_train)] + [f"test/test_{i:02d}.png" for i in range(len(test))]
+    names = shared_names(n_shared)
+    names += [f"train/train_{i:05d}.png" for i in range(n_shared, n_train)]
+    names += [f"test/test_{i:02d}.png" for i in range(len(test))]
     params = np.concatenate([train, test])
     stimuli = pd.DataFrame({"stim_file": names, "split": ["train"] * n_train + ["test"] * len(test)})
     stimuli = pd.concat(
@@ -240,6 +256,11 @@ def write(plan: Plan, out_dir: str | Path, progress: Callable[[int], None] | Non
     sub = f"sub-{cfg.subject}"
     write_dataset_files(root, deriv, cfg.subject, dataclasses.asdict(cfg))
     _write_stimuli(plan, root, progress)
+    shared = plan.stimuli[
+        plan.stimuli["stim_file"].isin(shared_names(cfg.group.shared_faces if cfg.group.index else 0))
+    ]
+    if len(shared):  # a group member: the faces every subject saw (what a new subject is aligned on)
+        write_tsv(root / SHARED_LIST, shared[["stim_file"]])
     write_tsv(deriv / "stimuli.tsv", plan.stimuli, float_format="%.6f")
     np.savez(deriv / "codes.npz", stim_files=np.array(plan.stimuli["stim_file"].tolist()), codes=plan.codes)
     s = plan.subject

@@ -142,7 +142,9 @@ class Service:
                 "path": str(Path(cfg.bundle).resolve()),
                 "manifest_sha256": sha256_file(bundle.path / "manifest.json"),
             },
-            "bundle_summary": {k: bundle.manifest.get(k) for k in ("latent_size", "image_shape", "n_voxels", "tr")},
+            "bundle_summary": {
+                k: bundle.manifest.get(k) for k in ("latent_size", "image_shape", "n_voxels", "tr", "alignment")
+            },
             "tr": self.tr_,
             "provider": decoder.provider_,
             "interpolation": preprocess_of(cfg, bundle.manifest).interpolation,
