@@ -83,6 +83,9 @@ class FitConfig:
     ablations: bool = False
     #: ``[align]``: a new subject fitted from little data through another subject's bundle (``--align-to``)
     align: AlignConfig = field(default_factory=AlignConfig)
+    #: fit the bundle on the training runs of the first ``sessions`` sessions only (0: all; with ``--align-to``,
+    #: ``align.sessions`` says it); the test and imagery runs are scored whatever their session
+    sessions: int = 0
 
     def __post_init__(self) -> None:
         if self.n_splits < 2:
@@ -95,6 +98,8 @@ class FitConfig:
             raise ValueError("n_permutations and pca_components must be >= 0, threads >= 1")
         if any(n < 1 for n in self.repeats) or self.repeat_draws < 1:
             raise ValueError("repeats must be positive numbers of repeats and repeat_draws at least 1")
+        if self.sessions < 0:
+            raise ValueError(f"sessions must be >= 0 (0: every session), got {self.sessions}")
 
     @property
     def window(self) -> WindowSpec:
@@ -655,7 +660,9 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, heartbeat: Hea
     if cfg.align.to:  # a new subject: the bundle on its first sessions only, through the reference's decoder
         heartbeat.step("alignment", f"aligning to {cfg.align.to} ({cfg.align.method})")
         reference = _reference(cfg, faces)
-        data, faces, attrs = _first_sessions(data, faces, attrs, cfg.align.sessions, heartbeat)
+    first = cfg.align.sessions if cfg.align.to else cfg.sessions
+    if first:
+        data, faces, attrs = _first_sessions(data, faces, attrs, first, heartbeat)
     heartbeat.step("voxel selection")
     selection = _select(cfg, data, faces, heartbeat)
     evaluation, fitted = _evaluate(cfg, data, faces, attrs, selection, bids, heartbeat)

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-voxels", type=int, help="voxels to keep (0: chosen by cross-validation)")
     p.add_argument("--permutations", type=int, help="shuffles of the permutation control")
     p.add_argument("--threads", type=int, help="CPU threads for numpy/torch")
+    p.add_argument("--sessions", type=int, help="fit on the training runs of the first N sessions only (0: all)")
     p.add_argument(
         "--align-to",
         type=Path,
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             "selection.k": args.n_voxels,
             "n_permutations": args.permutations,
             "threads": args.threads,
+            "sessions": args.sessions,
             "align.to": str(args.align_to) if args.align_to else None,
             "align.sessions": args.align_sessions,
             "align.method": args.align_method,

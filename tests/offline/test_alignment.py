@@ -197,3 +197,27 @@ def test_fit_align_to_refuses_another_face_space_and_test_faces_in_the_alignment
     with pytest.raises(AlignmentError, match="test face\\(s\\) are among the shared faces"):
         _fit_aligned({**group, "ref": ref}, bids, tmp_path / "out")
     assert shared.is_file()
+
+
+@pytest.mark.slow
+def test_an_aligned_bundle_decodes_live_as_offline_and_the_run_records_its_alignment(group, tmp_path):
+    """sub-02's last test run replayed through `serve` with its aligned bundle: every trial's live latent equals the
+    offline computation on the whole run (the same linear map), and the run's manifest names the alignment."""
+    from fmriface.demo.replay_check import replay_check
+    from service.bundle import load_bundle
+
+    _fit_aligned(group, group["twins"] / "sub-02", tmp_path / "aligned")
+    bundle = tmp_path / "aligned" / "bundle"
+    bold = sorted((group["twins"] / "sub-02").glob("sub-02/ses-*/func/*task-faces*_bold.nii.gz"))
+    tests = [b for b in bold if "test" in json.dumps(_events_kinds(b))]
+    out = replay_check(bundle, tests[-1], tmp_path / "live", say=lambda *_: None)
+    assert out["trials"] > 0 and out["volumes_ok"] > 0
+    assert out["median_r"] >= 0.999 and out["min_r"] >= 0.99, out
+    assert out["bundle_summary"]["alignment"] == load_bundle(bundle).manifest["alignment"]
+
+
+def _events_kinds(bold: Path) -> list[str]:
+    import pandas as pd
+
+    events = bold.with_name(bold.name.replace("_bold.nii.gz", "_events.tsv"))
+    return sorted(set(pd.read_csv(events, sep="\t")["trial_type"].astype(str)))
