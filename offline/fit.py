@@ -851,13 +851,15 @@ def _alignment_curve(cfg: FitConfig, data: FitData, faces: FaceSpaces, reference
 
 def _aligned_bundle_map(cfg: FitConfig, data: FitData, faces: FaceSpaces, selection: Selection, reference, log):
     """The bundle's mapping for an aligned subject: the reference's through the alignment (and fine-tuned)."""
-    from offline.decoding.alignment import aligned_map, fine_tune
+    from offline.decoding.alignment import aligned_map, fine_tune, rescale
 
     train = data.estimates[cfg.preprocess.estimate].train.select(selection.index)
     lm, matrix, (offset, used) = aligned_map(reference, train, cfg.align)
+    y = faces.latents["vaegan"]["train"]
     if cfg.align.fine_tune:
-        lm = fine_tune(lm, train.x, faces.latents["vaegan"]["train"], cfg.align.alphas, groups=train.runs)
+        lm = fine_tune(lm, train.x, y, cfg.align.alphas, groups=train.runs)
         lm = dataclasses.replace(lm, method=f"{lm.method}, fine-tuned")
+    lm = rescale(lm, train.x, y)  # decoded faces spread like the training faces (as the fit's mappings do)
     record = {
         "method": cfg.align.method,
         "library": _library_version("fmralign"),

@@ -107,6 +107,40 @@ def test_the_composed_map_decodes_as_alignment_then_the_references_mapping():
     assert y.shape == (7, 4)
 
 
+def test_rescale_spreads_the_predictions_like_the_training_latents_and_keeps_their_directions():
+    from offline.decoding.alignment import rescale
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(50, 6)), rng.normal(loc=2.0, size=(50, 4))
+    shrunk = LinearMap(0.01 * rng.standard_normal((6, 4)), np.full(4, 2.0), np.zeros(6), np.ones(6), "r")
+    wide = rescale(shrunk, x, y)
+
+    def predict(lm):
+        return ((x - lm.x_mean) / lm.x_scale) @ lm.weights + lm.bias
+
+    centre = y.mean(0)
+    assert (predict(wide) - centre).std() == pytest.approx((y - centre).std(), rel=1e-9)
+    a, b = predict(shrunk) - centre, predict(wide) - centre
+    np.testing.assert_allclose(
+        a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
+    )
+
+
+def test_an_optional_bundle_file_is_hashed_and_checked(group, tmp_path):
+    import shutil
+
+    from service.bundle import BundleError, load_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(group["ref"], bundle)
+    (bundle / "shared.npz").write_bytes((bundle / "shared.npz").read_bytes() + b"x")
+    with pytest.raises(BundleError, match="shared.npz does not match the hash"):
+        load_bundle(bundle)
+    (bundle / "shared.npz").unlink()
+    with pytest.raises(BundleError, match="shared.npz: manifest.json lists it but the file is missing"):
+        load_bundle(bundle)
+
+
 def test_a_test_face_among_the_shared_faces_is_refused():
     check_disjoint(["train/shared_00000.png"], ["test/test_00.png"])
     with pytest.raises(AlignmentError, match="1 test face\\(s\\) are among the shared faces"):
