@@ -170,6 +170,54 @@ def _imagery_html(imagery: dict) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+_ALIGN_LINES = (
+    ("alone", "alone", "-o"),
+    ("aligned", "aligned", "-s"),
+    ("aligned_fine_tuned", "aligned, fine-tuned", "-^"),
+)
+
+
+def _alignment_html(out: Path, evaluation: dict) -> str:
+    """The ``--align-to`` table and plot: accuracy against the new subject's sessions, alone and aligned."""
+    table = evaluation.get("alignment")
+    if not table or not table.get("rows"):
+        return ""
+    import matplotlib.pyplot as plt
+
+    rows = table["rows"]
+    n = [r["sessions"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, suffix, title in ((axes[0], "", "raw (the paper's)"), (axes[1], "_centred", "centred")):
+        for key, label, style in _ALIGN_LINES:
+            ax.plot(n, [r[f"{key}{suffix}"] for r in rows], style, label=label)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(n)
+        ax.set_xlabel("the new subject's sessions")
+        ax.set_title(f"pairwise latent accuracy, {title}", fontsize=10)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "alignment.png", dpi=100)
+    plt.close(fig)
+    head = "<tr><th>sessions</th><th>training faces</th><th>shared faces</th><th>voxels</th>" + "".join(
+        f"<th>{label}</th><th>{label}, centred</th>" for _, label, _ in _ALIGN_LINES
+    )
+    body = "".join(
+        f"<tr><td>{r['sessions']}</td><td>{r['train_faces']}</td><td>{r['shared_faces']}</td><td>{r['voxels']}</td>"
+        + "".join(f"<td>{r[k]:.1%}</td><td>{r[k + '_centred']:.1%}</td>" for k, _, _ in _ALIGN_LINES)
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<h2>A new subject through another subject's decoder ({html.escape(table['method'])} alignment)</h2>"
+        f"<p>Reference bundle <code>{html.escape(str(table.get('reference')))}</code>. For each number of this"
+        " subject's sessions: its own ridge mapping (alone), the reference's mapping read through the alignment fitted"
+        " on the shared faces among those sessions (aligned), and that map corrected on the sessions' own training"
+        f" faces (fine-tuned). {html.escape(table['metric'])}.</p><table>{head}</tr>{body}</table>"
+        '<img src="figures/alignment.png" alt="accuracy against sessions, alone and aligned">'
+    )
+
+
 def write_report(
     out: str | Path,
     *,
@@ -202,6 +250,7 @@ def write_report(
             " the twin's ceiling (a ridge map from its noise-free hidden code).</p>"
             '<img src="figures/repeats.png" alt="accuracy against repeats">'
         )
+    where += _alignment_html(out, evaluation)
     abl = ablation_html(evaluation)
     if abl:
         where += (

@@ -199,7 +199,10 @@ def test_fit_align_to_writes_an_aligned_bundle_and_the_sessions_table(group, tmp
     first = table["rows"][0]
     assert first["shared_faces"] == 30 and first["train_faces"] == 30
     for row in table["rows"]:
-        assert {"alone", "aligned", "aligned_fine_tuned"} <= set(row)
+        assert {"alone", "aligned", "aligned_fine_tuned", "aligned_centred"} <= set(row)
+    report = tmp_path / "aligned" / "report"
+    assert "A new subject through another subject's decoder" in (report / "report.html").read_text()
+    assert (report / "figures" / "alignment.png").stat().st_size > 5000
     bundle = load_bundle(tmp_path / "aligned" / "bundle")
     record = bundle.manifest["alignment"]
     assert record["method"] == "ridge" and record["sessions"] == 1 and len(record["shared_faces"]) == 30
