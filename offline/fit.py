@@ -759,7 +759,8 @@ def _write_bundle(
     linear_map = LinearMap.from_mapping(main_fit, mapping)
     if aligned is not None:
         linear_map = aligned["map"]
-        extra["alignment.npz"] = aligned["arrays"]
+        if aligned["arrays"] is not None:  # the alignment is in the mapping
+            extra["alignment.npz"] = aligned["arrays"]
         fields["alignment"] = aligned["record"]
     return write_bundle(
         out,
@@ -850,16 +851,23 @@ def _alignment_curve(cfg: FitConfig, data: FitData, faces: FaceSpaces, reference
 
 
 def _aligned_bundle_map(cfg: FitConfig, data: FitData, faces: FaceSpaces, selection: Selection, reference, log):
-    """The bundle's mapping for an aligned subject: the reference's through the alignment (and fine-tuned)."""
-    from offline.decoding.alignment import aligned_map, fine_tune, rescale
+    """The bundle's mapping for a new subject: the reference's through the alignment, that fine-tuned, or the
+    subject's own, as ``align.bundle`` says (``auto``: the best in cross-validation on the training faces)."""
+    from offline.decoding.alignment import aligned_map, candidate_maps, choose_map
 
     train = data.estimates[cfg.preprocess.estimate].train.select(selection.index)
-    lm, matrix, (offset, used) = aligned_map(reference, train, cfg.align)
     y = faces.latents["vaegan"]["train"]
-    if cfg.align.fine_tune:
-        lm = fine_tune(lm, train.x, y, cfg.align.alphas, groups=train.runs)
-        lm = dataclasses.replace(lm, method=f"{lm.method}, fine-tuned")
-    lm = rescale(lm, train.x, y)  # decoded faces spread like the training faces (as the fit's mappings do)
+    choice = choose_map(reference, train, y, cfg.align, faces.make, log)
+    maps = candidate_maps(reference, train, y, cfg.align, faces.make)
+    _, matrix, (offset, used) = aligned_map(reference, train, cfg.align)
+    chosen = choice["chosen"]
+    lm = maps[chosen]
+    if chosen == "alone":
+        from offline.decoding.bundle_writer import LinearMap
+
+        lm = LinearMap.from_mapping(lm, "ridge (the subject's own: the alignment did not help)")
+    else:
+        lm = dataclasses.replace(lm, method=lm.method + (", fine-tuned" if chosen == "fine_tuned" else ""))
     record = {
         "method": cfg.align.method,
         "library": _library_version("fmralign"),
@@ -867,12 +875,13 @@ def _aligned_bundle_map(cfg: FitConfig, data: FitData, faces: FaceSpaces, select
         "reference_manifest_sha256": reference.manifest_sha256,
         "shared_faces": used,
         "sessions": cfg.align.sessions,
-        "fine_tuned": cfg.align.fine_tune,
+        "mapping": chosen,
+        "cross_validation": choice,
         "voxels": [int(matrix.shape[0]), int(matrix.shape[1])],
     }
-    log(f"bundle: {lm.method} on {matrix.shape[0]} voxels, aligned on {len(used)} shared faces")
+    log(f"bundle: {lm.method} on {matrix.shape[0]} voxels ({len(used)} shared faces aligned on)")
     arrays = {"matrix": matrix.astype(np.float32), "offset": np.asarray(offset, np.float32)}
-    return {"map": lm, "arrays": arrays, "record": record}
+    return {"map": lm, "arrays": None if chosen == "alone" else arrays, "record": record}
 
 
 def _library_version(name: str) -> str:

@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--align-sessions", type=int, help="with --align-to: the sessions the bundle is fitted on (1)")
     p.add_argument("--align-method", choices=["ridge", "procrustes"], help="with --align-to: fmralign's method")
+    p.add_argument(
+        "--align-bundle",
+        choices=["auto", "aligned", "fine_tuned", "alone"],
+        help="with --align-to: the bundle's map (auto: the best in cross-validation on the training faces)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "align.to": str(args.align_to) if args.align_to else None,
             "align.sessions": args.align_sessions,
             "align.method": args.align_method,
+            "align.bundle": args.align_bundle,
         },
     )
     if cfg.align.to and not Path(cfg.align.to).is_dir():

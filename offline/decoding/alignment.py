@@ -12,7 +12,9 @@ alignment itself is kept in ``alignment.npz`` and described by the manifest's ``
 
 *Fine-tuned*: the composed map is then corrected on the new subject's own training data by a ridge regression of
 what it leaves unexplained (:func:`fine_tune`: the weights shrink towards the aligned reference's, not towards
-zero). :func:`alignment_curve` scores alone / aligned / aligned and fine-tuned against the number of sessions.
+zero). :func:`alignment_curve` scores alone / aligned / aligned and fine-tuned against the number of sessions;
+:func:`choose_map` picks the bundle's map among them by cross-validation on the training faces, so a bundle uses
+the alignment only where it decodes held-out faces better than the subject's own data alone.
 """
 
 from __future__ import annotations
@@ -45,9 +47,12 @@ __all__ = [
     "run_sessions",
     "aligned_map",
     "alignment_curve",
+    "candidate_maps",
+    "choose_map",
 ]
 
 ALIGN_METHODS = ("ridge", "procrustes")
+BUNDLE_CHOICES = ("auto", "aligned", "fine_tuned", "alone")
 SHARED_LIST = "stimuli/shared.tsv"
 
 
@@ -71,8 +76,10 @@ class AlignConfig:
         The new subject's sessions (in acquisition order) the bundle is fitted on.
     curve : tuple of int
         Numbers of sessions in the evaluation table (those the data set has).
-    fine_tune : bool
-        The bundle's mapping: the aligned reference corrected on the subject's own data (else aligned only).
+    bundle : {"auto", "aligned", "fine_tuned", "alone"}
+        The bundle's mapping: the aligned reference, it fine-tuned on the subject's own data, the subject's own
+        ridge mapping, or (``auto``) whichever of the three decodes the subject's held-out training faces best in
+        cross-validation grouped by run (:func:`choose_map`): alignment is used only where it helps.
     alphas : tuple of float
         Penalties tried by the ridge alignment and the fine-tuning (chosen by cross-validation).
     """
@@ -81,10 +88,12 @@ class AlignConfig:
     method: str = "ridge"
     sessions: int = 1
     curve: tuple[int, ...] = (1, 2, 4, 8)
-    fine_tune: bool = True
+    bundle: str = "auto"
     alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 
     def __post_init__(self) -> None:
+        if self.bundle not in BUNDLE_CHOICES:
+            raise ValueError(f"align.bundle must be one of {', '.join(BUNDLE_CHOICES)}, got {self.bundle!r}")
         if self.method not in ALIGN_METHODS:
             raise ValueError(f"align.method must be one of {', '.join(ALIGN_METHODS)}, got {self.method!r}")
         if self.sessions < 1 or any(n < 1 for n in self.curve):
@@ -311,3 +320,51 @@ def alignment_curve(
         rows.append(row)
     metric = "pairwise latent accuracy (VAE-GAN), test faces; _centred: both sides centred on the mean training latent"
     return {"method": cfg.method, "metric": metric, "rows": rows}
+
+
+def candidate_maps(ref: Reference, train: TrialPatterns, y: np.ndarray, cfg: AlignConfig, make) -> dict[str, Any]:
+    """The three maps a new subject's bundle may use, fitted on ``train`` (selected voxels) and latents ``y``:
+    ``aligned``, ``fine_tuned`` (both :class:`LinearMap`, rescaled) and ``alone`` (a fitted ridge mapping)."""
+    aligned, _, _ = aligned_map(ref, train, cfg)
+    tuned = fine_tune(aligned, train.x, y, cfg.alphas, groups=train.runs)
+    return {
+        "aligned": rescale(aligned, train.x, y),
+        "fine_tuned": rescale(tuned, train.x, y),
+        "alone": make("ridge").fit(train.x, y, groups=train.runs),
+    }
+
+
+def _predict_any(model, x: np.ndarray) -> np.ndarray:
+    return _predict(model, x) if isinstance(model, LinearMap) else model.predict(x)
+
+
+def choose_map(ref: Reference, train: TrialPatterns, y: np.ndarray, cfg: AlignConfig, make, log=print) -> dict:
+    """Score the candidate maps on held-out training faces (folds grouped by run; 5 contiguous folds within one
+    run) by centred pairwise accuracy; ``{"scores": {name: mean accuracy}, "chosen": name}``.
+
+    ``cfg.bundle`` other than ``auto`` is taken as it is (the scores are still computed and reported).
+    """
+    from sklearn.model_selection import GroupKFold, KFold
+
+    runs = np.asarray(train.runs)
+    n_runs = len(np.unique(runs))
+    folds = (
+        GroupKFold(n_splits=min(5, n_runs)).split(train.x, groups=runs)
+        if n_runs >= 2
+        else KFold(n_splits=5).split(train.x)
+    )
+    scores: dict[str, list[float]] = {"aligned": [], "fine_tuned": [], "alone": []}
+    for fit_rows, held in folds:
+        part = TrialPatterns(train.x[fit_rows], [train.ids[i] for i in fit_rows], runs[fit_rows])
+        centre = y[fit_rows].mean(0)
+        try:
+            maps = candidate_maps(ref, part, y[fit_rows], cfg, make)
+        except AlignmentError:  # too few shared faces in this fold: the fold scores nothing
+            continue
+        for name, model in maps.items():
+            pred = _predict_any(model, train.x[held])
+            scores[name].append(pairwise_accuracy(pred - centre, y[held] - centre).accuracy)
+    means = {k: round(float(np.mean(v)), 4) for k, v in scores.items() if v}
+    chosen = cfg.bundle if cfg.bundle != "auto" else (max(means, key=means.get) if means else "alone")
+    log(f"the bundle's map, by cross-validation on the training faces: {means} -> {chosen}")
+    return {"scores": means, "chosen": chosen, "folds": len(next(iter(scores.values()), []))}

@@ -207,9 +207,16 @@ def test_fit_align_to_writes_an_aligned_bundle_and_the_sessions_table(group, tmp
     record = bundle.manifest["alignment"]
     assert record["method"] == "ridge" and record["sessions"] == 1 and len(record["shared_faces"]) == 30
     assert record["reference_manifest_sha256"] == table["reference_manifest_sha256"]
-    assert "alignment.npz" in bundle.manifest["files"]
-    with np.load(tmp_path / "aligned" / "bundle" / "alignment.npz") as z:
-        assert z["matrix"].shape == (bundle.n_voxels, load_bundle(group["ref"]).n_voxels)
+    cv = record["cross_validation"]
+    assert set(cv["scores"]) == {"aligned", "fine_tuned", "alone"} and cv["folds"] == 5
+    assert record["mapping"] == max(cv["scores"], key=cv["scores"].get)  # auto: the best held-out score
+    assert ("alignment.npz" in bundle.manifest["files"]) == (record["mapping"] != "alone")
+    # the aligned map asked for: the alignment is in the mapping and kept beside it
+    _fit_aligned(group, group["twins"] / "sub-02", tmp_path / "forced", "--align-bundle", "aligned")
+    forced = load_bundle(tmp_path / "forced" / "bundle")
+    assert forced.manifest["alignment"]["mapping"] == "aligned" and "alignment.npz" in forced.manifest["files"]
+    with np.load(tmp_path / "forced" / "bundle" / "alignment.npz") as z:
+        assert z["matrix"].shape == (forced.n_voxels, load_bundle(group["ref"]).n_voxels)
 
 
 def test_fit_align_to_refuses_another_face_space_and_test_faces_in_the_alignment(group, tmp_path):
