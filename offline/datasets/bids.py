@@ -17,7 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["BidsError", "BidsRun", "BidsSubject", "bold_files", "load_bids", "load_stimuli", "stimulus_table"]
+__all__ = [
+    "BidsError",
+    "BidsRun",
+    "BidsSubject",
+    "bold_files",
+    "load_bids",
+    "load_stimuli",
+    "stimulus_table",
+    "SHARED_LIST",
+]
+
+#: The faces every subject of a group saw, in a data set (one ``stim_file`` per row): what ``fit --align-to``
+#: aligns a new subject on (:mod:`offline.decoding.alignment`); the group twin writes it (:mod:`offline.twin.group`).
+SHARED_LIST = "stimuli/shared.tsv"
 
 _ENTITY = re.compile(r"(sub|ses|task|acq|run)-([a-zA-Z0-9]+)")
 

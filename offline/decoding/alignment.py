@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from offline.datasets.bids import SHARED_LIST
 from offline.decoding.bundle_writer import LinearMap
 from offline.decoding.evaluate import pairwise_accuracy
 from offline.decoding.patterns import TrialPatterns
@@ -53,7 +54,6 @@ __all__ = [
 
 ALIGN_METHODS = ("ridge", "procrustes")
 BUNDLE_CHOICES = ("auto", "aligned", "fine_tuned", "alone")
-SHARED_LIST = "stimuli/shared.tsv"
 
 
 class AlignmentError(ValueError):

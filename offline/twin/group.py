@@ -17,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from offline.datasets.bids import SHARED_LIST
 from offline.twin.config import SimulateConfig
 
-__all__ = ["member_configs", "write_group", "shared_names", "SHARED_LIST"]
-
-#: The list of the faces every subject of a group saw, in each subject's data set (one ``stim_file`` per row).
-SHARED_LIST = "stimuli/shared.tsv"
+__all__ = ["member_configs", "write_group", "shared_names"]
 
 
 def shared_names(n: int) -> list[str]:

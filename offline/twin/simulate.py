@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from offline.datasets.bids import SHARED_LIST
 from offline.faces.params import ATTRIBUTE_NAMES, PARAM_NAMES, attributes_from_params, sample_params
 from offline.twin.anatomy import grey_matter, make_anatomy
 from offline.twin.bold import Subject, synthesize_run
 from offline.twin.config import SimulateConfig
-from offline.twin.group import SHARED_LIST, shared_names
+from offline.twin.group import shared_names
 from offline.twin.motion import MovedGrid, motion_trace
 from offline.twin.neural import FaceCode, MixedCode, readout_weights, responsive_voxels
 from offline.twin.paradigm import RunPlan, face_run_events, face_slots, imagery_run_events, plan_runs
