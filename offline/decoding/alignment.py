@@ -340,9 +340,13 @@ def _predict_any(model, x: np.ndarray) -> np.ndarray:
 
 def choose_map(ref: Reference, train: TrialPatterns, y: np.ndarray, cfg: AlignConfig, make, log=print) -> dict:
     """Score the candidate maps on held-out training faces (folds grouped by run; 5 contiguous folds within one
-    run) by centred pairwise accuracy; ``{"scores": {name: mean accuracy}, "chosen": name}``.
+    run) by centred pairwise accuracy; ``{"scores": {name: mean accuracy}, "chosen": name, ...}``.
 
-    ``cfg.bundle`` other than ``auto`` is taken as it is (the scores are still computed and reported).
+    Only faces that are not among the reference's shared faces are scored: the reference's mapping was fitted on
+    the shared faces (with their latents), so through the alignment it would "decode" them from memory. Where no
+    such face is held out (a first session whose training faces are all shared), nothing is scored and ``auto``
+    takes ``fine_tuned`` (the aligned map corrected on the subject's own data), saying so. ``cfg.bundle`` other
+    than ``auto`` is taken as it is.
     """
     from sklearn.model_selection import GroupKFold, KFold
 
@@ -353,8 +357,13 @@ def choose_map(ref: Reference, train: TrialPatterns, y: np.ndarray, cfg: AlignCo
         if n_runs >= 2
         else KFold(n_splits=5).split(train.x)
     )
+    shared = set(ref.shared_ids)
+    clean = np.array([s not in shared for s in train.ids])
     scores: dict[str, list[float]] = {"aligned": [], "fine_tuned": [], "alone": []}
     for fit_rows, held in folds:
+        held = held[clean[held]]
+        if len(held) < 10:  # too few faces the reference never saw to score on
+            continue
         part = TrialPatterns(train.x[fit_rows], [train.ids[i] for i in fit_rows], runs[fit_rows])
         centre = y[fit_rows].mean(0)
         try:
@@ -365,6 +374,13 @@ def choose_map(ref: Reference, train: TrialPatterns, y: np.ndarray, cfg: AlignCo
             pred = _predict_any(model, train.x[held])
             scores[name].append(pairwise_accuracy(pred - centre, y[held] - centre).accuracy)
     means = {k: round(float(np.mean(v)), 4) for k, v in scores.items() if v}
-    chosen = cfg.bundle if cfg.bundle != "auto" else (max(means, key=means.get) if means else "alone")
-    log(f"the bundle's map, by cross-validation on the training faces: {means} -> {chosen}")
-    return {"scores": means, "chosen": chosen, "folds": len(next(iter(scores.values()), []))}
+    if cfg.bundle != "auto":
+        chosen, why = cfg.bundle, "asked for (align.bundle)"
+    elif means:
+        chosen, why = max(means, key=means.get), "the best held-out score"
+    else:
+        chosen = "fine_tuned"
+        why = "no held-out training face outside the shared faces to score on: the aligned map, fine-tuned"
+    folds_scored = len(scores["alone"])
+    log(f"the bundle's map: {chosen} ({why}); held-out scores {means} over {folds_scored} fold(s)")
+    return {"scores": means, "chosen": chosen, "why": why, "folds": folds_scored}
