@@ -236,6 +236,9 @@ class GroupConfig:
     subjects: int = 1
     shared_fraction: float = 0.7
     shared_faces: int = 0
+    #: times each shared face is shown (in passes over the block, each in its own order; NSD showed its shared
+    #: images three times): the alignment is fitted on their averages
+    shared_repeats: int = 1
     #: which subject of the group this data set is (1-based; 0: not a group member) and the group's shared code
     #: seed (set by ``fmriface simulate`` for each subject it writes)
     index: int = 0
@@ -245,6 +248,7 @@ class GroupConfig:
         _check(1 <= self.subjects <= 99, f"group.subjects must be in [1, 99], got {self.subjects}")
         _check(0 <= self.shared_fraction <= 1, f"group.shared_fraction must be in [0, 1], got {self.shared_fraction}")
         _check(self.shared_faces >= 0, f"group.shared_faces must be >= 0, got {self.shared_faces}")
+        _check(1 <= self.shared_repeats <= 10, f"group.shared_repeats must be in [1, 10], got {self.shared_repeats}")
         _check(0 <= self.index <= self.subjects, f"group.index must be in [0, subjects], got {self.index}")
 
 
@@ -274,8 +278,9 @@ class SimulateConfig:
         )
         if self.group.shared_faces:
             first = self.paradigm.new_face_slots * self.paradigm.train_runs_per_session
+            shown = self.group.shared_faces * self.group.shared_repeats
             _check(
-                self.group.shared_faces <= first,
-                f"group.shared_faces ({self.group.shared_faces}) must fit in the first session's training runs"
-                f" ({first} new faces)",
+                shown <= first,
+                f"group.shared_faces x shared_repeats ({shown}) must fit in the first session's training runs"
+                f" ({first} new-face slots)",
             )

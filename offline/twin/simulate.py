@@ -130,8 +130,9 @@ def prepare(cfg: SimulateConfig) -> Plan:
 
     runs = plan_runs(par)
     n_new = face_slots(par)[0]
-    n_train = n_new * sum(r.kind == "train" for r in runs)
     n_shared = cfg.group.shared_faces if cfg.group.index else 0
+    repeats = cfg.group.shared_repeats if n_shared else 1
+    n_train = n_new * sum(r.kind == "train" for r in runs) - n_shared * (repeats - 1)  # distinct training faces
     shared = sample_params(n_shared, np.random.default_rng([cfg.group.shared_seed, 31]))  # the same for every subject
     train = np.concatenate([shared, sample_params(n_train - n_shared, np.random.default_rng([cfg.seed, 1]))])
     test = _test_params(par.n_test_faces, np.random.default_rng([cfg.seed, 2]))
@@ -149,6 +150,10 @@ def prepare(cfg: SimulateConfig) -> Plan:
         axis=1,
     )
     test_names = names[n_train:]
+    # the training runs' faces in order: the shared faces first, ``repeats`` times over (each pass in its own order),
+    # then the subject's own
+    passes = [list(np.random.default_rng([cfg.group.shared_seed, 32, k]).permutation(n_shared)) for k in range(repeats)]
+    slots = [names[i] for p in passes for i in p] + names[n_shared:n_train] if n_shared else names[:n_train]
     rng = np.random.default_rng([cfg.seed, 3])
     events, motion = [], []
     next_train = 0
@@ -156,7 +161,7 @@ def prepare(cfg: SimulateConfig) -> Plan:
     limit = np.array([cfg.motion.max_mm] * 3 + [cfg.motion.max_deg] * 3)
     for run in runs:
         if run.kind == "train":
-            ev = face_run_events(par, names[next_train : next_train + n_new], rng, "train_face", shuffle=False)
+            ev = face_run_events(par, slots[next_train : next_train + n_new], rng, "train_face", shuffle=False)
             next_train += n_new
         elif run.kind == "test":
             ev = face_run_events(par, test_names * par.test_repeats_per_run, rng, "test_face", shuffle=True)

@@ -55,6 +55,17 @@ def test_the_group_shares_the_shared_faces_and_the_set_fraction_of_the_code():
         assert one(faces).var(0).mean() == pytest.approx(1.0, abs=0.1)  # the mix keeps unit variance
 
 
+def test_shared_faces_can_be_shown_several_times_in_the_first_session():
+    cfg = group_config(shared_faces=10, shared_repeats=3)
+    plan = prepare(member_configs(cfg)[1])
+    first = plan.events[0]
+    shown = first[(first.trial_type == "train_face") & (first.oneback == 0)].stim_file.value_counts()
+    assert all(shown[name] == 3 for name in shared_names(10))  # each shared face three times, in three passes
+    assert (plan.stimuli.split == "train").sum() == 120 - 10 * 2  # the repeats take slots of new faces
+    with pytest.raises(ValueError, match="shared_faces x shared_repeats \\(150\\) must fit"):
+        group_config(shared_faces=30, shared_repeats=5)
+
+
 def test_a_single_twin_is_untouched_by_the_group_table():
     cfg = load_config(SimulateConfig, preset_path("simulate-tiny"), {})
     assert member_configs(cfg) == [cfg]
