@@ -302,20 +302,15 @@ def alignment_curve(
         index = select(part, y)
         sub = part.select(index)
         x_test = test.x[:, index]
-        alone = make("ridge").fit(sub.x, y, groups=sub.runs)
-        aligned, _, (_, used) = aligned_map(ref, sub, cfg)
-        tuned = rescale(fine_tune(aligned, sub.x, y, cfg.alphas, groups=sub.runs), sub.x, y)
-        aligned = rescale(aligned, sub.x, y)
+        maps = candidate_maps(ref, sub, y, cfg, make)
+        used = len(set(ref.shared_ids) & set(sub.ids))
         centre, true = y.mean(0), latents["test"]
         scores = {}
-        for name, pred in (
-            ("alone", alone.predict(x_test)),
-            ("aligned", _predict(aligned, x_test)),
-            ("aligned_fine_tuned", _predict(tuned, x_test)),
-        ):
+        for name, key in (("alone", "alone"), ("aligned", "aligned"), ("aligned_fine_tuned", "fine_tuned")):
+            pred = _predict_any(maps[key], x_test)
             scores[name] = round(pairwise_accuracy(pred, true).accuracy, 4)
             scores[f"{name}_centred"] = round(pairwise_accuracy(pred - centre, true - centre).accuracy, 4)
-        row = {"sessions": n, "train_faces": len(sub), "shared_faces": len(used), "voxels": int(index.sum()), **scores}
+        row = {"sessions": n, "train_faces": len(sub), "shared_faces": used, "voxels": int(index.sum()), **scores}
         log(f"alignment, {n} session(s): {row}")
         rows.append(row)
     metric = "pairwise latent accuracy (VAE-GAN), test faces; _centred: both sides centred on the mean training latent"

@@ -150,9 +150,15 @@ def prepare(cfg: SimulateConfig) -> Plan:
         axis=1,
     )
     test_names = names[n_train:]
-    # the training runs' faces in order: the shared faces first, ``repeats`` times over (each pass in its own order),
-    # then the subject's own
-    passes = [list(np.random.default_rng([cfg.group.shared_seed, 32, k]).permutation(n_shared)) for k in range(repeats)]
+    # the training runs' faces in order: the shared faces first, ``repeats`` times over (each pass in its own order;
+    # shown once, in name order), then the subject's own
+    passes = (
+        [list(range(n_shared))]
+        if repeats == 1
+        else [  # shown once: in name order
+            list(np.random.default_rng([cfg.group.shared_seed, 32, k]).permutation(n_shared)) for k in range(repeats)
+        ]
+    )
     slots = [names[i] for p in passes for i in p] + names[n_shared:n_train] if n_shared else names[:n_train]
     rng = np.random.default_rng([cfg.seed, 3])
     events, motion = [], []
