@@ -58,6 +58,7 @@ COLOURS = {"vaegan": "#3b6ea5", "pca": "#c47f2c"}
 #: the report's sections: table name -> title
 SECTIONS = (
     ("main", "Pairwise identification (twin's ceiling beside each)"),
+    ("estimates", "Trial estimates side by side: window, least-squares-all (glm), least-squares-separate (lss)"),
     ("other", "Gender, imagery, permutation control"),
     ("repeats", "Latent pairwise against the number of test repeats averaged (mean +/- SD over draws)"),
     ("ablations", "Where the accuracy goes (ridge mapping; VAE-GAN / PCA)"),
@@ -151,6 +152,7 @@ def paper_summary(ev: dict, facespace: dict | None = None) -> dict[str, Any]:
             if key in ("pipeline", "glm") or key in ev.get("ablations", {})
         ],
         "repeats": ev.get("repeats"),
+        "estimates": _estimate_rows(ev),
     }
     if facespace is not None:
         q = facespace.get("quality", {})
@@ -161,6 +163,27 @@ def paper_summary(ev: dict, facespace: dict | None = None) -> dict[str, Any]:
             "attribute_readout_mean": q.get("attribute_readout_mean"),
         }
     return out
+
+
+def _estimate_rows(ev: dict) -> list[dict[str, Any]]:
+    """Every trial estimate the fit scored, per mapping and face space, beside the window estimate's scores."""
+    details = ev.get("details", {})
+    rows = []
+    for mname in ("ridge", "encoding"):
+        for sname in ("vaegan", "pca"):
+            base = details.get("window", {}).get(mname, {}).get(sname, {})
+            for est in ("window", "glm", "lss"):
+                sc = details.get(est, {}).get(mname, {}).get(sname)
+                if sc is None:
+                    continue
+                row = {"estimate": est, "mapping": mname, "space": sname}
+                for k in KINDS:
+                    if k in sc:
+                        row[k] = sc[k]["accuracy"]
+                        row[f"{k}_vs_window"] = _diff(sc[k]["accuracy"], base.get(k, {}).get("accuracy"))
+                        row[f"{k}_ceiling"] = _ceiling(ev, sname, k)
+                rows.append(row)
+    return rows
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -312,12 +335,24 @@ def _tables(s: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
         ]
         for g in s["goals"]
     ]
+
+    def versus(r: dict, k: str) -> str:
+        d = r.get(f"{k}_vs_window")
+        return _pct(r.get(k)) + ("" if r["estimate"] == "window" or d is None else f" ({100 * d:+.1f})")
+
+    estimates = [
+        [r["estimate"], r["mapping"], r["space"], *[versus(r, k) for k in KINDS], _pct(r.get("latent_ceiling"))]
+        for r in s.get("estimates", [])
+    ]
     tables = {
         "main": (["mapping", "face space", "latent", "pixel", "perceptual", "paper (latent)"], main),
         "other": (["measure", "here", "paper"], other),
         "ablations": (["rung", "what changes", "latent (VAE-GAN / PCA)", "pixel", "perceptual"], abl),
         "goals": (["goal (issue 18)", "here", ""], goals),
     }
+    if estimates:
+        header = ["estimate", "mapping", "face space", "latent (vs window)", "pixel", "perceptual", "ceiling (latent)"]
+        tables["estimates"] = (header, estimates)
     rep = s.get("repeats")
     if rep and "curves" in rep:
         header = ["face space, mapping", *[f"{n} repeats" for n in rep["counts"]]]

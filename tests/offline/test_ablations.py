@@ -195,6 +195,11 @@ def test_fit_reports_repeats_ablations_and_the_papers_table(tmp_path, twin):
         assert text in md
     ceiling = abl["hidden_code"]["vaegan"]["latent"]
     assert f"(ceiling {100 * ceiling:.1f}%)" in md
+    # every trial estimate the fit scored, beside the window estimate, with the points it gains or loses
+    lss = ev["details"]["lss"]["ridge"]["vaegan"]["latent"]["accuracy"]
+    gain = 100 * (lss - ev["details"]["window"]["ridge"]["vaegan"]["latent"]["accuracy"])
+    assert "Trial estimates side by side" in md
+    assert f"| lss | ridge | vaegan | {100 * lss:.1f}% ({gain:+.1f}) |" in md
     assert len(rep["summary"]["goals"]) == 6
     # gender from the true test latents read both ways, the classifier shown beside the goal (not counted)
     g_true = ev["gender"]["vaegan"]["true_latents"]
