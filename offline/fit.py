@@ -511,16 +511,23 @@ def _stimulus_attributes(bids: Path, ids: dict[str, list[str]]) -> _Attributes |
     return _Attributes(names, train, test)
 
 
+def _given_mask(cfg: FitConfig, data: FitData) -> np.ndarray | None:
+    """The voxel mask ``selection.method = "mask"`` names, over the brain voxels (None for the other methods)."""
+    if cfg.selection.method != "mask":
+        return None
+    import nibabel as nib
+
+    from offline.decoding.selection import mask_selection
+
+    return mask_selection(np.asarray(nib.load(cfg.selection.mask).dataobj), data.brain)
+
+
 def _select(cfg: FitConfig, data: FitData, faces: FaceSpaces, log) -> Selection:
     """Voxel selection on the bundle's estimate type's training patterns."""
-    from offline.decoding.selection import mask_selection, select_voxels
+    from offline.decoding.selection import select_voxels
 
     train = data.estimates[cfg.preprocess.estimate].train
-    given = None
-    if cfg.selection.method == "mask":
-        import nibabel as nib
-
-        given = mask_selection(np.asarray(nib.load(cfg.selection.mask).dataobj), data.brain)
+    given = _given_mask(cfg, data)
     log(f"voxel selection: {cfg.selection.method}" + (f", k={cfg.selection.k}" if cfg.selection.k else ""))
     selection = select_voxels(
         cfg.selection,
@@ -663,6 +670,10 @@ def _run_fit(cfg: FitConfig, bids: Path, vaegan: Path, out: Path, heartbeat: Hea
     first = cfg.align.sessions if cfg.align.to else cfg.sessions
     if first:
         data, faces, attrs = _first_sessions(data, faces, attrs, first, heartbeat)
+    if cfg.align.to:  # refused now, not after the evaluation
+        from offline.decoding.alignment import check_alignable
+
+        check_alignable(reference, data.estimates[cfg.preprocess.estimate].train.ids)
     heartbeat.step("voxel selection")
     selection = _select(cfg, data, faces, heartbeat)
     evaluation, fitted = _evaluate(cfg, data, faces, attrs, selection, bids, heartbeat)
@@ -816,6 +827,8 @@ def _voxel_chooser(cfg: FitConfig, data: FitData):
     """``select(patterns, latents) -> bool [V]``: the fit's voxel selection on the given training patterns."""
     from offline.decoding.selection import select_voxels
 
+    given = _given_mask(cfg, data)
+
     def select(part: TrialPatterns, latents: np.ndarray) -> np.ndarray:
         chosen = select_voxels(
             cfg.selection,
@@ -823,6 +836,7 @@ def _voxel_chooser(cfg: FitConfig, data: FitData):
             z=latents,
             groups=part.runs,
             contrast=data.contrast,
+            given=given,
             alphas=cfg.alphas,
             n_splits=cfg.n_splits,
         )

@@ -425,7 +425,7 @@ def run(args) -> dict[str, Any]:
         from fmriface.lsl.isolation import isolated
 
         if not isolated():
-            return _rerun_isolated()
+            return _rerun_isolated(args)
     matrices = _matrix_list(args.matrix)
     trs = _tr_list(args.tr, len(matrices))
     work = Path(tempfile.mkdtemp(prefix="fmriface-bench-service-"))
@@ -462,7 +462,7 @@ def run(args) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _rerun_isolated() -> dict[str, Any]:
+def _rerun_isolated(args) -> dict[str, Any]:
     """This benchmark again, in a network namespace holding only the loopback (LSL stays off the network)."""
     import json
     import subprocess
@@ -474,7 +474,7 @@ def _rerun_isolated() -> dict[str, Any]:
     reason = namespace_missing()
     if reason:
         raise UsageError(f"--lsl 1 needs an isolated network namespace: {reason}")
-    argv = [sys.executable, "-m", "fmriface", *sys.argv[1:]]
+    argv = [sys.executable, "-m", "fmriface", *args.argv]
     if "--json" not in argv:
         argv.append("--json")
     folder = Path(tempfile.mkdtemp(prefix="fmriface-bench-lsl-"))

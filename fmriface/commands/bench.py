@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(module, "add_arguments"):
         module.add_arguments(p)
     args = p.parse_args(argv[1:])
+    args.argv = ["bench", *argv]  # how it was called: a benchmark that reruns itself (service --lsl) uses it
     result = module.run(args)
     emit(result, args.json)
     return 0

@@ -47,6 +47,7 @@ __all__ = [
     "rescale",
     "run_sessions",
     "aligned_map",
+    "check_alignable",
     "alignment_curve",
     "candidate_maps",
     "choose_map",
@@ -258,15 +259,21 @@ def run_sessions(run_names: Sequence[str]) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+def check_alignable(ref: Reference, ids: Sequence[str], least: int = 4) -> None:
+    """Refuse training faces that hold fewer than ``least`` of the reference's shared faces."""
+    n = len(set(ref.shared_ids) & set(ids))
+    if n < least:
+        raise AlignmentError(
+            f"only {n} of the reference's {len(ref.shared_ids)} shared faces are among this subject's training"
+            " faces in these sessions: too few to align on"
+        )
+
+
 def aligned_map(ref: Reference, train: TrialPatterns, cfg: AlignConfig) -> tuple[LinearMap, np.ndarray, Any]:
     """The reference's mapping through the alignment fitted on the shared faces among ``train``'s rows."""
+    check_alignable(ref, train.ids)
     shared = set(ref.shared_ids)
     rows = [i for i, s in enumerate(train.ids) if s in shared]
-    if len(rows) < 4:
-        raise AlignmentError(
-            f"only {len(rows)} of the reference's {len(ref.shared_ids)} shared faces are among this subject's"
-            " training faces in these sessions: too few to align on"
-        )
     x_mean, x_scale = train.x.mean(0), train.x.std(0) + 1e-9
     z_new = (train.x[rows] - x_mean) / x_scale
     matrix, offset = fit_alignment(z_new, ref.shared_z([train.ids[i] for i in rows]), cfg.method, cfg.alphas)

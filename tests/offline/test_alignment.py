@@ -282,3 +282,13 @@ def _events_kinds(bold: Path) -> list[str]:
 
     events = bold.with_name(bold.name.replace("_bold.nii.gz", "_events.tsv"))
     return sorted(set(pd.read_csv(events, sep="\t")["trial_type"].astype(str)))
+
+
+def test_too_few_shared_faces_are_refused_by_count():
+    from offline.decoding.alignment import Reference, check_alignable
+
+    lm = LinearMap(np.zeros((2, 1)), np.zeros(1), np.zeros(2), np.ones(2), "r")
+    ref = Reference(Path("ref"), "0" * 64, lm, shared_names(5), np.zeros((5, 2)))
+    check_alignable(ref, shared_names(4) + ["train/train_00009.png"])
+    with pytest.raises(AlignmentError, match="only 3 of the reference's 5 shared faces"):
+        check_alignable(ref, shared_names(3))
